@@ -1,0 +1,370 @@
+//! Address newtypes: [`PhysAddr`], [`VirtAddr`] and [`Pfn`].
+//!
+//! Physical addresses are 64 bits wide everywhere (PAE reaches 64 GiB on a 32-bit
+//! CPU); virtual addresses are `usize`. Every conversion that could lose bits is
+//! checked and returns an [`AddrError`]; nothing wraps or truncates silently.
+
+use core::fmt;
+
+/// Size of a base page in bytes (4 KiB on every architecture kmm supports).
+pub const PAGE_SIZE: usize = 4096;
+/// log2 of [`PAGE_SIZE`].
+pub const PAGE_SHIFT: u32 = 12;
+
+/// Why an address could not be built or converted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AddrError {
+    /// The address is not aligned as required.
+    Misaligned,
+    /// The value does not fit the target type on this machine (for example a
+    /// physical address above 4 GiB converted to a 32-bit `usize`).
+    OutOfRange,
+    /// The alignment asked for is not a power of two.
+    BadAlignment,
+}
+
+impl fmt::Display for AddrError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AddrError::Misaligned => "address is misaligned",
+            AddrError::OutOfRange => "address out of range",
+            AddrError::BadAlignment => "alignment is not a power of two",
+        })
+    }
+}
+
+impl core::error::Error for AddrError {}
+
+/// Checks that `align` is a power of two.
+const fn check_align(align: u64) -> Result<(), AddrError> {
+    if align.is_power_of_two() {
+        Ok(())
+    } else {
+        Err(AddrError::BadAlignment)
+    }
+}
+
+/// A physical address.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct PhysAddr(u64);
+
+impl PhysAddr {
+    /// The zero address.
+    pub const ZERO: PhysAddr = PhysAddr(0);
+
+    /// Makes a physical address from a raw value. Every `u64` is representable;
+    /// the page-table code rejects addresses its paging mode cannot reach.
+    pub const fn new(raw: u64) -> PhysAddr {
+        PhysAddr(raw)
+    }
+
+    /// Makes a physical address that must be aligned to `align` (a power of two).
+    pub const fn new_aligned(raw: u64, align: u64) -> Result<PhysAddr, AddrError> {
+        if let Err(e) = check_align(align) {
+            return Err(e);
+        }
+        if raw & (align - 1) != 0 {
+            return Err(AddrError::Misaligned);
+        }
+        Ok(PhysAddr(raw))
+    }
+
+    /// The raw value.
+    pub const fn as_u64(self) -> u64 {
+        self.0
+    }
+
+    /// The value as a `usize`, or [`AddrError::OutOfRange`] if it does not fit
+    /// (a physical address above 4 GiB on a 32-bit target).
+    pub const fn try_as_usize(self) -> Result<usize, AddrError> {
+        if self.0 > usize::MAX as u64 {
+            Err(AddrError::OutOfRange)
+        } else {
+            Ok(self.0 as usize)
+        }
+    }
+
+    /// True if the address is a multiple of `align` (which must be a power of two;
+    /// any other value returns false).
+    pub const fn is_aligned(self, align: u64) -> bool {
+        align.is_power_of_two() && self.0 & (align - 1) == 0
+    }
+
+    /// True if the address is page-aligned.
+    pub const fn is_page_aligned(self) -> bool {
+        self.is_aligned(PAGE_SIZE as u64)
+    }
+
+    /// Rounds down to a multiple of `align`.
+    pub const fn align_down(self, align: u64) -> Result<PhysAddr, AddrError> {
+        if let Err(e) = check_align(align) {
+            return Err(e);
+        }
+        Ok(PhysAddr(self.0 & !(align - 1)))
+    }
+
+    /// Rounds up to a multiple of `align`; fails if that overflows.
+    pub const fn align_up(self, align: u64) -> Result<PhysAddr, AddrError> {
+        if let Err(e) = check_align(align) {
+            return Err(e);
+        }
+        match self.0.checked_add(align - 1) {
+            Some(v) => Ok(PhysAddr(v & !(align - 1))),
+            None => Err(AddrError::OutOfRange),
+        }
+    }
+
+    /// Adds a byte offset; fails on overflow.
+    pub const fn checked_add(self, bytes: u64) -> Option<PhysAddr> {
+        match self.0.checked_add(bytes) {
+            Some(v) => Some(PhysAddr(v)),
+            None => None,
+        }
+    }
+
+    /// The frame that contains this address.
+    pub const fn pfn(self) -> Result<Pfn, AddrError> {
+        let n = self.0 >> PAGE_SHIFT;
+        if n > usize::MAX as u64 {
+            Err(AddrError::OutOfRange)
+        } else {
+            Ok(Pfn(n as usize))
+        }
+    }
+
+    /// Offset of the address inside its page.
+    pub const fn page_offset(self) -> usize {
+        (self.0 & (PAGE_SIZE as u64 - 1)) as usize
+    }
+}
+
+impl fmt::Debug for PhysAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PhysAddr({:#x})", self.0)
+    }
+}
+
+impl fmt::Display for PhysAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#x}", self.0)
+    }
+}
+
+/// A virtual address.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct VirtAddr(usize);
+
+impl VirtAddr {
+    /// The zero address.
+    pub const ZERO: VirtAddr = VirtAddr(0);
+
+    /// Makes a virtual address from a raw value.
+    pub const fn new(raw: usize) -> VirtAddr {
+        VirtAddr(raw)
+    }
+
+    /// Makes a virtual address that must be aligned to `align` (a power of two).
+    pub const fn new_aligned(raw: usize, align: usize) -> Result<VirtAddr, AddrError> {
+        if !align.is_power_of_two() {
+            return Err(AddrError::BadAlignment);
+        }
+        if raw & (align - 1) != 0 {
+            return Err(AddrError::Misaligned);
+        }
+        Ok(VirtAddr(raw))
+    }
+
+    /// Makes a virtual address from a `u64`, failing if it does not fit `usize`.
+    pub const fn try_from_u64(raw: u64) -> Result<VirtAddr, AddrError> {
+        if raw > usize::MAX as u64 {
+            Err(AddrError::OutOfRange)
+        } else {
+            Ok(VirtAddr(raw as usize))
+        }
+    }
+
+    /// The address of a pointer.
+    pub fn from_ptr<T: ?Sized>(ptr: *const T) -> VirtAddr {
+        VirtAddr(ptr.cast::<u8>().addr())
+    }
+
+    /// The raw value.
+    pub const fn as_usize(self) -> usize {
+        self.0
+    }
+
+    /// The address as a raw pointer (exposed provenance: the mock exposes the
+    /// host memory it backs the machine with).
+    pub fn as_mut_ptr<T>(self) -> *mut T {
+        core::ptr::with_exposed_provenance_mut(self.0)
+    }
+
+    /// The address as a raw const pointer.
+    pub fn as_ptr<T>(self) -> *const T {
+        core::ptr::with_exposed_provenance(self.0)
+    }
+
+    /// True if the address is a multiple of `align` (a power of two; any other value
+    /// returns false).
+    pub const fn is_aligned(self, align: usize) -> bool {
+        align.is_power_of_two() && self.0 & (align - 1) == 0
+    }
+
+    /// True if the address is page-aligned.
+    pub const fn is_page_aligned(self) -> bool {
+        self.is_aligned(PAGE_SIZE)
+    }
+
+    /// Rounds down to a multiple of `align`.
+    pub const fn align_down(self, align: usize) -> Result<VirtAddr, AddrError> {
+        if !align.is_power_of_two() {
+            return Err(AddrError::BadAlignment);
+        }
+        Ok(VirtAddr(self.0 & !(align - 1)))
+    }
+
+    /// Rounds up to a multiple of `align`; fails if that overflows.
+    pub const fn align_up(self, align: usize) -> Result<VirtAddr, AddrError> {
+        if !align.is_power_of_two() {
+            return Err(AddrError::BadAlignment);
+        }
+        match self.0.checked_add(align - 1) {
+            Some(v) => Ok(VirtAddr(v & !(align - 1))),
+            None => Err(AddrError::OutOfRange),
+        }
+    }
+
+    /// Adds a byte offset; `None` on overflow.
+    pub const fn checked_add(self, bytes: usize) -> Option<VirtAddr> {
+        match self.0.checked_add(bytes) {
+            Some(v) => Some(VirtAddr(v)),
+            None => None,
+        }
+    }
+
+    /// Subtracts a byte offset; `None` on underflow.
+    pub const fn checked_sub(self, bytes: usize) -> Option<VirtAddr> {
+        match self.0.checked_sub(bytes) {
+            Some(v) => Some(VirtAddr(v)),
+            None => None,
+        }
+    }
+
+    /// Offset of the address inside its page.
+    pub const fn page_offset(self) -> usize {
+        self.0 & (PAGE_SIZE - 1)
+    }
+}
+
+impl fmt::Debug for VirtAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "VirtAddr({:#x})", self.0)
+    }
+}
+
+impl fmt::Display for VirtAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#x}", self.0)
+    }
+}
+
+/// A page frame number: a physical address divided by [`PAGE_SIZE`].
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Debug)]
+#[repr(transparent)]
+pub struct Pfn(usize);
+
+impl Pfn {
+    /// Makes a frame number.
+    pub const fn new(raw: usize) -> Pfn {
+        Pfn(raw)
+    }
+
+    /// The raw value.
+    pub const fn as_usize(self) -> usize {
+        self.0
+    }
+
+    /// The physical address of the frame's first byte (never overflows: a `usize`
+    /// frame number shifted by 12 fits in 64 bits on every target kmm supports).
+    pub const fn phys(self) -> PhysAddr {
+        PhysAddr((self.0 as u64) << PAGE_SHIFT)
+    }
+
+    /// The frame `n` frames further on; `None` on overflow.
+    pub const fn checked_add(self, n: usize) -> Option<Pfn> {
+        match self.0.checked_add(n) {
+            Some(v) => Some(Pfn(v)),
+            None => None,
+        }
+    }
+
+    /// True if the frame number is a multiple of `2^order`.
+    pub const fn is_order_aligned(self, order: u32) -> bool {
+        order < usize::BITS && self.0 & ((1usize << order) - 1) == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phys_alignment_helpers() {
+        let a = PhysAddr::new(0x1234);
+        assert_eq!(a.align_down(0x1000), Ok(PhysAddr::new(0x1000)));
+        assert_eq!(a.align_up(0x1000), Ok(PhysAddr::new(0x2000)));
+        assert_eq!(a.align_up(3), Err(AddrError::BadAlignment));
+        assert_eq!(
+            PhysAddr::new(u64::MAX).align_up(0x1000),
+            Err(AddrError::OutOfRange)
+        );
+        assert_eq!(
+            PhysAddr::new_aligned(0x1001, 0x1000),
+            Err(AddrError::Misaligned)
+        );
+        assert!(PhysAddr::new(0x2000).is_page_aligned());
+        assert!(!PhysAddr::new(0x2000).is_aligned(0));
+        assert_eq!(a.page_offset(), 0x234);
+        assert_eq!(a.pfn(), Ok(Pfn::new(1)));
+    }
+
+    #[test]
+    fn phys_never_truncates() {
+        let high = PhysAddr::new(0x1_0000_0000);
+        if usize::BITS == 32 {
+            assert_eq!(high.try_as_usize(), Err(AddrError::OutOfRange));
+        } else {
+            assert_eq!(high.try_as_usize(), Ok(0x1_0000_0000));
+        }
+        assert_eq!(PhysAddr::new(u64::MAX).checked_add(1), None);
+    }
+
+    #[test]
+    fn virt_alignment_helpers() {
+        let v = VirtAddr::new(0xC000_0123);
+        assert_eq!(v.align_down(0x1000), Ok(VirtAddr::new(0xC000_0000)));
+        assert_eq!(v.align_up(0x1000), Ok(VirtAddr::new(0xC000_1000)));
+        assert_eq!(VirtAddr::new(usize::MAX).checked_add(1), None);
+        assert_eq!(VirtAddr::new(0).checked_sub(1), None);
+        assert_eq!(
+            VirtAddr::new_aligned(0x10, 0x1000),
+            Err(AddrError::Misaligned)
+        );
+        assert_eq!(VirtAddr::new_aligned(0x10, 3), Err(AddrError::BadAlignment));
+        assert_eq!(v.page_offset(), 0x123);
+    }
+
+    #[test]
+    fn pfn_round_trip() {
+        let p = Pfn::new(0x12345);
+        assert_eq!(p.phys(), PhysAddr::new(0x1234_5000));
+        assert_eq!(p.phys().pfn(), Ok(p));
+        assert!(Pfn::new(8).is_order_aligned(3));
+        assert!(!Pfn::new(8).is_order_aligned(4));
+        assert!(!Pfn::new(0).is_order_aligned(usize::BITS));
+        assert_eq!(Pfn::new(usize::MAX).checked_add(1), None);
+    }
+}

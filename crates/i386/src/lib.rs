@@ -1,0 +1,67 @@
+//! i386 paging for kmm.
+//!
+//! - [`TwoLevel`]: classic 32-bit paging — a page directory of 1024 entries,
+//!   page tables of 1024, 4 KiB pages, 4 MiB PSE pages, global (PGE) pages.
+//! - [`Pae`]: PAE paging — a 4-entry PDPT, directories and tables of 512 8-byte
+//!   entries, 4 KiB and 2 MiB pages, physical addresses up to 64 GiB, NX.
+//! - [`I386Layout`]: Linux's i386 kernel layout as a [`kmm_hal::KernelLayout`].
+//! - `arch` (on `target_arch = "x86"` only): CR0/CR3/CR4, INVLPG, global flush.
+//!
+//! Both table types implement [`kmm_hal::PageTable`]. The tables live in physical
+//! memory and are reached through a [`kmm_hal::DirectMap`], so the same code runs
+//! in a kernel (identity map before paging, `PAGE_OFFSET` after) and on the host
+//! over the simulated RAM of `kmm-mock`.
+//!
+//! # Example
+//!
+//! A kernel would pass its boot frame allocator and direct map; here a
+//! page-aligned buffer stands in for physical memory.
+//!
+//! ```
+//! use kmm_hal::{DirectMap, FrameSource, PageFlags, PageSize, PageTable, PhysAddr, VirtAddr};
+//! use kmm_i386::TwoLevel;
+//!
+//! #[repr(C, align(4096))]
+//! struct Ram([u8; 8 * 4096]);
+//! let mut ram = Box::new(Ram([0; 8 * 4096]));
+//! let base = VirtAddr::from_ptr(ram.0.as_mut_ptr().cast_const());
+//! let _ = ram.0.as_mut_ptr().expose_provenance();
+//! let dm = DirectMap::new(base, 8 * 4096).unwrap();
+//!
+//! // Frames 0..8 of the "RAM" feed the tables.
+//! struct Bump(u64);
+//! impl FrameSource for Bump {
+//!     fn alloc_frame(&mut self) -> Option<PhysAddr> {
+//!         (self.0 < 8).then(|| { self.0 += 1; PhysAddr::new((self.0 - 1) * 4096) })
+//!     }
+//!     fn free_frame(&mut self, _: PhysAddr) {}
+//! }
+//! let mut frames = Bump(0);
+//!
+//! let mut pt = TwoLevel::new(dm, true, &mut frames).unwrap();
+//! let va = VirtAddr::new(0xF880_0000);
+//! pt.map(va, PhysAddr::new(0x0123_4000), PageFlags::KERNEL_RW, &mut frames)
+//!     .unwrap()
+//!     .ignore(); // nothing was mapped there before: no TLB entry to flush
+//! let t = pt.translate(VirtAddr::new(0xF880_0042)).unwrap();
+//! assert_eq!(t.phys, PhysAddr::new(0x0123_4042));
+//!
+//! pt.map_large(VirtAddr::new(0xC000_0000), PhysAddr::ZERO, PageFlags::KERNEL_GLOBAL)
+//!     .unwrap()
+//!     .ignore();
+//! assert_eq!(pt.translate(VirtAddr::new(0xC012_3456)).unwrap().size, PageSize::Large);
+//! ```
+#![no_std]
+
+#[cfg(target_arch = "x86")]
+pub mod arch;
+mod layout;
+mod mode;
+mod tables;
+
+pub use layout::{
+    DEFAULT_NR_CPUS, FIX_KMAP_BEGIN, FIXADDR_TOP, I386Layout, KM_TYPE_NR, LAST_PKMAP,
+    LAST_PKMAP_PAE, MAX_LOWMEM, PAGE_OFFSET, VMALLOC_OFFSET,
+};
+pub use mode::{Classic, Mode, PaeMode};
+pub use tables::{Pae, Paging, TwoLevel};

@@ -1,0 +1,264 @@
+//! [`MockCpu`]: simulated CPUs. A host thread takes a CPU id with
+//! [`MockCpu::bind`]; interrupt and preemption state is tracked per thread, so a
+//! test can assert that per-CPU code ran with preemption or interrupts off.
+
+use std::cell::Cell;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use kmm_hal::{Cpu, IrqState};
+
+thread_local! {
+    /// The CPU id this thread runs as, if bound.
+    static CURRENT: Cell<Option<usize>> = const { Cell::new(None) };
+    /// Interrupts disabled on this thread's CPU.
+    static IRQS_OFF: Cell<bool> = const { Cell::new(false) };
+    /// Preemption count of this thread's CPU.
+    static PREEMPT: Cell<usize> = const { Cell::new(0) };
+}
+
+struct Shared {
+    bound: Vec<AtomicBool>,
+    irq_saves: AtomicU64,
+    preempt_disables: AtomicU64,
+}
+
+/// `count` simulated CPUs. Cheap to clone; clones share the CPUs.
+///
+/// A thread that never called [`MockCpu::bind`] runs as CPU 0.
+#[derive(Clone)]
+pub struct MockCpu {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for MockCpu {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MockCpu")
+            .field("count", &self.shared.bound.len())
+            .finish()
+    }
+}
+
+/// Why a thread could not take a CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BindError {
+    /// The id is not below the CPU count.
+    NoSuchCpu,
+    /// Another thread runs as that CPU.
+    Busy,
+    /// This thread is already bound to a CPU.
+    AlreadyBound,
+}
+
+impl fmt::Display for BindError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BindError::NoSuchCpu => "no such CPU",
+            BindError::Busy => "another thread runs as that CPU",
+            BindError::AlreadyBound => "this thread is already bound to a CPU",
+        })
+    }
+}
+
+impl std::error::Error for BindError {}
+
+/// The calling thread runs as a CPU until this is dropped.
+#[must_use = "the thread leaves the CPU when the binding is dropped"]
+pub struct CpuBinding {
+    shared: Arc<Shared>,
+    id: usize,
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl CpuBinding {
+    /// The CPU id taken.
+    pub fn id(&self) -> usize {
+        self.id
+    }
+}
+
+impl Drop for CpuBinding {
+    fn drop(&mut self) {
+        CURRENT.with(|c| c.set(None));
+        self.shared.bound[self.id].store(false, Ordering::Release);
+    }
+}
+
+impl MockCpu {
+    /// `count` CPUs (at least one).
+    pub fn new(count: usize) -> MockCpu {
+        MockCpu {
+            shared: Arc::new(Shared {
+                bound: (0..count.max(1)).map(|_| AtomicBool::new(false)).collect(),
+                irq_saves: AtomicU64::new(0),
+                preempt_disables: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Makes the calling thread run as CPU `id` until the binding is dropped.
+    pub fn bind(&self, id: usize) -> Result<CpuBinding, BindError> {
+        let slot = self.shared.bound.get(id).ok_or(BindError::NoSuchCpu)?;
+        if CURRENT.with(Cell::get).is_some() {
+            return Err(BindError::AlreadyBound);
+        }
+        if slot
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return Err(BindError::Busy);
+        }
+        CURRENT.with(|c| c.set(Some(id)));
+        Ok(CpuBinding {
+            shared: self.shared.clone(),
+            id,
+            _not_send: std::marker::PhantomData,
+        })
+    }
+
+    /// Runs `f(cpu_id)` on one scoped thread per CPU, each bound to its CPU, and
+    /// returns the results in CPU order.
+    pub fn run_on_each<T: Send>(&self, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..self.count())
+                .map(|id| {
+                    let f = &f;
+                    s.spawn(move || {
+                        let _b = self.bind(id).expect("fresh thread binds its CPU");
+                        f(id)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("CPU thread panicked"))
+                .collect()
+        })
+    }
+
+    /// Panics unless preemption is disabled on the calling CPU.
+    #[track_caller]
+    pub fn assert_preempt_disabled(&self) {
+        assert!(
+            self.preempt_count() > 0,
+            "kmm-mock: CPU {} runs with preemption enabled",
+            self.id()
+        );
+    }
+
+    /// Panics unless interrupts are disabled on the calling CPU.
+    #[track_caller]
+    pub fn assert_irqs_disabled(&self) {
+        assert!(
+            self.irqs_disabled(),
+            "kmm-mock: CPU {} runs with interrupts enabled",
+            self.id()
+        );
+    }
+
+    /// How many times `irq_save` and `preempt_disable` were called on any CPU.
+    pub fn guard_counts(&self) -> (u64, u64) {
+        (
+            self.shared.irq_saves.load(Ordering::Relaxed),
+            self.shared.preempt_disables.load(Ordering::Relaxed),
+        )
+    }
+}
+
+impl Cpu for MockCpu {
+    fn count(&self) -> usize {
+        self.shared.bound.len()
+    }
+
+    fn id(&self) -> usize {
+        CURRENT.with(Cell::get).unwrap_or(0)
+    }
+
+    fn irq_save(&self) -> IrqState {
+        self.shared.irq_saves.fetch_add(1, Ordering::Relaxed);
+        IrqState(usize::from(IRQS_OFF.with(|c| c.replace(true))))
+    }
+
+    unsafe fn irq_restore(&self, state: IrqState) {
+        assert!(
+            IRQS_OFF.with(Cell::get),
+            "kmm-mock: irq_restore with interrupts already enabled"
+        );
+        IRQS_OFF.with(|c| c.set(state.0 != 0));
+    }
+
+    fn irqs_disabled(&self) -> bool {
+        IRQS_OFF.with(Cell::get)
+    }
+
+    fn preempt_disable(&self) {
+        self.shared.preempt_disables.fetch_add(1, Ordering::Relaxed);
+        PREEMPT.with(|c| c.set(c.get() + 1));
+    }
+
+    unsafe fn preempt_enable(&self) {
+        PREEMPT.with(|c| {
+            let n = c.get();
+            assert!(n > 0, "kmm-mock: preempt_enable without preempt_disable");
+            c.set(n - 1);
+        });
+    }
+
+    fn preempt_count(&self) -> usize {
+        PREEMPT.with(Cell::get)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guards_nest_and_restore() {
+        let cpu = MockCpu::new(2);
+        assert!(!cpu.irqs_disabled());
+        {
+            let _a = cpu.irq_guard();
+            cpu.assert_irqs_disabled();
+            {
+                let _b = cpu.irq_guard();
+                cpu.assert_irqs_disabled();
+            }
+            cpu.assert_irqs_disabled();
+        }
+        assert!(!cpu.irqs_disabled());
+        {
+            let g = cpu.preempt_guard();
+            cpu.assert_preempt_disabled();
+            assert_eq!(g.cpu_id(), 0);
+        }
+        assert_eq!(cpu.preempt_count(), 0);
+        assert_eq!(cpu.guard_counts(), (2, 1));
+    }
+
+    #[test]
+    #[should_panic(expected = "preemption enabled")]
+    fn assert_catches_missing_guard() {
+        MockCpu::new(1).assert_preempt_disabled();
+    }
+
+    #[test]
+    fn threads_are_cpus() {
+        let cpu = MockCpu::new(3);
+        let ids = cpu.run_on_each(|id| {
+            assert_eq!(cpu.bind(id).err(), Some(BindError::AlreadyBound));
+            let g = cpu.preempt_guard();
+            g.cpu_id()
+        });
+        assert_eq!(ids, vec![0, 1, 2]);
+        let b = cpu.bind(1).unwrap();
+        assert_eq!(cpu.id(), 1);
+        let other = std::thread::scope(|s| s.spawn(|| cpu.bind(1).err()).join().unwrap());
+        assert_eq!(other, Some(BindError::Busy));
+        drop(b);
+        assert_eq!(cpu.id(), 0);
+        assert_eq!(cpu.bind(3).err(), Some(BindError::NoSuchCpu));
+    }
+}

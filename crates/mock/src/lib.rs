@@ -1,0 +1,71 @@
+//! A simulated i386 machine on the host, for testing kmm.
+//!
+//! The mock is a machine, not a stub:
+//!
+//! - **RAM** of any size, sparse (a memfd, or a lazily zeroed host allocation);
+//! - **the i386 tables for real**: [`Machine::kernel_page_table`] builds 2-level
+//!   or PAE tables with `kmm-i386`, written into the simulated RAM;
+//! - **a kernel window**: Linux's i386 layout shifted to a host address
+//!   ([`MockLayout`]). In the [`Backing::Mmap`] backing every mapping is mirrored
+//!   with `mmap` over the RAM memfd, so kernel addresses can be dereferenced and
+//!   one frame mapped twice shows the same bytes at both addresses;
+//!   [`MockPageTable::verify_mirror`] cross-checks tables and mirror;
+//! - **a TLB checker** ([`TlbChecker`]) that reports a use of an address whose
+//!   mapping changed and was not flushed;
+//! - **CPUs** ([`MockCpu`]): host threads take CPU ids; IRQ and preemption guards
+//!   are tracked and can be asserted;
+//! - **fault injection**: [`MockFrames::fail_after`] runs the frame source dry;
+//! - **a pure-software mode** ([`Backing::Software`], the default under Miri).
+//!
+//! # Example
+//!
+//! ```
+//! use kmm_hal::{KernelLayout, PageFlags, PageTable, PhysAddr, TableReclaim, PAGE_SIZE};
+//! use kmm_mock::{Backing, Machine, PagingMode};
+//!
+//! let m = Machine::builder()
+//!     .ram(16 << 20)
+//!     .paging(PagingMode::Pae)
+//!     .backing(Backing::default_for_host())
+//!     .build()
+//!     .unwrap();
+//! let mut frames = m.lowmem_frames(PhysAddr::new(8 << 20));
+//! let mut pt = m.kernel_page_table(&mut frames, true).unwrap();
+//!
+//! // Map frame 0x5000 into the vmalloc area: it aliases the direct map.
+//! let va = m.layout().vmalloc_start();
+//! pt.map(va, PhysAddr::new(0x5000), PageFlags::KERNEL_RW, &mut frames)
+//!     .unwrap()
+//!     .ignore(); // nothing was mapped there: nothing to flush
+//! pt.write(va, b"hello").unwrap();
+//! let direct = m.layout().direct_map().phys_to_virt(PhysAddr::new(0x5000)).unwrap();
+//! let mut buf = [0u8; 5];
+//! pt.read(direct, &mut buf).unwrap();
+//! assert_eq!(&buf, b"hello");
+//!
+//! // Unmap without flushing, and the TLB checker catches the next use.
+//! let (_, flush) = pt.unmap(va, TableReclaim::Free, &mut frames).unwrap();
+//! assert!(m.tlb().check(va).is_err());
+//! flush.flush(&pt);
+//! assert!(m.tlb().check(va).is_ok());
+//! # assert_eq!(pt.verify_mirror().unwrap(), 8); // 16 MiB of direct map in 2 MiB pages
+//! ```
+#![warn(missing_docs)]
+
+mod cpu;
+mod frames;
+mod layout;
+mod machine;
+mod page_table;
+mod ram;
+mod sys;
+mod tlb;
+mod window;
+
+pub use cpu::{BindError, CpuBinding, MockCpu};
+pub use frames::MockFrames;
+pub use layout::{KERNEL_WINDOW, MockLayout};
+pub use machine::{Machine, MachineBuilder, PagingMode};
+pub use page_table::{AccessError, MockPageTable};
+pub use ram::Backing;
+pub use tlb::{Change, TlbChecker, TlbViolation};
