@@ -5,7 +5,12 @@
 //! - [`Pae`]: PAE paging — a 4-entry PDPT, directories and tables of 512 8-byte
 //!   entries, 4 KiB and 2 MiB pages, physical addresses up to 64 GiB, NX.
 //! - [`I386Layout`]: Linux's i386 kernel layout as a [`kmm_hal::KernelLayout`].
-//! - `arch` (on `target_arch = "x86"` only): CR0/CR3/CR4, INVLPG, global flush.
+//! - `arch` (on `target_arch = "x86"` only): CR0/CR3/CR4, INVLPG, global flush;
+//!   `I386Cpu` (same): the [`kmm_hal::Cpu`] of a uniprocessor kernel.
+//!
+//! With the `hw-flush` feature (ring-0 code on an x86 CPU only),
+//! [`kmm_hal::PageTable::flush`] executes INVLPG and `flush_all` reloads CR4.PGE
+//! or CR3; without it they do nothing, and the caller (the mock) tracks flushes.
 //!
 //! Both table types implement [`kmm_hal::PageTable`]. The tables live in physical
 //! memory and are reached through a [`kmm_hal::DirectMap`], so the same code runs
@@ -55,6 +60,8 @@
 
 #[cfg(target_arch = "x86")]
 pub mod arch;
+#[cfg(target_arch = "x86")]
+mod cpu;
 mod layout;
 mod mode;
 mod tables;
@@ -63,5 +70,7 @@ pub use layout::{
     DEFAULT_NR_CPUS, FIX_KMAP_BEGIN, FIXADDR_TOP, I386Layout, KM_TYPE_NR, LAST_PKMAP,
     LAST_PKMAP_PAE, MAX_LOWMEM, PAGE_OFFSET, VMALLOC_OFFSET,
 };
+#[cfg(target_arch = "x86")]
+pub use cpu::I386Cpu;
 pub use mode::{Classic, Mode, PaeMode};
 pub use tables::{Pae, Paging, TwoLevel};

@@ -1,0 +1,74 @@
+//! [`I386Cpu`]: the [`Cpu`] of a uniprocessor i386 kernel.
+
+use core::arch::asm;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use kmm_hal::{Cpu, IrqState};
+
+/// EFLAGS.IF: maskable interrupts enabled.
+const EFLAGS_IF: usize = 1 << 9;
+
+/// The boot CPU of a uniprocessor kernel: id 0 of 1. Interrupt guards save
+/// EFLAGS and execute `cli`, and restore IF as it was; the preemption count is
+/// kept here for the kernel's scheduler to consult.
+#[derive(Debug, Default)]
+pub struct I386Cpu {
+    preempt: AtomicUsize,
+}
+
+impl I386Cpu {
+    /// The boot CPU, preemption enabled.
+    pub const fn new() -> I386Cpu {
+        I386Cpu {
+            preempt: AtomicUsize::new(0),
+        }
+    }
+}
+
+fn eflags() -> usize {
+    let f: usize;
+    // SAFETY: pushfd/pop reads EFLAGS and restores the stack pointer.
+    unsafe { asm!("pushfd", "pop {}", out(reg) f, options(nomem, preserves_flags)) };
+    f
+}
+
+impl Cpu for I386Cpu {
+    fn count(&self) -> usize {
+        1
+    }
+
+    fn id(&self) -> usize {
+        0
+    }
+
+    fn irq_save(&self) -> IrqState {
+        let f = eflags();
+        // SAFETY: `cli` only masks interrupts; ring 0 is this type's contract.
+        unsafe { asm!("cli", options(nomem, nostack)) };
+        IrqState(f & EFLAGS_IF)
+    }
+
+    unsafe fn irq_restore(&self, state: IrqState) {
+        if state.0 & EFLAGS_IF != 0 {
+            // SAFETY: interrupts were enabled when the matching `irq_save` ran.
+            unsafe { asm!("sti", options(nomem, nostack)) };
+        }
+    }
+
+    fn irqs_disabled(&self) -> bool {
+        eflags() & EFLAGS_IF == 0
+    }
+
+    fn preempt_disable(&self) {
+        self.preempt.fetch_add(1, Ordering::Acquire);
+    }
+
+    unsafe fn preempt_enable(&self) {
+        let before = self.preempt.fetch_sub(1, Ordering::Release);
+        debug_assert!(before > 0, "preempt_enable without preempt_disable");
+    }
+
+    fn preempt_count(&self) -> usize {
+        self.preempt.load(Ordering::Relaxed)
+    }
+}
