@@ -45,7 +45,14 @@ const fn check_align(align: u64) -> Result<(), AddrError> {
     }
 }
 
-/// A physical address.
+/// The widest physical address any supported CPU can form (x86's architectural
+/// MAXPHYADDR): physical addresses are below `2^52`.
+pub const MAX_PHYS_BITS: u32 = 52;
+
+/// A physical address, always below `2^`[`MAX_PHYS_BITS`].
+///
+/// Paging modes reach less (4 GiB for 2-level i386 paging, 64 GiB for PAE); the
+/// page-table code rejects what its mode cannot reach.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 #[repr(transparent)]
 pub struct PhysAddr(u64);
@@ -53,14 +60,42 @@ pub struct PhysAddr(u64);
 impl PhysAddr {
     /// The zero address.
     pub const ZERO: PhysAddr = PhysAddr(0);
+    /// One past the highest physical address.
+    pub const LIMIT: u64 = 1 << MAX_PHYS_BITS;
 
-    /// Makes a physical address from a raw value. Every `u64` is representable;
-    /// the page-table code rejects addresses its paging mode cannot reach.
+    /// Makes a physical address from a raw value.
+    ///
+    /// # Panics
+    /// If `raw` is not below [`PhysAddr::LIMIT`] (at compile time in a const
+    /// context). Use [`PhysAddr::try_new`] for values from outside.
     pub const fn new(raw: u64) -> PhysAddr {
+        match PhysAddr::try_new(raw) {
+            Ok(p) => p,
+            Err(_) => panic!("physical address above 2^52"),
+        }
+    }
+
+    /// Makes a physical address, or [`AddrError::OutOfRange`] if `raw` is not
+    /// below [`PhysAddr::LIMIT`].
+    pub const fn try_new(raw: u64) -> Result<PhysAddr, AddrError> {
+        if raw < PhysAddr::LIMIT {
+            Ok(PhysAddr(raw))
+        } else {
+            Err(AddrError::OutOfRange)
+        }
+    }
+
+    /// Makes a physical address without the range check.
+    ///
+    /// # Safety
+    /// `raw` must be below [`PhysAddr::LIMIT`]; code relies on it (for example,
+    /// [`PhysAddr::pfn`] assumes the frame number fits [`Pfn`]).
+    pub const unsafe fn new_unchecked(raw: u64) -> PhysAddr {
         PhysAddr(raw)
     }
 
-    /// Makes a physical address that must be aligned to `align` (a power of two).
+    /// Makes a physical address that must be aligned to `align` (a power of two)
+    /// and below [`PhysAddr::LIMIT`].
     pub const fn new_aligned(raw: u64, align: u64) -> Result<PhysAddr, AddrError> {
         if let Err(e) = check_align(align) {
             return Err(e);
@@ -68,7 +103,7 @@ impl PhysAddr {
         if raw & (align - 1) != 0 {
             return Err(AddrError::Misaligned);
         }
-        Ok(PhysAddr(raw))
+        PhysAddr::try_new(raw)
     }
 
     /// The raw value.
@@ -111,16 +146,25 @@ impl PhysAddr {
             return Err(e);
         }
         match self.0.checked_add(align - 1) {
-            Some(v) => Ok(PhysAddr(v & !(align - 1))),
+            Some(v) => PhysAddr::try_new(v & !(align - 1)),
             None => Err(AddrError::OutOfRange),
         }
     }
 
-    /// Adds a byte offset; fails on overflow.
+    /// Adds a byte offset; `None` if the result is not below [`PhysAddr::LIMIT`].
     pub const fn checked_add(self, bytes: u64) -> Option<PhysAddr> {
         match self.0.checked_add(bytes) {
-            Some(v) => Some(PhysAddr(v)),
-            None => None,
+            Some(v) if v < PhysAddr::LIMIT => Some(PhysAddr(v)),
+            _ => None,
+        }
+    }
+
+    /// Adds a byte offset, allowing the result to equal [`PhysAddr::LIMIT`]: the
+    /// exclusive end of a range. `None` beyond.
+    pub const fn checked_end(self, bytes: u64) -> Option<u64> {
+        match self.0.checked_add(bytes) {
+            Some(v) if v <= PhysAddr::LIMIT => Some(v),
+            _ => None,
         }
     }
 
@@ -271,14 +315,51 @@ impl fmt::Display for VirtAddr {
     }
 }
 
-/// A page frame number: a physical address divided by [`PAGE_SIZE`].
+/// A page frame number: a physical address divided by [`PAGE_SIZE`], so always
+/// below [`Pfn::LIMIT`].
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Debug)]
 #[repr(transparent)]
 pub struct Pfn(usize);
 
 impl Pfn {
+    /// One past the highest frame number (`PhysAddr::LIMIT / PAGE_SIZE`, or
+    /// `usize::MAX` on a target whose `usize` is narrower).
+    pub const LIMIT: usize = {
+        let l = PhysAddr::LIMIT >> PAGE_SHIFT;
+        if l > usize::MAX as u64 {
+            usize::MAX
+        } else {
+            l as usize
+        }
+    };
+
     /// Makes a frame number.
+    ///
+    /// # Panics
+    /// If `raw` is not below [`Pfn::LIMIT`]. Use [`Pfn::try_new`] for values
+    /// from outside.
     pub const fn new(raw: usize) -> Pfn {
+        match Pfn::try_new(raw) {
+            Ok(p) => p,
+            Err(_) => panic!("frame number above the physical address limit"),
+        }
+    }
+
+    /// Makes a frame number, or [`AddrError::OutOfRange`] if it is not below
+    /// [`Pfn::LIMIT`].
+    pub const fn try_new(raw: usize) -> Result<Pfn, AddrError> {
+        if raw < Pfn::LIMIT {
+            Ok(Pfn(raw))
+        } else {
+            Err(AddrError::OutOfRange)
+        }
+    }
+
+    /// Makes a frame number without the range check.
+    ///
+    /// # Safety
+    /// `raw` must be below [`Pfn::LIMIT`]: [`Pfn::phys`] relies on it.
+    pub const unsafe fn new_unchecked(raw: usize) -> Pfn {
         Pfn(raw)
     }
 
@@ -287,17 +368,17 @@ impl Pfn {
         self.0
     }
 
-    /// The physical address of the frame's first byte (never overflows: a `usize`
-    /// frame number shifted by 12 fits in 64 bits on every target kmm supports).
+    /// The physical address of the frame's first byte (below
+    /// [`PhysAddr::LIMIT`] because the frame number is below [`Pfn::LIMIT`]).
     pub const fn phys(self) -> PhysAddr {
         PhysAddr((self.0 as u64) << PAGE_SHIFT)
     }
 
-    /// The frame `n` frames further on; `None` on overflow.
+    /// The frame `n` frames further on; `None` past [`Pfn::LIMIT`].
     pub const fn checked_add(self, n: usize) -> Option<Pfn> {
         match self.0.checked_add(n) {
-            Some(v) => Some(Pfn(v)),
-            None => None,
+            Some(v) if v < Pfn::LIMIT => Some(Pfn(v)),
+            _ => None,
         }
     }
 
@@ -318,9 +399,20 @@ mod tests {
         assert_eq!(a.align_up(0x1000), Ok(PhysAddr::new(0x2000)));
         assert_eq!(a.align_up(3), Err(AddrError::BadAlignment));
         assert_eq!(
-            PhysAddr::new(u64::MAX).align_up(0x1000),
+            PhysAddr::new(PhysAddr::LIMIT - 1).align_up(0x1000),
             Err(AddrError::OutOfRange)
         );
+        assert_eq!(
+            PhysAddr::try_new(PhysAddr::LIMIT),
+            Err(AddrError::OutOfRange)
+        );
+        assert_eq!(
+            PhysAddr::new_aligned(PhysAddr::LIMIT, 0x1000),
+            Err(AddrError::OutOfRange)
+        );
+        // SAFETY: the value is below the limit.
+        let unchecked = unsafe { PhysAddr::new_unchecked(0x1000) };
+        assert_eq!(unchecked, PhysAddr::new(0x1000));
         assert_eq!(
             PhysAddr::new_aligned(0x1001, 0x1000),
             Err(AddrError::Misaligned)
@@ -339,7 +431,18 @@ mod tests {
         } else {
             assert_eq!(high.try_as_usize(), Ok(0x1_0000_0000));
         }
-        assert_eq!(PhysAddr::new(u64::MAX).checked_add(1), None);
+        assert_eq!(PhysAddr::new(PhysAddr::LIMIT - 1).checked_add(1), None);
+        assert_eq!(
+            PhysAddr::new(PhysAddr::LIMIT - 1).checked_end(1),
+            Some(PhysAddr::LIMIT)
+        );
+        assert_eq!(PhysAddr::ZERO.checked_add(u64::MAX), None);
+    }
+
+    #[test]
+    #[should_panic(expected = "above 2^52")]
+    fn phys_new_panics_past_the_limit() {
+        let _ = PhysAddr::new(1 << 52);
     }
 
     #[test]
@@ -365,6 +468,11 @@ mod tests {
         assert!(Pfn::new(8).is_order_aligned(3));
         assert!(!Pfn::new(8).is_order_aligned(4));
         assert!(!Pfn::new(0).is_order_aligned(usize::BITS));
-        assert_eq!(Pfn::new(usize::MAX).checked_add(1), None);
+        assert_eq!(Pfn::new(Pfn::LIMIT - 1).checked_add(1), None);
+        assert_eq!(Pfn::try_new(Pfn::LIMIT), Err(AddrError::OutOfRange));
+        assert_eq!(
+            Pfn::new(Pfn::LIMIT - 1).phys().as_u64(),
+            PhysAddr::LIMIT - 4096
+        );
     }
 }

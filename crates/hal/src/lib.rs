@@ -33,7 +33,7 @@ mod flags;
 mod layout;
 mod paging;
 
-pub use addr::{AddrError, PAGE_SHIFT, PAGE_SIZE, Pfn, PhysAddr, VirtAddr};
+pub use addr::{AddrError, MAX_PHYS_BITS, PAGE_SHIFT, PAGE_SIZE, Pfn, PhysAddr, VirtAddr};
 pub use cpu::{Cpu, IrqGuard, IrqState, PreemptGuard};
 pub use flags::PageFlags;
 pub use layout::{DirectMap, Fixmap, KernelLayout};

@@ -48,6 +48,10 @@ pub fn read_cr3() -> u32 {
 /// Ring 0; `root` must be the root of valid tables (below 4 GiB, 32-byte aligned
 /// for a PAE PDPT) that map the running code, its stack and data.
 pub unsafe fn write_cr3(root: PhysAddr) {
+    debug_assert!(
+        root.as_u64() <= u64::from(u32::MAX),
+        "CR3 holds a 32-bit address"
+    );
     let v = root.as_u64() as u32;
     // SAFETY: the caller upholds the contract above.
     unsafe { asm!("mov cr3, {}", in(reg) v, options(nostack, preserves_flags)) };

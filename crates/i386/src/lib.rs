@@ -66,11 +66,11 @@ mod layout;
 mod mode;
 mod tables;
 
+#[cfg(target_arch = "x86")]
+pub use cpu::I386Cpu;
 pub use layout::{
     DEFAULT_NR_CPUS, FIX_KMAP_BEGIN, FIXADDR_TOP, I386Layout, KM_TYPE_NR, LAST_PKMAP,
     LAST_PKMAP_PAE, MAX_LOWMEM, PAGE_OFFSET, VMALLOC_OFFSET,
 };
-#[cfg(target_arch = "x86")]
-pub use cpu::I386Cpu;
 pub use mode::{Classic, Mode, PaeMode};
 pub use tables::{Pae, Paging, TwoLevel};

@@ -310,8 +310,8 @@ impl<M: Mode> Paging<M> {
         if !pa.is_aligned(align as u64) {
             return Err(MapError::Misaligned);
         }
-        match pa.checked_add(len as u64) {
-            Some(end) if end.as_u64() <= M::PHYS_LIMIT => Ok(()),
+        match pa.checked_end(len as u64) {
+            Some(end) if end <= M::PHYS_LIMIT => Ok(()),
             _ => Err(MapError::PhysOutOfRange),
         }
     }

@@ -17,7 +17,7 @@ pub enum Backing {
     Mmap,
     /// RAM is an ordinary host allocation and nothing is mirrored: the direct map
     /// can be dereferenced, other virtual addresses are reached through
-    /// [`crate::Machine::read`] / [`crate::Machine::write`], which walk the
+    /// [`crate::MockPageTable::read`] / [`crate::MockPageTable::write`], which walk the
     /// tables. Runs under Miri.
     Software,
 }

@@ -1,0 +1,94 @@
+//! The COM1 serial port (0x3F8, 16550 UART), a [`core::fmt::Write`] writer and
+//! the [`kprintln!`] macro.
+
+use core::arch::asm;
+use core::fmt;
+
+/// The I/O base of COM1.
+pub const COM1: u16 = 0x3F8;
+
+/// Writes `value` to I/O port `port`.
+///
+/// # Safety
+/// Ring 0; the write must not disturb a device the rest of the kernel relies on.
+pub unsafe fn outb(port: u16, value: u8) {
+    // SAFETY: the caller upholds the contract above; OUT touches no memory.
+    unsafe {
+        asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags))
+    };
+}
+
+/// Reads a byte from I/O port `port`.
+///
+/// # Safety
+/// Ring 0; the read must not disturb a device the rest of the kernel relies on.
+pub unsafe fn inb(port: u16) -> u8 {
+    let value: u8;
+    // SAFETY: the caller upholds the contract above; IN touches no memory.
+    unsafe {
+        asm!("in al, dx", in("dx") port, out("al") value, options(nomem, nostack, preserves_flags))
+    };
+    value
+}
+
+/// Sets COM1 to 38400 baud, 8 data bits, no parity, one stop bit, FIFOs on and
+/// interrupts off.
+pub fn init() {
+    // SAFETY: these are the standard 16550 initialisation writes to COM1's own
+    // registers; nothing else in the kernel uses the port.
+    unsafe {
+        outb(COM1 + 1, 0x00); // no interrupts
+        outb(COM1 + 3, 0x80); // DLAB on: the divisor follows
+        outb(COM1, 0x03); // divisor 3 = 38400 baud (low byte)
+        outb(COM1 + 1, 0x00); // (high byte)
+        outb(COM1 + 3, 0x03); // 8N1, DLAB off
+        outb(COM1 + 2, 0xC7); // FIFOs on, cleared, 14-byte threshold
+        outb(COM1 + 4, 0x03); // DTR and RTS
+    }
+}
+
+/// Sends one byte, waiting until the transmitter can take it.
+fn write_byte(byte: u8) {
+    // SAFETY: reading the line-status register and writing the data register of
+    // COM1, which only this module uses.
+    unsafe {
+        while inb(COM1 + 5) & 0x20 == 0 {
+            core::hint::spin_loop();
+        }
+        outb(COM1, byte);
+    }
+}
+
+/// A writer to COM1. It holds no state: the kernel runs on one CPU with
+/// interrupts off, so writes never interleave.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Serial;
+
+impl fmt::Write for Serial {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for b in s.bytes() {
+            if b == b'\n' {
+                write_byte(b'\r');
+            }
+            write_byte(b);
+        }
+        Ok(())
+    }
+}
+
+/// Writes formatted text to COM1 (the backend of [`kprintln!`]).
+pub fn print(args: fmt::Arguments<'_>) {
+    // Serial::write_str never fails.
+    let _ = fmt::Write::write_fmt(&mut Serial, args);
+}
+
+/// Prints a line to COM1, like `println!`.
+macro_rules! kprintln {
+    () => {
+        $crate::serial::print(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::serial::print(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+pub(crate) use kprintln;

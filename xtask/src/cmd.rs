@@ -1,0 +1,76 @@
+//! Running commands: echo them, run them, turn a failure into a message.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The result of a task: `Err` carries the message to print.
+pub type Result<T = ()> = std::result::Result<T, String>;
+
+/// A command line for messages: `program arg arg`.
+pub fn describe(c: &Command) -> String {
+    let mut s = c.get_program().to_string_lossy().into_owned();
+    for a in c.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+/// A command `program args...` run in `dir`.
+pub fn command<I, S>(dir: &Path, program: &str, args: I) -> Command
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut c = Command::new(program);
+    c.args(args).current_dir(dir);
+    c
+}
+
+/// Runs `c` with inherited output, after echoing it; fails unless it exits 0.
+pub fn run(c: &mut Command) -> Result {
+    let dir = c.get_current_dir().map(Path::display);
+    match dir {
+        Some(d) => eprintln!("$ (cd {d} && {})", describe(c)),
+        None => eprintln!("$ {}", describe(c)),
+    }
+    let status = c
+        .stdin(Stdio::null())
+        .status()
+        .map_err(|e| format!("cannot start `{}`: {e}", describe(c)))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{}` failed ({status})", describe(c)))
+    }
+}
+
+/// Runs `c` quietly and returns its standard output if it exits 0.
+pub fn output(c: &mut Command) -> Result<String> {
+    let out = c
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot start `{}`: {e}", describe(c)))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!("`{}` failed ({})", describe(c), out.status))
+    }
+}
+
+/// The path of `program` if it is an executable file on `PATH`.
+pub fn which(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    p.metadata()
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}

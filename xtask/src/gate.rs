@@ -1,0 +1,200 @@
+//! `cargo xtask test`: the gate. Runs each step in order and stops at the first
+//! failure; the last line counts the steps as `xtask: N passed, M failed`.
+
+use std::path::Path;
+
+use crate::cmd::{self, Result, command};
+use crate::qemu::{self, Boot, EXIT_FAILURE, EXIT_SUCCESS};
+use crate::root;
+use crate::setup::{self, KERNEL_TARGET};
+
+/// One gate step: a name and what it runs.
+struct Step {
+    name: &'static str,
+    run: Box<dyn Fn() -> Result>,
+}
+
+fn step(name: &'static str, run: impl Fn() -> Result + 'static) -> Step {
+    Step {
+        name,
+        run: Box::new(run),
+    }
+}
+
+/// `cargo ARGS` in `dir` as a step.
+fn cargo(name: &'static str, dir: &Path, args: &'static [&'static str]) -> Step {
+    let dir = dir.to_path_buf();
+    step(name, move || cmd::run(&mut command(&dir, "cargo", args)))
+}
+
+/// The lines every good boot prints, the mode line first.
+const BOOT_LINES: [&str; 3] = ["kmm: paging enabled", "kmm: alias check ok", "kmm: boot ok"];
+
+/// Boots the kernel in one paging mode and checks its lines and exit code.
+fn boot_mode(mode: &str) -> Result {
+    let elf = qemu::build_kernel()?;
+    let b = qemu::boot(&elf, &format!("paging={mode}"))?;
+    let mode_line = format!("kmm: paging={mode}");
+    let missing: Vec<&str> = std::iter::once(mode_line.as_str())
+        .chain(BOOT_LINES)
+        .filter(|l| !b.has_line(l))
+        .collect();
+    if b.code != Some(EXIT_SUCCESS) {
+        return Err(format!(
+            "{mode} boot: {} (want exit code {EXIT_SUCCESS})",
+            b.ending()
+        ));
+    }
+    if !missing.is_empty() {
+        return Err(format!("{mode} boot: missing serial lines {missing:?}"));
+    }
+    if b.has_line("PANIC:") {
+        return Err(format!("{mode} boot: printed a PANIC line"));
+    }
+    Ok(())
+}
+
+/// True if `line` is `PANIC: <message> at <file>:<line>`.
+fn is_panic_line(line: &str) -> bool {
+    let Some(rest) = line.strip_prefix("PANIC: ") else {
+        return false;
+    };
+    let Some((_, location)) = rest.rsplit_once(" at ") else {
+        return false;
+    };
+    match location.rsplit_once(':') {
+        Some((file, n)) => {
+            !file.is_empty() && !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit())
+        }
+        None => false,
+    }
+}
+
+/// Boots with `test=panic` and checks the panic line and the failure code.
+fn boot_panic() -> Result {
+    let elf = qemu::build_kernel()?;
+    let b: Boot = qemu::boot(&elf, "paging=2level test=panic")?;
+    if !b.serial.lines().any(is_panic_line) {
+        return Err("test=panic boot: no `PANIC: <message> at <file>:<line>` line".into());
+    }
+    if b.code != Some(EXIT_FAILURE) {
+        return Err(format!(
+            "test=panic boot: {} (want exit code {EXIT_FAILURE})",
+            b.ending()
+        ));
+    }
+    if b.has_line("kmm: boot ok") {
+        return Err("test=panic boot: printed `kmm: boot ok`".into());
+    }
+    Ok(())
+}
+
+/// The gate's steps, in order.
+fn steps() -> Vec<Step> {
+    let root = root();
+    let root_for_doc = root.clone();
+    let kernel = qemu::kernel_dir();
+    vec![
+        step("setup", setup::run),
+        cargo("rustfmt (workspace)", &root, &["fmt", "--all", "--check"]),
+        cargo("rustfmt (example kernel)", &kernel, &["fmt", "--check"]),
+        cargo(
+            "clippy (workspace, host, all targets)",
+            &root,
+            &[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        ),
+        cargo(
+            "clippy (example kernel, i686)",
+            &kernel,
+            &[
+                "clippy",
+                "--release",
+                "--target",
+                KERNEL_TARGET,
+                "--",
+                "-D",
+                "warnings",
+            ],
+        ),
+        cargo(
+            "clippy (kmm-hal, kmm-i386 for i686)",
+            &root,
+            &[
+                "clippy",
+                "-p",
+                "kmm-hal",
+                "-p",
+                "kmm-i386",
+                "--target",
+                KERNEL_TARGET,
+                "--",
+                "-D",
+                "warnings",
+            ],
+        ),
+        cargo("cargo test (workspace)", &root, &["test", "--workspace"]),
+        step("rustdoc (workspace, warnings denied)", move || {
+            let mut c = command(&root_for_doc, "cargo", ["doc", "--workspace", "--no-deps"]);
+            c.env("RUSTDOCFLAGS", "-D warnings");
+            cmd::run(&mut c)
+        }),
+        step("qemu boot, 2-level paging", || boot_mode("2level")),
+        step("qemu boot, PAE paging", || boot_mode("pae")),
+        step("qemu boot, panic path (test=panic)", boot_panic),
+    ]
+}
+
+/// Runs the gate.
+pub fn run() -> Result {
+    let steps = steps();
+    let total = steps.len();
+    let (mut passed, mut failed) = (0, 0);
+    let mut error = None;
+    for (i, s) in steps.iter().enumerate() {
+        eprintln!("\nxtask: [{}/{total}] {}", i + 1, s.name);
+        match (s.run)() {
+            Ok(()) => {
+                passed += 1;
+                eprintln!("xtask: [{}/{total}] {}: ok", i + 1, s.name);
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("xtask: [{}/{total}] {}: FAILED: {e}", i + 1, s.name);
+                error = Some(format!("gate step {:?} failed: {e}", s.name));
+                break;
+            }
+        }
+    }
+    if failed > 0 {
+        eprintln!(
+            "xtask: stopped at the first failure; {} step(s) not run",
+            total - passed - failed
+        );
+    }
+    println!("xtask: {passed} passed, {failed} failed");
+    match error {
+        None => Ok(()),
+        Some(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_panic_line;
+
+    #[test]
+    fn panic_line() {
+        assert!(is_panic_line("PANIC: boom at src/main.rs:141"));
+        assert!(is_panic_line("PANIC: a at b at src/x.rs:1"));
+        assert!(!is_panic_line("PANIC: boom"));
+        assert!(!is_panic_line("PANIC: boom at src/main.rs:"));
+        assert!(!is_panic_line("kmm: PANIC: boom at a.rs:1"));
+    }
+}

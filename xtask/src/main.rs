@@ -1,0 +1,61 @@
+//! `cargo xtask`: the project's task runner.
+//!
+//! - `setup`: installs what is missing (the i686 Rust target, QEMU);
+//! - `qemu [--pae] [-- ARGS...]`: builds the example kernel and boots it;
+//! - `test`: the whole gate (formatting, clippy, tests, QEMU boots);
+//! - `miri`: the library tests under Miri (nightly).
+
+mod cmd;
+mod gate;
+mod miri;
+mod qemu;
+mod setup;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  setup                   install what is missing (i686 target, qemu-system-i386)
+  qemu [--pae] [-- ARGS]  build the example kernel and boot it in qemu-system-i386;
+                          ARGS are appended to the kernel command line
+  test                    run the gate: fmt, clippy (host and i686), cargo test,
+                          QEMU boots in 2-level and PAE mode and the panic path
+  miri                    run the kmm-hal, kmm-i386 and kmm-mock tests under Miri";
+
+/// The root of the repository (the parent of the xtask package).
+pub fn root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(PathBuf::from).unwrap_or(manifest)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("setup") => setup::run(),
+        Some("qemu") => qemu::cli(&args[1..]),
+        Some("test") => gate::run(),
+        Some("miri") => miri::run(),
+        Some("help" | "-h" | "--help") => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => {
+            eprintln!("xtask: unknown command {other:?}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+        None => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! Building the example kernel and booting it in `qemu-system-i386`.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crate::cmd::{self, Result, command};
+use crate::root;
+use crate::setup::{self, KERNEL_TARGET, QEMU};
+
+/// The package name (and binary name) of the example kernel.
+pub const KERNEL_PACKAGE: &str = "kmm-example-i386-kernel";
+/// QEMU's exit status when the kernel writes 0x10 to the debug-exit port.
+pub const EXIT_SUCCESS: i32 = 33;
+/// QEMU's exit status when the kernel writes 0x11 (a failed check or a panic).
+pub const EXIT_FAILURE: i32 = 35;
+/// How long a boot may take before QEMU is killed, unless `XTASK_QEMU_TIMEOUT`
+/// gives another number of seconds.
+pub const TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The boot timeout: [`TIMEOUT`], or `XTASK_QEMU_TIMEOUT` seconds.
+pub fn timeout() -> Duration {
+    std::env::var("XTASK_QEMU_TIMEOUT")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .map_or(TIMEOUT, Duration::from_secs)
+}
+/// Guest RAM: 2 GiB shows highmem above the 896 MiB direct map; 1 GiB is the
+/// fallback when the host cannot give QEMU that much.
+const MEMORY: [&str; 2] = ["2G", "1G"];
+
+/// The directory of the example kernel.
+pub fn kernel_dir() -> PathBuf {
+    root().join("examples/i386-kernel")
+}
+
+/// Builds the kernel (release, i686) and returns the path of its ELF file.
+pub fn build_kernel() -> Result<PathBuf> {
+    let dir = kernel_dir();
+    cmd::run(&mut command(
+        &dir,
+        "cargo",
+        ["build", "--release", "--target", KERNEL_TARGET],
+    ))?;
+    let target_dir = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(t) => dir.join(t),
+        None => dir.join("target"),
+    };
+    let elf = target_dir
+        .join(KERNEL_TARGET)
+        .join("release")
+        .join(KERNEL_PACKAGE);
+    if elf.is_file() {
+        Ok(elf)
+    } else {
+        Err(format!(
+            "the kernel built, but {} does not exist",
+            elf.display()
+        ))
+    }
+}
+
+/// What one boot did.
+#[derive(Debug)]
+pub struct Boot {
+    /// QEMU's exit status; `None` if it was killed (timeout) or died by a signal.
+    pub code: Option<i32>,
+    /// True if the timeout killed QEMU.
+    pub timed_out: bool,
+    /// Everything the kernel wrote to the serial port, `\r` removed.
+    pub serial: String,
+}
+
+impl Boot {
+    /// True if some serial line starts with `prefix`.
+    pub fn has_line(&self, prefix: &str) -> bool {
+        self.serial.lines().any(|l| l.starts_with(prefix))
+    }
+
+    /// A one-line description of how QEMU ended.
+    pub fn ending(&self) -> String {
+        match self.code {
+            _ if self.timed_out => format!("timed out after {}s, QEMU killed", timeout().as_secs()),
+            Some(EXIT_SUCCESS) => format!("exit code {EXIT_SUCCESS} (kernel success)"),
+            Some(EXIT_FAILURE) => format!("exit code {EXIT_FAILURE} (kernel failure/panic)"),
+            Some(c) => {
+                format!("exit code {c} (not from the kernel: a triple fault or a QEMU error?)")
+            }
+            None => "killed by a signal".to_string(),
+        }
+    }
+}
+
+/// Copies everything from `from` to `to` as it arrives and returns it.
+fn tee(
+    mut from: impl Read + Send + 'static,
+    mut to: impl Write + Send + 'static,
+) -> JoinHandle<Vec<u8>> {
+    thread::spawn(move || {
+        let mut all = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = from.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            all.extend_from_slice(&buf[..n]);
+            let _ = to.write_all(&buf[..n]);
+            let _ = to.flush();
+        }
+        all
+    })
+}
+
+/// Waits for `child` until `deadline`, then kills it. Returns the exit code and
+/// whether it was killed.
+fn wait_until(child: &mut Child, deadline: Instant) -> Result<(Option<i32>, bool)> {
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Ok((status.code(), false)),
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Ok((None, true));
+            }
+            Ok(None) => thread::sleep(Duration::from_millis(50)),
+            Err(e) => return Err(format!("waiting for {QEMU}: {e}")),
+        }
+    }
+}
+
+fn boot_once(elf: &Path, append: &str, memory: &str) -> Result<(Boot, String)> {
+    let mut c = Command::new(QEMU);
+    c.args(["-m", memory, "-kernel"])
+        .arg(elf)
+        .args(["-append", append])
+        .args(["-display", "none", "-serial", "stdio", "-no-reboot"])
+        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    eprintln!("$ {}", cmd::describe(&c));
+    let mut child = c.spawn().map_err(|e| format!("cannot start {QEMU}: {e}"))?;
+    let out = tee(child.stdout.take().expect("piped"), std::io::stdout());
+    let err = tee(child.stderr.take().expect("piped"), std::io::stderr());
+    let (code, timed_out) = wait_until(&mut child, Instant::now() + timeout())?;
+    let serial = String::from_utf8_lossy(&out.join().unwrap_or_default()).replace('\r', "");
+    let stderr = String::from_utf8_lossy(&err.join().unwrap_or_default()).into_owned();
+    Ok((
+        Boot {
+            code,
+            timed_out,
+            serial,
+        },
+        stderr,
+    ))
+}
+
+/// Boots `elf` with kernel command line `append`, streaming the serial output to
+/// the terminal. Retries with less RAM if QEMU cannot allocate the first size.
+pub fn boot(elf: &Path, append: &str) -> Result<Boot> {
+    for (i, memory) in MEMORY.iter().enumerate() {
+        let (boot, stderr) = boot_once(elf, append, memory)?;
+        let no_memory = boot.code == Some(1)
+            && boot.serial.trim().is_empty()
+            && stderr.to_ascii_lowercase().contains("memory");
+        if no_memory && i + 1 < MEMORY.len() {
+            eprintln!("xtask: {QEMU} could not get {memory} of RAM; retrying with less");
+            continue;
+        }
+        return Ok(boot);
+    }
+    unreachable!("the last memory size always returns")
+}
+
+/// `cargo xtask qemu [--pae] [-- ARGS...]`.
+pub fn cli(args: &[String]) -> Result {
+    let mut pae = false;
+    let mut extra: Vec<&str> = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--pae" => pae = true,
+            "--" => extra.extend(it.by_ref().map(String::as_str)),
+            other => {
+                return Err(format!(
+                    "qemu: unknown option {other:?} (usage: qemu [--pae] [-- ARGS...])"
+                ));
+            }
+        }
+    }
+    setup::run()?;
+    let elf = build_kernel()?;
+    let mut append = String::from(if pae { "paging=pae" } else { "paging=2level" });
+    for e in extra {
+        append.push(' ');
+        append.push_str(e);
+    }
+    let boot = boot(&elf, &append)?;
+    eprintln!("xtask: {QEMU}: {}", boot.ending());
+    if boot.code == Some(EXIT_SUCCESS) {
+        Ok(())
+    } else {
+        Err(format!(
+            "the kernel did not boot cleanly: {}",
+            boot.ending()
+        ))
+    }
+}
