@@ -5,7 +5,7 @@
 use std::cell::Cell;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use kmm_hal::{Cpu, IrqState};
 
@@ -16,17 +16,21 @@ thread_local! {
     static IRQS_OFF: Cell<bool> = const { Cell::new(false) };
     /// Preemption count of this thread's CPU.
     static PREEMPT: Cell<usize> = const { Cell::new(0) };
+    /// IRQ saves and preemption disables made by this thread (counted per thread
+    /// so the counting costs no shared cache line on the allocators' fast paths).
+    static GUARDS: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
 }
 
 struct Shared {
     bound: Vec<AtomicBool>,
-    irq_saves: AtomicU64,
-    preempt_disables: AtomicU64,
 }
 
 /// `count` simulated CPUs. Cheap to clone; clones share the CPUs.
 ///
-/// A thread that never called [`MockCpu::bind`] runs as CPU 0.
+/// A thread must take a CPU with [`MockCpu::bind`] (or run under
+/// [`MockCpu::run_on_each`]) before it asks for its CPU id: [`Cpu::id`] panics on
+/// an unbound thread, because two unbound threads sharing an id would race on
+/// per-CPU data. The IRQ and preemption guards work on any thread.
 #[derive(Clone)]
 pub struct MockCpu {
     shared: Arc<Shared>,
@@ -92,8 +96,6 @@ impl MockCpu {
         MockCpu {
             shared: Arc::new(Shared {
                 bound: (0..count.max(1)).map(|_| AtomicBool::new(false)).collect(),
-                irq_saves: AtomicU64::new(0),
-                preempt_disables: AtomicU64::new(0),
             }),
         }
     }
@@ -143,8 +145,8 @@ impl MockCpu {
     pub fn assert_preempt_disabled(&self) {
         assert!(
             self.preempt_count() > 0,
-            "kmm-mock: CPU {} runs with preemption enabled",
-            self.id()
+            "kmm-mock: CPU {:?} runs with preemption enabled",
+            CURRENT.with(Cell::get)
         );
     }
 
@@ -153,17 +155,15 @@ impl MockCpu {
     pub fn assert_irqs_disabled(&self) {
         assert!(
             self.irqs_disabled(),
-            "kmm-mock: CPU {} runs with interrupts enabled",
-            self.id()
+            "kmm-mock: CPU {:?} runs with interrupts enabled",
+            CURRENT.with(Cell::get)
         );
     }
 
-    /// How many times `irq_save` and `preempt_disable` were called on any CPU.
+    /// How many times the calling thread called `irq_save` and
+    /// `preempt_disable` (on any machine).
     pub fn guard_counts(&self) -> (u64, u64) {
-        (
-            self.shared.irq_saves.load(Ordering::Relaxed),
-            self.shared.preempt_disables.load(Ordering::Relaxed),
-        )
+        GUARDS.with(Cell::get)
     }
 }
 
@@ -172,12 +172,16 @@ impl Cpu for MockCpu {
         self.shared.bound.len()
     }
 
+    #[track_caller]
     fn id(&self) -> usize {
-        CURRENT.with(Cell::get).unwrap_or(0)
+        match CURRENT.with(Cell::get) {
+            Some(id) => id,
+            None => panic!("kmm-mock: this thread is not bound to a simulated CPU (MockCpu::bind)"),
+        }
     }
 
     fn irq_save(&self) -> IrqState {
-        self.shared.irq_saves.fetch_add(1, Ordering::Relaxed);
+        GUARDS.with(|g| g.set((g.get().0 + 1, g.get().1)));
         IrqState(usize::from(IRQS_OFF.with(|c| c.replace(true))))
     }
 
@@ -194,7 +198,7 @@ impl Cpu for MockCpu {
     }
 
     fn preempt_disable(&self) {
-        self.shared.preempt_disables.fetch_add(1, Ordering::Relaxed);
+        GUARDS.with(|g| g.set((g.get().0, g.get().1 + 1)));
         PREEMPT.with(|c| c.set(c.get() + 1));
     }
 
@@ -230,9 +234,10 @@ mod tests {
         }
         assert!(!cpu.irqs_disabled());
         {
+            let _b = cpu.bind(1).unwrap();
             let g = cpu.preempt_guard();
             cpu.assert_preempt_disabled();
-            assert_eq!(g.cpu_id(), 0);
+            assert_eq!(g.cpu_id(), 1);
         }
         assert_eq!(cpu.preempt_count(), 0);
         assert_eq!(cpu.guard_counts(), (2, 1));
@@ -241,7 +246,15 @@ mod tests {
     #[test]
     #[should_panic(expected = "preemption enabled")]
     fn assert_catches_missing_guard() {
-        MockCpu::new(1).assert_preempt_disabled();
+        let cpu = MockCpu::new(1);
+        let _b = cpu.bind(0).unwrap();
+        cpu.assert_preempt_disabled();
+    }
+
+    #[test]
+    #[should_panic(expected = "not bound")]
+    fn unbound_thread_has_no_cpu_id() {
+        let _ = MockCpu::new(2).id();
     }
 
     #[test]
@@ -258,7 +271,7 @@ mod tests {
         let other = std::thread::scope(|s| s.spawn(|| cpu.bind(1).err()).join().unwrap());
         assert_eq!(other, Some(BindError::Busy));
         drop(b);
-        assert_eq!(cpu.id(), 0);
         assert_eq!(cpu.bind(3).err(), Some(BindError::NoSuchCpu));
+        assert_eq!(cpu.bind(0).map(|b| b.id()), Ok(0));
     }
 }

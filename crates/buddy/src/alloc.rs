@@ -1,0 +1,224 @@
+//! The allocation paths: zonelists, watermarks, the per-CPU fast path.
+
+use core::sync::atomic::Ordering;
+
+use kmm_hal::{Cpu, PAGE_SIZE, VirtAddr};
+use kmm_page_frame::{Page, PgFlags, ZoneType};
+
+use crate::buddy::{AllocFlags, Buddy};
+use crate::zone::Zone;
+use crate::{Gfp, MAX_ORDER, Watermark};
+
+impl<'a, C: Cpu> Buddy<'a, C> {
+    /// Allocates `2^order` contiguous frames (Linux's `alloc_pages`), from the
+    /// zones `gfp` allows, the calling CPU's node first. Returns the head page
+    /// with reference count 1, or `None` (never panics) when no allowed zone can
+    /// give a block without going below its watermark.
+    #[inline]
+    pub fn alloc_pages(&self, gfp: Gfp, order: usize) -> Option<&'a Page> {
+        let node = self.cpu_node();
+        self.alloc_pages_node(node, gfp, order)
+    }
+
+    /// [`Buddy::alloc_pages`] with the zonelist of `node` (its zones first, then
+    /// the other nodes in turn).
+    pub fn alloc_pages_node(&self, node: usize, gfp: Gfp, order: usize) -> Option<&'a Page> {
+        if order >= MAX_ORDER {
+            return None;
+        }
+        let node = if node < self.mem.nr_node_ids() {
+            node
+        } else {
+            0
+        };
+        let class = gfp.zone();
+        // Pass 1: stay above the low watermark.
+        let low = AllocFlags {
+            mark: Watermark::Low,
+            high: false,
+            harder: false,
+        };
+        if let Some(p) = self.get_page_from_freelist(node, gfp, order, low, class) {
+            return Some(p);
+        }
+        // Below low: wake reclaim, then dip to min (further for atomic and
+        // high-priority callers, as Linux's ALLOC_HARDER and ALLOC_HIGH).
+        for z in self.zonelist(node, class) {
+            z.note_low();
+            if let Some(hook) = self.on_low {
+                hook(z);
+            }
+        }
+        let min = AllocFlags {
+            mark: Watermark::Min,
+            high: gfp.contains(Gfp::HIGH),
+            harder: !gfp.contains(Gfp::WAIT),
+        };
+        if let Some(p) = self.get_page_from_freelist(node, gfp, order, min, class) {
+            return Some(p);
+        }
+        // Pages may sit on per-CPU lists: drain them and try once more.
+        self.drain_all_pages();
+        if let Some(p) = self.get_page_from_freelist(node, gfp, order, min, class) {
+            return Some(p);
+        }
+        if !gfp.contains(Gfp::NOWARN) {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        None
+    }
+
+    /// The address of `2^order` fresh low-memory frames (Linux's
+    /// `__get_free_pages`); `Gfp::HIGHMEM` is ignored, since high memory has no
+    /// permanent address.
+    pub fn get_free_pages(&self, gfp: Gfp, order: usize) -> Option<VirtAddr> {
+        let page = self.alloc_pages(gfp.difference(Gfp::HIGHMEM), order)?;
+        self.mem.page_address(page)
+    }
+
+    /// The address of one zeroed low-memory frame (Linux's `get_zeroed_page`).
+    pub fn get_zeroed_page(&self, gfp: Gfp) -> Option<VirtAddr> {
+        self.get_free_pages(gfp | Gfp::ZERO, 0)
+    }
+
+    /// The address of `2^order` frames from ZONE_DMA (Linux's
+    /// `__get_dma_pages`).
+    pub fn get_dma_pages(&self, gfp: Gfp, order: usize) -> Option<VirtAddr> {
+        self.get_free_pages(gfp | Gfp::DMA, order)
+    }
+
+    /// The node of the calling CPU.
+    fn cpu_node(&self) -> usize {
+        let _g = self.cpu.preempt_guard();
+        let id = self.cpu.id();
+        usize::from(self.cpu_nodes.get(id).copied().unwrap_or(0))
+    }
+
+    /// The zones to try for an allocation whose highest zone is `class`, from
+    /// `node` (Linux's zonelist): that node's zones from `class` down to DMA,
+    /// then each other node's, skipping empty zones.
+    pub fn zonelist(
+        &self,
+        node: usize,
+        class: ZoneType,
+    ) -> impl Iterator<Item = &'a Zone<'a>> + '_ {
+        let n = self.mem.nr_node_ids();
+        let zones = self.zones;
+        (0..n)
+            .flat_map(move |i| {
+                let nd = (node + i) % n;
+                (0..=class as usize)
+                    .rev()
+                    .map(move |t| &zones[nd * ZoneType::COUNT + t])
+            })
+            .filter(|z| z.managed() > 0)
+    }
+
+    fn get_page_from_freelist(
+        &self,
+        node: usize,
+        gfp: Gfp,
+        order: usize,
+        flags: AllocFlags,
+        class: ZoneType,
+    ) -> Option<&'a Page> {
+        for z in self.zonelist(node, class) {
+            if gfp.contains(Gfp::ZERO)
+                && z.kind() == ZoneType::HighMem
+                && self.zero_highmem.is_none()
+            {
+                continue;
+            }
+            let mark = z.watermark(flags.mark);
+            if !z.watermark_ok(order, mark, flags.high, flags.harder, class) {
+                continue;
+            }
+            if let Some(p) = self.rmqueue(z, order, gfp) {
+                self.prep_new_page(p, order, gfp, flags.mark == Watermark::Min);
+                return Some(p);
+            }
+        }
+        None
+    }
+
+    /// Takes a block from zone `z`: order 0 through this CPU's list, larger
+    /// orders from the free lists (Linux's `buffered_rmqueue`).
+    #[inline]
+    fn rmqueue(&self, z: &'a Zone<'a>, order: usize, gfp: Gfp) -> Option<&'a Page> {
+        let _irq = self.cpu.irq_guard();
+        if order == 0 {
+            let id = self.cpu.id();
+            let pcp = &z.pcp[id];
+            // SAFETY: interrupts are off and `id` is this CPU: nothing else
+            // touches this CPU's list (see `PerCpuPages`).
+            let p = unsafe { &mut *pcp.inner.get() };
+            if pcp.drain.load(Ordering::Relaxed) {
+                self.drain_pcp(z, pcp, p);
+            }
+            if p.list.is_empty() {
+                let mut area = z.area.lock();
+                let batch = p.batch;
+                for _ in 0..batch {
+                    let Some(page) = z.rmqueue(&mut area, &self.mem, 0) else {
+                        break;
+                    };
+                    page.insert(PgFlags::PCP);
+                    p.list.push_back(page);
+                    p.count += 1;
+                }
+            }
+            let page = if gfp.contains(Gfp::COLD) {
+                p.list.pop_back()
+            } else {
+                p.list.pop_front()
+            };
+            if page.is_some() {
+                p.count -= 1;
+            }
+            pcp.set_count(p.count);
+            page
+        } else {
+            let mut area = z.area.lock();
+            z.rmqueue(&mut area, &self.mem, order)
+        }
+    }
+
+    /// Makes a block ready for its user: head flag and order, count 1, zeroed
+    /// if asked.
+    #[inline]
+    fn prep_new_page(&self, page: &'a Page, order: usize, gfp: Gfp, reserve: bool) {
+        let mut f = PgFlags::HEAD;
+        if page.test(PgFlags::HIGHMEM) {
+            f |= PgFlags::HIGHMEM;
+        }
+        if reserve {
+            f |= PgFlags::RESERVE;
+        }
+        page.set_flags(f);
+        page.set_private(order);
+        page.set_count(1);
+        if gfp.contains(Gfp::ZERO) {
+            self.zero_block(page, order);
+        }
+    }
+
+    fn zero_block(&self, page: &'a Page, order: usize) {
+        let pfn = self
+            .mem
+            .page_to_pfn(page)
+            .expect("allocated page is in mem_map");
+        for i in 0..1usize << order {
+            let f = kmm_hal::Pfn::new(pfn.as_usize() + i);
+            match self.mem.direct_map().phys_to_virt(f.phys()) {
+                // SAFETY: the frame was just allocated to the caller and is in the
+                // direct map: nobody else uses these bytes.
+                Some(va) => unsafe { core::ptr::write_bytes(va.as_mut_ptr::<u8>(), 0, PAGE_SIZE) },
+                None => {
+                    if let Some(z) = self.zero_highmem {
+                        z(f);
+                    }
+                }
+            }
+        }
+    }
+}

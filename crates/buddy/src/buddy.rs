@@ -1,0 +1,226 @@
+//! [`Buddy`]: the zoned buddy allocator — construction, allocation and freeing.
+
+use core::sync::atomic::AtomicUsize;
+
+use kmm_hal::{Cpu, PAGE_SIZE, Pfn};
+use kmm_page_frame::{Bootmem, MemMap, PgFlags, ZoneType};
+
+use crate::pcp::{PerCpuPages, batch_for};
+use crate::zone::Zone;
+use crate::{BuddyError, MAX_ORDER, Watermark};
+
+/// Most CPUs the allocator keeps per-CPU lists for.
+pub const MAX_CPUS: usize = 64;
+
+/// Linux's `sysctl_lowmem_reserve_ratio` for DMA and NORMAL.
+pub(crate) const LOWMEM_RESERVE_RATIO: [usize; 2] = [256, 32];
+
+/// Settings for [`Buddy::new`]; the default is Linux's behaviour on one node.
+#[derive(Clone, Copy, Default)]
+pub struct BuddyConfig<'h> {
+    /// The reserve kept free in low memory, in KiB (Linux's `min_free_kbytes`).
+    /// `None` computes Linux's default, `sqrt(lowmem_kbytes * 16)` clamped to
+    /// 128..=65536.
+    pub min_free_kbytes: Option<usize>,
+    /// The node of each CPU (index = CPU id); CPUs past the slice are on node 0.
+    pub cpu_nodes: &'h [u8],
+    /// Called when an allocation finds a zone below its low watermark: a kernel
+    /// wakes its reclaim thread here (Linux's `wakeup_kswapd`).
+    pub on_low: Option<&'h (dyn Fn(&Zone<'_>) + Sync)>,
+    /// Zeroes a high-memory frame for `Gfp::ZERO` (a kernel maps it with
+    /// `kmap_atomic`). Without it, zeroed allocations skip high memory.
+    pub zero_highmem: Option<&'h (dyn Fn(Pfn) + Sync)>,
+}
+
+impl core::fmt::Debug for BuddyConfig<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("BuddyConfig")
+            .field("min_free_kbytes", &self.min_free_kbytes)
+            .field("cpu_nodes", &self.cpu_nodes)
+            .field("on_low", &self.on_low.is_some())
+            .field("zero_highmem", &self.zero_highmem.is_some())
+            .finish()
+    }
+}
+
+/// How a successful free ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freed {
+    /// The last reference went: the block is back in the allocator.
+    Released,
+    /// Other references remain (see [`Buddy::get_page`]); the block stays
+    /// allocated.
+    StillReferenced,
+}
+
+/// Allocation flags derived from GFP (Linux's `ALLOC_*`).
+#[derive(Clone, Copy)]
+pub(crate) struct AllocFlags {
+    pub(crate) mark: Watermark,
+    pub(crate) high: bool,
+    pub(crate) harder: bool,
+}
+
+/// The zoned buddy allocator over a [`MemMap`].
+///
+/// Zones are kept per node (DMA, NORMAL, HIGHMEM); each has `MAX_ORDER` free
+/// lists threaded through the page descriptors, a lock, watermarks and one
+/// per-CPU order-0 list per CPU. Every method can be called from several CPUs at
+/// once.
+pub struct Buddy<'a, C: Cpu> {
+    pub(crate) mem: MemMap<'a>,
+    pub(crate) zones: &'a [Zone<'a>],
+    pub(crate) cpu: C,
+    pub(crate) cpu_nodes: [u8; MAX_CPUS],
+    pub(crate) on_low: Option<&'a (dyn Fn(&Zone<'_>) + Sync)>,
+    pub(crate) zero_highmem: Option<&'a (dyn Fn(Pfn) + Sync)>,
+    pub(crate) min_free_kbytes: usize,
+    pub(crate) failures: AtomicUsize,
+}
+
+impl<'a, C: Cpu> core::fmt::Debug for Buddy<'a, C> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Buddy")
+            .field("zones", &self.zones)
+            .field("min_free_kbytes", &self.min_free_kbytes)
+            .finish()
+    }
+}
+
+/// Places `n` values made by `make(i)` in bootmem memory for `'a`.
+///
+/// # Safety
+/// As for [`Buddy::new`]: the direct map must map the memory bootmem returns,
+/// for `'a`, and nothing else may use it.
+unsafe fn boot_array<'a, T>(
+    boot: &mut Bootmem<'_>,
+    mem: &MemMap<'_>,
+    n: usize,
+    mut make: impl FnMut(usize) -> T,
+) -> Result<&'a [T], BuddyError> {
+    if n == 0 {
+        return Ok(&[]);
+    }
+    let bytes = n
+        .checked_mul(core::mem::size_of::<T>())
+        .ok_or(BuddyError::Bootmem(
+            kmm_page_frame::BootmemError::BadRequest,
+        ))?;
+    let pa = boot.alloc(bytes, core::mem::align_of::<T>().max(PAGE_SIZE))?;
+    let va = mem
+        .direct_map()
+        .phys_to_virt(pa)
+        .ok_or(BuddyError::Bootmem(
+            kmm_page_frame::BootmemError::OutOfMemory,
+        ))?;
+    let ptr = va.as_mut_ptr::<T>();
+    for i in 0..n {
+        // SAFETY: bootmem reserved `bytes` for us, page-aligned (so aligned for
+        // T), mapped by the direct map; i < n.
+        unsafe { ptr.add(i).write(make(i)) };
+    }
+    // SAFETY: all n values were written; the memory stays ours for 'a.
+    Ok(unsafe { core::slice::from_raw_parts(ptr.cast_const(), n) })
+}
+
+impl<'a, C: Cpu> Buddy<'a, C> {
+    /// Builds the allocator: places the zones and per-CPU lists with `boot`,
+    /// then hands every free frame of `mem` to the zones (Linux's
+    /// `free_all_bootmem`), in the largest aligned blocks, and sets the
+    /// watermarks. Bootmem is finished after this.
+    ///
+    /// # Safety
+    /// The direct map of `mem` must map the memory `boot` hands out, which
+    /// nothing else may use, and it must stay mapped for `'a`. Frames `mem`
+    /// releases must be unused.
+    pub unsafe fn new(
+        mut mem: MemMap<'a>,
+        mut boot: Bootmem<'_>,
+        cpu: C,
+        config: BuddyConfig<'a>,
+    ) -> Result<Buddy<'a, C>, BuddyError> {
+        let ncpu = cpu.count();
+        if ncpu > MAX_CPUS {
+            return Err(BuddyError::TooManyCpus);
+        }
+        let nzones = mem.nr_node_ids() * ZoneType::COUNT;
+        // Per-CPU lists: zone z's are pcps[z * ncpu .. (z + 1) * ncpu].
+        // SAFETY: forwarded from the caller.
+        let pcps: &'a [PerCpuPages<'a>] = unsafe {
+            boot_array(&mut boot, &mem, nzones * ncpu, |i| {
+                let z = i / ncpu;
+                let (n, t) = (z / ZoneType::COUNT, z % ZoneType::COUNT);
+                let present = mem.node(n).map_or(0, |node| node.zones[t].present);
+                let (high, batch) = batch_for(present as usize);
+                PerCpuPages::new(high, batch)
+            })?
+        };
+        // SAFETY: forwarded from the caller.
+        let zones: &'a [Zone<'a>] = unsafe {
+            boot_array(&mut boot, &mem, nzones, |z| {
+                let (n, t) = (z / ZoneType::COUNT, z % ZoneType::COUNT);
+                let span = mem.node(n).map(|node| node.zones[t]).unwrap_or_default();
+                let kind = ZoneType::from_index(t).expect("t < COUNT");
+                Zone::new(kind, n, span, &pcps[z * ncpu..(z + 1) * ncpu])
+            })?
+        };
+        let mut cpu_nodes = [0u8; MAX_CPUS];
+        for (i, &n) in config.cpu_nodes.iter().take(MAX_CPUS).enumerate() {
+            cpu_nodes[i] = if usize::from(n) < mem.nr_node_ids() {
+                n
+            } else {
+                0
+            };
+        }
+
+        // Bootmem is done: every frame it did not keep goes to its zone, in runs
+        // cut at zone boundaries, as the largest aligned blocks that fit.
+        mem.release_free(&boot);
+        let pages = mem.pages();
+        let mut pfn = 0;
+        while pfn < pages.len() {
+            let page = &pages[pfn];
+            if page.test(PgFlags::RESERVED) {
+                pfn += 1;
+                continue;
+            }
+            let z = page.node() * ZoneType::COUNT + page.zone_type() as usize;
+            let zone = &zones[z];
+            let mut end = pfn + 1;
+            while end < pages.len()
+                && !pages[end].test(PgFlags::RESERVED)
+                && zone.span().contains(end as u64)
+            {
+                end += 1;
+            }
+            zone.add_managed(end - pfn);
+            let mut area = zone.area.lock();
+            let mut s = pfn;
+            while s < end {
+                let align = if s == 0 {
+                    MAX_ORDER - 1
+                } else {
+                    s.trailing_zeros() as usize
+                };
+                let fit = (usize::BITS - 1 - (end - s).leading_zeros()) as usize;
+                let order = align.min(fit).min(MAX_ORDER - 1);
+                zone.free_one(&mut area, &mem, s, order);
+                s += 1 << order;
+            }
+            pfn = end;
+        }
+
+        let mut b = Buddy {
+            mem,
+            zones,
+            cpu,
+            cpu_nodes,
+            on_low: config.on_low,
+            zero_highmem: config.zero_highmem,
+            min_free_kbytes: 0,
+            failures: AtomicUsize::new(0),
+        };
+        b.set_min_free_kbytes(config.min_free_kbytes);
+        Ok(b)
+    }
+}

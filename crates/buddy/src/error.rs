@@ -1,0 +1,91 @@
+//! [`FreeError`] and [`BuddyError`].
+
+use core::fmt;
+
+use kmm_page_frame::{BootmemError, MemMapError};
+
+/// Why a free was refused. Nothing changed: no page was freed, moved or lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FreeError {
+    /// The order is at or above `MAX_ORDER`.
+    OrderTooLarge,
+    /// The address or descriptor is not one of this allocator's pages (not in
+    /// the direct map, not a descriptor of `mem_map`).
+    Foreign,
+    /// The frame lies in no zone this allocator manages.
+    NotInZone,
+    /// The frame is not aligned to the order, or the address not to a page.
+    Misaligned,
+    /// The frame is reserved (a hole, firmware memory, bootmem).
+    Reserved,
+    /// The block is already free (on a free list or a per-CPU list, or its
+    /// reference count is zero).
+    DoubleFree,
+    /// The frame does not head an allocated block: an interior page of a block,
+    /// or a page of a block that was freed and merged.
+    NotAllocated,
+    /// The block was allocated with another order.
+    WrongOrder {
+        /// The order it was allocated with.
+        allocated: usize,
+    },
+}
+
+impl fmt::Display for FreeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FreeError::OrderTooLarge => write!(f, "order at or above MAX_ORDER"),
+            FreeError::Foreign => write!(f, "not a page of this allocator"),
+            FreeError::NotInZone => write!(f, "frame outside every zone"),
+            FreeError::Misaligned => write!(f, "block not aligned to its order"),
+            FreeError::Reserved => write!(f, "reserved page"),
+            FreeError::DoubleFree => write!(f, "block already free"),
+            FreeError::NotAllocated => write!(f, "page does not head an allocated block"),
+            FreeError::WrongOrder { allocated } => {
+                write!(
+                    f,
+                    "wrong order: the block was allocated with order {allocated}"
+                )
+            }
+        }
+    }
+}
+
+impl core::error::Error for FreeError {}
+
+/// Why the allocator could not be built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BuddyError {
+    /// Bootmem could not place the zone structures.
+    Bootmem(BootmemError),
+    /// Building `mem_map` failed.
+    MemMap(MemMapError),
+    /// More CPUs than [`crate::MAX_CPUS`].
+    TooManyCpus,
+}
+
+impl fmt::Display for BuddyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuddyError::Bootmem(e) => write!(f, "{e}"),
+            BuddyError::MemMap(e) => write!(f, "{e}"),
+            BuddyError::TooManyCpus => write!(f, "more CPUs than MAX_CPUS"),
+        }
+    }
+}
+
+impl core::error::Error for BuddyError {}
+
+impl From<BootmemError> for BuddyError {
+    fn from(e: BootmemError) -> Self {
+        BuddyError::Bootmem(e)
+    }
+}
+
+impl From<MemMapError> for BuddyError {
+    fn from(e: MemMapError) -> Self {
+        BuddyError::MemMap(e)
+    }
+}

@@ -1,0 +1,132 @@
+//! The free paths: every argument checked in O(1) before anything changes.
+
+use core::sync::atomic::Ordering;
+
+use kmm_hal::{Cpu, PAGE_SIZE, VirtAddr};
+use kmm_page_frame::{Page, PgFlags, ZoneType};
+
+use crate::buddy::{Buddy, Freed};
+use crate::zone::Zone;
+use crate::{FreeError, MAX_ORDER};
+
+impl<'a, C: Cpu> Buddy<'a, C> {
+    /// Takes another reference to an allocated page (Linux's `get_page`);
+    /// `false` if the page is free or reserved.
+    pub fn get_page(&self, page: &Page) -> bool {
+        !page.test(PgFlags::RESERVED) && page.get()
+    }
+
+    /// Drops a reference to the block of `2^order` frames headed by `page`, and
+    /// frees it if that was the last (Linux's `__free_pages`).
+    ///
+    /// Refused with a [`FreeError`], changing nothing, if `page` is not a
+    /// descriptor of this allocator, lies in no zone, is reserved, is misaligned
+    /// for `order`, is already free, does not head an allocated block, or heads
+    /// one of another order.
+    pub fn free_pages_page(&self, page: &'a Page, order: usize) -> Result<Freed, FreeError> {
+        self.put_block(page, order, false)
+    }
+
+    /// Like [`Buddy::free_pages_page`] for one frame whose contents are no
+    /// longer in the CPU cache: it goes to the cold end of the per-CPU list
+    /// (Linux's `free_cold_page`).
+    pub fn free_cold_page(&self, page: &'a Page) -> Result<Freed, FreeError> {
+        self.put_block(page, 0, true)
+    }
+
+    #[inline]
+    fn put_block(&self, page: &'a Page, order: usize, cold: bool) -> Result<Freed, FreeError> {
+        let (zone, pfn) = self.check_free(page, order)?;
+        match page.put_testzero() {
+            None => return Err(FreeError::DoubleFree),
+            Some(false) => return Ok(Freed::StillReferenced),
+            Some(true) => {}
+        }
+        self.free_block(zone, page, pfn, order, cold);
+        Ok(Freed::Released)
+    }
+
+    /// Frees the block at direct-map address `addr` (Linux's `free_pages`).
+    pub fn free_pages(&self, addr: VirtAddr, order: usize) -> Result<Freed, FreeError> {
+        if !addr.is_aligned(PAGE_SIZE) {
+            return Err(FreeError::Misaligned);
+        }
+        let page = self
+            .mem
+            .virt_to_page(addr)
+            .map_err(|_| FreeError::Foreign)?;
+        self.free_pages_page(page, order)
+    }
+
+    /// Checks a free in O(1): the zone and frame of a valid allocated head.
+    #[inline]
+    fn check_free(&self, page: &'a Page, order: usize) -> Result<(&'a Zone<'a>, usize), FreeError> {
+        if order >= MAX_ORDER {
+            return Err(FreeError::OrderTooLarge);
+        }
+        let pfn = self
+            .mem
+            .page_to_pfn(page)
+            .map_err(|_| FreeError::Foreign)?
+            .as_usize();
+        let z = page.node() * ZoneType::COUNT + page.zone_type() as usize;
+        let zone = self.zones.get(z).ok_or(FreeError::NotInZone)?;
+        let span = zone.span();
+        let end = pfn + (1 << order);
+        if zone.managed() == 0 || !span.contains(pfn as u64) || end as u64 > span.end_pfn() {
+            return Err(FreeError::NotInZone);
+        }
+        if pfn & ((1 << order) - 1) != 0 {
+            return Err(FreeError::Misaligned);
+        }
+        let flags = page.flags();
+        if flags.contains(PgFlags::RESERVED) {
+            return Err(FreeError::Reserved);
+        }
+        if flags.intersects(PgFlags::BUDDY | PgFlags::PCP) {
+            return Err(FreeError::DoubleFree);
+        }
+        if !flags.contains(PgFlags::HEAD) {
+            return Err(FreeError::NotAllocated);
+        }
+        if page.private() != order {
+            return Err(FreeError::WrongOrder {
+                allocated: page.private(),
+            });
+        }
+        Ok((zone, pfn))
+    }
+
+    /// Gives a block whose last reference went back: order 0 to this CPU's list
+    /// (spilling a batch to the zone above `high`), larger orders to the zone.
+    #[inline]
+    fn free_block(&self, zone: &'a Zone<'a>, page: &'a Page, pfn: usize, order: usize, cold: bool) {
+        let highmem = page.flags() & PgFlags::HIGHMEM;
+        page.set_private(0);
+        let _irq = self.cpu.irq_guard();
+        if order == 0 {
+            let id = self.cpu.id();
+            let pcp = &zone.pcp[id];
+            // SAFETY: interrupts are off and `id` is this CPU: nothing else
+            // touches this CPU's list (see `PerCpuPages`).
+            let p = unsafe { &mut *pcp.inner.get() };
+            page.set_flags(highmem | PgFlags::PCP);
+            if cold {
+                p.list.push_back(page);
+            } else {
+                p.list.push_front(page);
+            }
+            p.count += 1;
+            if pcp.drain.load(Ordering::Relaxed) {
+                self.drain_pcp(zone, pcp, p);
+            } else if p.count >= p.high {
+                self.spill(zone, p, p.batch);
+            }
+            pcp.set_count(p.count);
+        } else {
+            page.set_flags(highmem);
+            let mut area = zone.area.lock();
+            zone.free_one(&mut area, &self.mem, pfn, order);
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! Linux's zoned buddy page allocator for kmm.
+//!
+//! - Per zone, `free_area[MAX_ORDER]` lists threaded through the page descriptors;
+//!   a block is split on allocation and merged on free with its buddy at
+//!   `pfn ^ (1 << order)` — an O(1) check through the buddy's descriptor.
+//! - [`Gfp`] flags and zonelists: HIGHMEM → NORMAL → DMA, the local node first.
+//! - Watermarks min/low/high from `min_free_kbytes`, lowmem reserves; only
+//!   atomic and high-priority requests go below `min`; crossing `low` calls a
+//!   hook.
+//! - Per-CPU order-0 lists (hot and cold ends, `high` and `batch`), drained on
+//!   demand and when an allocation fails.
+//! - Per-zone spin locks taken with interrupts off through the HAL [`Cpu`].
+//! - `/proc/buddyinfo` and `/proc/zoneinfo` text.
+//! - Every free checks its argument in O(1) and refuses bad input with a
+//!   [`FreeError`], changing nothing.
+//!
+//! [`Cpu`]: kmm_hal::Cpu
+//!
+//! # Example
+//!
+//! ```
+//! use kmm_buddy::{Buddy, BuddyConfig, FreeError, Gfp};
+//! use kmm_mock::{Backing, Machine};
+//! use kmm_page_frame::{Bootmem, MemMap, Region, RegionKind};
+//!
+//! let m = Machine::builder().ram(32 << 20).backing(Backing::Software).build().unwrap();
+//! let _cpu0 = m.cpu().bind(0).unwrap();
+//! let map = [Region::new(0, 32 << 20, RegionKind::Usable)];
+//! let mut boot = Bootmem::new(&map, m.lowmem_end()).unwrap();
+//! // SAFETY: the machine's RAM is the direct map and outlives the allocator.
+//! let mem = unsafe { MemMap::new(&mut boot, m.layout()) }.unwrap();
+//! let buddy = unsafe { Buddy::new(mem, boot, m.cpu().clone(), BuddyConfig::default()) }.unwrap();
+//!
+//! let page = buddy.alloc_pages(Gfp::KERNEL, 3).unwrap(); // 8 frames
+//! let dma = buddy.get_dma_pages(Gfp::KERNEL, 0).unwrap();
+//! buddy.free_pages_page(page, 3).unwrap();
+//! assert_eq!(buddy.free_pages_page(page, 3), Err(FreeError::DoubleFree));
+//! buddy.free_pages(dma, 0).unwrap();
+//!
+//! let mut info = String::new();
+//! buddy.buddyinfo(&mut info).unwrap();
+//! assert!(info.starts_with("Node 0, zone      DMA"));
+//! ```
+#![no_std]
+
+mod alloc;
+mod buddy;
+mod drain;
+mod error;
+mod free;
+mod gfp;
+mod pcp;
+mod stats;
+mod watermark;
+mod zone;
+
+/// Orders run from 0 to `MAX_ORDER - 1` (blocks of 1 to 1024 frames).
+pub const MAX_ORDER: usize = 11;
+
+pub use buddy::{Buddy, BuddyConfig, Freed, MAX_CPUS};
+pub use error::{BuddyError, FreeError};
+pub use gfp::Gfp;
+pub use pcp::PerCpuPages;
+pub use watermark::{Watermark, default_min_free_kbytes};
+pub use zone::Zone;

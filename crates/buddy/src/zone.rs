@@ -1,0 +1,273 @@
+//! [`Zone`]: one zone's free areas (the buddy lists), watermarks and counters.
+
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use intrusive_collections::LinkedList;
+use kmm_hal::Pfn;
+use kmm_page_frame::{MemMap, Page, PageAdapter, PgFlags, ZoneSpan, ZoneType};
+
+use crate::pcp::PerCpuPages;
+use crate::{MAX_ORDER, Watermark};
+
+/// The buddy lists of a zone (Linux's `free_area[MAX_ORDER]`), kept under the
+/// zone lock.
+pub(crate) struct FreeArea<'a> {
+    lists: [LinkedList<PageAdapter<'a>>; MAX_ORDER],
+}
+
+impl<'a> FreeArea<'a> {
+    pub(crate) fn new() -> Self {
+        FreeArea {
+            lists: core::array::from_fn(|_| LinkedList::new(PageAdapter::NEW)),
+        }
+    }
+}
+
+/// One zone of one node.
+pub struct Zone<'a> {
+    kind: ZoneType,
+    node: usize,
+    span: ZoneSpan,
+    /// Pages handed to the buddy allocator at boot (Linux's `managed_pages`).
+    managed: AtomicUsize,
+    /// Pages in the free lists (Linux's `NR_FREE_PAGES`; per-CPU pages are not
+    /// counted).
+    free: AtomicUsize,
+    /// Free blocks per order (read without the lock by the watermark check).
+    nr_free: [AtomicUsize; MAX_ORDER],
+    /// min, low, high.
+    wmark: [AtomicUsize; 3],
+    /// Pages kept back from allocations whose highest zone is above this one
+    /// (Linux's `lowmem_reserve`), indexed by that highest zone.
+    lowmem_reserve: [AtomicUsize; ZoneType::COUNT],
+    /// Times an allocation found the zone below its low watermark.
+    low_events: AtomicUsize,
+    pub(crate) area: spin::Mutex<FreeArea<'a>>,
+    pub(crate) pcp: &'a [PerCpuPages<'a>],
+}
+
+impl<'a> Zone<'a> {
+    pub(crate) fn new(
+        kind: ZoneType,
+        node: usize,
+        span: ZoneSpan,
+        pcp: &'a [PerCpuPages<'a>],
+    ) -> Self {
+        Zone {
+            kind,
+            node,
+            span,
+            managed: AtomicUsize::new(0),
+            free: AtomicUsize::new(0),
+            nr_free: core::array::from_fn(|_| AtomicUsize::new(0)),
+            wmark: core::array::from_fn(|_| AtomicUsize::new(0)),
+            lowmem_reserve: core::array::from_fn(|_| AtomicUsize::new(0)),
+            low_events: AtomicUsize::new(0),
+            area: spin::Mutex::new(FreeArea::new()),
+            pcp,
+        }
+    }
+
+    /// The zone type.
+    pub fn kind(&self) -> ZoneType {
+        self.kind
+    }
+
+    /// The node.
+    pub fn node(&self) -> usize {
+        self.node
+    }
+
+    /// The frames the zone spans.
+    pub fn span(&self) -> ZoneSpan {
+        self.span
+    }
+
+    /// Pages given to the allocator.
+    pub fn managed(&self) -> usize {
+        self.managed.load(Ordering::Relaxed)
+    }
+
+    /// Pages in the free lists (not counting per-CPU lists).
+    pub fn free_pages(&self) -> usize {
+        self.free.load(Ordering::Relaxed)
+    }
+
+    /// Free blocks of `order` in the free lists.
+    pub fn nr_free(&self, order: usize) -> usize {
+        self.nr_free
+            .get(order)
+            .map_or(0, |n| n.load(Ordering::Relaxed))
+    }
+
+    /// A watermark, in pages.
+    pub fn watermark(&self, w: Watermark) -> usize {
+        self.wmark[w as usize].load(Ordering::Relaxed)
+    }
+
+    /// Pages kept back from allocations that may also use `classzone` (a higher
+    /// zone).
+    pub fn lowmem_reserve(&self, classzone: ZoneType) -> usize {
+        self.lowmem_reserve[classzone as usize].load(Ordering::Relaxed)
+    }
+
+    /// Times an allocation found the zone below its low watermark.
+    pub fn low_events(&self) -> usize {
+        self.low_events.load(Ordering::Relaxed)
+    }
+
+    /// Pages on per-CPU lists, all CPUs (racy snapshot unless the lists are
+    /// quiet).
+    pub fn pcp_pages(&self) -> usize {
+        self.pcp.iter().map(PerCpuPages::count).sum()
+    }
+
+    /// The per-CPU lists.
+    pub fn pcp(&self) -> &'a [PerCpuPages<'a>] {
+        self.pcp
+    }
+
+    pub(crate) fn set_watermarks(&self, min: usize) {
+        self.wmark[0].store(min, Ordering::Relaxed);
+        self.wmark[1].store(min + min / 4, Ordering::Relaxed);
+        self.wmark[2].store(min + min / 2, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_lowmem_reserve(&self, classzone: ZoneType, pages: usize) {
+        self.lowmem_reserve[classzone as usize].store(pages, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_managed(&self, n: usize) {
+        self.managed.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn note_low(&self) {
+        self.low_events.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Linux's `zone_watermark_ok`: would taking a block of `order` leave the
+    /// zone above `mark` (reduced for high-priority and atomic callers),
+    /// counting only blocks big enough to matter at each order?
+    pub(crate) fn watermark_ok(
+        &self,
+        order: usize,
+        mark: usize,
+        high: bool,
+        harder: bool,
+        classzone: ZoneType,
+    ) -> bool {
+        let mut min = mark as isize;
+        if high {
+            min -= min / 2;
+        }
+        if harder {
+            min -= min / 4;
+        }
+        let mut free = self.free_pages() as isize - (1isize << order) + 1;
+        if free <= min + self.lowmem_reserve(classzone) as isize {
+            return false;
+        }
+        for o in 0..order {
+            free -= (self.nr_free(o) as isize) << o;
+            min >>= 1;
+            if free <= min {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Takes a block of `order` from the free lists, splitting a larger one if
+    /// needed (Linux's `__rmqueue` and `expand`). Zone lock held.
+    pub(crate) fn rmqueue(
+        &self,
+        area: &mut FreeArea<'a>,
+        mem: &MemMap<'a>,
+        order: usize,
+    ) -> Option<&'a Page> {
+        for current in order..MAX_ORDER {
+            let Some(page) = area.lists[current].pop_front() else {
+                continue;
+            };
+            self.nr_free[current].fetch_sub(1, Ordering::Relaxed);
+            page.remove(PgFlags::BUDDY);
+            let pfn = mem
+                .page_to_pfn(page)
+                .expect("free-list page is in mem_map")
+                .as_usize();
+            // Split: hand the upper halves back, largest first.
+            let mut size = 1usize << current;
+            let mut o = current;
+            while o > order {
+                o -= 1;
+                size >>= 1;
+                let half = mem
+                    .pfn_to_page(Pfn::new(pfn + size))
+                    .expect("a free block lies in mem_map");
+                half.set_private(o);
+                half.insert(PgFlags::BUDDY);
+                area.lists[o].push_front(half);
+                self.nr_free[o].fetch_add(1, Ordering::Relaxed);
+            }
+            self.free.fetch_sub(1 << order, Ordering::Relaxed);
+            return Some(page);
+        }
+        None
+    }
+
+    /// Returns a block of `order` at `pfn` to the free lists, merging it with its
+    /// buddy at `pfn ^ (1 << order)` for as long as that buddy is free, of the
+    /// same order and in this zone (Linux's `__free_one_page`). Zone lock held;
+    /// the block's pages must not be on any list.
+    pub(crate) fn free_one(
+        &self,
+        area: &mut FreeArea<'a>,
+        mem: &MemMap<'a>,
+        pfn: usize,
+        order: usize,
+    ) {
+        let mut pfn = pfn;
+        let mut order = order;
+        self.free.fetch_add(1 << order, Ordering::Relaxed);
+        while order < MAX_ORDER - 1 {
+            let buddy_pfn = pfn ^ (1 << order);
+            if !self.span.contains(buddy_pfn as u64) {
+                break;
+            }
+            let Ok(buddy) = mem.pfn_to_page(Pfn::new(buddy_pfn)) else {
+                break;
+            };
+            if !buddy.test(PgFlags::BUDDY) || buddy.private() != order {
+                break;
+            }
+            // SAFETY: a page flagged BUDDY in this zone is linked on this zone's
+            // free list of its order, which we hold the lock of.
+            let mut cursor = unsafe { area.lists[order].cursor_mut_from_ptr(buddy) };
+            cursor.remove();
+            self.nr_free[order].fetch_sub(1, Ordering::Relaxed);
+            buddy.remove(PgFlags::BUDDY);
+            buddy.set_private(0);
+            pfn &= buddy_pfn;
+            order += 1;
+        }
+        let head = mem
+            .pfn_to_page(Pfn::new(pfn))
+            .expect("block lies in mem_map");
+        head.set_private(order);
+        head.insert(PgFlags::BUDDY);
+        area.lists[order].push_front(head);
+        self.nr_free[order].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl core::fmt::Debug for Zone<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Zone")
+            .field("node", &self.node)
+            .field("kind", &self.kind)
+            .field("span", &self.span)
+            .field("managed", &self.managed())
+            .field("free", &self.free_pages())
+            .finish()
+    }
+}

@@ -1,0 +1,328 @@
+//! [`Bootmem`]: the early allocator that places `mem_map` and the zone structures
+//! before the buddy allocator exists (Linux's bootmem).
+
+use core::fmt;
+
+use kmm_hal::{PAGE_SIZE, PhysAddr};
+
+use crate::memory_map::{Region, RegionKind};
+
+/// Reserved ranges a [`Bootmem`] can track (merged when adjacent).
+pub const MAX_RESERVED: usize = 64;
+
+/// Why bootmem could not do something.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BootmemError {
+    /// No usable low memory left for the request.
+    OutOfMemory,
+    /// More than [`MAX_RESERVED`] separate reserved ranges.
+    TooManyRanges,
+    /// A zero or overflowing size, or an alignment that is not a power of two.
+    BadRequest,
+    /// The memory map has no usable RAM.
+    NoMemory,
+}
+
+impl fmt::Display for BootmemError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BootmemError::OutOfMemory => "bootmem: out of low memory",
+            BootmemError::TooManyRanges => "bootmem: too many reserved ranges",
+            BootmemError::BadRequest => "bootmem: bad size or alignment",
+            BootmemError::NoMemory => "bootmem: the memory map has no usable RAM",
+        })
+    }
+}
+
+impl core::error::Error for BootmemError {}
+
+/// A half-open frame-number range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PfnRange {
+    /// First frame.
+    pub start: u64,
+    /// One past the last frame.
+    pub end: u64,
+}
+
+impl PfnRange {
+    /// Number of frames.
+    pub const fn len(&self) -> u64 {
+        self.end - self.start
+    }
+
+    /// True if empty.
+    pub const fn is_empty(&self) -> bool {
+        self.end <= self.start
+    }
+}
+
+/// The early boot allocator over the firmware memory map.
+///
+/// It hands out page-aligned physical ranges of low memory (below `lowmem_end`,
+/// so they are direct-mapped), from `goal` (16 MiB, above ZONE_DMA, as Linux
+/// prefers) upwards, falling back below the goal. Every allocation and every
+/// [`Bootmem::reserve`] becomes a reserved range; the frame 0 (the BIOS data
+/// page) is reserved from the start, as on Linux.
+#[derive(Clone)]
+pub struct Bootmem<'m> {
+    regions: &'m [Region],
+    lowmem_end: u64,
+    reserved: [PfnRange; MAX_RESERVED],
+    nr_reserved: usize,
+    /// Frames handed out by `alloc` (accounting).
+    allocated: u64,
+    goal: u64,
+}
+
+impl fmt::Debug for Bootmem<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Bootmem")
+            .field("lowmem_end", &self.lowmem_end)
+            .field("reserved", &self.reserved())
+            .field("allocated_pages", &self.allocated)
+            .finish()
+    }
+}
+
+impl<'m> Bootmem<'m> {
+    /// Bootmem over `regions`, allocating only below `lowmem_end` (bytes).
+    pub fn new(regions: &'m [Region], lowmem_end: PhysAddr) -> Result<Bootmem<'m>, BootmemError> {
+        if !regions
+            .iter()
+            .any(|r| r.kind == RegionKind::Usable && r.inner_pfns().0 < r.inner_pfns().1)
+        {
+            return Err(BootmemError::NoMemory);
+        }
+        let mut b = Bootmem {
+            regions,
+            lowmem_end: lowmem_end.as_u64() / PAGE_SIZE as u64,
+            reserved: [PfnRange::default(); MAX_RESERVED],
+            nr_reserved: 0,
+            allocated: 0,
+            goal: (16 << 20) / PAGE_SIZE as u64,
+        };
+        b.reserve_pfns(PfnRange { start: 0, end: 1 })?;
+        Ok(b)
+    }
+
+    /// The memory map.
+    pub fn regions(&self) -> &'m [Region] {
+        self.regions
+    }
+
+    /// The reserved ranges, sorted and merged.
+    pub fn reserved(&self) -> &[PfnRange] {
+        &self.reserved[..self.nr_reserved]
+    }
+
+    /// Frames handed out by [`Bootmem::alloc`] so far.
+    pub fn allocated_pages(&self) -> u64 {
+        self.allocated
+    }
+
+    /// Reserves every page that `[base, base + len)` touches (the kernel image,
+    /// the initial page tables, boot modules…). Pages outside RAM are fine.
+    pub fn reserve(&mut self, base: PhysAddr, len: u64) -> Result<(), BootmemError> {
+        if len == 0 {
+            return Ok(());
+        }
+        let r = Region::new(base.as_u64(), len, RegionKind::Reserved);
+        if base.as_u64().checked_add(len).is_none() {
+            return Err(BootmemError::BadRequest);
+        }
+        let (start, end) = r.outer_pfns();
+        self.reserve_pfns(PfnRange { start, end })
+    }
+
+    fn reserve_pfns(&mut self, r: PfnRange) -> Result<(), BootmemError> {
+        // The list is sorted and merged: ranges [lo, hi) overlap or touch `r`.
+        let n = self.nr_reserved;
+        let list = &mut self.reserved;
+        let lo = list[..n].partition_point(|x| x.end < r.start);
+        let hi = list[..n].partition_point(|x| x.start <= r.end);
+        if lo < hi {
+            let merged = PfnRange {
+                start: list[lo].start.min(r.start),
+                end: list[hi - 1].end.max(r.end),
+            };
+            list[lo] = merged;
+            list.copy_within(hi..n, lo + 1);
+            self.nr_reserved = n - (hi - lo) + 1;
+        } else {
+            if n == MAX_RESERVED {
+                return Err(BootmemError::TooManyRanges);
+            }
+            list.copy_within(lo..n, lo + 1);
+            list[lo] = r;
+            self.nr_reserved = n + 1;
+        }
+        Ok(())
+    }
+
+    /// True if frame `pfn` is usable RAM: inside a usable region's whole pages,
+    /// touching no other region.
+    pub fn is_ram(&self, pfn: u64) -> bool {
+        let mut usable = false;
+        for r in self.regions {
+            if r.kind == RegionKind::Usable {
+                let (s, e) = r.inner_pfns();
+                usable |= s <= pfn && pfn < e;
+            } else {
+                let (s, e) = r.outer_pfns();
+                if s <= pfn && pfn < e {
+                    return false;
+                }
+            }
+        }
+        usable
+    }
+
+    /// True if frame `pfn` is reserved (by [`Bootmem::reserve`] or an
+    /// allocation).
+    pub fn is_reserved(&self, pfn: u64) -> bool {
+        let rs = self.reserved();
+        let i = rs.partition_point(|r| r.end <= pfn);
+        i < rs.len() && rs[i].start <= pfn
+    }
+
+    /// True if frame `pfn` can be handed to the page allocator.
+    pub fn is_free(&self, pfn: u64) -> bool {
+        self.is_ram(pfn) && !self.is_reserved(pfn)
+    }
+
+    /// Where the next candidate after a blocked frame `pfn` starts.
+    fn skip(&self, pfn: u64) -> u64 {
+        let rs = self.reserved();
+        let i = rs.partition_point(|r| r.end <= pfn);
+        if i < rs.len() && rs[i].start <= pfn {
+            rs[i].end
+        } else {
+            pfn + 1
+        }
+    }
+
+    /// Allocates `size` bytes (rounded up to pages) aligned to `align` bytes (at
+    /// least a page), in low memory, and reserves them.
+    pub fn alloc(&mut self, size: usize, align: usize) -> Result<PhysAddr, BootmemError> {
+        if size == 0 || !align.is_power_of_two() {
+            return Err(BootmemError::BadRequest);
+        }
+        let pages = (size as u64).div_ceil(PAGE_SIZE as u64);
+        let align = (align.max(PAGE_SIZE) / PAGE_SIZE) as u64;
+        let found = self
+            .find(self.goal.min(self.lowmem_end), pages, align)
+            .or_else(|| self.find(1, pages, align))
+            .ok_or(BootmemError::OutOfMemory)?;
+        self.reserve_pfns(PfnRange {
+            start: found,
+            end: found + pages,
+        })?;
+        self.allocated += pages;
+        Ok(PhysAddr::new(found * PAGE_SIZE as u64))
+    }
+
+    /// The first run of `pages` free frames from `from`, aligned to `align`
+    /// frames, below the end of low memory.
+    fn find(&self, from: u64, pages: u64, align: u64) -> Option<u64> {
+        let mut cand = from.next_multiple_of(align);
+        while cand.checked_add(pages)? <= self.lowmem_end {
+            match (cand..cand + pages).find(|&p| !self.is_free(p)) {
+                Some(p) => cand = self.skip(p).next_multiple_of(align),
+                None => return Some(cand),
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map() -> [Region; 4] {
+        [
+            Region::new(0, 0x9_fc00, RegionKind::Usable),
+            Region::new(0x9_fc00, 0x6_0400, RegionKind::Reserved),
+            Region::new(
+                0x10_0000,
+                0x3ff_0000 - 0x10_0000 + 0x123,
+                RegionKind::Usable,
+            ),
+            Region::new(0x200_0800, 0x1000, RegionKind::AcpiNvs),
+        ]
+    }
+
+    #[test]
+    fn ram_and_holes() {
+        let m = map();
+        let b = Bootmem::new(&m, PhysAddr::new(896 << 20)).unwrap();
+        assert!(b.is_reserved(0), "page 0 is the BIOS page");
+        assert!(b.is_free(1));
+        assert!(
+            !b.is_ram(0x9f),
+            "partial page at the end of the first region"
+        );
+        assert!(!b.is_ram(0xa0));
+        assert!(b.is_free(0x100));
+        assert!(!b.is_ram(0x2000), "ACPI NVS touches it");
+        assert!(!b.is_ram(0x2001), "ACPI NVS touches it");
+        assert!(b.is_ram(0x2002));
+        assert!(b.is_ram(0x3fef));
+        assert!(!b.is_ram(0x3ff0), "partial last page");
+    }
+
+    #[test]
+    fn alloc_prefers_above_dma_and_skips_reserved() {
+        let m = map();
+        let mut b = Bootmem::new(&m, PhysAddr::new(896 << 20)).unwrap();
+        b.reserve(PhysAddr::new(16 << 20), 0x1001).unwrap();
+        let a = b.alloc(100, 4096).unwrap();
+        assert_eq!(a, PhysAddr::new((16 << 20) + 0x2000));
+        let c = b.alloc(0x2000, 0x4000).unwrap();
+        assert!(c.is_aligned(0x4000));
+        assert!(c.as_u64() >= a.as_u64() + 0x1000);
+        assert_eq!(b.allocated_pages(), 3);
+        // The NVS hole at 32 MiB is never handed out.
+        let big = b.alloc(20 << 20, 4096).unwrap();
+        let (s, e) = (big.as_u64() >> 12, (big.as_u64() >> 12) + (20 << 8));
+        assert!(!(s..e).contains(&0x2000) && !(s..e).contains(&0x2001));
+        assert_eq!(b.alloc(0, 4096), Err(BootmemError::BadRequest));
+        assert_eq!(b.alloc(4096, 3), Err(BootmemError::BadRequest));
+        assert_eq!(b.alloc(1 << 30, 4096), Err(BootmemError::OutOfMemory));
+    }
+
+    #[test]
+    fn falls_back_below_the_goal() {
+        let m = [Region::new(0, 8 << 20, RegionKind::Usable)];
+        let mut b = Bootmem::new(&m, PhysAddr::new(8 << 20)).unwrap();
+        let a = b.alloc(4096, 4096).unwrap();
+        assert_eq!(a, PhysAddr::new(0x1000));
+    }
+
+    #[test]
+    fn reserved_ranges_merge() {
+        let m = map();
+        let mut b = Bootmem::new(&m, PhysAddr::new(896 << 20)).unwrap();
+        b.reserve(PhysAddr::new(0x5000), 0x1000).unwrap();
+        b.reserve(PhysAddr::new(0x3000), 0x1000).unwrap();
+        b.reserve(PhysAddr::new(0x4000), 0x1000).unwrap();
+        assert_eq!(
+            b.reserved(),
+            &[PfnRange { start: 0, end: 1 }, PfnRange { start: 3, end: 6 }]
+        );
+        for i in 0..MAX_RESERVED as u64 {
+            let _ = b.reserve(PhysAddr::new((0x100 + 2 * i) << 12), 0x1000);
+        }
+        assert_eq!(b.reserved().len(), MAX_RESERVED);
+        assert_eq!(
+            b.reserve(PhysAddr::new(0x3000 << 12), 0x1000),
+            Err(BootmemError::TooManyRanges)
+        );
+        // Adjacent to an existing range still fits.
+        b.reserve(PhysAddr::new(0x6000), 0x1000).unwrap();
+        assert!(b.is_reserved(6));
+        assert!(Bootmem::new(&[], PhysAddr::new(1 << 20)).is_err());
+    }
+}

@@ -1,0 +1,52 @@
+//! Physical memory for kmm: page descriptors, `mem_map`, bootmem, nodes and zones.
+//!
+//! - [`Page`]: Linux's `struct page` — flags ([`PgFlags`]), a reference count,
+//!   the buddy order, back-pointers for SLAB or a highmem mapping, and an
+//!   intrusive list link. At most 32 bytes on 32-bit targets, 64 on 64-bit.
+//! - [`Region`]: one entry of the firmware memory map (edges need not be
+//!   page-aligned; holes and reserved ranges are never handed out).
+//! - [`Bootmem`]: the early allocator that places `mem_map` in low memory.
+//! - [`MemMap`]: the descriptor array (flat, frame 0 up to the end of RAM), the
+//!   [`Node`]s and their [`ZoneSpan`]s — DMA below 16 MiB, NORMAL up to the end
+//!   of the direct map, HIGHMEM above (zone limits come from the
+//!   [`kmm_hal::KernelLayout`], so a layout without highmem has no HIGHMEM zone) —
+//!   and `pfn_to_page`, `page_to_pfn`, `page_address`, `virt_to_page`.
+//!
+//! # Example
+//!
+//! ```
+//! use kmm_hal::{KernelLayout, PhysAddr};
+//! use kmm_mock::{Backing, Machine};
+//! use kmm_page_frame::{Bootmem, MemMap, PgFlags, Region, RegionKind, ZoneType};
+//!
+//! let m = Machine::builder().ram(32 << 20).backing(Backing::Software).build().unwrap();
+//! let map = [
+//!     Region::new(0, 0x9_fc00, RegionKind::Usable),
+//!     Region::new(0x10_0000, (32 << 20) - 0x10_0000, RegionKind::Usable),
+//! ];
+//! let mut boot = Bootmem::new(&map, m.lowmem_end()).unwrap();
+//! boot.reserve(PhysAddr::new(0x10_0000), 0x20_0000).unwrap(); // the kernel image
+//! // SAFETY: the machine's direct map is its RAM, and it outlives `mem`.
+//! let mut mem = unsafe { MemMap::new(&mut boot, m.layout()) }.unwrap();
+//! let free = mem.release_free(&boot);
+//!
+//! let node = mem.node(0).unwrap();
+//! assert_eq!(node.zone(ZoneType::Dma).present, 0x9f + 0xf00); // 16 MiB minus holes
+//! assert!(node.zone(ZoneType::HighMem).is_empty());
+//! let s = mem.stats();
+//! assert_eq!(free + s.reserved_ram, s.present);
+//! assert!(mem.pfn_to_page(kmm_hal::Pfn::new(0x100)).unwrap().test(PgFlags::RESERVED));
+//! ```
+#![no_std]
+
+mod bootmem;
+mod mem_map;
+mod memory_map;
+mod node;
+mod page;
+
+pub use bootmem::{Bootmem, BootmemError, MAX_RESERVED, PfnRange};
+pub use mem_map::{MemMap, MemMapError, MemStats, PfnError};
+pub use memory_map::{Region, RegionKind};
+pub use node::{MAX_NUMNODES, Node, ZoneSpan};
+pub use page::{Page, PageAdapter, PgFlags, ZoneType};

@@ -1,0 +1,369 @@
+//! [`MemMap`]: the array of page descriptors for all of physical memory, built from
+//! the boot memory map and placed in low memory by [`Bootmem`], with the nodes and
+//! zones it describes.
+
+use core::fmt;
+
+use kmm_hal::{DirectMap, KernelLayout, PAGE_SIZE, Pfn, PhysAddr, VirtAddr};
+
+use crate::bootmem::{Bootmem, BootmemError};
+use crate::memory_map::RegionKind;
+use crate::node::{MAX_NUMNODES, Node, ZoneSpan};
+use crate::page::{Page, PgFlags, ZoneType};
+
+/// Why building the memory map failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MemMapError {
+    /// Bootmem could not place `mem_map`.
+    Bootmem(BootmemError),
+    /// A region names a node at or above [`MAX_NUMNODES`].
+    TooManyNodes,
+    /// Two nodes' frame ranges overlap.
+    OverlappingNodes,
+    /// RAM extends past what a `usize` frame number can index on this target.
+    TooMuchMemory,
+}
+
+impl fmt::Display for MemMapError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MemMapError::Bootmem(e) => write!(f, "{e}"),
+            MemMapError::TooManyNodes => write!(f, "node id above MAX_NUMNODES"),
+            MemMapError::OverlappingNodes => write!(f, "memory nodes overlap"),
+            MemMapError::TooMuchMemory => write!(f, "RAM beyond the addressable frames"),
+        }
+    }
+}
+
+impl core::error::Error for MemMapError {}
+
+impl From<BootmemError> for MemMapError {
+    fn from(e: BootmemError) -> Self {
+        MemMapError::Bootmem(e)
+    }
+}
+
+/// Why a lookup failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PfnError {
+    /// The frame number is beyond `mem_map`.
+    OutOfRange,
+    /// The address is not in the direct map.
+    NotDirectMapped,
+    /// The pointer does not point at a descriptor in `mem_map`.
+    NotADescriptor,
+}
+
+impl fmt::Display for PfnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PfnError::OutOfRange => "frame number outside mem_map",
+            PfnError::NotDirectMapped => "address not in the direct map",
+            PfnError::NotADescriptor => "not a page descriptor of mem_map",
+        })
+    }
+}
+
+impl core::error::Error for PfnError {}
+
+/// Frame counts of the memory map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MemStats {
+    /// Frames covered by `mem_map` (0 to the end of RAM).
+    pub spanned: u64,
+    /// Usable RAM frames.
+    pub present: u64,
+    /// Frames `mem_map` itself takes.
+    pub mem_map_pages: u64,
+    /// Frames bootmem handed out, `mem_map` included.
+    pub bootmem_pages: u64,
+    /// Usable frames reserved (by [`Bootmem::reserve`], bootmem allocations, page 0).
+    pub reserved_ram: u64,
+}
+
+/// All page descriptors, the nodes and the zone spans.
+///
+/// `mem_map` is flat (Linux's FLATMEM): descriptor `i` describes frame `i`, from
+/// frame 0 to the end of the highest usable RAM, holes included (and reserved).
+pub struct MemMap<'a> {
+    pages: &'a [Page],
+    nodes: [Node; MAX_NUMNODES],
+    nr_nodes: usize,
+    dm: DirectMap,
+    dma_end: u64,
+    high_start: u64,
+    stats: MemStats,
+}
+
+impl fmt::Debug for MemMap<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemMap")
+            .field("nodes", &&self.nodes[..self.nr_nodes])
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+impl<'a> MemMap<'a> {
+    /// Builds `mem_map` for the memory map bootmem was made from: computes nodes
+    /// and zones (zone limits from `layout`), places the descriptor array with
+    /// `boot` in low memory and initialises every descriptor — reserved, with its
+    /// zone and node. Frames stay reserved until [`MemMap::release_free`].
+    ///
+    /// # Safety
+    /// `layout.direct_map()` must map physical memory for reading and writing,
+    /// the memory bootmem hands out must not be used by anything else, and it
+    /// must stay mapped for `'a`.
+    pub unsafe fn new<L: KernelLayout>(
+        boot: &mut Bootmem<'_>,
+        layout: &L,
+    ) -> Result<MemMap<'a>, MemMapError> {
+        let dm = layout.direct_map();
+        let page = PAGE_SIZE as u64;
+        let dma_end = layout.dma_limit().as_u64() / page;
+        let high_start = layout.highmem_start().as_u64() / page;
+
+        let mut nodes = [Node::default(); MAX_NUMNODES];
+        let mut nr_nodes = 0;
+        let mut max_pfn = 0;
+        for r in boot
+            .regions()
+            .iter()
+            .filter(|r| r.kind == RegionKind::Usable)
+        {
+            let n = usize::from(r.node);
+            if n >= MAX_NUMNODES {
+                return Err(MemMapError::TooManyNodes);
+            }
+            let (s, e) = r.inner_pfns();
+            if s >= e {
+                continue;
+            }
+            let node = &mut nodes[n];
+            if node.is_online() {
+                node.start_pfn = node.start_pfn.min(s);
+                node.end_pfn = node.end_pfn.max(e);
+            } else {
+                *node = Node {
+                    id: n,
+                    start_pfn: s,
+                    end_pfn: e,
+                    ..Node::default()
+                };
+            }
+            nr_nodes = nr_nodes.max(n + 1);
+            max_pfn = max_pfn.max(e);
+        }
+        for i in 0..nr_nodes {
+            for j in i + 1..nr_nodes {
+                let (a, b) = (&nodes[i], &nodes[j]);
+                if a.is_online()
+                    && b.is_online()
+                    && a.start_pfn < b.end_pfn
+                    && b.start_pfn < a.end_pfn
+                {
+                    return Err(MemMapError::OverlappingNodes);
+                }
+            }
+        }
+        let count = usize::try_from(max_pfn).map_err(|_| MemMapError::TooMuchMemory)?;
+        let bytes = count
+            .checked_mul(core::mem::size_of::<Page>())
+            .ok_or(MemMapError::TooMuchMemory)?;
+        let at = boot.alloc(bytes, PAGE_SIZE)?;
+        let base = dm
+            .phys_to_virt(at)
+            .ok_or(MemMapError::Bootmem(BootmemError::OutOfMemory))?;
+
+        // Zone spans per node, and what each frame belongs to.
+        for node in nodes[..nr_nodes].iter_mut().filter(|n| n.is_online()) {
+            let limits = [(0, dma_end), (dma_end, high_start), (high_start, u64::MAX)];
+            for (z, (lo, hi)) in limits.into_iter().enumerate() {
+                let s = node.start_pfn.max(lo);
+                let e = node.end_pfn.min(hi);
+                if s < e {
+                    node.zones[z] = ZoneSpan {
+                        start_pfn: s,
+                        spanned: e - s,
+                        present: 0,
+                    };
+                }
+            }
+        }
+        let ptr = base.as_mut_ptr::<Page>();
+        let mut present = 0;
+        for pfn in 0..max_pfn {
+            let (node, zone) = Self::owner_of(&nodes[..nr_nodes], pfn, dma_end, high_start);
+            // SAFETY: `ptr` points at `count` descriptors' worth of memory that
+            // bootmem reserved for us in the direct map; pfn < count.
+            unsafe { ptr.add(pfn as usize).write(Page::new(zone, node as u8)) };
+            if boot.is_ram(pfn) {
+                present += 1;
+                if let Some(n) = nodes[..nr_nodes].get_mut(node) {
+                    n.present += 1;
+                    n.zones[zone as usize].present += 1;
+                }
+            }
+        }
+        // SAFETY: every descriptor was initialised above; the memory stays ours
+        // for 'a by the caller's contract.
+        let pages = unsafe { core::slice::from_raw_parts(ptr.cast_const(), count) };
+        let mem_map_pages = (bytes as u64).div_ceil(page);
+        Ok(MemMap {
+            pages,
+            nodes,
+            nr_nodes,
+            dm,
+            dma_end,
+            high_start,
+            stats: MemStats {
+                spanned: max_pfn,
+                present,
+                mem_map_pages,
+                bootmem_pages: 0,
+                reserved_ram: 0,
+            },
+        })
+    }
+
+    /// The node and zone type of frame `pfn`: the node whose span holds it (a
+    /// hole between nodes goes to the node below it), the zone by address.
+    fn owner_of(nodes: &[Node], pfn: u64, dma_end: u64, high_start: u64) -> (usize, ZoneType) {
+        let node = nodes
+            .iter()
+            .filter(|n| n.is_online() && n.start_pfn <= pfn)
+            .max_by_key(|n| n.start_pfn)
+            .map_or(0, |n| n.id);
+        let zone = if pfn < dma_end {
+            ZoneType::Dma
+        } else if pfn < high_start {
+            ZoneType::Normal
+        } else {
+            ZoneType::HighMem
+        };
+        (node, zone)
+    }
+
+    /// Clears the reserved flag of every frame that bootmem says is free RAM
+    /// (the frames Linux's `free_all_bootmem` hands to the buddy allocator),
+    /// marks high-memory frames, records the bootmem accounting and returns the
+    /// number of frames released. Call once, after the last bootmem allocation;
+    /// the page allocator then takes every frame without [`PgFlags::RESERVED`].
+    pub fn release_free(&mut self, boot: &Bootmem<'_>) -> u64 {
+        let mut reserved_ram = 0;
+        let mut released = 0;
+        for (pfn, page) in self.pages.iter().enumerate() {
+            let p = pfn as u64;
+            if p >= self.high_start {
+                page.insert(PgFlags::HIGHMEM);
+            }
+            if boot.is_free(p) {
+                page.remove(PgFlags::RESERVED);
+                released += 1;
+            } else if boot.is_ram(p) {
+                reserved_ram += 1;
+            }
+        }
+        self.stats.bootmem_pages = boot.allocated_pages();
+        self.stats.reserved_ram = reserved_ram;
+        released
+    }
+
+    /// The descriptors.
+    pub fn pages(&self) -> &'a [Page] {
+        self.pages
+    }
+
+    /// The online nodes.
+    pub fn nodes(&self) -> impl Iterator<Item = &Node> {
+        self.nodes[..self.nr_nodes].iter().filter(|n| n.is_online())
+    }
+
+    /// Node `id`, if online.
+    pub fn node(&self, id: usize) -> Option<&Node> {
+        self.nodes[..self.nr_nodes]
+            .get(id)
+            .filter(|n| n.is_online())
+    }
+
+    /// One more than the highest node id.
+    pub fn nr_node_ids(&self) -> usize {
+        self.nr_nodes
+    }
+
+    /// Frame counts.
+    pub fn stats(&self) -> MemStats {
+        self.stats
+    }
+
+    /// The direct map.
+    pub fn direct_map(&self) -> DirectMap {
+        self.dm
+    }
+
+    /// One past the last frame of `ZONE_DMA`.
+    pub fn dma_end_pfn(&self) -> u64 {
+        self.dma_end
+    }
+
+    /// First frame of high memory.
+    pub fn highmem_start_pfn(&self) -> u64 {
+        self.high_start
+    }
+
+    /// The descriptor of frame `pfn` (Linux's `pfn_to_page`).
+    #[inline]
+    pub fn pfn_to_page(&self, pfn: Pfn) -> Result<&'a Page, PfnError> {
+        self.pages.get(pfn.as_usize()).ok_or(PfnError::OutOfRange)
+    }
+
+    /// The frame number of a descriptor of this `mem_map` (Linux's
+    /// `page_to_pfn`).
+    #[inline]
+    pub fn page_to_pfn(&self, page: &Page) -> Result<Pfn, PfnError> {
+        let base = self.pages.as_ptr().addr();
+        let off = (page as *const Page).addr().wrapping_sub(base);
+        let size = core::mem::size_of::<Page>();
+        if !off.is_multiple_of(size) || off / size >= self.pages.len() {
+            return Err(PfnError::NotADescriptor);
+        }
+        Ok(Pfn::new(off / size))
+    }
+
+    /// The kernel address of a page: its direct-map address in low memory; for a
+    /// high-memory page the address it is mapped at (see
+    /// [`MemMap::set_page_address`]), or `None` while unmapped (Linux's
+    /// `page_address`).
+    pub fn page_address(&self, page: &Page) -> Option<VirtAddr> {
+        let pfn = self.page_to_pfn(page).ok()?;
+        if page.test(PgFlags::HIGHMEM) || pfn.as_usize() as u64 >= self.high_start {
+            let v = page.owner();
+            (v != 0).then_some(VirtAddr::new(v))
+        } else {
+            self.dm.phys_to_virt(pfn.phys())
+        }
+    }
+
+    /// Records (or, with `None`, forgets) the kernel address a high-memory page
+    /// is mapped at; `kmap` calls this. Ignored for low-memory pages.
+    pub fn set_page_address(&self, page: &Page, va: Option<VirtAddr>) {
+        if page.test(PgFlags::HIGHMEM) {
+            page.set_owner(va.map_or(0, VirtAddr::as_usize));
+        }
+    }
+
+    /// The descriptor of the page a direct-map address lies in (Linux's
+    /// `virt_to_page`).
+    pub fn virt_to_page(&self, va: VirtAddr) -> Result<&'a Page, PfnError> {
+        let pa = self.dm.virt_to_phys(va).ok_or(PfnError::NotDirectMapped)?;
+        let pfn = pa.pfn().map_err(|_| PfnError::OutOfRange)?;
+        self.pfn_to_page(pfn)
+    }
+
+    /// The physical address of a descriptor's frame.
+    pub fn page_to_phys(&self, page: &Page) -> Result<PhysAddr, PfnError> {
+        self.page_to_pfn(page).map(Pfn::phys)
+    }
+}
