@@ -146,7 +146,7 @@ impl<'a, C: Cpu> Buddy<'a, C> {
     #[inline]
     fn rmqueue(&self, z: &'a Zone<'a>, order: usize, gfp: Gfp) -> Option<&'a Page> {
         let _irq = self.cpu.irq_guard();
-        if order == 0 {
+        if order == 0 && !self.bypass_pcp {
             let id = self.cpu.id();
             let pcp = &z.pcp[id];
             // SAFETY: interrupts are off and `id` is this CPU: nothing else

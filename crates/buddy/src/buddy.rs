@@ -30,6 +30,9 @@ pub struct BuddyConfig<'h> {
     /// Zeroes a high-memory frame for `Gfp::ZERO` (a kernel maps it with
     /// `kmap_atomic`). Without it, zeroed allocations skip high memory.
     pub zero_highmem: Option<&'h (dyn Fn(Pfn) + Sync)>,
+    /// Send order-0 requests straight to the zone free lists, as if every
+    /// per-CPU list had `high` 0 (for measurement and debugging).
+    pub bypass_pcp: bool,
 }
 
 impl core::fmt::Debug for BuddyConfig<'_> {
@@ -39,6 +42,7 @@ impl core::fmt::Debug for BuddyConfig<'_> {
             .field("cpu_nodes", &self.cpu_nodes)
             .field("on_low", &self.on_low.is_some())
             .field("zero_highmem", &self.zero_highmem.is_some())
+            .field("bypass_pcp", &self.bypass_pcp)
             .finish()
     }
 }
@@ -76,6 +80,7 @@ pub struct Buddy<'a, C: Cpu> {
     pub(crate) zero_highmem: Option<&'a (dyn Fn(Pfn) + Sync)>,
     pub(crate) min_free_kbytes: usize,
     pub(crate) failures: AtomicUsize,
+    pub(crate) bypass_pcp: bool,
 }
 
 impl<'a, C: Cpu> core::fmt::Debug for Buddy<'a, C> {
@@ -219,6 +224,7 @@ impl<'a, C: Cpu> Buddy<'a, C> {
             zero_highmem: config.zero_highmem,
             min_free_kbytes: 0,
             failures: AtomicUsize::new(0),
+            bypass_pcp: config.bypass_pcp,
         };
         b.set_min_free_kbytes(config.min_free_kbytes);
         Ok(b)

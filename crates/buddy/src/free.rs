@@ -104,7 +104,7 @@ impl<'a, C: Cpu> Buddy<'a, C> {
         let highmem = page.flags() & PgFlags::HIGHMEM;
         page.set_private(0);
         let _irq = self.cpu.irq_guard();
-        if order == 0 {
+        if order == 0 && !self.bypass_pcp {
             let id = self.cpu.id();
             let pcp = &zone.pcp[id];
             // SAFETY: interrupts are off and `id` is this CPU: nothing else
