@@ -23,20 +23,20 @@ impl<'a, C: Cpu> Buddy<'a, C> {
     /// descriptor of this allocator, lies in no zone, is reserved, is misaligned
     /// for `order`, is already free, does not head an allocated block, or heads
     /// one of another order.
-    pub fn free_pages_page(&self, page: &'a Page, order: usize) -> Result<Freed, FreeError> {
+    pub fn free_pages_page(&self, page: &Page, order: usize) -> Result<Freed, FreeError> {
         self.put_block(page, order, false)
     }
 
     /// Like [`Buddy::free_pages_page`] for one frame whose contents are no
     /// longer in the CPU cache: it goes to the cold end of the per-CPU list
     /// (Linux's `free_cold_page`).
-    pub fn free_cold_page(&self, page: &'a Page) -> Result<Freed, FreeError> {
+    pub fn free_cold_page(&self, page: &Page) -> Result<Freed, FreeError> {
         self.put_block(page, 0, true)
     }
 
     #[inline]
-    fn put_block(&self, page: &'a Page, order: usize, cold: bool) -> Result<Freed, FreeError> {
-        let (zone, pfn) = self.check_free(page, order)?;
+    fn put_block(&self, page: &Page, order: usize, cold: bool) -> Result<Freed, FreeError> {
+        let (zone, pfn, page) = self.check_free(page, order)?;
         match page.put_testzero() {
             None => return Err(FreeError::DoubleFree),
             Some(false) => return Ok(Freed::StillReferenced),
@@ -60,15 +60,14 @@ impl<'a, C: Cpu> Buddy<'a, C> {
 
     /// Checks a free in O(1): the zone and frame of a valid allocated head.
     #[inline]
-    fn check_free(&self, page: &'a Page, order: usize) -> Result<(&'a Zone<'a>, usize), FreeError> {
+    fn check_free(&self, page: &Page, order: usize) -> Result<(&'a Zone<'a>, usize, &'a Page), FreeError> {
         if order >= MAX_ORDER {
             return Err(FreeError::OrderTooLarge);
         }
-        let pfn = self
-            .mem
-            .page_to_pfn(page)
-            .map_err(|_| FreeError::Foreign)?
-            .as_usize();
+        let pfn = self.mem.page_to_pfn(page).map_err(|_| FreeError::Foreign)?;
+        // The descriptor in mem_map (the same object, with the allocator's lifetime).
+        let page = self.mem.pfn_to_page(pfn).map_err(|_| FreeError::Foreign)?;
+        let pfn = pfn.as_usize();
         let z = page.node() * ZoneType::COUNT + page.zone_type() as usize;
         let zone = self.zones.get(z).ok_or(FreeError::NotInZone)?;
         let span = zone.span();
@@ -94,7 +93,7 @@ impl<'a, C: Cpu> Buddy<'a, C> {
                 allocated: page.private(),
             });
         }
-        Ok((zone, pfn))
+        Ok((zone, pfn, page))
     }
 
     /// Gives a block whose last reference went back: order 0 to this CPU's list
