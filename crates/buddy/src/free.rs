@@ -60,7 +60,11 @@ impl<'a, C: Cpu> Buddy<'a, C> {
 
     /// Checks a free in O(1): the zone and frame of a valid allocated head.
     #[inline]
-    fn check_free(&self, page: &Page, order: usize) -> Result<(&'a Zone<'a>, usize, &'a Page), FreeError> {
+    fn check_free(
+        &self,
+        page: &Page,
+        order: usize,
+    ) -> Result<(&'a Zone<'a>, usize, &'a Page), FreeError> {
         if order >= MAX_ORDER {
             return Err(FreeError::OrderTooLarge);
         }

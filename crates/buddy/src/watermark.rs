@@ -48,7 +48,9 @@ impl<C: Cpu> Buddy<'_, C> {
         self.min_free_kbytes = kbytes;
         let pages_min = kbytes / (PAGE_SIZE / 1024);
         for z in self.zones {
-            let min = if z.kind() == ZoneType::HighMem {
+            let min = if z.managed() == 0 {
+                0
+            } else if z.kind() == ZoneType::HighMem {
                 if kbytes == 0 {
                     0
                 } else {

@@ -12,7 +12,13 @@ fn snapshot(r: &common::Rig) -> Vec<(usize, usize, Vec<usize>)> {
     r.buddy
         .zones()
         .iter()
-        .map(|z| (z.free_pages() + z.pcp_pages(), z.managed(), (0..MAX_ORDER).map(|o| z.nr_free(o)).collect()))
+        .map(|z| {
+            (
+                z.free_pages() + z.pcp_pages(),
+                z.managed(),
+                (0..MAX_ORDER).map(|o| z.nr_free(o)).collect(),
+            )
+        })
         .collect()
 }
 
@@ -31,16 +37,55 @@ fn bad_frees_change_nothing() {
     let before = snapshot(&r);
 
     let cases: Vec<(&str, Result<Freed, FreeError>, FreeError)> = vec![
-        ("wrong order (smaller)", b.free_pages_page(block, 2), FreeError::WrongOrder { allocated: 3 }),
-        ("wrong order (larger)", b.free_pages_page(block, 4), FreeError::Misaligned),
-        ("order too large", b.free_pages_page(block, MAX_ORDER), FreeError::OrderTooLarge),
-        ("interior page", b.free_pages_page(interior, 0), FreeError::NotAllocated),
-        ("interior page, misaligned order", b.free_pages_page(interior, 3), FreeError::Misaligned),
-        ("reserved page", b.free_pages_page(reserved, 0), FreeError::Reserved),
+        (
+            "wrong order (smaller)",
+            b.free_pages_page(block, 2),
+            FreeError::WrongOrder { allocated: 3 },
+        ),
+        (
+            "wrong order (larger)",
+            b.free_pages_page(block, 4),
+            FreeError::Misaligned,
+        ),
+        (
+            "order too large",
+            b.free_pages_page(block, MAX_ORDER),
+            FreeError::OrderTooLarge,
+        ),
+        (
+            "interior page",
+            b.free_pages_page(interior, 0),
+            FreeError::NotAllocated,
+        ),
+        (
+            "interior page, misaligned order",
+            b.free_pages_page(interior, 3),
+            FreeError::Misaligned,
+        ),
+        (
+            "reserved page",
+            b.free_pages_page(reserved, 0),
+            FreeError::Reserved,
+        ),
         ("hole", b.free_pages_page(hole, 0), FreeError::Reserved),
-        ("foreign descriptor", b.free_pages_page(&foreign, 0), FreeError::Foreign),
-        ("unaligned address", b.free_pages(VirtAddr::new(b.mem().page_address(single).unwrap().as_usize() + 8), 0), FreeError::Misaligned),
-        ("address outside the direct map", b.free_pages(VirtAddr::new(0x1000), 0), FreeError::Foreign),
+        (
+            "foreign descriptor",
+            b.free_pages_page(&foreign, 0),
+            FreeError::Foreign,
+        ),
+        (
+            "unaligned address",
+            b.free_pages(
+                VirtAddr::new(b.mem().page_address(single).unwrap().as_usize() + 8),
+                0,
+            ),
+            FreeError::Misaligned,
+        ),
+        (
+            "address outside the direct map",
+            b.free_pages(VirtAddr::new(0x1000), 0),
+            FreeError::Foreign,
+        ),
     ];
     for (what, got, want) in cases {
         assert_eq!(got, Err(want), "{what}");
@@ -48,7 +93,10 @@ fn bad_frees_change_nothing() {
     }
     // Order too large on a valid block whose pfn happens to be aligned:
     let big_pfn_block = b.alloc_pages(Gfp::KERNEL, 10).unwrap();
-    assert_eq!(b.free_pages_page(big_pfn_block, 11), Err(FreeError::OrderTooLarge));
+    assert_eq!(
+        b.free_pages_page(big_pfn_block, 11),
+        Err(FreeError::OrderTooLarge)
+    );
     assert_eq!(b.free_pages_page(big_pfn_block, 10), Ok(Freed::Released));
 
     // Double frees: of a block on a free list, of a page on a per-CPU list, and
@@ -56,12 +104,26 @@ fn bad_frees_change_nothing() {
     assert_eq!(b.free_pages_page(block, 3), Ok(Freed::Released));
     assert_eq!(b.free_pages_page(single, 0), Ok(Freed::Released));
     let after = snapshot(&r);
-    assert_eq!(b.free_pages_page(single, 0), Err(FreeError::DoubleFree), "page on a per-CPU list");
+    assert_eq!(
+        b.free_pages_page(single, 0),
+        Err(FreeError::DoubleFree),
+        "page on a per-CPU list"
+    );
     let second = b.free_pages_page(block, 3);
-    assert!(matches!(second, Err(FreeError::DoubleFree) | Err(FreeError::NotAllocated)), "{second:?}");
+    assert!(
+        matches!(
+            second,
+            Err(FreeError::DoubleFree) | Err(FreeError::NotAllocated)
+        ),
+        "{second:?}"
+    );
     assert_eq!(snapshot(&r), after);
     b.drain_local();
-    assert_eq!(b.free_pages_page(single, 0), Err(FreeError::DoubleFree), "merged into a free block");
+    assert_eq!(
+        b.free_pages_page(single, 0),
+        Err(FreeError::DoubleFree),
+        "merged into a free block"
+    );
     assert_fully_coalesced(b);
 }
 
@@ -94,7 +156,10 @@ fn exhaustion_returns_none_and_recovers() {
     assert!(b.alloc_pages(Gfp::ATOMIC, 0).is_none());
     assert!(b.alloc_pages(Gfp::KERNEL, 5).is_none());
     assert!(b.alloc_pages(Gfp::KERNEL | Gfp::NOWARN, 0).is_none());
-    assert!(b.alloc_pages(Gfp::KERNEL, MAX_ORDER).is_none(), "order too large is None");
+    assert!(
+        b.alloc_pages(Gfp::KERNEL, MAX_ORDER).is_none(),
+        "order too large is None"
+    );
     let failures = b.failures();
     assert!(failures >= 3);
     for p in live {
@@ -125,7 +190,10 @@ fn get_free_pages_addresses() {
     assert_eq!(dma_page.zone_type(), ZoneType::Dma);
     // HIGHMEM is ignored: the address is a lowmem one.
     let low = b.get_free_pages(Gfp::HIGHUSER, 0).unwrap();
-    assert_ne!(b.mem().virt_to_page(low).unwrap().zone_type(), ZoneType::HighMem);
+    assert_ne!(
+        b.mem().virt_to_page(low).unwrap().zone_type(),
+        ZoneType::HighMem
+    );
     for (a, o) in [(z, 0), (dma, 2), (low, 0)] {
         b.free_pages(a, o).unwrap();
     }

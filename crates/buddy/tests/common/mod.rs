@@ -66,7 +66,13 @@ pub fn memory_map(mib: u64, two_nodes: bool) -> Vec<Region> {
 
 /// A rig with `mib` MiB of RAM (software backing unless `mmap`), `cpus` CPUs,
 /// high memory from `high_mib`, the kernel image reserved at 1–2 MiB.
-pub fn rig(mib: u64, high_mib: u64, cpus: usize, two_nodes: bool, config: BuddyConfig<'static>) -> Rig {
+pub fn rig(
+    mib: u64,
+    high_mib: u64,
+    cpus: usize,
+    two_nodes: bool,
+    config: BuddyConfig<'static>,
+) -> Rig {
     rig_with(mib, high_mib, cpus, two_nodes, Backing::Software, config)
 }
 
@@ -86,7 +92,8 @@ pub fn rig_with(
         .expect("machine");
     let map: &'static [Region] = Box::leak(memory_map(mib, two_nodes).into_boxed_slice());
     let mut boot = Bootmem::new(map, machine.lowmem_end()).expect("bootmem");
-    boot.reserve(PhysAddr::new(0x10_0000), 0x10_0000).expect("kernel image");
+    boot.reserve(PhysAddr::new(0x10_0000), 0x10_0000)
+        .expect("kernel image");
     let layout = TestLayout {
         inner: *machine.layout(),
         high: PhysAddr::new(high_mib << 20),
@@ -127,7 +134,11 @@ pub fn ideal_free_area(buddy: &Buddy<'static, MockCpu>, zone: usize) -> [usize; 
         }
         let mut s = pfn;
         while s < run_end {
-            let align = if s == 0 { MAX_ORDER - 1 } else { s.trailing_zeros() as usize };
+            let align = if s == 0 {
+                MAX_ORDER - 1
+            } else {
+                s.trailing_zeros() as usize
+            };
             let fit = (usize::BITS - 1 - (run_end - s).leading_zeros()) as usize;
             let order = align.min(fit).min(MAX_ORDER - 1);
             counts[order] += 1;
@@ -144,7 +155,12 @@ pub fn assert_fully_coalesced(buddy: &Buddy<'static, MockCpu>) {
         assert_eq!(z.pcp_pages(), 0, "zone {i}: per-CPU lists not drained");
         assert_eq!(z.free_pages(), z.managed(), "zone {i}: pages missing");
         let got: Vec<usize> = (0..MAX_ORDER).map(|o| z.nr_free(o)).collect();
-        assert_eq!(got, ideal_free_area(buddy, i).to_vec(), "zone {i} ({:?}) not coalesced", z.kind());
+        assert_eq!(
+            got,
+            ideal_free_area(buddy, i).to_vec(),
+            "zone {i} ({:?}) not coalesced",
+            z.kind()
+        );
     }
 }
 

@@ -1,0 +1,120 @@
+//! Several CPUs (host threads) allocating and freeing at once, with blocks freed
+//! on other CPUs than the one that allocated them. Each block carries a pattern
+//! that must survive until it is freed: an overlap would break it.
+
+mod common;
+
+use std::sync::Mutex;
+
+use common::{assert_fully_coalesced, drain_every_cpu, rig};
+use kmm_buddy::{BuddyConfig, Gfp, MAX_ORDER};
+use kmm_page_frame::{Page, ZoneType};
+
+const ROUNDS: usize = if cfg!(miri) { 40 } else { 4000 };
+
+/// A small xorshift: each thread its own stream.
+fn next(s: &mut u64) -> u64 {
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    *s
+}
+
+fn fill(b: &kmm_buddy::Buddy<'static, kmm_mock::MockCpu>, p: &Page, order: usize, tag: u64) {
+    if p.zone_type() == ZoneType::HighMem {
+        return;
+    }
+    let va = b.mem().page_address(p).unwrap();
+    // SAFETY: the block is ours, in the direct map, 4096 << order bytes.
+    let words = unsafe { std::slice::from_raw_parts_mut(va.as_mut_ptr::<u64>(), 512 << order) };
+    words.iter_mut().step_by(64).for_each(|w| *w = tag);
+}
+
+fn check(b: &kmm_buddy::Buddy<'static, kmm_mock::MockCpu>, p: &Page, order: usize, tag: u64) {
+    if p.zone_type() == ZoneType::HighMem {
+        return;
+    }
+    let va = b.mem().page_address(p).unwrap();
+    // SAFETY: as in `fill`.
+    let words = unsafe { std::slice::from_raw_parts(va.as_ptr::<u64>(), 512 << order) };
+    assert!(
+        words.iter().step_by(64).all(|&w| w == tag),
+        "block overwritten: overlap"
+    );
+}
+
+#[test]
+fn cpus_allocate_and_free_across_each_other() {
+    // Linux's default watermarks: the stress runs into them too.
+    let r = rig(64, 48, 4, true, BuddyConfig::default());
+    let b = &r.buddy;
+    let managed = b.managed_total();
+    // Blocks handed between CPUs: (address of descriptor, order, tag).
+    let exchange: Mutex<Vec<(usize, usize, u64)>> = Mutex::new(Vec::new());
+    r.machine.cpu().run_on_each(|cpu| {
+        let mut seed = 0x9E37_79B9_7F4A_7C15 ^ (cpu as u64 + 1);
+        let mut mine: Vec<(&Page, usize, u64)> = Vec::new();
+        for round in 0..ROUNDS {
+            let x = next(&mut seed);
+            match x % 4 {
+                0 | 1 => {
+                    let order = if x.is_multiple_of(7) {
+                        (x >> 8) as usize % MAX_ORDER
+                    } else {
+                        (x >> 8) as usize % 3
+                    };
+                    let gfp = [
+                        Gfp::KERNEL,
+                        Gfp::HIGHUSER,
+                        Gfp::KERNEL | Gfp::DMA,
+                        Gfp::ATOMIC,
+                    ][(x >> 16) as usize % 4];
+                    if let Some(p) = b.alloc_pages(gfp, order) {
+                        let tag = (cpu as u64) << 32 | round as u64;
+                        fill(b, p, order, tag);
+                        mine.push((p, order, tag));
+                    }
+                }
+                2 if !mine.is_empty() => {
+                    let (p, order, tag) = mine.swap_remove((x >> 8) as usize % mine.len());
+                    check(b, p, order, tag);
+                    if x & 1 == 0 {
+                        b.free_pages_page(p, order).unwrap();
+                    } else {
+                        exchange
+                            .lock()
+                            .unwrap()
+                            .push((p as *const Page as usize, order, tag));
+                    }
+                }
+                _ => {
+                    // Free a block another CPU allocated.
+                    let got = exchange.lock().unwrap().pop();
+                    if let Some((addr, order, tag)) = got {
+                        // SAFETY: the address is a descriptor in mem_map, which
+                        // lives as long as the rig.
+                        let p = unsafe { &*(addr as *const Page) };
+                        check(b, p, order, tag);
+                        b.free_pages_page(p, order).unwrap();
+                    }
+                }
+            }
+        }
+        for (p, order, tag) in mine {
+            check(b, p, order, tag);
+            b.free_pages_page(p, order).unwrap();
+        }
+    });
+    {
+        let _c = r.machine.cpu().bind(0).unwrap();
+        for (addr, order, tag) in exchange.into_inner().unwrap() {
+            // SAFETY: as above.
+            let p = unsafe { &*(addr as *const Page) };
+            check(b, p, order, tag);
+            b.free_pages_page(p, order).unwrap();
+        }
+    }
+    drain_every_cpu(&r);
+    assert_eq!(b.free_pages_total(), managed);
+    assert_fully_coalesced(b);
+}
