@@ -3,9 +3,13 @@
 //! - `setup`: installs what is missing (the i686 Rust target, QEMU);
 //! - `qemu [--pae] [-- ARGS...]`: builds the example kernel and boots it;
 //! - `test`: the whole gate (formatting, clippy, tests, QEMU boots);
-//! - `miri`: the library tests under Miri (nightly).
+//! - `bench [ARGS...]`: the criterion benchmarks, ARGS handed to criterion;
+//! - `miri`: the library tests under Miri (nightly);
+//! - `fuzz [TARGET] [SECONDS]`: a cargo-fuzz target (nightly).
 
+mod bench;
 mod cmd;
+mod fuzz;
 mod gate;
 mod miri;
 mod qemu;
@@ -23,7 +27,10 @@ commands:
                           ARGS are appended to the kernel command line
   test                    run the gate: fmt, clippy (host and i686), cargo test,
                           QEMU boots in 2-level and PAE mode and the panic path
-  miri                    run the kmm-hal, kmm-i386 and kmm-mock tests under Miri";
+  bench [ARGS]            run the criterion benchmarks (kmm beside its peers):
+                          cargo bench -p kmm-benches -- ARGS (e.g. a group name)
+  miri                    run the library tests under Miri (nightly)
+  fuzz [TARGET] [SECONDS] run a cargo-fuzz target in fuzz/ (default buddy_ops, 60 s)";
 
 /// The root of the repository (the parent of the xtask package).
 pub fn root() -> PathBuf {
@@ -37,7 +44,9 @@ fn main() -> ExitCode {
         Some("setup") => setup::run(),
         Some("qemu") => qemu::cli(&args[1..]),
         Some("test") => gate::run(),
+        Some("bench") => bench::cli(&args[1..]),
         Some("miri") => miri::run(),
+        Some("fuzz") => fuzz::cli(&args[1..]),
         Some("help" | "-h" | "--help") => {
             println!("{USAGE}");
             Ok(())

@@ -9,6 +9,19 @@ use kmm_page_frame::{MemMap, Page, PageAdapter, PgFlags, ZoneSpan, ZoneType};
 use crate::pcp::PerCpuPages;
 use crate::{MAX_ORDER, Watermark};
 
+/// Adds to a counter that only the zone-lock holder writes: a plain load and
+/// store, no locked instruction (readers without the lock see either value).
+#[inline]
+fn locked_add(c: &AtomicUsize, n: usize) {
+    c.store(c.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+}
+
+/// Subtracts from a counter that only the zone-lock holder writes.
+#[inline]
+fn locked_sub(c: &AtomicUsize, n: usize) {
+    c.store(c.load(Ordering::Relaxed) - n, Ordering::Relaxed);
+}
+
 /// The buddy lists of a zone (Linux's `free_area[MAX_ORDER]`), kept under the
 /// zone lock.
 pub(crate) struct FreeArea<'a> {
@@ -189,7 +202,7 @@ impl<'a> Zone<'a> {
             let Some(page) = area.lists[current].pop_front() else {
                 continue;
             };
-            self.nr_free[current].fetch_sub(1, Ordering::Relaxed);
+            locked_sub(&self.nr_free[current], 1);
             page.remove(PgFlags::BUDDY);
             let pfn = mem
                 .page_to_pfn(page)
@@ -207,9 +220,9 @@ impl<'a> Zone<'a> {
                 half.set_private(o);
                 half.insert(PgFlags::BUDDY);
                 area.lists[o].push_front(half);
-                self.nr_free[o].fetch_add(1, Ordering::Relaxed);
+                locked_add(&self.nr_free[o], 1);
             }
-            self.free.fetch_sub(1 << order, Ordering::Relaxed);
+            locked_sub(&self.free, 1 << order);
             return Some(page);
         }
         None
@@ -228,7 +241,7 @@ impl<'a> Zone<'a> {
     ) {
         let mut pfn = pfn;
         let mut order = order;
-        self.free.fetch_add(1 << order, Ordering::Relaxed);
+        locked_add(&self.free, 1 << order);
         while order < MAX_ORDER - 1 {
             let buddy_pfn = pfn ^ (1 << order);
             if !self.span.contains(buddy_pfn as u64) {
@@ -244,7 +257,7 @@ impl<'a> Zone<'a> {
             // free list of its order, which we hold the lock of.
             let mut cursor = unsafe { area.lists[order].cursor_mut_from_ptr(buddy) };
             cursor.remove();
-            self.nr_free[order].fetch_sub(1, Ordering::Relaxed);
+            locked_sub(&self.nr_free[order], 1);
             buddy.remove(PgFlags::BUDDY);
             buddy.set_private(0);
             pfn &= buddy_pfn;
@@ -256,7 +269,7 @@ impl<'a> Zone<'a> {
         head.set_private(order);
         head.insert(PgFlags::BUDDY);
         area.lists[order].push_front(head);
-        self.nr_free[order].fetch_add(1, Ordering::Relaxed);
+        locked_add(&self.nr_free[order], 1);
     }
 }
 

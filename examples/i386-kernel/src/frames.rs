@@ -97,6 +97,18 @@ impl BootFrames {
         self.next
     }
 
+    /// Every physical range `[start, end)` the bump pointer has passed over:
+    /// each frame ever handed out (page tables included, and frames returned
+    /// since) lies in one. The ranges skip no usable frame below the pointer, so
+    /// reserving them keeps every table page away from the page allocator.
+    pub fn used_ranges(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let next = self.next;
+        self.usable[..self.usable_len]
+            .iter()
+            .map(move |&(s, e)| (s, e.min(next)))
+            .filter(|&(s, e)| s < e)
+    }
+
     /// The bytes of RAM the source can hand out in total.
     pub fn capacity(&self) -> u64 {
         self.usable[..self.usable_len]

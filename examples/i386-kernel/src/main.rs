@@ -9,11 +9,15 @@
 #![no_std]
 #![no_main]
 
+mod bad_free;
 mod boot;
+mod buddy_check;
 mod exit;
 mod frames;
+mod highmem;
 mod multiboot;
 mod paging;
+mod physmem;
 mod rt;
 mod serial;
 
@@ -24,6 +28,7 @@ use kmm_i386::{Classic, FIXADDR_TOP, I386Layout, MAX_LOWMEM, Mode, PAGE_OFFSET, 
 
 use exit::{ExitCode, exit};
 use frames::BootFrames;
+use highmem::HighmemWindow;
 use multiboot::{BOOTLOADER_MAGIC, BootInfo, Options, PagingMode};
 use serial::kprintln;
 
@@ -96,7 +101,7 @@ fn print_memory_map(boot: &BootInfo) -> usize {
 }
 
 /// Boots with paging mode `M` (`pae` says which one it is).
-fn run<M: Mode>(boot: &BootInfo, opts: Options, pae: bool) -> ! {
+fn run<M: Mode + Send>(boot: &BootInfo, opts: Options, pae: bool) -> ! {
     let lowmem = print_memory_map(boot);
     let (kstart, kend) = boot::kernel_image();
     let floor = kend.max(boot.data_end);
@@ -149,6 +154,13 @@ fn run<M: Mode>(boot: &BootInfo, opts: Options, pae: bool) -> ! {
         frames.in_use(),
         frames.allocated()
     );
+    let window = HighmemWindow::new(pt, &layout, &mut frames);
+    kprintln!(
+        "kmm: highmem window at {} (fixmap kmap_atomic slot of CPU 0), {} table pages",
+        window.va(),
+        window.table_pages()
+    );
+    physmem::run(boot, &layout, frames, &window);
     if opts.test_panic {
         kprintln!("kmm: test=panic: panicking on purpose");
         panic!("deliberate panic requested by test=panic");

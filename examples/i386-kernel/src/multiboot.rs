@@ -129,6 +129,10 @@ pub struct BootInfo {
     /// The end of the highest byte of loader data (information structure,
     /// command line, memory map): frames must not be handed out below it.
     pub data_end: u64,
+    /// The loader's data as physical ranges `[start, end)`: the information
+    /// structure, the command line and the memory map (empty ranges for the
+    /// parts the loader did not pass).
+    pub loader_data: [(u64, u64); 3],
 }
 
 impl BootInfo {
@@ -155,6 +159,7 @@ impl BootInfo {
             memory_map: MemoryMap::empty(),
             from_mmap: false,
             data_end: info as u64 + INFO_SIZE,
+            loader_data: [(info as u64, info as u64 + INFO_SIZE), (0, 0), (0, 0)],
         };
         if flags & INFO_CMDLINE != 0 {
             let p: *const u8 = core::ptr::with_exposed_provenance(field(16) as usize);
@@ -167,6 +172,7 @@ impl BootInfo {
                 n += 1;
             }
             bi.cmdline_len = n;
+            bi.loader_data[1] = (p.addr() as u64, p.addr() as u64 + n as u64 + 1);
             bi.data_end = bi.data_end.max(p.addr() as u64 + n as u64 + 1);
         }
         if flags & INFO_MEM_MAP != 0 {
@@ -191,6 +197,7 @@ impl BootInfo {
                 off += size + 4;
             }
             bi.from_mmap = true;
+            bi.loader_data[2] = (addr as u64, (addr + len) as u64);
             bi.data_end = bi.data_end.max((addr + len) as u64);
         } else if flags & INFO_MEMORY != 0 {
             // No map: mem_upper is the KiB of RAM from 1 MiB on.

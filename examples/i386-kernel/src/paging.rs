@@ -24,7 +24,7 @@ pub struct TableStats {
 }
 
 /// Panics with a message naming what failed.
-fn check<T>(r: Result<T, MapError>, what: &str) -> T {
+pub fn check<T>(r: Result<T, MapError>, what: &str) -> T {
     match r {
         Ok(v) => v,
         Err(e) => panic!("{what}: {e}"),

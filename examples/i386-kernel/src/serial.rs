@@ -92,3 +92,64 @@ macro_rules! kprintln {
     };
 }
 pub(crate) use kprintln;
+
+/// The longest line a [`LineWriter`] holds; the rest of a longer line is cut.
+const LINE_MAX: usize = 160;
+
+/// A [`fmt::Write`] adapter to COM1 for text made by library code (such as
+/// `/proc/buddyinfo`): it buffers each line, drops the ones `keep` refuses,
+/// and prints the others after `prefix`, so they join the kernel's greppable
+/// lines. A last line without a newline is printed on drop.
+pub struct LineWriter<'p> {
+    prefix: &'p str,
+    keep: fn(&str) -> bool,
+    line: [u8; LINE_MAX],
+    len: usize,
+}
+
+impl<'p> LineWriter<'p> {
+    /// A writer that prints every line after `prefix`.
+    pub fn new(prefix: &'p str) -> LineWriter<'p> {
+        LineWriter::filtered(prefix, |_| true)
+    }
+
+    /// A writer that prints, after `prefix`, the lines for which `keep` is true.
+    pub fn filtered(prefix: &'p str, keep: fn(&str) -> bool) -> LineWriter<'p> {
+        LineWriter {
+            prefix,
+            keep,
+            line: [0; LINE_MAX],
+            len: 0,
+        }
+    }
+
+    fn end_line(&mut self) {
+        let line = core::str::from_utf8(&self.line[..self.len]).unwrap_or("<not UTF-8>");
+        if (self.keep)(line) {
+            print(format_args!("{}{line}\n", self.prefix));
+        }
+        self.len = 0;
+    }
+}
+
+impl fmt::Write for LineWriter<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for b in s.bytes() {
+            if b == b'\n' {
+                self.end_line();
+            } else if self.len < LINE_MAX {
+                self.line[self.len] = b;
+                self.len += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for LineWriter<'_> {
+    fn drop(&mut self) {
+        if self.len > 0 {
+            self.end_line();
+        }
+    }
+}
