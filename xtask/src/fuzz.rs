@@ -25,12 +25,20 @@ pub fn cli(args: &[String]) -> Result {
     };
     if !listed {
         eprintln!("xtask: installing cargo-fuzz (nightly)");
-        let mut c = command(&root, "cargo", ["+nightly", "install", "cargo-fuzz", "--locked"]);
+        let mut c = command(
+            &root,
+            "cargo",
+            ["+nightly", "install", "cargo-fuzz", "--locked"],
+        );
         c.env_remove("RUSTUP_TOOLCHAIN");
         cmd::run(&mut c)?;
     }
     let time = format!("-max_total_time={seconds}");
-    let mut c = command(&fuzz_dir, "cargo", ["+nightly", "fuzz", "run", target, "--", &time]);
+    let mut c = command(
+        &fuzz_dir,
+        "cargo",
+        ["+nightly", "fuzz", "run", target, "--", &time],
+    );
     c.env_remove("RUSTUP_TOOLCHAIN");
     cmd::run(&mut c)
 }

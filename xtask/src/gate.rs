@@ -27,8 +27,17 @@ fn cargo(name: &'static str, dir: &Path, args: &'static [&'static str]) -> Step 
     step(name, move || cmd::run(&mut command(&dir, "cargo", args)))
 }
 
-/// The lines every good boot prints, the mode line first.
-const BOOT_LINES: [&str; 3] = ["kmm: paging enabled", "kmm: alias check ok", "kmm: boot ok"];
+/// The lines every good boot prints besides the mode line: paging on,
+/// a mapping proved through two aliases, the buddy allocator built from the
+/// multiboot map with every zone (HIGHMEM too: QEMU gets 2 GiB) and order
+/// exercised and every page back, and `kmm: boot ok` last.
+const BOOT_LINES: [&str; 5] = [
+    "kmm: paging enabled",
+    "kmm: alias check ok",
+    "kmm: highmem zone ok",
+    "kmm: buddy ok",
+    "kmm: boot ok",
+];
 
 /// Boots the kernel in one paging mode and checks its lines and exit code.
 fn boot_mode(mode: &str) -> Result {
@@ -50,6 +59,12 @@ fn boot_mode(mode: &str) -> Result {
     }
     if b.has_line("PANIC:") {
         return Err(format!("{mode} boot: printed a PANIC line"));
+    }
+    let last = b.serial.lines().rfind(|l| !l.trim().is_empty());
+    if !last.is_some_and(|l| l.starts_with("kmm: boot ok")) {
+        return Err(format!(
+            "{mode} boot: `kmm: boot ok` is not the last line (last: {last:?})"
+        ));
     }
     Ok(())
 }

@@ -1,7 +1,9 @@
 //! The kmm example kernel: boots from a multiboot loader (QEMU's `-kernel`),
 //! builds Linux-style i386 kernel page tables with kmm-i386 (2-level or PAE,
 //! chosen on the command line), turns paging on, proves a mapping through two
-//! aliases, and reports on COM1.
+//! aliases, builds `mem_map` and the zoned buddy allocator from the multiboot
+//! memory map (kmm-page-frame, kmm-buddy) and exercises every zone and order,
+//! and reports on COM1.
 //!
 //! Command line: `paging=2level` (default) or `paging=pae`; `test=panic` to
 //! panic on purpose. QEMU exits with 33 on success and 35 on failure through
@@ -13,6 +15,7 @@ mod bad_free;
 mod boot;
 mod buddy_check;
 mod exit;
+mod fallback;
 mod frames;
 mod highmem;
 mod multiboot;

@@ -213,3 +213,22 @@ pub fn check_vmalloc_alias<M: Mode>(
         pt.table_pages()
     );
 }
+
+/// The end of the physical memory paging mode can map: 4 GiB with 2-level
+/// tables; under PAE, 2^MAXPHYADDR — from CPUID leaf 0x80000008 where the CPU
+/// has it, else 36 bits with PSE-36 and 32 without (QEMU's `qemu32` CPU has
+/// PAE but 32 address bits: a PAE entry above 4 GiB faults there).
+pub fn phys_limit(pae: bool) -> u64 {
+    use core::arch::x86::__cpuid;
+    if !pae {
+        return 1 << 32;
+    }
+    let bits = if __cpuid(0x8000_0000).eax >= 0x8000_0008 {
+        __cpuid(0x8000_0008).eax & 0xFF
+    } else if __cpuid(1).edx & (1 << 17) != 0 {
+        36
+    } else {
+        32
+    };
+    1 << bits.clamp(32, 52)
+}
