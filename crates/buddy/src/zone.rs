@@ -159,9 +159,10 @@ impl<'a> Zone<'a> {
     }
 
     /// Linux's `zone_watermark_ok`: would taking a block of `order` leave the
-    /// zone above `mark` (reduced for high-priority and atomic callers),
-    /// counting only blocks big enough to matter at each order?
-    pub(crate) fn watermark_ok(
+    /// zone above `mark` (halved for high-priority callers, `high`; cut by a
+    /// quarter for atomic ones, `harder`) plus the lowmem reserve against
+    /// `classzone`, counting at each order only the blocks big enough to matter?
+    pub fn watermark_ok(
         &self,
         order: usize,
         mark: usize,

@@ -147,6 +147,13 @@ pub trait KernelLayout {
         PhysAddr::new(self.direct_map().size() as u64)
     }
 
+    /// One past the highest physical address the kernel's page tables can map
+    /// (4 GiB for 2-level i386 paging, 64 GiB for PAE). RAM above it is ignored,
+    /// as Linux ignores RAM above `MAX_NONPAE_PFN` without PAE.
+    fn phys_limit(&self) -> u64 {
+        PhysAddr::LIMIT
+    }
+
     /// The virtual address of persistent-kmap entry `nr`.
     fn pkmap_addr(&self, nr: usize) -> Option<VirtAddr> {
         if nr < self.last_pkmap() {
@@ -181,6 +188,9 @@ impl<L: KernelLayout + ?Sized> KernelLayout for &L {
     }
     fn highmem_start(&self) -> PhysAddr {
         (**self).highmem_start()
+    }
+    fn phys_limit(&self) -> u64 {
+        (**self).phys_limit()
     }
 }
 

@@ -117,6 +117,10 @@ impl KernelLayout for I386Layout {
         self.last_pkmap_()
     }
 
+    fn phys_limit(&self) -> u64 {
+        if self.pae { 1 << 36 } else { 1 << 32 }
+    }
+
     fn fixmap(&self) -> Fixmap {
         Fixmap {
             top: VirtAddr::new(FIXADDR_TOP),
@@ -141,6 +145,8 @@ mod tests {
         assert_eq!(l.pkmap_base(), VirtAddr::new(0xFF80_0000));
         assert_eq!(l.vmalloc_end(), VirtAddr::new(0xFF7F_E000));
         assert_eq!(l.last_pkmap(), 1024);
+        assert_eq!(l.phys_limit(), 1 << 32);
+        assert_eq!(I386Layout::full(true).phys_limit(), 1 << 36);
         let pk_end = l.pkmap_base().as_usize() + l.last_pkmap() * PAGE_SIZE;
         assert!(pk_end <= l.fixaddr_start());
         assert_eq!(l.fixmap().fix_to_virt(0), Some(VirtAddr::new(0xFFFF_F000)));

@@ -33,7 +33,9 @@ pub struct Paging<M: Mode> {
     dm: DirectMap,
     large_pages: bool,
     table_pages: usize,
-    _mode: PhantomData<M>,
+    /// The mode is a type-level tag only: the tables are `Send` and `Sync`
+    /// whatever it is.
+    _mode: PhantomData<fn() -> M>,
 }
 
 impl<M: Mode> core::fmt::Debug for Paging<M> {

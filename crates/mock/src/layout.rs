@@ -77,6 +77,10 @@ impl KernelLayout for MockLayout {
         self.i386.last_pkmap()
     }
 
+    fn phys_limit(&self) -> u64 {
+        self.i386.phys_limit()
+    }
+
     fn fixmap(&self) -> Fixmap {
         let f = self.i386.fixmap();
         Fixmap {

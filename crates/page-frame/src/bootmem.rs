@@ -74,6 +74,9 @@ pub struct Bootmem<'m> {
     /// Frames handed out by `alloc` (accounting).
     allocated: u64,
     goal: u64,
+    /// Frames from here on are not RAM to the kernel (beyond what its page
+    /// tables can map).
+    limit_pfn: u64,
 }
 
 impl fmt::Debug for Bootmem<'_> {
@@ -102,6 +105,7 @@ impl<'m> Bootmem<'m> {
             nr_reserved: 0,
             allocated: 0,
             goal: (16 << 20) / PAGE_SIZE as u64,
+            limit_pfn: u64::MAX,
         };
         b.reserve_pfns(PfnRange { start: 0, end: 1 })?;
         Ok(b)
@@ -161,9 +165,23 @@ impl<'m> Bootmem<'m> {
         Ok(())
     }
 
+    /// Ignores RAM from physical address `limit` on (what the kernel's paging
+    /// mode cannot map); [`crate::MemMap::new`] applies the layout's limit.
+    pub fn limit_ram(&mut self, limit: u64) {
+        self.limit_pfn = self.limit_pfn.min(limit / PAGE_SIZE as u64);
+    }
+
+    /// The first frame that is not RAM because of [`Bootmem::limit_ram`].
+    pub fn limit_pfn(&self) -> u64 {
+        self.limit_pfn
+    }
+
     /// True if frame `pfn` is usable RAM: inside a usable region's whole pages,
-    /// touching no other region.
+    /// touching no other region, below the limit.
     pub fn is_ram(&self, pfn: u64) -> bool {
+        if pfn >= self.limit_pfn {
+            return false;
+        }
         let mut usable = false;
         for r in self.regions {
             if r.kind == RegionKind::Usable {
@@ -324,5 +342,16 @@ mod tests {
         b.reserve(PhysAddr::new(0x6000), 0x1000).unwrap();
         assert!(b.is_reserved(6));
         assert!(Bootmem::new(&[], PhysAddr::new(1 << 20)).is_err());
+    }
+
+    #[test]
+    fn ram_above_the_limit_is_ignored() {
+        let m = [Region::new(0, 6 << 30, RegionKind::Usable)];
+        let mut b = Bootmem::new(&m, PhysAddr::new(896 << 20)).unwrap();
+        assert!(b.is_ram((5 << 30) >> 12));
+        b.limit_ram(4 << 30);
+        assert!(!b.is_ram((4 << 30) >> 12));
+        assert!(b.is_ram(((4 << 30) >> 12) - 1));
+        assert_eq!(b.limit_pfn(), (4 << 30) >> 12);
     }
 }

@@ -81,6 +81,9 @@ pub struct MemStats {
     pub bootmem_pages: u64,
     /// Usable frames reserved (by [`Bootmem::reserve`], bootmem allocations, page 0).
     pub reserved_ram: u64,
+    /// Usable frames ignored because they lie above the layout's
+    /// [`KernelLayout::phys_limit`].
+    pub ignored_ram: u64,
 }
 
 /// All page descriptors, the nodes and the zone spans.
@@ -122,6 +125,9 @@ impl<'a> MemMap<'a> {
     ) -> Result<MemMap<'a>, MemMapError> {
         let dm = layout.direct_map();
         let page = PAGE_SIZE as u64;
+        boot.limit_ram(layout.phys_limit());
+        let limit = boot.limit_pfn();
+        let mut ignored_ram = 0;
         let dma_end = layout.dma_limit().as_u64() / page;
         let high_start = layout.highmem_start().as_u64() / page;
 
@@ -138,6 +144,8 @@ impl<'a> MemMap<'a> {
                 return Err(MemMapError::TooManyNodes);
             }
             let (s, e) = r.inner_pfns();
+            ignored_ram += e.saturating_sub(s.max(limit));
+            let e = e.min(limit);
             if s >= e {
                 continue;
             }
@@ -224,6 +232,7 @@ impl<'a> MemMap<'a> {
                 mem_map_pages,
                 bootmem_pages: 0,
                 reserved_ram: 0,
+                ignored_ram,
             },
         })
     }
