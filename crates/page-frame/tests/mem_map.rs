@@ -129,17 +129,13 @@ fn nodes_and_zones_from_the_map() {
     ];
     let mut boot = Bootmem::new(&overlapping, m.lowmem_end()).unwrap();
     // SAFETY: as above.
-    assert_eq!(
-        unsafe { MemMap::new(&mut boot, m.layout()) }.err(),
-        Some(MemMapError::OverlappingNodes)
-    );
+    let r = unsafe { MemMap::new(&mut boot, m.layout()) };
+    assert_eq!(r.err(), Some(MemMapError::OverlappingNodes));
     let bad_node = [Region::new(0, 16 << 20, RegionKind::Usable).on_node(9)];
     let mut boot = Bootmem::new(&bad_node, m.lowmem_end()).unwrap();
     // SAFETY: as above.
-    assert_eq!(
-        unsafe { MemMap::new(&mut boot, m.layout()) }.err(),
-        Some(MemMapError::TooManyNodes)
-    );
+    let r = unsafe { MemMap::new(&mut boot, m.layout()) };
+    assert_eq!(r.err(), Some(MemMapError::TooManyNodes));
 }
 
 #[test]
@@ -179,7 +175,6 @@ fn ram_beyond_the_paging_mode_is_ignored() {
     let mem = unsafe { MemMap::new(&mut boot, two_level.layout()) }.unwrap();
     assert_eq!(mem.stats().spanned, (4u64 << 30) >> 12);
     assert_eq!(mem.stats().ignored_ram, (1u64 << 30) >> 12);
-    drop(mem);
     let pae = Machine::builder()
         .ram(5 << 30)
         .paging(PagingMode::Pae)
