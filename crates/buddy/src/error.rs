@@ -25,6 +25,8 @@ pub enum FreeError {
     /// The frame does not head an allocated block: an interior page of a block,
     /// or a page of a block that was freed and merged.
     NotAllocated,
+    /// The block belongs to the SLAB allocator (free it there).
+    Slab,
     /// The block was allocated with another order.
     WrongOrder {
         /// The order it was allocated with.
@@ -42,6 +44,7 @@ impl fmt::Display for FreeError {
             FreeError::Reserved => write!(f, "reserved page"),
             FreeError::DoubleFree => write!(f, "block already free"),
             FreeError::NotAllocated => write!(f, "page does not head an allocated block"),
+            FreeError::Slab => write!(f, "block belongs to the SLAB allocator"),
             FreeError::WrongOrder { allocated } => {
                 write!(
                     f,

@@ -92,6 +92,9 @@ impl<'a, C: Cpu> Buddy<'a, C> {
         if !flags.contains(PgFlags::HEAD) {
             return Err(FreeError::NotAllocated);
         }
+        if flags.contains(PgFlags::SLAB) {
+            return Err(FreeError::Slab);
+        }
         if page.private() != order {
             return Err(FreeError::WrongOrder {
                 allocated: page.private(),

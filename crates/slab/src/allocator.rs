@@ -1,0 +1,420 @@
+//! [`SlabAllocator`]: the cache chain, the cache of caches, and bootstrap.
+
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+
+use intrusive_collections::{LinkedList, LinkedListLink, UnsafeRef};
+use kmm_buddy::{Buddy, Gfp};
+use kmm_hal::{Cpu, PAGE_SIZE};
+
+use crate::cache::{ArrayCache, Cache, CacheAdapter, CpuArray, Ctor, KmemCache, Lists, Shared};
+use crate::debug::Reports;
+use crate::geometry::{self, Geometry};
+use crate::kmalloc::{KMALLOC_SIZES, Kmalloc};
+use crate::slab_desc::SlabAdapter;
+use crate::{SlabError, SlabFlags};
+
+/// Pages of metadata (per-CPU arrays of the first caches) taken before kmalloc
+/// works, carved by a bump allocator and never given back (those caches are
+/// never destroyed).
+pub(crate) struct Arena {
+    next: usize,
+    end: usize,
+}
+
+/// Linux's SLAB allocator over a [`Buddy`] page allocator.
+///
+/// Caches live on a chain; the first, the cache of caches, holds every
+/// [`KmemCache`]. `kmalloc` is served by general caches from 32 bytes to 128 KiB
+/// (with 96 and 192), in normal and DMA variants; larger requests go to the page
+/// allocator. Every method may be called from several CPUs at once.
+pub struct SlabAllocator<'a, C: Cpu> {
+    pub(crate) buddy: &'a Buddy<'a, C>,
+    pub(crate) cache_cache: Cache,
+    pub(crate) chain: spin::Mutex<ChainList>,
+    pub(crate) kmalloc: Kmalloc,
+    pub(crate) arena: spin::Mutex<Arena>,
+    pub(crate) kmalloc_ready: AtomicBool,
+    pub(crate) next_gen: AtomicU32,
+    pub(crate) reports: Reports,
+    pub(crate) large_pages: AtomicUsize,
+}
+
+/// The cache chain (behind the chain lock).
+pub(crate) struct ChainList(pub(crate) LinkedList<CacheAdapter>);
+
+// SAFETY: the list only holds pointers to caches, which are Sync; it is only
+// touched under the chain mutex.
+unsafe impl Send for ChainList {}
+
+impl<'a, C: Cpu> core::fmt::Debug for SlabAllocator<'a, C> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SlabAllocator")
+            .field("caches", &self.cache_count())
+            .finish()
+    }
+}
+
+impl<'a, C: Cpu> SlabAllocator<'a, C> {
+    /// Bootstraps the allocator on `buddy`: the cache of caches (its descriptor
+    /// in a page of its own), then the general caches for `kmalloc`.
+    pub fn new(buddy: &'a Buddy<'a, C>) -> Result<SlabAllocator<'a, C>, SlabError> {
+        let cpus = buddy.cpu().count();
+        let geo = geometry::compute(
+            core::mem::size_of::<KmemCache>(),
+            0,
+            SlabFlags::HWCACHE_ALIGN,
+            false,
+            false,
+        )
+        .ok_or(SlabError::BadSize)?;
+        // The cache of caches' own descriptor and arrays: one page-block.
+        let (limit, batch, _) = geometry::array_sizes(geo.buffer_size, cpus);
+        let meta = meta_bytes(cpus, limit, 0);
+        let own = core::mem::size_of::<KmemCache>().next_multiple_of(64);
+        let order = (own + meta)
+            .div_ceil(PAGE_SIZE)
+            .next_power_of_two()
+            .trailing_zeros() as usize;
+        let va = buddy
+            .get_free_pages(Gfp::KERNEL | Gfp::ZERO, order)
+            .ok_or(SlabError::OutOfMemory)?;
+        let cc = va.as_mut_ptr::<KmemCache>();
+        let meta_at = va.as_usize() + own;
+        // SAFETY: the block is ours, zeroed, big enough for the descriptor and
+        // the arrays (computed above), and page-aligned.
+        let cpu = unsafe { init_meta(meta_at, cpus, limit, batch, 0) };
+        // SAFETY: as above; `cc` is page-aligned.
+        unsafe {
+            cc.write(new_cache(
+                "kmem_cache",
+                geo,
+                SlabFlags::HWCACHE_ALIGN,
+                None,
+                None,
+                cpu,
+                cpus,
+                limit,
+                batch,
+                0,
+                meta_at,
+                false,
+                1,
+            ));
+        }
+        // SAFETY: just written.
+        let cache_cache = Cache {
+            ptr: unsafe { NonNull::new_unchecked(cc) },
+            generation: 1,
+        };
+        // SAFETY: as above.
+        unsafe { (*cc).keep_slabs = true };
+        let mut chain = LinkedList::new(CacheAdapter::NEW);
+        // SAFETY: the cache of caches lives as long as the allocator.
+        chain.push_back(unsafe { UnsafeRef::from_raw(cc) });
+        let mut s = SlabAllocator {
+            buddy,
+            cache_cache,
+            chain: spin::Mutex::new(ChainList(chain)),
+            kmalloc: Kmalloc::empty(),
+            arena: spin::Mutex::new(Arena { next: 0, end: 0 }),
+            kmalloc_ready: AtomicBool::new(false),
+            next_gen: AtomicU32::new(2),
+            reports: Reports::new(),
+            large_pages: AtomicUsize::new(0),
+        };
+        s.create_general_caches()?;
+        s.kmalloc_ready.store(true, Ordering::Release);
+        Ok(s)
+    }
+
+    /// The page allocator.
+    pub fn buddy(&self) -> &'a Buddy<'a, C> {
+        self.buddy
+    }
+
+    /// Caches on the chain (the cache of caches and the general caches
+    /// included).
+    pub fn cache_count(&self) -> usize {
+        self.chain.lock().0.iter().count()
+    }
+
+    /// Creates a cache of `size`-byte objects aligned to `align` (0: the
+    /// default), with `ctor` run once per object when a slab is grown (Linux's
+    /// `kmem_cache_create`).
+    pub fn kmem_cache_create(
+        &self,
+        name: &'static str,
+        size: usize,
+        align: usize,
+        flags: SlabFlags,
+        ctor: Option<Ctor>,
+    ) -> Result<Cache, SlabError> {
+        if align != 0 && (!align.is_power_of_two() || align > PAGE_SIZE) {
+            return Err(SlabError::BadAlign);
+        }
+        let debug = cfg!(feature = "debug");
+        // Like slub_debug, the debug feature checks every cache.
+        let flags = if debug {
+            flags | SlabFlags::RED_ZONE | SlabFlags::POISON
+        } else {
+            flags
+        };
+        // Poisoning would overwrite what the constructor set up.
+        let flags = if ctor.is_some() {
+            flags.difference(SlabFlags::POISON)
+        } else {
+            flags
+        };
+        let ready = self.kmalloc_ready.load(Ordering::Acquire);
+        let geo = geometry::compute(size, align, flags, debug, true).ok_or(SlabError::BadSize)?;
+        let cpus = self.buddy.cpu().count();
+        let (limit, batch, shared) = geometry::array_sizes(geo.buffer_size, cpus);
+        let slabp_cache = if geo.off_slab {
+            Some(
+                self.kmalloc
+                    .cache_for(geo.mgmt_size, false)
+                    .ok_or(SlabError::BadSize)?,
+            )
+        } else {
+            None
+        };
+        let meta = meta_bytes(cpus, limit, shared);
+        let meta_at = self.alloc_meta(meta, ready)?;
+        // SAFETY: alloc_meta returned `meta` writable bytes, word-aligned.
+        let cpu = unsafe { init_meta(meta_at, cpus, limit, batch, shared) };
+        let obj = match self.kmem_cache_alloc(self.cache_cache, Gfp::KERNEL) {
+            Ok(o) => o.as_ptr().cast::<KmemCache>(),
+            Err(e) => {
+                self.free_meta(meta_at, ready);
+                return Err(e);
+            }
+        };
+        let generation = self.next_gen.fetch_add(1, Ordering::Relaxed).max(2);
+        // SAFETY: `obj` is a fresh object of the cache of caches: sized and
+        // aligned for a KmemCache.
+        unsafe {
+            obj.write(new_cache(
+                name,
+                geo,
+                flags,
+                ctor,
+                slabp_cache,
+                cpu,
+                cpus,
+                limit,
+                batch,
+                shared,
+                meta_at,
+                ready,
+                generation,
+            ));
+        }
+        // SAFETY: initialised above; the object stays until destroy.
+        self.chain
+            .lock()
+            .0
+            .push_back(unsafe { UnsafeRef::from_raw(obj) });
+        Ok(Cache {
+            // SAFETY: not null: it came from the allocator.
+            ptr: unsafe { NonNull::new_unchecked(obj) },
+            generation,
+        })
+    }
+
+    /// Destroys a cache (Linux's `kmem_cache_destroy`): every free object and
+    /// slab goes back, then the cache itself. Refused with
+    /// [`SlabError::Busy`] — nothing changed but emptied arrays — while objects
+    /// are in use.
+    ///
+    /// # Safety
+    /// No CPU may use the cache during the call (Linux's rule): its per-CPU
+    /// arrays are emptied from this CPU.
+    pub unsafe fn kmem_cache_destroy(&self, cache: Cache) -> Result<(), SlabError> {
+        let c = cache.get().ok_or(SlabError::NoSuchCache)?;
+        if cache == self.cache_cache || self.kmalloc.contains(cache) {
+            return Err(SlabError::Busy);
+        }
+        {
+            let _irq = self.buddy.cpu().irq_guard();
+            for id in 0..c.ncpu {
+                // SAFETY: the caller guarantees no CPU uses the cache now.
+                let ac = unsafe { &mut **c.cpu_array(id).ac.get() };
+                self.free_array(c, ac, usize::MAX);
+            }
+            self.drain_shared(c, usize::MAX);
+        }
+        {
+            let l = c.lists.lock();
+            if !l.full.is_empty() || !l.partial.is_empty() {
+                return Err(SlabError::Busy);
+            }
+        }
+        self.free_slabs(c, usize::MAX);
+        // Off the chain, dead, and its memory back.
+        {
+            let mut chain = self.chain.lock();
+            // SAFETY: the cache is on the chain (it was created and not yet
+            // destroyed: its generation matched).
+            let mut cur = unsafe { chain.0.cursor_mut_from_ptr(c) };
+            cur.remove();
+        }
+        c.generation.store(0, Ordering::Release);
+        self.free_meta(c.meta, c.meta_kmalloc);
+        let obj = NonNull::from(c).cast::<u8>();
+        self.kmem_cache_free(self.cache_cache, obj)
+    }
+
+    /// Gives `bytes` of metadata: from kmalloc once it works, from the arena
+    /// before.
+    fn alloc_meta(&self, bytes: usize, kmalloc: bool) -> Result<usize, SlabError> {
+        if kmalloc {
+            return self.kmalloc(bytes, Gfp::KERNEL).map(|p| p.as_ptr().addr());
+        }
+        let mut a = self.arena.lock();
+        if a.next + bytes > a.end {
+            let order = bytes
+                .div_ceil(PAGE_SIZE)
+                .next_power_of_two()
+                .trailing_zeros() as usize;
+            let va = self
+                .buddy
+                .get_free_pages(Gfp::KERNEL | Gfp::ZERO, order)
+                .ok_or(SlabError::OutOfMemory)?;
+            a.next = va.as_usize();
+            a.end = a.next + (PAGE_SIZE << order);
+        }
+        let at = a.next;
+        a.next = (a.next + bytes).next_multiple_of(core::mem::align_of::<usize>());
+        let _ = core::ptr::with_exposed_provenance::<u8>(at);
+        Ok(at)
+    }
+
+    fn free_meta(&self, at: usize, kmalloc: bool) {
+        if kmalloc {
+            let p = NonNull::new(core::ptr::with_exposed_provenance_mut::<u8>(at));
+            if let Some(p) = p {
+                let r = self.kfree(p.as_ptr());
+                debug_assert!(r.is_ok(), "metadata came from kmalloc");
+            }
+        }
+    }
+
+    /// The general caches (`size-32` … `size-131072`, and `-DMA` variants).
+    fn create_general_caches(&mut self) -> Result<(), SlabError> {
+        for (i, &(size, name, dma_name)) in KMALLOC_SIZES.iter().enumerate() {
+            // kmalloc objects are naturally aligned (up to a cache line), so a
+            // GlobalAlloc layout can be matched to a size class.
+            let align = (1usize << size.trailing_zeros()).min(crate::flags::CACHE_LINE);
+            let normal = self.kmem_cache_create(name, size, align, SlabFlags::empty(), None)?;
+            let dma = self.kmem_cache_create(dma_name, size, align, SlabFlags::CACHE_DMA, None)?;
+            self.kmalloc.set(i, normal, dma);
+        }
+        Ok(())
+    }
+}
+
+/// Bytes of a metadata block: `cpus` array headers and arrays, and a shared
+/// array.
+fn meta_bytes(cpus: usize, limit: usize, shared: usize) -> usize {
+    let heads = cpus * core::mem::size_of::<CpuArray>();
+    heads
+        + cpus * ArrayCache::bytes(limit)
+        + if shared > 0 {
+            ArrayCache::bytes(shared)
+        } else {
+            0
+        }
+}
+
+/// Lays out a metadata block at `at`; returns the per-CPU array headers.
+///
+/// # Safety
+/// `at` must be valid for `meta_bytes(cpus, limit, shared)` bytes, aligned for
+/// `usize`.
+unsafe fn init_meta(
+    at: usize,
+    cpus: usize,
+    limit: usize,
+    batch: usize,
+    shared: usize,
+) -> *const CpuArray {
+    let heads = core::ptr::with_exposed_provenance_mut::<CpuArray>(at);
+    let mut arrays = at + cpus * core::mem::size_of::<CpuArray>();
+    for i in 0..cpus {
+        let ac = core::ptr::with_exposed_provenance_mut::<ArrayCache>(arrays);
+        // SAFETY: inside the block (see `meta_bytes`), aligned for usize.
+        unsafe {
+            ArrayCache::init(ac, limit, batch);
+            heads.add(i).write(CpuArray {
+                ac: core::cell::UnsafeCell::new(ac),
+                drain: AtomicBool::new(false),
+            });
+        }
+        arrays += ArrayCache::bytes(limit);
+    }
+    if shared > 0 {
+        // SAFETY: the shared array is the block's tail.
+        unsafe {
+            ArrayCache::init(
+                core::ptr::with_exposed_provenance_mut(arrays),
+                shared,
+                batch,
+            )
+        };
+    }
+    heads
+}
+
+/// A cache value, ready to be written into its object.
+#[allow(clippy::too_many_arguments)]
+fn new_cache(
+    name: &'static str,
+    geo: Geometry,
+    flags: SlabFlags,
+    ctor: Option<Ctor>,
+    slabp_cache: Option<Cache>,
+    cpu: *const CpuArray,
+    ncpu: usize,
+    limit: usize,
+    batchcount: usize,
+    shared: usize,
+    meta: usize,
+    meta_kmalloc: bool,
+    generation: u32,
+) -> KmemCache {
+    let shared_at = if shared > 0 {
+        meta + ncpu * core::mem::size_of::<CpuArray>() + ncpu * ArrayCache::bytes(limit)
+    } else {
+        0
+    };
+    KmemCache {
+        generation: AtomicU32::new(generation),
+        name,
+        geo,
+        flags,
+        ctor,
+        lists: spin::Mutex::new(Lists {
+            full: LinkedList::new(SlabAdapter::NEW),
+            partial: LinkedList::new(SlabAdapter::NEW),
+            free: LinkedList::new(SlabAdapter::NEW),
+            free_objects: 0,
+            colour_next: 0,
+            slabs: 0,
+            grown: 0,
+            reaped: 0,
+        }),
+        slabp_cache,
+        cpu,
+        ncpu,
+        shared: spin::Mutex::new(Shared(core::ptr::with_exposed_provenance_mut(shared_at))),
+        limit,
+        batchcount,
+        free_limit: (1 + ncpu) * batchcount + geo.num,
+        meta,
+        meta_kmalloc,
+        link: LinkedListLink::new(),
+        keep_slabs: false,
+        errors: AtomicUsize::new(0),
+    }
+}

@@ -1,0 +1,215 @@
+//! [`KmemCache`]: a cache of same-size objects — its geometry, slab lists and
+//! per-CPU arrays — and the [`Cache`] handle users hold.
+
+use core::cell::UnsafeCell;
+use core::fmt;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+
+use intrusive_collections::{LinkedList, LinkedListLink, UnsafeRef, intrusive_adapter};
+
+use crate::SlabFlags;
+use crate::geometry::Geometry;
+use crate::slab_desc::SlabAdapter;
+
+/// A constructor, run once on every object when its slab is created.
+pub type Ctor = fn(*mut u8);
+
+/// A per-CPU (or shared) array of free objects, LIFO (Linux's `array_cache`).
+/// The entries follow the header in memory.
+#[repr(C)]
+pub(crate) struct ArrayCache {
+    pub(crate) avail: usize,
+    pub(crate) limit: usize,
+    pub(crate) batchcount: usize,
+    pub(crate) touched: bool,
+}
+
+impl ArrayCache {
+    /// Bytes of an array of `limit` entries.
+    pub(crate) const fn bytes(limit: usize) -> usize {
+        core::mem::size_of::<ArrayCache>() + limit * core::mem::size_of::<usize>()
+    }
+
+    /// The entries.
+    pub(crate) fn entries(&mut self) -> &mut [usize] {
+        let p = (self as *mut ArrayCache).wrapping_add(1).cast::<usize>();
+        // SAFETY: `limit` entries follow the header (see `init`), and `&mut self`
+        // gives exclusive access to them.
+        unsafe { core::slice::from_raw_parts_mut(p, self.limit) }
+    }
+
+    /// Writes an empty array at `at`.
+    ///
+    /// # Safety
+    /// `at` must be valid for `bytes(limit)` bytes, aligned for `usize`.
+    pub(crate) unsafe fn init(at: *mut ArrayCache, limit: usize, batchcount: usize) {
+        // SAFETY: guaranteed by the caller.
+        unsafe {
+            at.write(ArrayCache {
+                avail: 0,
+                limit,
+                batchcount,
+                touched: false,
+            })
+        };
+    }
+}
+
+/// One CPU's array for a cache, and a drain request from other CPUs.
+pub(crate) struct CpuArray {
+    pub(crate) ac: UnsafeCell<*mut ArrayCache>,
+    pub(crate) drain: AtomicBool,
+}
+
+/// The slab lists of a cache, under its lock.
+pub(crate) struct Lists {
+    pub(crate) full: LinkedList<SlabAdapter>,
+    pub(crate) partial: LinkedList<SlabAdapter>,
+    pub(crate) free: LinkedList<SlabAdapter>,
+    /// Free objects in the slabs (not counting arrays).
+    pub(crate) free_objects: usize,
+    /// Colour of the next slab.
+    pub(crate) colour_next: usize,
+    /// Slabs in the cache.
+    pub(crate) slabs: usize,
+    /// Slabs ever created, and destroyed.
+    pub(crate) grown: usize,
+    pub(crate) reaped: usize,
+}
+
+/// The shared array (a pointer into the cache's metadata block).
+pub(crate) struct Shared(pub(crate) *mut ArrayCache);
+
+// SAFETY: the shared array is only touched under its mutex.
+unsafe impl Send for Shared {}
+
+/// A cache of same-size objects. Lives in a slab of the cache of caches.
+pub struct KmemCache {
+    /// Generation: non-zero while the cache exists; handles carry it.
+    pub(crate) generation: AtomicU32,
+    pub(crate) name: &'static str,
+    pub(crate) geo: Geometry,
+    pub(crate) flags: SlabFlags,
+    pub(crate) ctor: Option<Ctor>,
+    pub(crate) lists: spin::Mutex<Lists>,
+    /// Cache for off-slab descriptors.
+    pub(crate) slabp_cache: Option<Cache>,
+    /// `ncpu` per-CPU arrays.
+    pub(crate) cpu: *const CpuArray,
+    pub(crate) ncpu: usize,
+    pub(crate) shared: spin::Mutex<Shared>,
+    pub(crate) limit: usize,
+    pub(crate) batchcount: usize,
+    pub(crate) free_limit: usize,
+    /// The metadata block (arrays) and how it was allocated.
+    pub(crate) meta: usize,
+    pub(crate) meta_kmalloc: bool,
+    /// Links the cache on the cache chain.
+    pub(crate) link: LinkedListLink,
+    /// Never give free slabs back (the cache of caches: handles stay checkable).
+    pub(crate) keep_slabs: bool,
+    /// Allocation and free errors refused on this cache.
+    pub(crate) errors: AtomicUsize,
+}
+
+// SAFETY: the lists and shared array are behind mutexes; a CPU's array is only
+// touched by that CPU with interrupts off (or by `destroy`/offline drains whose
+// callers guarantee no concurrent use); the chain link is only touched under
+// the chain lock; the rest is immutable after creation or atomic.
+unsafe impl Sync for KmemCache {}
+// SAFETY: as above.
+unsafe impl Send for KmemCache {}
+
+mod adapter {
+    // The macro generates items without docs.
+    #![allow(missing_docs)]
+    use super::{KmemCache, LinkedListLink, UnsafeRef, intrusive_adapter};
+
+    intrusive_adapter!(
+        /// Threads caches on the cache chain.
+        pub CacheAdapter = UnsafeRef<KmemCache>: KmemCache { link => LinkedListLink }
+    );
+}
+pub(crate) use adapter::CacheAdapter;
+
+impl KmemCache {
+    /// The name given at creation.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The object size asked for.
+    pub fn object_size(&self) -> usize {
+        self.geo.obj_size
+    }
+
+    /// The layout of the cache.
+    pub fn geometry(&self) -> Geometry {
+        self.geo
+    }
+
+    /// The creation flags.
+    pub fn flags(&self) -> SlabFlags {
+        self.flags
+    }
+
+    /// Per-CPU array limit and batch count.
+    pub fn tunables(&self) -> (usize, usize) {
+        (self.limit, self.batchcount)
+    }
+
+    /// Refused calls on this cache so far.
+    pub fn errors(&self) -> usize {
+        self.errors.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn cpu_array(&self, id: usize) -> &CpuArray {
+        assert!(id < self.ncpu, "CPU id beyond the cache's arrays");
+        // SAFETY: `cpu` points at `ncpu` initialised arrays in the metadata
+        // block, which lives as long as the cache.
+        unsafe { &*self.cpu.add(id) }
+    }
+}
+
+impl fmt::Debug for KmemCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KmemCache")
+            .field("name", &self.name)
+            .field("geometry", &self.geo)
+            .field("flags", &self.flags)
+            .finish()
+    }
+}
+
+/// A handle to a cache, as [`crate::SlabAllocator::kmem_cache_create`] returns
+/// it. Cheap to copy; a handle to a destroyed cache is refused with
+/// [`crate::SlabError::NoSuchCache`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Cache {
+    pub(crate) ptr: NonNull<KmemCache>,
+    pub(crate) generation: u32,
+}
+
+// SAFETY: a handle is an address and a number; every use is validated.
+unsafe impl Send for Cache {}
+// SAFETY: as above.
+unsafe impl Sync for Cache {}
+
+impl fmt::Debug for Cache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Cache({:p}, generation {})", self.ptr, self.generation)
+    }
+}
+
+impl Cache {
+    /// The cache, if the handle is still valid. Cache objects live in slabs that
+    /// are never given back, so reading the generation is always sound.
+    #[inline]
+    pub(crate) fn get<'a>(self) -> Option<&'a KmemCache> {
+        // SAFETY: `ptr` points into a slab of the cache of caches, which keeps
+        // its slabs for the allocator's lifetime; the generation is atomic.
+        let c = unsafe { self.ptr.as_ref() };
+        (c.generation.load(Ordering::Acquire) == self.generation).then_some(c)
+    }
+}

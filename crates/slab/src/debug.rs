@@ -1,0 +1,314 @@
+//! The `debug` feature, like `slub_debug`: red zones around objects, poisoning
+//! of free objects checked when they are handed out again, double-free reports,
+//! and full cache validation. Every report names the cache, the object and the
+//! offence; the last few are kept and can be read back.
+
+use core::fmt;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use kmm_hal::Cpu;
+
+use crate::allocator::SlabAllocator;
+use crate::cache::{Cache, KmemCache};
+use crate::slab_desc::{OBJ_ALLOCATED, OBJ_FREE, SlabDesc};
+use crate::{SlabError, SlabFlags};
+
+/// Red-zone word of a free object.
+pub const RED_INACTIVE: u64 = 0x09F9_1102_9D74_E35B;
+/// Red-zone word of an allocated object.
+pub const RED_ACTIVE: u64 = 0xD841_56C5_6356_88C0;
+/// Poison byte of a free object.
+pub const POISON_FREE: u8 = 0x6b;
+/// Last poison byte of a free object.
+pub const POISON_END: u8 = 0xa5;
+
+/// What went wrong with an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Offence {
+    /// Freed while already free.
+    DoubleFree,
+    /// A red zone was overwritten (the object was overrun or underrun).
+    RedZone,
+    /// A free object's poison was overwritten (written after free).
+    UseAfterFree,
+    /// A slab's bookkeeping disagrees with its objects.
+    Inconsistent,
+}
+
+/// One report: which cache, which object, what offence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DebugReport {
+    /// The cache's name.
+    pub cache: &'static str,
+    /// The object's address.
+    pub object: usize,
+    /// The offence.
+    pub offence: Offence,
+}
+
+impl fmt::Display for DebugReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.offence {
+            Offence::DoubleFree => "double free",
+            Offence::RedZone => "red zone overwritten",
+            Offence::UseAfterFree => "poison overwritten: written after free",
+            Offence::Inconsistent => "slab bookkeeping inconsistent",
+        };
+        write!(
+            f,
+            "slab error in cache {}: object {:#x}: {what}",
+            self.cache, self.object
+        )
+    }
+}
+
+const KEEP: usize = 16;
+
+/// The last reports.
+pub(crate) struct Reports {
+    ring: spin::Mutex<[Option<DebugReport>; KEEP]>,
+    count: AtomicUsize,
+    hook: spin::Mutex<Option<fn(&DebugReport)>>,
+}
+
+impl Reports {
+    pub(crate) const fn new() -> Reports {
+        Reports {
+            ring: spin::Mutex::new([None; KEEP]),
+            count: AtomicUsize::new(0),
+            hook: spin::Mutex::new(None),
+        }
+    }
+}
+
+impl<'a, C: Cpu> SlabAllocator<'a, C> {
+    /// Every report so far, oldest first (up to the last 16).
+    pub fn reports(&self, out: &mut [Option<DebugReport>; KEEP]) -> usize {
+        let n = self.reports.count.load(Ordering::Relaxed);
+        let ring = self.reports.ring.lock();
+        let kept = n.min(KEEP);
+        for (i, slot) in out.iter_mut().enumerate() {
+            *slot = if i < kept {
+                ring[(n - kept + i) % KEEP]
+            } else {
+                None
+            };
+        }
+        n
+    }
+
+    /// The most recent report.
+    pub fn last_report(&self) -> Option<DebugReport> {
+        let n = self.reports.count.load(Ordering::Relaxed);
+        if n == 0 {
+            None
+        } else {
+            self.reports.ring.lock()[(n - 1) % KEEP]
+        }
+    }
+
+    /// Sets a function called with every report (a kernel prints it).
+    pub fn set_report_hook(&self, hook: Option<fn(&DebugReport)>) {
+        *self.reports.hook.lock() = hook;
+    }
+
+    pub(crate) fn debug_report(&self, c: &KmemCache, object: usize, offence: Offence) {
+        let r = DebugReport {
+            cache: c.name,
+            object,
+            offence,
+        };
+        {
+            let mut ring = self.reports.ring.lock();
+            let n = self.reports.count.fetch_add(1, Ordering::Relaxed);
+            ring[n % KEEP] = Some(r);
+        }
+        if let Some(h) = *self.reports.hook.lock() {
+            h(&r);
+        }
+    }
+
+    /// Prepares a buffer of a new slab (red zones, poison).
+    #[inline]
+    pub(crate) fn debug_on_new(&self, c: &KmemCache, buf: usize) {
+        if !cfg!(feature = "debug") {
+            return;
+        }
+        let obj = buf + c.geo.obj_offset;
+        if c.flags.contains(SlabFlags::RED_ZONE) {
+            set_red(c, obj, RED_INACTIVE);
+        }
+        if c.flags.contains(SlabFlags::POISON) {
+            poison(c, obj);
+        }
+    }
+
+    /// Checks an object being handed out: poison intact, red zones inactive.
+    #[inline]
+    pub(crate) fn debug_on_alloc(&self, c: &KmemCache, obj: usize) {
+        if !cfg!(feature = "debug") {
+            return;
+        }
+        if c.flags.contains(SlabFlags::POISON) && !poison_ok(c, obj) {
+            self.debug_report(c, obj, Offence::UseAfterFree);
+        }
+        if c.flags.contains(SlabFlags::RED_ZONE) {
+            if red(c, obj) != (RED_INACTIVE, RED_INACTIVE) {
+                self.debug_report(c, obj, Offence::RedZone);
+            }
+            set_red(c, obj, RED_ACTIVE);
+        }
+    }
+
+    /// Checks an object being freed: red zones active. A damaged object is
+    /// reported and not freed.
+    #[inline]
+    pub(crate) fn debug_on_free(&self, c: &KmemCache, obj: usize) -> Result<(), SlabError> {
+        if !cfg!(feature = "debug") {
+            return Ok(());
+        }
+        if c.flags.contains(SlabFlags::RED_ZONE) {
+            if red(c, obj) != (RED_ACTIVE, RED_ACTIVE) {
+                self.debug_report(c, obj, Offence::RedZone);
+                c.errors.fetch_add(1, Ordering::Relaxed);
+                return Err(SlabError::Corrupted);
+            }
+            set_red(c, obj, RED_INACTIVE);
+        }
+        if c.flags.contains(SlabFlags::POISON) {
+            poison(c, obj);
+        }
+        Ok(())
+    }
+
+    /// Full validation of a cache (the `debug` feature's consistency check,
+    /// also available without it for the bookkeeping part): every slab's
+    /// counts agree with its state bytes and its list; with `debug`, free
+    /// objects keep their poison and allocated ones their red zones. Returns
+    /// the number of objects checked, or the first problem (also reported).
+    pub fn validate_cache(&self, cache: Cache) -> Result<usize, DebugReport> {
+        let c = cache.get().ok_or(DebugReport {
+            cache: "?",
+            object: 0,
+            offence: Offence::Inconsistent,
+        })?;
+        let l = c.lists.lock();
+        let mut checked = 0;
+        let lists = [
+            (&l.full, crate::slab_desc::SlabList::Full),
+            (&l.partial, crate::slab_desc::SlabList::Partial),
+            (&l.free, crate::slab_desc::SlabList::Free),
+        ];
+        for (list, kind) in lists {
+            for slab in list.iter() {
+                let bad = |object| {
+                    let r = DebugReport {
+                        cache: c.name,
+                        object,
+                        offence: Offence::Inconsistent,
+                    };
+                    self.debug_report(c, object, Offence::Inconsistent);
+                    r
+                };
+                let ok_list = match kind {
+                    crate::slab_desc::SlabList::Full => slab.inuse() == slab.num(),
+                    crate::slab_desc::SlabList::Partial => {
+                        slab.inuse() > 0 && slab.inuse() < slab.num()
+                    }
+                    crate::slab_desc::SlabList::Free => slab.inuse() == 0,
+                };
+                if !ok_list || slab.list() != kind {
+                    return Err(bad(slab.s_mem));
+                }
+                let mut allocated = 0;
+                for i in 0..slab.num() {
+                    let obj = slab.s_mem + i * c.geo.buffer_size + c.geo.obj_offset;
+                    match slab.state(i).load(Ordering::Relaxed) {
+                        OBJ_ALLOCATED => {
+                            allocated += 1;
+                            if cfg!(feature = "debug")
+                                && c.flags.contains(SlabFlags::RED_ZONE)
+                                && red(c, obj) != (RED_ACTIVE, RED_ACTIVE)
+                            {
+                                self.debug_report(c, obj, Offence::RedZone);
+                                return Err(DebugReport {
+                                    cache: c.name,
+                                    object: obj,
+                                    offence: Offence::RedZone,
+                                });
+                            }
+                        }
+                        OBJ_FREE => {
+                            if cfg!(feature = "debug")
+                                && c.flags.contains(SlabFlags::POISON)
+                                && !poison_ok(c, obj)
+                            {
+                                self.debug_report(c, obj, Offence::UseAfterFree);
+                                return Err(DebugReport {
+                                    cache: c.name,
+                                    object: obj,
+                                    offence: Offence::UseAfterFree,
+                                });
+                            }
+                        }
+                        _ => return Err(bad(obj)),
+                    }
+                    checked += 1;
+                }
+                if allocated > slab.inuse() {
+                    return Err(bad(slab.s_mem));
+                }
+                let _: &SlabDesc = slab;
+            }
+        }
+        Ok(checked)
+    }
+}
+
+fn red(c: &KmemCache, obj: usize) -> (u64, u64) {
+    let (front, back) = red_addrs(c, obj);
+    // SAFETY: both words lie inside the object's buffer (see `geometry`), which
+    // belongs to a live slab; unaligned reads are fine.
+    unsafe {
+        (
+            core::ptr::with_exposed_provenance::<u64>(front).read_unaligned(),
+            core::ptr::with_exposed_provenance::<u64>(back).read_unaligned(),
+        )
+    }
+}
+
+fn set_red(c: &KmemCache, obj: usize, v: u64) {
+    let (front, back) = red_addrs(c, obj);
+    // SAFETY: as in `red`.
+    unsafe {
+        core::ptr::with_exposed_provenance_mut::<u64>(front).write_unaligned(v);
+        core::ptr::with_exposed_provenance_mut::<u64>(back).write_unaligned(v);
+    }
+}
+
+fn red_addrs(c: &KmemCache, obj: usize) -> (usize, usize) {
+    (
+        obj - crate::geometry::RED_ZONE,
+        obj + c.geo.obj_size.next_multiple_of(8),
+    )
+}
+
+fn poison(c: &KmemCache, obj: usize) {
+    let n = c.geo.obj_size;
+    // SAFETY: the object's bytes belong to a live slab and nobody holds the
+    // object (it is free).
+    unsafe {
+        let p = core::ptr::with_exposed_provenance_mut::<u8>(obj);
+        core::ptr::write_bytes(p, POISON_FREE, n - 1);
+        p.add(n - 1).write(POISON_END);
+    }
+}
+
+fn poison_ok(c: &KmemCache, obj: usize) -> bool {
+    let n = c.geo.obj_size;
+    // SAFETY: as in `poison`; read only.
+    let bytes =
+        unsafe { core::slice::from_raw_parts(core::ptr::with_exposed_provenance::<u8>(obj), n) };
+    bytes[..n - 1].iter().all(|&b| b == POISON_FREE) && bytes[n - 1] == POISON_END
+}

@@ -1,0 +1,243 @@
+//! Cache geometry: object size and alignment, slab order, objects per slab,
+//! where the slab management goes, colouring (Linux's `kmem_cache_create`,
+//! `cache_estimate` and `calculate_slab_order`).
+
+use kmm_hal::PAGE_SIZE;
+
+use crate::SlabFlags;
+use crate::flags::CACHE_LINE;
+use crate::slab_desc::{MGMT_PER_OBJ, SlabDesc};
+
+/// Largest slab: 2^5 pages (128 KiB), which is also the largest object.
+pub const MAX_SLAB_ORDER: u32 = 5;
+/// Largest object a cache can hold.
+pub const MAX_OBJ_SIZE: usize = PAGE_SIZE << MAX_SLAB_ORDER;
+/// Objects from this size on keep their slab management off the slab (Linux:
+/// `PAGE_SIZE >> 3`).
+pub const OFF_SLAB_MIN: usize = PAGE_SIZE >> 3;
+/// Most objects in one slab (the free-list index is 16 bits).
+pub const MAX_OBJS: usize = u16::MAX as usize - 1;
+/// Bytes of a red zone in front of and behind each object (`debug`).
+pub const RED_ZONE: usize = core::mem::size_of::<u64>();
+
+/// The computed layout of a cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    /// What the user asked for.
+    pub obj_size: usize,
+    /// Distance between objects in a slab (object, alignment padding, red zones).
+    pub buffer_size: usize,
+    /// Offset of the user's object inside its buffer (the front red zone).
+    pub obj_offset: usize,
+    /// Object alignment.
+    pub align: usize,
+    /// Slab size is `PAGE_SIZE << gfporder`.
+    pub gfporder: u32,
+    /// Objects per slab.
+    pub num: usize,
+    /// Management (descriptor, free-list index, states) kept apart from the slab.
+    pub off_slab: bool,
+    /// Bytes of management per slab.
+    pub mgmt_size: usize,
+    /// Colour step (a cache line, or the alignment if larger).
+    pub colour_off: usize,
+    /// Number of colours (left-over space / colour step).
+    pub colour: usize,
+    /// Unused bytes per slab.
+    pub left_over: usize,
+}
+
+/// Objects per slab and left-over bytes for `order`.
+fn estimate(order: u32, size: usize, align: usize, off_slab: bool) -> (usize, usize) {
+    let bytes = PAGE_SIZE << order;
+    let desc = core::mem::size_of::<SlabDesc>();
+    let mut num;
+    let mgmt;
+    if off_slab {
+        num = (bytes / size).min(MAX_OBJS);
+        mgmt = 0;
+    } else {
+        num = (bytes.saturating_sub(desc) / (size + MGMT_PER_OBJ)).min(MAX_OBJS);
+        while num > 0 && (desc + num * MGMT_PER_OBJ).next_multiple_of(align) + num * size > bytes {
+            num -= 1;
+        }
+        mgmt = (desc + num * MGMT_PER_OBJ).next_multiple_of(align);
+    }
+    let used = num * size + if num > 0 { mgmt } else { 0 };
+    (num, bytes - used.min(bytes))
+}
+
+/// Bytes of management for `num` objects.
+pub fn mgmt_size(num: usize, align: usize, off_slab: bool) -> usize {
+    let raw = core::mem::size_of::<SlabDesc>() + num * MGMT_PER_OBJ;
+    if off_slab {
+        raw
+    } else {
+        raw.next_multiple_of(align)
+    }
+}
+
+/// Lays out a cache of `size`-byte objects aligned to `align`. `allow_off_slab`
+/// is false while the allocator bootstraps (no kmalloc yet for descriptors).
+/// `None` if the size or alignment is unusable.
+pub fn compute(
+    size: usize,
+    align: usize,
+    flags: SlabFlags,
+    debug: bool,
+    allow_off_slab: bool,
+) -> Option<Geometry> {
+    if size == 0
+        || size > MAX_OBJ_SIZE
+        || (align != 0 && (!align.is_power_of_two() || align > PAGE_SIZE))
+    {
+        return None;
+    }
+    let word = core::mem::size_of::<usize>();
+    let mut ralign = if flags.contains(SlabFlags::HWCACHE_ALIGN) {
+        let mut a = CACHE_LINE;
+        while size <= a / 2 && a > word {
+            a /= 2;
+        }
+        a
+    } else {
+        word
+    };
+    ralign = ralign.max(align).max(word);
+    let red = debug && flags.contains(SlabFlags::RED_ZONE);
+    // With red zones the object starts a word in; keep it aligned by making the
+    // front zone a whole alignment unit.
+    let obj_offset = if red { RED_ZONE.max(ralign) } else { 0 };
+    let mut buffer_size = (obj_offset + size).next_multiple_of(ralign);
+    if red {
+        buffer_size = (buffer_size + RED_ZONE).next_multiple_of(ralign);
+    }
+    if buffer_size > MAX_OBJ_SIZE {
+        return None;
+    }
+    let mut off_slab = allow_off_slab && buffer_size >= OFF_SLAB_MIN;
+    let (mut num, mut left_over, mut gfporder) = (0, 0, 0);
+    for order in 0..=MAX_SLAB_ORDER {
+        let (n, left) = estimate(order, buffer_size, ralign, off_slab);
+        if n == 0 {
+            continue;
+        }
+        (num, left_over, gfporder) = (n, left, order);
+        if flags.contains(SlabFlags::RECLAIM_ACCOUNT)
+            || order >= 1
+            || left * 8 <= PAGE_SIZE << order
+        {
+            break;
+        }
+    }
+    if num == 0 {
+        return None;
+    }
+    let mut mgmt = mgmt_size(num, ralign, off_slab);
+    if off_slab && left_over >= mgmt.next_multiple_of(ralign) {
+        // The management fits in the waste: keep it on the slab after all.
+        off_slab = false;
+        mgmt = mgmt_size(num, ralign, false);
+        left_over -= mgmt;
+    }
+    let colour_off = CACHE_LINE.max(ralign);
+    Some(Geometry {
+        obj_size: size,
+        buffer_size,
+        obj_offset,
+        align: ralign,
+        gfporder,
+        num,
+        off_slab,
+        mgmt_size: mgmt,
+        colour_off,
+        colour: left_over / colour_off,
+        left_over,
+    })
+}
+
+/// Per-CPU array sizes for objects of `size` bytes (Linux's
+/// `enable_cpucache`): (limit, batchcount, shared limit).
+pub fn array_sizes(size: usize, cpus: usize) -> (usize, usize, usize) {
+    let limit: usize = if size > 131_072 {
+        1
+    } else if size > PAGE_SIZE {
+        8
+    } else if size > 1024 {
+        24
+    } else if size > 256 {
+        54
+    } else {
+        120
+    };
+    let batch = limit.div_ceil(2);
+    let shared = if cpus > 1 && size <= PAGE_SIZE {
+        8 * batch
+    } else {
+        0
+    };
+    (limit, batch, shared)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_objects_on_slab() {
+        let g = compute(32, 0, SlabFlags::HWCACHE_ALIGN, false, true).unwrap();
+        assert_eq!(
+            (g.buffer_size, g.align, g.gfporder, g.off_slab),
+            (32, 32, 0, false)
+        );
+        assert!(g.num * 32 + g.mgmt_size <= PAGE_SIZE);
+        assert!(g.left_over < 32 + g.colour_off);
+        let g = compute(20, 0, SlabFlags::empty(), false, true).unwrap();
+        assert_eq!(g.buffer_size, 24, "word aligned");
+    }
+
+    #[test]
+    fn large_objects_off_slab() {
+        let g = compute(1024, 0, SlabFlags::empty(), false, true).unwrap();
+        assert!(g.off_slab);
+        assert_eq!((g.gfporder, g.num), (0, 4));
+        let g = compute(3000, 0, SlabFlags::empty(), false, true).unwrap();
+        assert!(g.num >= 1);
+        assert!(g.left_over * 8 <= PAGE_SIZE << g.gfporder || g.gfporder >= 1);
+        let g = compute(MAX_OBJ_SIZE, 0, SlabFlags::empty(), false, true).unwrap();
+        assert_eq!((g.gfporder, g.num), (MAX_SLAB_ORDER, 1));
+        // Without kmalloc (bootstrap) management stays on the slab.
+        let g = compute(1024, 0, SlabFlags::empty(), false, false).unwrap();
+        assert!(!g.off_slab);
+        // Three fit in a page with a quarter wasted: an order-1 slab holds 7.
+        assert_eq!((g.gfporder, g.num), (1, 7));
+    }
+
+    #[test]
+    fn bad_requests() {
+        assert!(compute(0, 0, SlabFlags::empty(), false, true).is_none());
+        assert!(compute(MAX_OBJ_SIZE + 1, 0, SlabFlags::empty(), false, true).is_none());
+        assert!(compute(64, 3, SlabFlags::empty(), false, true).is_none());
+        assert!(compute(64, PAGE_SIZE * 2, SlabFlags::empty(), false, true).is_none());
+    }
+
+    #[test]
+    fn alignment_and_red_zones() {
+        let g = compute(100, 256, SlabFlags::empty(), false, true).unwrap();
+        assert_eq!((g.align, g.buffer_size), (256, 256));
+        let g = compute(24, 0, SlabFlags::RED_ZONE, true, true).unwrap();
+        assert_eq!(g.obj_offset, 8);
+        assert_eq!(g.buffer_size, 8 + 24 + 8);
+        let g = compute(24, 0, SlabFlags::RED_ZONE, false, true).unwrap();
+        assert_eq!(g.obj_offset, 0, "red zones only with the debug feature");
+    }
+
+    #[test]
+    fn linux_array_sizes() {
+        assert_eq!(array_sizes(32, 1), (120, 60, 0));
+        assert_eq!(array_sizes(512, 2), (54, 27, 216));
+        assert_eq!(array_sizes(2048, 4), (24, 12, 96));
+        assert_eq!(array_sizes(8192, 4), (8, 4, 0));
+        assert_eq!(array_sizes(1 << 20, 4), (1, 1, 0));
+    }
+}

@@ -1,0 +1,283 @@
+//! `kmalloc` and friends over the general caches; requests above 128 KiB go to
+//! the page allocator.
+
+use core::ptr::NonNull;
+use core::sync::atomic::Ordering;
+
+use kmm_buddy::Gfp;
+use kmm_hal::{Cpu, PAGE_SIZE, VirtAddr};
+use kmm_page_frame::PgFlags;
+
+use crate::SlabError;
+use crate::allocator::SlabAllocator;
+use crate::cache::Cache;
+use crate::geometry::MAX_OBJ_SIZE;
+
+/// The general caches: size, name, DMA name (Linux's `malloc_sizes`).
+pub(crate) const KMALLOC_SIZES: [(usize, &str, &str); 15] = [
+    (32, "size-32", "size-32(DMA)"),
+    (64, "size-64", "size-64(DMA)"),
+    (96, "size-96", "size-96(DMA)"),
+    (128, "size-128", "size-128(DMA)"),
+    (192, "size-192", "size-192(DMA)"),
+    (256, "size-256", "size-256(DMA)"),
+    (512, "size-512", "size-512(DMA)"),
+    (1024, "size-1024", "size-1024(DMA)"),
+    (2048, "size-2048", "size-2048(DMA)"),
+    (4096, "size-4096", "size-4096(DMA)"),
+    (8192, "size-8192", "size-8192(DMA)"),
+    (16384, "size-16384", "size-16384(DMA)"),
+    (32768, "size-32768", "size-32768(DMA)"),
+    (65536, "size-65536", "size-65536(DMA)"),
+    (131_072, "size-131072", "size-131072(DMA)"),
+];
+
+/// The largest request served by a general cache.
+pub const KMALLOC_MAX_CACHE_SIZE: usize = MAX_OBJ_SIZE;
+
+/// Marks the head page of a large kmalloc block (in its `owner` word).
+const LARGE_MARK: usize = 0x6b6d_616c; // "kmal"
+/// Marks the head page of a large kmalloc block that was freed.
+const LARGE_FREED: usize = 0x6b66_7265; // "kfre"
+
+/// The general caches, by size class.
+pub(crate) struct Kmalloc {
+    normal: [Option<Cache>; KMALLOC_SIZES.len()],
+    dma: [Option<Cache>; KMALLOC_SIZES.len()],
+}
+
+impl Kmalloc {
+    pub(crate) const fn empty() -> Kmalloc {
+        Kmalloc {
+            normal: [None; KMALLOC_SIZES.len()],
+            dma: [None; KMALLOC_SIZES.len()],
+        }
+    }
+
+    pub(crate) fn set(&mut self, i: usize, normal: Cache, dma: Cache) {
+        self.normal[i] = Some(normal);
+        self.dma[i] = Some(dma);
+    }
+
+    /// The size class for `size` bytes.
+    #[inline]
+    pub(crate) fn index(size: usize) -> Option<usize> {
+        Some(match size {
+            0 => return None,
+            1..=32 => 0,
+            33..=64 => 1,
+            65..=96 => 2,
+            97..=128 => 3,
+            129..=192 => 4,
+            193..=256 => 5,
+            _ if size <= MAX_OBJ_SIZE => (usize::BITS - (size - 1).leading_zeros()) as usize - 3,
+            _ => return None,
+        })
+    }
+
+    /// The cache for `size` bytes, if one exists yet.
+    pub(crate) fn cache_for(&self, size: usize, dma: bool) -> Option<Cache> {
+        let i = Self::index(size)?;
+        if dma { self.dma[i] } else { self.normal[i] }
+    }
+
+    pub(crate) fn contains(&self, c: Cache) -> bool {
+        self.normal.contains(&Some(c)) || self.dma.contains(&Some(c))
+    }
+}
+
+impl<'a, C: Cpu> SlabAllocator<'a, C> {
+    /// Allocates `size` bytes (Linux's `kmalloc`): from the smallest general
+    /// cache that fits (the DMA ones for `Gfp::DMA`), or straight from the page
+    /// allocator above 128 KiB. Zero and overflowing sizes are
+    /// [`SlabError::BadSize`].
+    #[inline]
+    pub fn kmalloc(&self, size: usize, gfp: Gfp) -> Result<NonNull<u8>, SlabError> {
+        if size == 0 {
+            return Err(SlabError::BadSize);
+        }
+        let dma = gfp.contains(Gfp::DMA);
+        match self.kmalloc.cache_for(size, dma) {
+            Some(c) => {
+                let p = self.kmem_cache_alloc(c, gfp.difference(Gfp::ZERO))?;
+                if gfp.contains(Gfp::ZERO) {
+                    // SAFETY: the object is ours and at least `size` bytes.
+                    unsafe { core::ptr::write_bytes(p.as_ptr(), 0, size) };
+                }
+                Ok(p)
+            }
+            None => self.kmalloc_large(size, gfp),
+        }
+    }
+
+    /// Allocates `size` zeroed bytes (Linux's `kzalloc`).
+    pub fn kzalloc(&self, size: usize, gfp: Gfp) -> Result<NonNull<u8>, SlabError> {
+        self.kmalloc(size, gfp | Gfp::ZERO)
+    }
+
+    /// Allocates an array of `n` elements of `size` bytes, zeroed (Linux's
+    /// `kcalloc`); an overflowing product is [`SlabError::BadSize`].
+    pub fn kcalloc(&self, n: usize, size: usize, gfp: Gfp) -> Result<NonNull<u8>, SlabError> {
+        let bytes = n.checked_mul(size).ok_or(SlabError::BadSize)?;
+        self.kzalloc(bytes, gfp)
+    }
+
+    fn kmalloc_large(&self, size: usize, gfp: Gfp) -> Result<NonNull<u8>, SlabError> {
+        let pages = size.checked_add(PAGE_SIZE - 1).ok_or(SlabError::BadSize)? / PAGE_SIZE;
+        let order = pages.next_power_of_two().trailing_zeros() as usize;
+        if order >= kmm_buddy::MAX_ORDER {
+            return Err(SlabError::BadSize);
+        }
+        let page = self
+            .buddy
+            .alloc_pages(gfp.difference(Gfp::HIGHMEM), order)
+            .ok_or(SlabError::OutOfMemory)?;
+        page.set_owner(LARGE_MARK);
+        self.large_pages.fetch_add(1 << order, Ordering::Relaxed);
+        let va = self
+            .buddy
+            .mem()
+            .page_address(page)
+            .ok_or(SlabError::OutOfMemory)?;
+        Ok(NonNull::new(va.as_mut_ptr()).expect("kernel addresses are not null"))
+    }
+
+    /// Frees what `kmalloc` returned (Linux's `kfree`). A null pointer is fine.
+    /// Refused, with nothing changed: pointers no allocator handed out,
+    /// interior pointers, double frees.
+    pub fn kfree(&self, ptr: *mut u8) -> Result<(), SlabError> {
+        if ptr.is_null() {
+            return Ok(());
+        }
+        match self.locate(ptr) {
+            Ok(loc) => self.free_located(loc, ptr.addr()),
+            Err(SlabError::Foreign) => self.kfree_large(ptr),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn kfree_large(&self, ptr: *mut u8) -> Result<(), SlabError> {
+        let page = self
+            .buddy
+            .mem()
+            .virt_to_page(VirtAddr::new(ptr.addr()))
+            .map_err(|_| SlabError::Foreign)?;
+        if page.owner() != LARGE_MARK || !page.test(PgFlags::HEAD) {
+            // The head of a large block freed before, or a page kmalloc never
+            // handed out.
+            return Err(if page.owner() == LARGE_FREED {
+                SlabError::DoubleFree
+            } else {
+                SlabError::Foreign
+            });
+        }
+        if !ptr.addr().is_multiple_of(PAGE_SIZE) {
+            return Err(SlabError::Interior);
+        }
+        let order = page.private();
+        page.set_owner(LARGE_FREED);
+        match self.buddy.free_pages_page(page, order) {
+            Ok(_) => {
+                self.large_pages.fetch_sub(1 << order, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(_) => {
+                page.set_owner(LARGE_MARK);
+                Err(SlabError::DoubleFree)
+            }
+        }
+    }
+
+    /// The usable size of a kmalloc'd block (Linux's `ksize`).
+    pub fn ksize(&self, ptr: *mut u8) -> Result<usize, SlabError> {
+        match self.locate(ptr) {
+            Ok(loc) => {
+                if loc.slab.state(loc.idx).load(Ordering::Relaxed)
+                    != crate::slab_desc::OBJ_ALLOCATED
+                {
+                    return Err(SlabError::DoubleFree);
+                }
+                Ok(loc.cache.geo.obj_size)
+            }
+            Err(SlabError::Foreign) => {
+                let page = self
+                    .buddy
+                    .mem()
+                    .virt_to_page(VirtAddr::new(ptr.addr()))
+                    .map_err(|_| SlabError::Foreign)?;
+                if page.owner() == LARGE_MARK
+                    && page.test(PgFlags::HEAD)
+                    && ptr.addr().is_multiple_of(PAGE_SIZE)
+                {
+                    Ok(PAGE_SIZE << page.private())
+                } else {
+                    Err(SlabError::Foreign)
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Resizes a kmalloc'd block (Linux's `krealloc`): the same block if it is
+    /// big enough, else a new one with the contents copied and the old one
+    /// freed. A null pointer allocates. A zero size is [`SlabError::BadSize`],
+    /// and on any error the old block is untouched.
+    pub fn krealloc(
+        &self,
+        ptr: *mut u8,
+        new_size: usize,
+        gfp: Gfp,
+    ) -> Result<NonNull<u8>, SlabError> {
+        if new_size == 0 {
+            return Err(SlabError::BadSize);
+        }
+        if ptr.is_null() {
+            return self.kmalloc(new_size, gfp);
+        }
+        let old = self.ksize(ptr)?;
+        if old >= new_size {
+            // SAFETY: not null (checked above).
+            return Ok(unsafe { NonNull::new_unchecked(ptr) });
+        }
+        let new = self.kmalloc(new_size, gfp)?;
+        // SAFETY: both blocks are live and at least `old` bytes (new_size > old).
+        unsafe { core::ptr::copy_nonoverlapping(ptr, new.as_ptr(), old) };
+        self.kfree(ptr)?;
+        Ok(new)
+    }
+
+    /// The general cache for `size` bytes (`dma` for the DMA variant).
+    pub fn kmalloc_cache(&self, size: usize, dma: bool) -> Option<Cache> {
+        self.kmalloc.cache_for(size, dma)
+    }
+
+    /// Pages held by kmalloc requests above 128 KiB.
+    pub fn large_pages(&self) -> usize {
+        self.large_pages.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn size_classes() {
+        assert_eq!(Kmalloc::index(0), None);
+        assert_eq!(Kmalloc::index(1), Some(0));
+        assert_eq!(Kmalloc::index(32), Some(0));
+        assert_eq!(Kmalloc::index(33), Some(1));
+        assert_eq!(Kmalloc::index(96), Some(2));
+        assert_eq!(Kmalloc::index(97), Some(3));
+        assert_eq!(Kmalloc::index(192), Some(4));
+        assert_eq!(Kmalloc::index(256), Some(5));
+        assert_eq!(Kmalloc::index(257), Some(6));
+        assert_eq!(Kmalloc::index(512), Some(6));
+        assert_eq!(Kmalloc::index(4096), Some(9));
+        assert_eq!(Kmalloc::index(131_072), Some(14));
+        assert_eq!(Kmalloc::index(131_073), None);
+        for (i, &(size, _, _)) in KMALLOC_SIZES.iter().enumerate() {
+            assert_eq!(Kmalloc::index(size), Some(i), "{size}");
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! Linux's SLAB allocator for kmm.
+//!
+//! - Caches of same-size objects ([`SlabAllocator::kmem_cache_create`]) on a
+//!   cache chain, the first of which — the cache of caches — is bootstrapped in
+//!   a page of its own.
+//! - Slabs of `2^gfporder` pages from the buddy allocator on each cache's full,
+//!   partial and free lists; the slab descriptor and free-object index on the
+//!   slab for small objects, off it for objects of 512 bytes and more; objects
+//!   aligned (to the cache line with `HWCACHE_ALIGN`); slab colouring spreads the
+//!   leftover space; constructors run once per object when a slab is grown.
+//! - Per-CPU arrays (limit, batchcount, LIFO) refilled from and flushed to a
+//!   shared array and the slab lists in batches; [`SlabAllocator::reap`] gives
+//!   idle memory back; [`SlabAllocator::kmem_cache_shrink`] all free slabs.
+//! - Page descriptors point back at their cache and slab, so `kfree` finds the
+//!   cache in O(1).
+//! - [`SlabAllocator::kmalloc`], `kzalloc`, `kcalloc`, `krealloc`, `ksize`,
+//!   `kfree` over general caches of 32 B … 128 KiB (with 96 and 192) and their
+//!   DMA variants; larger requests straight from the page allocator.
+//! - [`Mempool`]: a reserved minimum used when the underlying allocation fails.
+//! - [`KmallocHeap`]: a `GlobalAlloc` (for `#[global_allocator]`) and an
+//!   allocator-api2 `Allocator`.
+//! - The `debug` feature (like `slub_debug`): red zones, poisoning checked on
+//!   allocation, double-free reports, [`SlabAllocator::validate_cache`].
+//! - [`SlabAllocator::slabinfo`]: `/proc/slabinfo`.
+//!
+//! Every free checks its pointer: foreign, interior, wrong cache or double frees
+//! are refused with a [`SlabError`], changing nothing.
+//!
+//! # Example
+//!
+//! ```
+//! use kmm_buddy::{Buddy, BuddyConfig, Gfp};
+//! use kmm_mock::{Backing, Machine};
+//! use kmm_page_frame::{Bootmem, MemMap, Region, RegionKind};
+//! use kmm_slab::{SlabAllocator, SlabError, SlabFlags};
+//!
+//! let m = Machine::builder().ram(32 << 20).backing(Backing::Software).build().unwrap();
+//! let _cpu0 = m.cpu().bind(0).unwrap();
+//! let map = [Region::new(0, 32 << 20, RegionKind::Usable)];
+//! let mut boot = Bootmem::new(&map, m.lowmem_end()).unwrap();
+//! // SAFETY: the machine's RAM is the direct map and outlives the allocators.
+//! let mem = unsafe { MemMap::new(&mut boot, m.layout()) }.unwrap();
+//! let buddy = unsafe { Buddy::new(mem, boot, m.cpu().clone(), BuddyConfig::default()) }.unwrap();
+//! let slab = SlabAllocator::new(&buddy).unwrap();
+//!
+//! fn init(obj: *mut u8) {
+//!     // SAFETY: the allocator hands the constructor a whole 48-byte object.
+//!     unsafe { obj.cast::<u64>().write(0x1234) }
+//! }
+//! let cache = slab.kmem_cache_create("thing", 48, 0, SlabFlags::HWCACHE_ALIGN, Some(init)).unwrap();
+//! let obj = slab.kmem_cache_alloc(cache, Gfp::KERNEL).unwrap();
+//! assert_eq!(unsafe { obj.as_ptr().cast::<u64>().read() }, 0x1234);
+//! slab.kmem_cache_free(cache, obj).unwrap();
+//! assert_eq!(slab.kmem_cache_free(cache, obj), Err(SlabError::DoubleFree));
+//!
+//! let p = slab.kmalloc(100, Gfp::KERNEL).unwrap();
+//! assert_eq!(slab.ksize(p.as_ptr()), Ok(128));
+//! slab.kfree(p.as_ptr()).unwrap();
+//! ```
+#![no_std]
+
+mod allocator;
+mod cache;
+mod debug;
+mod error;
+mod flags;
+pub mod geometry;
+mod global;
+mod kmalloc;
+mod mempool;
+mod objects;
+mod reap;
+mod slab_desc;
+mod stats;
+
+pub use allocator::SlabAllocator;
+pub use cache::{Cache, Ctor, KmemCache};
+pub use debug::{DebugReport, Offence, POISON_END, POISON_FREE, RED_ACTIVE, RED_INACTIVE};
+pub use error::SlabError;
+pub use flags::{CACHE_LINE, SlabFlags};
+pub use global::KmallocHeap;
+pub use kmalloc::KMALLOC_MAX_CACHE_SIZE;
+pub use mempool::{Mempool, PoolSource};
+pub use stats::CacheStats;

@@ -1,0 +1,216 @@
+//! [`Mempool`]: a reserve of elements for allocations that must not fail
+//! (Linux's `mempool_t`). The reserve is used only when the underlying
+//! allocation fails, and refilled first when elements come back.
+
+use core::ptr::NonNull;
+
+use kmm_buddy::Gfp;
+use kmm_hal::Cpu;
+
+use crate::SlabError;
+use crate::allocator::SlabAllocator;
+use crate::cache::Cache;
+
+/// Where a pool's elements come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolSource {
+    /// Objects of a cache (Linux's `mempool_alloc_slab`).
+    Cache(Cache),
+    /// `kmalloc` blocks of a size (Linux's `mempool_kmalloc`).
+    Kmalloc(usize),
+}
+
+struct Reserve {
+    /// Address of an array of `min_nr` element pointers (from kmalloc).
+    slots: *mut usize,
+    curr: usize,
+}
+
+// SAFETY: the reserve array is only touched under the pool's lock.
+unsafe impl Send for Reserve {}
+
+/// A memory pool with a guaranteed minimum of elements.
+pub struct Mempool<'s, 'a, C: Cpu> {
+    slab: &'s SlabAllocator<'a, C>,
+    source: PoolSource,
+    min_nr: usize,
+    reserve: spin::Mutex<Reserve>,
+}
+
+impl<C: Cpu> core::fmt::Debug for Mempool<'_, '_, C> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Mempool")
+            .field("source", &self.source)
+            .field("min_nr", &self.min_nr)
+            .field("reserved", &self.reserved())
+            .finish()
+    }
+}
+
+impl<'s, 'a, C: Cpu> Mempool<'s, 'a, C> {
+    /// Creates a pool and fills its reserve with `min_nr` elements (Linux's
+    /// `mempool_create`). Fails, keeping nothing, if the reserve cannot be
+    /// filled.
+    pub fn create(
+        slab: &'s SlabAllocator<'a, C>,
+        min_nr: usize,
+        source: PoolSource,
+    ) -> Result<Self, SlabError> {
+        if let PoolSource::Kmalloc(0) = source {
+            return Err(SlabError::BadSize);
+        }
+        if let PoolSource::Cache(c) = source
+            && c.get().is_none()
+        {
+            return Err(SlabError::NoSuchCache);
+        }
+        let slots = if min_nr == 0 {
+            core::ptr::null_mut()
+        } else {
+            slab.kmalloc(
+                min_nr
+                    .checked_mul(core::mem::size_of::<usize>())
+                    .ok_or(SlabError::BadSize)?,
+                Gfp::KERNEL,
+            )?
+            .as_ptr()
+            .cast::<usize>()
+        };
+        let pool = Mempool {
+            slab,
+            source,
+            min_nr,
+            reserve: spin::Mutex::new(Reserve { slots, curr: 0 }),
+        };
+        for _ in 0..min_nr {
+            match pool.raw_alloc(Gfp::KERNEL) {
+                Ok(e) => {
+                    let mut r = pool.reserve.lock();
+                    // SAFETY: curr < min_nr slots.
+                    unsafe { r.slots.add(r.curr).write(e.as_ptr().addr()) };
+                    r.curr += 1;
+                }
+                Err(e) => {
+                    pool.release_all();
+                    return Err(e);
+                }
+            }
+        }
+        Ok(pool)
+    }
+
+    fn raw_alloc(&self, gfp: Gfp) -> Result<NonNull<u8>, SlabError> {
+        match self.source {
+            PoolSource::Cache(c) => self.slab.kmem_cache_alloc(c, gfp | Gfp::NOWARN),
+            PoolSource::Kmalloc(n) => self.slab.kmalloc(n, gfp | Gfp::NOWARN),
+        }
+    }
+
+    fn raw_free(&self, e: NonNull<u8>) -> Result<(), SlabError> {
+        match self.source {
+            PoolSource::Cache(c) => self.slab.kmem_cache_free(c, e),
+            PoolSource::Kmalloc(_) => self.slab.kfree(e.as_ptr()),
+        }
+    }
+
+    /// Elements in the reserve.
+    pub fn reserved(&self) -> usize {
+        self.reserve.lock().curr
+    }
+
+    /// The guaranteed minimum.
+    pub fn min_nr(&self) -> usize {
+        self.min_nr
+    }
+
+    /// An element (Linux's `mempool_alloc`): from the underlying allocator,
+    /// or, if that fails, from the reserve. `Err(OutOfMemory)` when both are
+    /// empty — a kernel that can sleep waits for a `free` and retries.
+    pub fn alloc(&self, gfp: Gfp) -> Result<NonNull<u8>, SlabError> {
+        if let Ok(e) = self.raw_alloc(gfp) {
+            return Ok(e);
+        }
+        let mut r = self.reserve.lock();
+        if r.curr == 0 {
+            return Err(SlabError::OutOfMemory);
+        }
+        r.curr -= 1;
+        // SAFETY: slot `curr` holds an element.
+        let e = unsafe { r.slots.add(r.curr).read() };
+        Ok(NonNull::new(core::ptr::with_exposed_provenance_mut(e)).expect("elements are not null"))
+    }
+
+    /// Returns an element (Linux's `mempool_free`): it refills the reserve if
+    /// that is below the minimum, else goes back to the allocator. An element
+    /// the allocator would refuse (foreign, double free) is refused here too,
+    /// before it can enter the reserve.
+    pub fn free(&self, e: NonNull<u8>) -> Result<(), SlabError> {
+        self.check(e)?;
+        {
+            let mut r = self.reserve.lock();
+            if r.curr < self.min_nr {
+                let reserved = (0..r.curr).any(|i| {
+                    // SAFETY: slots below curr hold elements.
+                    unsafe { r.slots.add(i).read() == e.as_ptr().addr() }
+                });
+                if reserved {
+                    return Err(SlabError::DoubleFree);
+                }
+                // SAFETY: curr < min_nr slots.
+                unsafe { r.slots.add(r.curr).write(e.as_ptr().addr()) };
+                r.curr += 1;
+                return Ok(());
+            }
+        }
+        self.raw_free(e)
+    }
+
+    /// Validates an element without freeing it: it must be a live object of
+    /// the pool's source.
+    fn check(&self, e: NonNull<u8>) -> Result<(), SlabError> {
+        match self.source {
+            PoolSource::Cache(c) => {
+                let loc = self.slab.locate(e.as_ptr())?;
+                if !core::ptr::eq(loc.cache, c.get().ok_or(SlabError::NoSuchCache)?) {
+                    return Err(SlabError::WrongCache);
+                }
+                self.slab.ksize(e.as_ptr()).map(|_| ())
+            }
+            PoolSource::Kmalloc(n) => {
+                if self.slab.ksize(e.as_ptr())? < n {
+                    return Err(SlabError::WrongCache);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn release_all(&self) {
+        let mut r = self.reserve.lock();
+        while r.curr > 0 {
+            r.curr -= 1;
+            // SAFETY: slot `curr` holds an element.
+            let e = unsafe { r.slots.add(r.curr).read() };
+            if let Some(p) = NonNull::new(core::ptr::with_exposed_provenance_mut::<u8>(e)) {
+                let res = self.raw_free(p);
+                debug_assert!(res.is_ok());
+            }
+        }
+        if !r.slots.is_null() {
+            let res = self.slab.kfree(r.slots.cast());
+            debug_assert!(res.is_ok());
+            r.slots = core::ptr::null_mut();
+        }
+    }
+
+    /// Destroys the pool, giving the reserve back (Linux's `mempool_destroy`).
+    /// Refused with [`SlabError::Busy`], the pool intact, while elements taken
+    /// from the reserve are still out.
+    pub fn destroy(self) -> Result<(), (Self, SlabError)> {
+        if self.reserved() < self.min_nr {
+            return Err((self, SlabError::Busy));
+        }
+        self.release_all();
+        Ok(())
+    }
+}

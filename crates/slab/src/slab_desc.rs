@@ -1,0 +1,177 @@
+//! [`SlabDesc`]: one slab's descriptor, followed in memory by its free-object
+//! index (Linux's `kmem_bufctl_t` array) and one state byte per object.
+
+use core::cell::Cell;
+use core::sync::atomic::{AtomicU8, Ordering};
+
+use intrusive_collections::{LinkedListLink, UnsafeRef, intrusive_adapter};
+
+/// Management bytes per object: a 16-bit free-list index and a state byte.
+pub const MGMT_PER_OBJ: usize = 3;
+/// End of a slab's free list.
+pub const BUFCTL_END: u16 = u16::MAX;
+/// State byte of an object held by a user.
+pub const OBJ_ALLOCATED: u8 = 0xA5;
+/// State byte of an object in a cache (free list or per-CPU array).
+pub const OBJ_FREE: u8 = 0;
+
+/// A slab: `num` objects in `2^gfporder` pages.
+///
+/// The counters are `Cell`s guarded by the cache's list lock; the state bytes
+/// are atomics written by whoever holds the object (no locked instructions).
+#[repr(C)]
+pub struct SlabDesc {
+    /// Links the slab into its cache's full, partial or free list.
+    pub link: LinkedListLink,
+    /// Address of the first object buffer.
+    pub s_mem: usize,
+    /// Objects handed out of the slab (to users or per-CPU arrays).
+    inuse: Cell<usize>,
+    /// First free object, or `BUFCTL_END`.
+    free: Cell<u16>,
+    /// Objects in the slab.
+    num: usize,
+    /// The colour offset the slab was given.
+    pub colour_off: usize,
+    /// Which list of its cache the slab is on.
+    list: Cell<SlabList>,
+    /// Address of the slab's first page.
+    pub mem: usize,
+}
+
+/// The list of its cache a slab is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlabList {
+    /// Every object handed out.
+    Full,
+    /// Some objects handed out.
+    Partial,
+    /// No object handed out.
+    Free,
+}
+
+// SAFETY: `inuse`, `free`, the free-list index and `link` are only touched with
+// the owning cache's list lock held; the state bytes are atomics.
+unsafe impl Sync for SlabDesc {}
+// SAFETY: as above.
+unsafe impl Send for SlabDesc {}
+
+mod adapter {
+    // The macro generates items without docs.
+    #![allow(missing_docs)]
+    use super::{LinkedListLink, SlabDesc, UnsafeRef, intrusive_adapter};
+
+    intrusive_adapter!(
+        /// Threads slabs on a cache's lists.
+        pub SlabAdapter = UnsafeRef<SlabDesc>: SlabDesc { link => LinkedListLink }
+    );
+}
+pub use adapter::SlabAdapter;
+
+impl SlabDesc {
+    /// Writes a descriptor for `num` objects from `s_mem` at `at`, with every
+    /// object free and the free list in address order.
+    ///
+    /// # Safety
+    /// `at` must be valid for writing `size_of::<SlabDesc>() + num * 3` bytes,
+    /// aligned for `SlabDesc`, and stay so while the slab exists.
+    pub unsafe fn init<'a>(
+        at: *mut SlabDesc,
+        mem: usize,
+        s_mem: usize,
+        num: usize,
+        colour_off: usize,
+    ) -> &'a SlabDesc {
+        // SAFETY: the caller guarantees `at` is writable and aligned.
+        unsafe {
+            at.write(SlabDesc {
+                link: LinkedListLink::new(),
+                s_mem,
+                inuse: Cell::new(0),
+                free: Cell::new(0),
+                num,
+                colour_off,
+                list: Cell::new(SlabList::Free),
+                mem,
+            });
+        }
+        // SAFETY: just initialised; the management bytes follow it.
+        let d = unsafe { &*at };
+        for i in 0..num {
+            let next = if i + 1 < num {
+                (i + 1) as u16
+            } else {
+                BUFCTL_END
+            };
+            d.set_bufctl(i, next);
+            d.state(i).store(OBJ_FREE, Ordering::Relaxed);
+        }
+        d
+    }
+
+    fn bufctl_ptr(&self) -> *mut u16 {
+        (self as *const SlabDesc)
+            .wrapping_add(1)
+            .cast::<u16>()
+            .cast_mut()
+    }
+
+    fn bufctl(&self, i: usize) -> u16 {
+        debug_assert!(i < self.num);
+        // SAFETY: the index array of `num` entries follows the descriptor (see
+        // `init`); u16 needs 2-byte alignment, which the descriptor gives.
+        unsafe { self.bufctl_ptr().add(i).read() }
+    }
+
+    fn set_bufctl(&self, i: usize, v: u16) {
+        debug_assert!(i < self.num);
+        // SAFETY: as in `bufctl`; writes happen under the list lock.
+        unsafe { self.bufctl_ptr().add(i).write(v) }
+    }
+
+    /// The state byte of object `i`.
+    pub fn state(&self, i: usize) -> &AtomicU8 {
+        assert!(i < self.num, "object index out of range");
+        // SAFETY: the state bytes follow the index array (see `init`); AtomicU8
+        // has alignment 1; i < num.
+        unsafe { &*self.bufctl_ptr().add(self.num).cast::<AtomicU8>().add(i) }
+    }
+
+    /// The list the slab is on (list lock held).
+    pub fn list(&self) -> SlabList {
+        self.list.get()
+    }
+
+    /// Records the list the slab is on (list lock held).
+    pub fn set_list(&self, l: SlabList) {
+        self.list.set(l);
+    }
+
+    /// Objects in the slab.
+    pub fn num(&self) -> usize {
+        self.num
+    }
+
+    /// Objects handed out of the slab.
+    pub fn inuse(&self) -> usize {
+        self.inuse.get()
+    }
+
+    /// Takes a free object (list lock held). `None` if the slab is full.
+    pub fn get_obj(&self) -> Option<usize> {
+        let i = self.free.get();
+        if i == BUFCTL_END {
+            return None;
+        }
+        self.free.set(self.bufctl(usize::from(i)));
+        self.inuse.set(self.inuse.get() + 1);
+        Some(usize::from(i))
+    }
+
+    /// Returns object `i` (list lock held).
+    pub fn put_obj(&self, i: usize) {
+        self.set_bufctl(i, self.free.get());
+        self.free.set(i as u16);
+        self.inuse.set(self.inuse.get() - 1);
+    }
+}

@@ -1,0 +1,120 @@
+//! `/proc/slabinfo`-style statistics.
+
+use core::fmt::{self, Write};
+use core::sync::atomic::Ordering;
+
+use kmm_hal::Cpu;
+
+use crate::allocator::SlabAllocator;
+use crate::cache::{Cache, KmemCache};
+
+/// Counts of one cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CacheStats {
+    /// Objects held by users (not in slabs' free lists nor in arrays).
+    pub active_objs: usize,
+    /// Objects in all slabs.
+    pub num_objs: usize,
+    /// Slabs with at least one object handed out.
+    pub active_slabs: usize,
+    /// All slabs.
+    pub num_slabs: usize,
+    /// Objects waiting in per-CPU and shared arrays.
+    pub in_arrays: usize,
+    /// Slabs created and given back since the cache was made.
+    pub grown: usize,
+    /// Slabs given back.
+    pub reaped: usize,
+}
+
+impl<'a, C: Cpu> SlabAllocator<'a, C> {
+    /// The counts of a cache (array contents read without the owning CPUs'
+    /// cooperation: exact when they are quiet).
+    pub fn cache_stats(&self, cache: Cache) -> Option<CacheStats> {
+        cache.get().map(|c| self.stats_of(c))
+    }
+
+    fn stats_of(&self, c: &KmemCache) -> CacheStats {
+        let mut in_arrays = 0;
+        for id in 0..c.ncpu {
+            // SAFETY: a racy read of a count, for statistics only.
+            in_arrays += unsafe { (**c.cpu_array(id).ac.get()).avail };
+        }
+        {
+            let sh = c.shared.lock();
+            if !sh.0.is_null() {
+                // SAFETY: shared array under its lock.
+                in_arrays += unsafe { (*sh.0).avail };
+            }
+        }
+        let l = c.lists.lock();
+        let num_slabs = l.slabs;
+        let free_slabs = l.free.iter().count();
+        let num_objs = num_slabs * c.geo.num;
+        CacheStats {
+            active_objs: num_objs - l.free_objects - in_arrays.min(num_objs - l.free_objects),
+            num_objs,
+            active_slabs: num_slabs - free_slabs,
+            num_slabs,
+            in_arrays,
+            grown: l.grown,
+            reaped: l.reaped,
+        }
+    }
+
+    /// Pages held by all caches' slabs.
+    pub fn slab_pages(&self) -> usize {
+        let caches = self.chain_snapshot();
+        caches
+            .as_slice()
+            .iter()
+            .map(|&c| {
+                // SAFETY: caches on the chain are alive.
+                let c = unsafe { &*(c as *const KmemCache) };
+                c.lists.lock().slabs << c.geo.gfporder
+            })
+            .sum()
+    }
+
+    /// Writes `/proc/slabinfo` (version 2.1 format).
+    pub fn slabinfo(&self, w: &mut dyn Write) -> fmt::Result {
+        writeln!(w, "slabinfo - version: 2.1")?;
+        writeln!(
+            w,
+            "# name            <active_objs> <num_objs> <objsize> <objperslab> <pagesperslab> : tunables <limit> <batchcount> <sharedfactor> : slabdata <active_slabs> <num_slabs> <sharedavail>"
+        )?;
+        let caches = self.chain_snapshot();
+        for &c in caches.as_slice() {
+            // SAFETY: caches on the chain are alive.
+            let c = unsafe { &*(c as *const KmemCache) };
+            let s = self.stats_of(c);
+            let shared = {
+                let sh = c.shared.lock();
+                // SAFETY: shared array under its lock.
+                if sh.0.is_null() {
+                    (0, 0)
+                } else {
+                    unsafe { ((*sh.0).limit / c.batchcount.max(1), (*sh.0).avail) }
+                }
+            };
+            writeln!(
+                w,
+                "{:<17} {:>6} {:>6} {:>6} {:>4} {:>4} : tunables {:>4} {:>4} {:>4} : slabdata {:>6} {:>6} {:>6}",
+                c.name,
+                s.active_objs,
+                s.num_objs,
+                c.geo.buffer_size,
+                c.geo.num,
+                1usize << c.geo.gfporder,
+                c.limit,
+                c.batchcount,
+                shared.0,
+                s.active_slabs,
+                s.num_slabs,
+                shared.1,
+            )?;
+        }
+        let _ = Ordering::Relaxed;
+        Ok(())
+    }
+}
