@@ -91,7 +91,11 @@ pub struct MemStats {
 /// `mem_map` is flat (Linux's FLATMEM): descriptor `i` describes frame `i`, from
 /// frame 0 to the end of the highest usable RAM, holes included (and reserved).
 pub struct MemMap<'a> {
-    pages: &'a [Page],
+    /// The descriptors, kept as a pointer and a length so that looking one up
+    /// touches (and, under Miri, retags) only that descriptor.
+    base: core::ptr::NonNull<Page>,
+    len: usize,
+    _pages: core::marker::PhantomData<&'a [Page]>,
     nodes: [Node; MAX_NUMNODES],
     nr_nodes: usize,
     dm: DirectMap,
@@ -99,6 +103,12 @@ pub struct MemMap<'a> {
     high_start: u64,
     stats: MemStats,
 }
+
+// SAFETY: MemMap is a shared view of `&'a [Page]` (Page is Sync and Send) plus
+// plain data.
+unsafe impl Send for MemMap<'_> {}
+// SAFETY: as above.
+unsafe impl Sync for MemMap<'_> {}
 
 impl fmt::Debug for MemMap<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -215,12 +225,14 @@ impl<'a> MemMap<'a> {
                 }
             }
         }
-        // SAFETY: every descriptor was initialised above; the memory stays ours
-        // for 'a by the caller's contract.
-        let pages = unsafe { core::slice::from_raw_parts(ptr.cast_const(), count) };
         let mem_map_pages = (bytes as u64).div_ceil(page);
         Ok(MemMap {
-            pages,
+            // SAFETY: not null: a direct-map address (bootmem never hands out
+            // page 0); every descriptor was initialised above and the memory
+            // stays ours for 'a by the caller's contract.
+            base: unsafe { core::ptr::NonNull::new_unchecked(ptr) },
+            len: count,
+            _pages: core::marker::PhantomData,
             nodes,
             nr_nodes,
             dm,
@@ -263,7 +275,7 @@ impl<'a> MemMap<'a> {
     pub fn release_free(&mut self, boot: &Bootmem<'_>) -> u64 {
         let mut reserved_ram = 0;
         let mut released = 0;
-        for (pfn, page) in self.pages.iter().enumerate() {
+        for (pfn, page) in self.pages().iter().enumerate() {
             let p = pfn as u64;
             if p >= self.high_start {
                 page.insert(PgFlags::HIGHMEM);
@@ -282,7 +294,18 @@ impl<'a> MemMap<'a> {
 
     /// The descriptors.
     pub fn pages(&self) -> &'a [Page] {
-        self.pages
+        // SAFETY: `len` initialised descriptors at `base`, alive for 'a.
+        unsafe { core::slice::from_raw_parts(self.base.as_ptr(), self.len) }
+    }
+
+    /// Number of descriptors (one past the last frame).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True if there are no descriptors (never, for a built map).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 
     /// The online nodes.
@@ -325,17 +348,23 @@ impl<'a> MemMap<'a> {
     /// The descriptor of frame `pfn` (Linux's `pfn_to_page`).
     #[inline]
     pub fn pfn_to_page(&self, pfn: Pfn) -> Result<&'a Page, PfnError> {
-        self.pages.get(pfn.as_usize()).ok_or(PfnError::OutOfRange)
+        let i = pfn.as_usize();
+        if i < self.len {
+            // SAFETY: i < len: an initialised descriptor, alive for 'a.
+            Ok(unsafe { &*self.base.as_ptr().add(i) })
+        } else {
+            Err(PfnError::OutOfRange)
+        }
     }
 
     /// The frame number of a descriptor of this `mem_map` (Linux's
     /// `page_to_pfn`).
     #[inline]
     pub fn page_to_pfn(&self, page: &Page) -> Result<Pfn, PfnError> {
-        let base = self.pages.as_ptr().addr();
+        let base = self.base.as_ptr().addr();
         let off = (page as *const Page).addr().wrapping_sub(base);
         let size = core::mem::size_of::<Page>();
-        if !off.is_multiple_of(size) || off / size >= self.pages.len() {
+        if !off.is_multiple_of(size) || off / size >= self.len {
             return Err(PfnError::NotADescriptor);
         }
         Ok(Pfn::new(off / size))
