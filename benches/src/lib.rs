@@ -1,0 +1,414 @@
+//! Drivers for kmm's criterion benchmarks: one [`FrameAlloc`] interface over
+//! kmm's buddy allocator and the crates.io peers, and the workloads run on it.
+//!
+//! - [`Kmm`]: `kmm-buddy` on the host mock ([`Host`]), through the per-CPU lists
+//!   or bypassing them ([`KmmPath`]);
+//! - [`Bitmap`]: `bitmap-allocator`'s segment-tree bitmaps ([`BitAlloc1M`] for
+//!   4 GiB of frames);
+//! - [`BuddySystem`]: `buddy_system_allocator`'s [`FrameAllocator`] with
+//!   kmm's `MAX_ORDER` (11 free lists, blocks of up to 1024 frames).
+//!
+//! Every allocator is driven through the same functions ([`alloc_free_pair`],
+//! [`run_ops`], [`exhaust_refill`]) with the same operation sequences
+//! ([`random_ops`]), so the benchmarks compare the allocators and nothing else.
+//! `benches/page_alloc.rs` holds the criterion groups; `docs/benchmarks.md` the
+//! results.
+//!
+//! # Example
+//!
+//! ```
+//! use kmm_benches::{FrameAlloc, Host, Kmm, KmmPath, exhaust_refill};
+//!
+//! let mut host = Host::new(64 << 20);
+//! let mut kmm = Kmm::new(&mut host, KmmPath::PerCpu);
+//! let mut buf = Vec::new();
+//! let n = exhaust_refill(&mut kmm, &mut buf);
+//! assert!(n > 16_000, "nearly all of 64 MiB is handed out");
+//! assert_eq!(exhaust_refill(&mut kmm, &mut buf), n, "and all of it comes back");
+//! ```
+
+use std::hint::black_box;
+
+use bitmap_allocator::BitAlloc;
+use buddy_system_allocator::FrameAllocator;
+use kmm_buddy::{Buddy, BuddyConfig, Freed, Gfp, MAX_ORDER};
+use kmm_mock::{Backing, CpuBinding, Machine, MockCpu};
+use kmm_page_frame::{Bootmem, MemMap, Page, Region, RegionKind};
+
+pub use bitmap_allocator::{BitAlloc1M, BitAlloc64K};
+
+/// 4 GiB of RAM, the size of the "fresh range" workloads.
+pub const RAM_4G: usize = 4 << 30;
+/// Frames in 4 GiB.
+pub const FRAMES_4G: usize = RAM_4G >> 12;
+/// Most blocks the random-order workload keeps allocated at once.
+pub const MAX_LIVE: usize = 64;
+/// The seed of the random-order workload.
+pub const SEED: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// A page-frame allocator as the workloads drive it: blocks of `2^order`
+/// frames, handed out and taken back.
+pub trait FrameAlloc {
+    /// What `alloc` returns and `free` takes (a descriptor or a frame number).
+    type Block: Copy;
+    /// Allocates `2^order` contiguous frames, or `None` when none are left.
+    fn alloc(&mut self, order: u32) -> Option<Self::Block>;
+    /// Frees a block `alloc` returned for the same `order`. Panics if the
+    /// allocator refuses it (a driver bug).
+    fn free(&mut self, block: Self::Block, order: u32);
+}
+
+/// A host mock machine with one usable region covering all of its RAM: the
+/// memory kmm is built on. Owning the machine and lending it out mutably
+/// guarantees that only one allocator uses its RAM at a time.
+pub struct Host {
+    machine: Machine,
+    map: [Region; 1],
+}
+
+impl Host {
+    /// A machine with `ram` bytes of sparse, `mmap`-backed RAM (a 4 GiB
+    /// machine costs the pages kmm touches: `mem_map` and the zones), 2-level
+    /// paging, one CPU.
+    pub fn new(ram: usize) -> Host {
+        let machine = Machine::builder()
+            .ram(ram)
+            .backing(Backing::Mmap)
+            .build()
+            .expect("mock machine");
+        Host {
+            machine,
+            map: [Region::new(0, ram as u64, RegionKind::Usable)],
+        }
+    }
+
+    /// The machine's CPUs.
+    pub fn cpu(&self) -> &MockCpu {
+        self.machine.cpu()
+    }
+
+    /// Builds kmm over this machine exactly as a kernel does at boot (and as
+    /// the `kmm-buddy` doc example does): `Bootmem` over the memory map,
+    /// `MemMap::new`, `Buddy::new`. Any earlier allocator built here is gone
+    /// (the borrow ends), so its memory is free to reuse.
+    pub fn buddy(&mut self, config: BuddyConfig<'static>) -> Buddy<'_, MockCpu> {
+        let m = &self.machine;
+        let mut boot = Bootmem::new(&self.map, m.lowmem_end()).expect("bootmem");
+        // SAFETY: the direct map is the machine's RAM, which lives as long as
+        // `self` (borrowed for the result's lifetime); the exclusive borrow
+        // means no other allocator built here uses that RAM meanwhile.
+        let mem = unsafe { MemMap::new(&mut boot, m.layout()) }.expect("mem_map");
+        // SAFETY: as above; `mem`'s frames are unused.
+        unsafe { Buddy::new(mem, boot, m.cpu().clone(), config) }.expect("buddy")
+    }
+}
+
+/// Which order-0 path a [`Kmm`] takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KmmPath {
+    /// Through the calling CPU's hot/cold lists (Linux's `buffered_rmqueue`).
+    PerCpu,
+    /// Straight to the zone's free lists (`BuddyConfig::bypass_pcp`).
+    Bypass,
+}
+
+impl KmmPath {
+    /// The configuration of this path. Both set `min_free_kbytes` to 0: the
+    /// peers keep no reserve, so kmm may hand out every frame too.
+    pub fn config(self) -> BuddyConfig<'static> {
+        BuddyConfig {
+            bypass_pcp: self == KmmPath::Bypass,
+            min_free_kbytes: Some(0),
+            ..BuddyConfig::default()
+        }
+    }
+}
+
+/// kmm's buddy allocator on a [`Host`], the calling thread bound to CPU 0 for
+/// as long as it lives. Allocates with `Gfp::KERNEL` (NORMAL, then DMA).
+pub struct Kmm<'h> {
+    buddy: Buddy<'h, MockCpu>,
+    _cpu: CpuBinding,
+}
+
+impl<'h> Kmm<'h> {
+    /// Builds kmm on `host` for `path` and binds the calling thread to CPU 0.
+    /// Panics if the thread is already bound (another `Kmm` is alive on it).
+    pub fn new(host: &'h mut Host, path: KmmPath) -> Kmm<'h> {
+        let cpu = host.cpu().bind(0).expect("bind the bench thread to CPU 0");
+        Kmm {
+            buddy: host.buddy(path.config()),
+            _cpu: cpu,
+        }
+    }
+
+    /// The allocator.
+    pub fn buddy(&self) -> &Buddy<'h, MockCpu> {
+        &self.buddy
+    }
+}
+
+impl<'h> FrameAlloc for Kmm<'h> {
+    type Block = &'h Page;
+
+    #[inline]
+    fn alloc(&mut self, order: u32) -> Option<&'h Page> {
+        self.buddy.alloc_pages(Gfp::KERNEL, order as usize)
+    }
+
+    #[inline]
+    fn free(&mut self, page: &'h Page, order: u32) {
+        let r = self.buddy.free_pages_page(page, order as usize);
+        assert!(r == Ok(Freed::Released), "kmm refused a free: {r:?}");
+    }
+}
+
+/// `bitmap-allocator`: one bit per frame in a 16-way segment tree. Order 0
+/// uses `alloc`/`dealloc`, larger orders `alloc_contiguous` (aligned to the
+/// block size, as a buddy block is) and `dealloc_contiguous`.
+pub struct Bitmap<B: BitAlloc>(Box<B>);
+
+impl<B: BitAlloc> Bitmap<B> {
+    /// A bitmap with frames `0..frames` free.
+    pub fn new(frames: usize) -> Self {
+        let mut b = Box::new(B::DEFAULT);
+        b.insert(0..frames);
+        Bitmap(b)
+    }
+
+    /// Empties the bitmap in place and frees `0..frames` again (what
+    /// [`Bitmap::new`] does, without the heap allocation).
+    pub fn reset(&mut self, frames: usize) {
+        *self.0 = B::DEFAULT;
+        self.0.insert(0..frames);
+    }
+}
+
+impl<B: BitAlloc> FrameAlloc for Bitmap<B> {
+    type Block = usize;
+
+    #[inline]
+    fn alloc(&mut self, order: u32) -> Option<usize> {
+        if order == 0 {
+            self.0.alloc()
+        } else {
+            self.0.alloc_contiguous(None, 1 << order, order as usize)
+        }
+    }
+
+    #[inline]
+    fn free(&mut self, frame: usize, order: u32) {
+        let ok = if order == 0 {
+            self.0.dealloc(frame)
+        } else {
+            self.0.dealloc_contiguous(frame, 1 << order)
+        };
+        assert!(ok, "bitmap-allocator refused a free of {frame:#x}");
+    }
+}
+
+/// `buddy_system_allocator::FrameAllocator` with kmm's `MAX_ORDER` free lists
+/// (blocks of up to 1024 frames); each free list is a `BTreeSet` of frame
+/// numbers on the host heap.
+pub struct BuddySystem(FrameAllocator<MAX_ORDER>);
+
+impl BuddySystem {
+    /// An allocator with frames `0..frames` added.
+    pub fn new(frames: usize) -> Self {
+        let mut f = FrameAllocator::new();
+        f.add_frame(0, frames);
+        BuddySystem(f)
+    }
+}
+
+impl FrameAlloc for BuddySystem {
+    type Block = usize;
+
+    #[inline]
+    fn alloc(&mut self, order: u32) -> Option<usize> {
+        self.0.alloc(1 << order)
+    }
+
+    #[inline]
+    fn free(&mut self, frame: usize, order: u32) {
+        self.0.dealloc(frame, 1 << order);
+    }
+}
+
+/// Workload 1: one order-0 allocation and its free.
+#[inline]
+pub fn alloc_free_pair<A: FrameAlloc>(a: &mut A) {
+    let b = a.alloc(0).expect("a fresh range has frames");
+    a.free(black_box(b), 0);
+}
+
+/// A small xorshift64 generator (Marsaglia), so the sequences need no extra
+/// dependency and are the same on every machine.
+#[derive(Debug, Clone)]
+pub struct XorShift(u64);
+
+impl XorShift {
+    /// A generator from a non-zero seed (0 is replaced by [`SEED`]).
+    pub fn new(seed: u64) -> Self {
+        XorShift(if seed == 0 { SEED } else { seed })
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    /// A number in `0..n` (`n > 0`; the slight modulo bias does not matter here).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+}
+
+/// One step of the random-order workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// Allocate a block of this order and append it to the live blocks.
+    Alloc(u32),
+    /// Free the live block at this index (`swap_remove`).
+    Free(usize),
+}
+
+/// Workload 2: a fixed-seed sequence of `steps` random steps — an allocation of
+/// a random order in `0..=max_order`, or the free of a random live block, at
+/// most `max_live` blocks live — followed by the frees of the blocks still
+/// live, so it starts and ends with nothing allocated. Every allocation is
+/// freed exactly once.
+pub fn random_ops(seed: u64, steps: usize, max_order: u32, max_live: usize) -> Vec<Op> {
+    let mut rng = XorShift::new(seed);
+    let mut ops = Vec::with_capacity(steps + max_live);
+    let mut live = 0usize;
+    for _ in 0..steps {
+        let alloc = live == 0 || (live < max_live && rng.next_u64() & 1 == 0);
+        if alloc {
+            ops.push(Op::Alloc(rng.below(max_order as usize + 1) as u32));
+            live += 1;
+        } else {
+            ops.push(Op::Free(rng.below(live)));
+            live -= 1;
+        }
+    }
+    while live > 0 {
+        ops.push(Op::Free(rng.below(live)));
+        live -= 1;
+    }
+    ops
+}
+
+/// Runs a sequence from [`random_ops`]; `live` is scratch space (emptied first,
+/// empty again at the end). Panics if an allocation fails.
+pub fn run_ops<A: FrameAlloc>(a: &mut A, ops: &[Op], live: &mut Vec<(A::Block, u32)>) {
+    live.clear();
+    for &op in ops {
+        match op {
+            Op::Alloc(order) => {
+                let b = a.alloc(order).expect("the random workload fits in RAM");
+                live.push((black_box(b), order));
+            }
+            Op::Free(i) => {
+                let (b, order) = live.swap_remove(i);
+                a.free(b, order);
+            }
+        }
+    }
+    debug_assert!(live.is_empty());
+}
+
+/// Workload 3: allocates order-0 frames until the allocator fails, then frees
+/// them all in allocation order; returns how many it got. `buf` is scratch
+/// space. The allocator ends as it started, so cycles can repeat.
+pub fn exhaust_refill<A: FrameAlloc>(a: &mut A, buf: &mut Vec<A::Block>) -> usize {
+    buf.clear();
+    while let Some(b) = a.alloc(0) {
+        buf.push(b);
+    }
+    let n = buf.len();
+    for b in buf.drain(..) {
+        a.free(b, 0);
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SMALL: usize = 64 << 20;
+    const SMALL_FRAMES: usize = SMALL >> 12;
+
+    /// Runs every workload on `a` and checks the counts.
+    fn drive<A: FrameAlloc>(a: &mut A, expect_frames: usize) {
+        for _ in 0..100 {
+            alloc_free_pair(a);
+        }
+        // At most 8 live blocks of up to 4 MiB: they fit in 64 MiB however
+        // fragmented, as 64 live blocks fit in the benchmarks' 4 GiB.
+        let ops = random_ops(SEED, 2000, 10, 8);
+        let mut live = Vec::new();
+        run_ops(a, &ops, &mut live);
+        let mut buf = Vec::new();
+        let n = exhaust_refill(a, &mut buf);
+        assert_eq!(n, expect_frames);
+        assert_eq!(exhaust_refill(a, &mut buf), n);
+        run_ops(a, &ops, &mut live);
+    }
+
+    #[test]
+    fn sequence_is_closed_and_bounded() {
+        let ops = random_ops(SEED, 10_000, 10, MAX_LIVE);
+        assert_eq!(ops, random_ops(SEED, 10_000, 10, MAX_LIVE));
+        let mut live = 0usize;
+        let (mut allocs, mut orders) = (0, [0usize; 11]);
+        for op in &ops {
+            match *op {
+                Op::Alloc(o) => {
+                    live += 1;
+                    allocs += 1;
+                    orders[o as usize] += 1;
+                }
+                Op::Free(i) => {
+                    assert!(i < live);
+                    live -= 1;
+                }
+            }
+            assert!(live <= MAX_LIVE);
+        }
+        assert_eq!(live, 0);
+        assert_eq!(ops.len(), 2 * allocs);
+        assert!(
+            orders.iter().all(|&n| n > 0),
+            "every order is drawn: {orders:?}"
+        );
+    }
+
+    #[test]
+    fn kmm_both_paths() {
+        let mut host = Host::new(SMALL);
+        let free = {
+            let k = Kmm::new(&mut host, KmmPath::PerCpu);
+            k.buddy().free_pages_total()
+        };
+        for path in [KmmPath::PerCpu, KmmPath::Bypass] {
+            let mut k = Kmm::new(&mut host, path);
+            drive(&mut k, free);
+        }
+    }
+
+    #[test]
+    fn peers() {
+        drive(&mut Bitmap::<BitAlloc64K>::new(SMALL_FRAMES), SMALL_FRAMES);
+        drive(&mut BuddySystem::new(SMALL_FRAMES), SMALL_FRAMES);
+        let mut b = Bitmap::<BitAlloc64K>::new(10);
+        b.reset(SMALL_FRAMES);
+        drive(&mut b, SMALL_FRAMES);
+    }
+}
