@@ -128,6 +128,12 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         Ok(s)
     }
 
+    /// The cache of caches (it holds every cache descriptor and never gives
+    /// its slabs back).
+    pub fn cache_of_caches(&self) -> Cache {
+        self.cache_cache
+    }
+
     /// The page allocator.
     pub fn buddy(&self) -> &'a Buddy<'a, C> {
         self.buddy

@@ -24,8 +24,21 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         Ok(self.free_slabs(c, usize::MAX))
     }
 
-    /// Shrinks every cache; returns the pages given back.
+    /// Shrinks every cache; returns the pages given back. Freeing a slab of a
+    /// large-object cache frees its off-slab descriptor into a small cache, so
+    /// the caches are swept until a sweep gives nothing back.
     pub fn shrink_all(&self) -> usize {
+        let mut total = 0;
+        loop {
+            let pages = self.shrink_pass();
+            total += pages;
+            if pages == 0 {
+                return total;
+            }
+        }
+    }
+
+    fn shrink_pass(&self) -> usize {
         let caches = self.chain_snapshot();
         let mut pages = 0;
         for &c in caches.as_slice() {

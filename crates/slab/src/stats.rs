@@ -25,6 +25,8 @@ pub struct CacheStats {
     pub grown: usize,
     /// Slabs given back.
     pub reaped: usize,
+    /// Each slab is `2^gfporder` pages.
+    pub gfporder: u32,
 }
 
 impl<'a, C: Cpu> SlabAllocator<'a, C> {
@@ -59,6 +61,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             in_arrays,
             grown: l.grown,
             reaped: l.reaped,
+            gfporder: c.geo.gfporder,
         }
     }
 

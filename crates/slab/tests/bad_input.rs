@@ -1,0 +1,171 @@
+//! Every bad call is refused with a typed error, changing nothing.
+
+mod common;
+
+use common::{pages_out, rig};
+use kmm_buddy::Gfp;
+use kmm_slab::{SlabError, SlabFlags};
+
+#[test]
+fn bad_frees_are_refused() {
+    let r = rig(32, 1);
+    let _c = r.machine.cpu().bind(0).unwrap();
+    let s = &r.slab;
+    let a = s
+        .kmem_cache_create("a", 40, 0, SlabFlags::empty(), None)
+        .unwrap();
+    let b = s
+        .kmem_cache_create("b", 40, 0, SlabFlags::empty(), None)
+        .unwrap();
+    let x = s.kmem_cache_alloc(a, Gfp::KERNEL).unwrap();
+    let k = s.kmalloc(200, Gfp::KERNEL).unwrap();
+    let big = s.kmalloc(300_000, Gfp::KERNEL).unwrap();
+    let before = (
+        pages_out(&r),
+        s.cache_stats(a).unwrap(),
+        s.cache_stats(b).unwrap(),
+    );
+    let mut local = 0u64;
+    let page = r.buddy.get_free_pages(Gfp::KERNEL, 0).unwrap();
+
+    assert_eq!(s.kmem_cache_free(b, x), Err(SlabError::WrongCache));
+    assert_eq!(
+        s.kfree(x.as_ptr().wrapping_add(8)),
+        Err(SlabError::Interior)
+    );
+    assert_eq!(
+        s.kmem_cache_free(a, unsafe {
+            core::ptr::NonNull::new_unchecked(x.as_ptr().wrapping_add(1))
+        }),
+        Err(SlabError::Interior)
+    );
+    assert_eq!(
+        s.kfree((&raw mut local).cast()),
+        Err(SlabError::Foreign),
+        "stack pointer"
+    );
+    assert_eq!(
+        s.kfree(page.as_mut_ptr()),
+        Err(SlabError::Foreign),
+        "a page from the buddy allocator"
+    );
+    assert_eq!(
+        s.kfree(big.as_ptr().wrapping_add(4096)),
+        Err(SlabError::Foreign),
+        "inside a large block"
+    );
+    assert_eq!(
+        s.kfree(big.as_ptr().wrapping_add(8)),
+        Err(SlabError::Interior)
+    );
+    assert_eq!(
+        s.kfree(core::ptr::null_mut()),
+        Ok(()),
+        "kfree(NULL) is fine"
+    );
+    let after = (
+        pages_out(&r),
+        s.cache_stats(a).unwrap(),
+        s.cache_stats(b).unwrap(),
+    );
+    assert_eq!(before.0, after.0 - 1, "only the test's own page");
+    assert_eq!((before.1, before.2), (after.1, after.2));
+
+    // Double frees.
+    s.kmem_cache_free(a, x).unwrap();
+    assert_eq!(s.kmem_cache_free(a, x), Err(SlabError::DoubleFree));
+    assert_eq!(s.kfree(x.as_ptr()), Err(SlabError::DoubleFree));
+    s.kfree(k.as_ptr()).unwrap();
+    assert_eq!(s.kfree(k.as_ptr()), Err(SlabError::DoubleFree));
+    assert_eq!(s.ksize(k.as_ptr()), Err(SlabError::DoubleFree));
+    s.kfree(big.as_ptr()).unwrap();
+    assert_eq!(s.kfree(big.as_ptr()), Err(SlabError::DoubleFree));
+    r.buddy.free_pages(page, 0).unwrap();
+    assert!(r.slab.last_report().is_some(), "double frees are reported");
+}
+
+#[test]
+fn bad_sizes_and_alignments() {
+    let r = rig(32, 1);
+    let _c = r.machine.cpu().bind(0).unwrap();
+    let s = &r.slab;
+    assert_eq!(s.kmalloc(0, Gfp::KERNEL), Err(SlabError::BadSize));
+    assert_eq!(s.kmalloc(usize::MAX, Gfp::KERNEL), Err(SlabError::BadSize));
+    assert_eq!(
+        s.kmalloc(usize::MAX - 4095, Gfp::KERNEL),
+        Err(SlabError::BadSize)
+    );
+    assert_eq!(
+        s.kcalloc(usize::MAX / 2, 3, Gfp::KERNEL),
+        Err(SlabError::BadSize)
+    );
+    assert_eq!(
+        s.kmalloc(64 << 20, Gfp::KERNEL),
+        Err(SlabError::BadSize),
+        "beyond MAX_ORDER"
+    );
+    assert_eq!(
+        s.kmem_cache_create("z", 0, 0, SlabFlags::empty(), None),
+        Err(SlabError::BadSize)
+    );
+    assert_eq!(
+        s.kmem_cache_create("h", 1 << 20, 0, SlabFlags::empty(), None),
+        Err(SlabError::BadSize)
+    );
+    assert_eq!(
+        s.kmem_cache_create("a", 64, 24, SlabFlags::empty(), None),
+        Err(SlabError::BadAlign)
+    );
+    assert_eq!(
+        s.kmem_cache_create("a", 64, 8192, SlabFlags::empty(), None),
+        Err(SlabError::BadAlign)
+    );
+    let p = s.kmalloc(10, Gfp::KERNEL).unwrap();
+    assert_eq!(
+        s.krealloc(p.as_ptr(), 0, Gfp::KERNEL),
+        Err(SlabError::BadSize)
+    );
+    assert_eq!(
+        s.ksize(p.as_ptr()),
+        Ok(32),
+        "krealloc(0) left the block alone"
+    );
+    s.kfree(p.as_ptr()).unwrap();
+}
+
+#[test]
+fn destroy_refuses_a_busy_cache_and_stale_handles() {
+    let r = rig(32, 1);
+    let _c = r.machine.cpu().bind(0).unwrap();
+    let s = &r.slab;
+    let before = pages_out(&r);
+    let c = s
+        .kmem_cache_create("busy", 100, 0, SlabFlags::empty(), None)
+        .unwrap();
+    let o = s.kmem_cache_alloc(c, Gfp::KERNEL).unwrap();
+    // SAFETY: nothing else uses the cache.
+    assert_eq!(unsafe { s.kmem_cache_destroy(c) }, Err(SlabError::Busy));
+    s.kmem_cache_free(c, o).unwrap();
+    // SAFETY: as above.
+    assert_eq!(unsafe { s.kmem_cache_destroy(c) }, Ok(()));
+    assert_eq!(
+        s.kmem_cache_alloc(c, Gfp::KERNEL),
+        Err(SlabError::NoSuchCache)
+    );
+    assert_eq!(s.kmem_cache_free(c, o), Err(SlabError::NoSuchCache));
+    // SAFETY: as above.
+    assert_eq!(
+        unsafe { s.kmem_cache_destroy(c) },
+        Err(SlabError::NoSuchCache)
+    );
+    let general = s.kmalloc_cache(64, false).unwrap();
+    // SAFETY: as above.
+    assert_eq!(
+        unsafe { s.kmem_cache_destroy(general) },
+        Err(SlabError::Busy),
+        "general caches stay"
+    );
+    s.shrink_all();
+    r.buddy.drain_local();
+    assert_eq!(pages_out(&r), before, "every page back");
+}
