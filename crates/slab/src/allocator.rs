@@ -102,11 +102,9 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
                 1,
             ));
         }
-        // SAFETY: just written.
-        let cache_cache = Cache {
-            ptr: unsafe { NonNull::new_unchecked(cc) },
-            generation: 1,
-        };
+        // SAFETY: just written; `cc` is a page address, not null.
+        let ptr = unsafe { NonNull::new_unchecked(cc) };
+        let cache_cache = Cache { ptr, generation: 1 };
         // SAFETY: as above.
         unsafe { (*cc).keep_slabs = true };
         let mut chain = LinkedList::new(CacheAdapter::NEW);
@@ -309,9 +307,10 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     /// The general caches (`size-32` … `size-131072`, and `-DMA` variants).
     fn create_general_caches(&mut self) -> Result<(), SlabError> {
         for (i, &(size, name, dma_name)) in KMALLOC_SIZES.iter().enumerate() {
-            // kmalloc objects are naturally aligned (up to a cache line), so a
-            // GlobalAlloc layout can be matched to a size class.
-            let align = (1usize << size.trailing_zeros()).min(crate::flags::CACHE_LINE);
+            // kmalloc objects are naturally aligned (to the largest power of two
+            // dividing their size, up to a page), so a GlobalAlloc layout can be
+            // matched to a size class.
+            let align = crate::kmalloc::class_align(size);
             let normal = self.kmem_cache_create(name, size, align, SlabFlags::empty(), None)?;
             let dma = self.kmem_cache_create(dma_name, size, align, SlabFlags::CACHE_DMA, None)?;
             self.kmalloc.set(i, normal, dma);

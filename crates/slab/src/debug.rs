@@ -136,7 +136,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             return;
         }
         let obj = buf + c.geo.obj_offset;
-        if c.flags.contains(SlabFlags::RED_ZONE) {
+        if c.geo.red_zone {
             set_red(c, obj, RED_INACTIVE);
         }
         if c.flags.contains(SlabFlags::POISON) {
@@ -153,7 +153,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         if c.flags.contains(SlabFlags::POISON) && !poison_ok(c, obj) {
             self.debug_report(c, obj, Offence::UseAfterFree);
         }
-        if c.flags.contains(SlabFlags::RED_ZONE) {
+        if c.geo.red_zone {
             if red(c, obj) != (RED_INACTIVE, RED_INACTIVE) {
                 self.debug_report(c, obj, Offence::RedZone);
             }
@@ -168,7 +168,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         if !cfg!(feature = "debug") {
             return Ok(());
         }
-        if c.flags.contains(SlabFlags::RED_ZONE) {
+        if c.geo.red_zone {
             if red(c, obj) != (RED_ACTIVE, RED_ACTIVE) {
                 self.debug_report(c, obj, Offence::RedZone);
                 c.errors.fetch_add(1, Ordering::Relaxed);
@@ -228,7 +228,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
                         OBJ_ALLOCATED => {
                             allocated += 1;
                             if cfg!(feature = "debug")
-                                && c.flags.contains(SlabFlags::RED_ZONE)
+                                && c.geo.red_zone
                                 && red(c, obj) != (RED_ACTIVE, RED_ACTIVE)
                             {
                                 self.debug_report(c, obj, Offence::RedZone);

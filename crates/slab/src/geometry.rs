@@ -29,6 +29,8 @@ pub struct Geometry {
     pub buffer_size: usize,
     /// Offset of the user's object inside its buffer (the front red zone).
     pub obj_offset: usize,
+    /// Red zones guard the objects (`debug` with `RED_ZONE`, when they fit).
+    pub red_zone: bool,
     /// Object alignment.
     pub align: usize,
     /// Slab size is `PAGE_SIZE << gfporder`.
@@ -104,13 +106,22 @@ pub fn compute(
         word
     };
     ralign = ralign.max(align).max(word);
-    let red = debug && flags.contains(SlabFlags::RED_ZONE);
+    let mut red = debug && flags.contains(SlabFlags::RED_ZONE);
     // With red zones the object starts a word in; keep it aligned by making the
-    // front zone a whole alignment unit.
-    let obj_offset = if red { RED_ZONE.max(ralign) } else { 0 };
-    let mut buffer_size = (obj_offset + size).next_multiple_of(ralign);
-    if red {
-        buffer_size = (buffer_size + RED_ZONE).next_multiple_of(ralign);
+    // front zone a whole alignment unit. Objects too big for zones go without
+    // them, as in Linux.
+    let zoned = |red: bool| {
+        let off = if red { RED_ZONE.max(ralign) } else { 0 };
+        let mut b = (off + size).next_multiple_of(ralign);
+        if red {
+            b = (b + RED_ZONE).next_multiple_of(ralign);
+        }
+        (off, b)
+    };
+    let (mut obj_offset, mut buffer_size) = zoned(red);
+    if red && buffer_size > MAX_OBJ_SIZE {
+        red = false;
+        (obj_offset, buffer_size) = zoned(false);
     }
     if buffer_size > MAX_OBJ_SIZE {
         return None;
@@ -145,6 +156,7 @@ pub fn compute(
         obj_size: size,
         buffer_size,
         obj_offset,
+        red_zone: red,
         align: ralign,
         gfporder,
         num,

@@ -14,7 +14,7 @@ use crate::kmalloc::Kmalloc;
 /// `kmalloc` behind the standard allocator interfaces.
 ///
 /// Layouts are honoured: up to a page of alignment through the general caches
-/// (kmalloc objects are naturally aligned up to a cache line, so the request is
+/// (kmalloc objects are naturally aligned, up to a page, so the request is
 /// rounded up to a class whose alignment suffices), beyond that through the page
 /// allocator, whose blocks are aligned to their size. A deallocation the
 /// allocator refuses (a foreign or already freed pointer) is counted and the
@@ -128,10 +128,10 @@ unsafe impl<C: Cpu> GlobalAlloc for KmallocHeap<'_, '_, C> {
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         if layout.align() <= 8 && new_size > 0 && new_size <= crate::kmalloc::KMALLOC_MAX_CACHE_SIZE
         {
-            return self
-                .slab
-                .krealloc(ptr, new_size, self.gfp)
-                .map_or(core::ptr::null_mut(), NonNull::as_ptr);
+            // SAFETY: GlobalAlloc's contract: `ptr` is a live block of ours that
+            // the caller owns.
+            let r = unsafe { self.slab.krealloc(ptr, new_size, self.gfp) };
+            return r.map_or(core::ptr::null_mut(), NonNull::as_ptr);
         }
         let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else {
             return core::ptr::null_mut();

@@ -32,6 +32,14 @@ pub(crate) const KMALLOC_SIZES: [(usize, &str, &str); 15] = [
     (131_072, "size-131072", "size-131072(DMA)"),
 ];
 
+/// The alignment of a general cache's objects: the largest power of two that
+/// divides the size, at most a page (so `size-96` objects are 32-aligned and
+/// `size-4096` ones page-aligned).
+pub(crate) const fn class_align(size: usize) -> usize {
+    let a = 1usize << size.trailing_zeros();
+    if a > PAGE_SIZE { PAGE_SIZE } else { a }
+}
+
 /// The largest request served by a general cache.
 pub const KMALLOC_MAX_CACHE_SIZE: usize = MAX_OBJ_SIZE;
 
@@ -221,8 +229,13 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     /// Resizes a kmalloc'd block (Linux's `krealloc`): the same block if it is
     /// big enough, else a new one with the contents copied and the old one
     /// freed. A null pointer allocates. A zero size is [`SlabError::BadSize`],
-    /// and on any error the old block is untouched.
-    pub fn krealloc(
+    /// and on any error the old block is untouched. A pointer kmalloc did not
+    /// hand out (or already freed) is refused before it is read.
+    ///
+    /// # Safety
+    /// `ptr` must be null or a block the caller owns: no other thread may use
+    /// it during the call (its bytes are copied).
+    pub unsafe fn krealloc(
         &self,
         ptr: *mut u8,
         new_size: usize,
@@ -236,8 +249,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         }
         let old = self.ksize(ptr)?;
         if old >= new_size {
-            // SAFETY: not null (checked above).
-            return Ok(unsafe { NonNull::new_unchecked(ptr) });
+            return NonNull::new(ptr).ok_or(SlabError::Foreign);
         }
         let new = self.kmalloc(new_size, gfp)?;
         // SAFETY: both blocks are live and at least `old` bytes (new_size > old).

@@ -21,7 +21,7 @@
 //!   allocator-api2 `Allocator`.
 //! - The `debug` feature (like `slub_debug`): red zones, poisoning checked on
 //!   allocation, double-free reports, [`SlabAllocator::validate_cache`].
-//! - [`SlabAllocator::slabinfo`]: `/proc/slabinfo`.
+//! - `/proc/slabinfo` text from [`SlabAllocator::slabinfo`].
 //!
 //! Every free checks its pointer: foreign, interior, wrong cache or double frees
 //! are refused with a [`SlabError`], changing nothing.

@@ -161,11 +161,8 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             off / size
         };
         // SAFETY: the cache outlives this call (the caller holds it).
-        Located {
-            cache: unsafe { &*(c as *const KmemCache) },
-            slab,
-            idx,
-        }
+        let cache = unsafe { &*(c as *const KmemCache) };
+        Located { cache, slab, idx }
     }
 
     /// Fills an empty array: from the shared array, else from the slabs, growing
@@ -193,17 +190,15 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
                 }
             }
         }
-        for _attempt in 0..2 {
+        // Another CPU may take a freshly grown slab's objects before we do:
+        // grow again until we get some; only the page allocator's failure ends
+        // the loop with an error.
+        loop {
             self.take_from_slabs(c, ac, batch);
             if ac.avail > 0 {
                 return Ok(());
             }
             self.grow(c, gfp)?;
-        }
-        if ac.avail > 0 {
-            Ok(())
-        } else {
-            Err(SlabError::OutOfMemory)
         }
     }
 
@@ -342,7 +337,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
                     l.slabs -= 1;
                     l.reaped += 1;
                     doomed.push(slab as *const SlabDesc as usize);
-                    drop(r);
+                    let _ = UnsafeRef::into_raw(r);
                 } else {
                     slab.set_list(now);
                     match now {

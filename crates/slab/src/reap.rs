@@ -81,7 +81,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             self.drain_shared(c, c.limit.div_ceil(5));
             if !c.keep_slabs {
                 let n = c.geo.num.max(1);
-                let budget = (c.free_limit + 5 * n - 1) / (5 * n);
+                let budget = c.free_limit.div_ceil(5 * n);
                 pages += self.free_slabs(c, budget);
             }
         }

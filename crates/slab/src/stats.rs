@@ -93,11 +93,12 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             let s = self.stats_of(c);
             let shared = {
                 let sh = c.shared.lock();
-                // SAFETY: shared array under its lock.
                 if sh.0.is_null() {
                     (0, 0)
                 } else {
-                    unsafe { ((*sh.0).limit / c.batchcount.max(1), (*sh.0).avail) }
+                    // SAFETY: the shared array, under its lock.
+                    let a = unsafe { &*sh.0 };
+                    (a.limit / c.batchcount.max(1), a.avail)
                 }
             };
             writeln!(

@@ -33,12 +33,8 @@ fn bad_frees_are_refused() {
         s.kfree(x.as_ptr().wrapping_add(8)),
         Err(SlabError::Interior)
     );
-    assert_eq!(
-        s.kmem_cache_free(a, unsafe {
-            core::ptr::NonNull::new_unchecked(x.as_ptr().wrapping_add(1))
-        }),
-        Err(SlabError::Interior)
-    );
+    let inside = core::ptr::NonNull::new(x.as_ptr().wrapping_add(1)).unwrap();
+    assert_eq!(s.kmem_cache_free(a, inside), Err(SlabError::Interior));
     assert_eq!(
         s.kfree((&raw mut local).cast()),
         Err(SlabError::Foreign),
@@ -121,10 +117,13 @@ fn bad_sizes_and_alignments() {
         Err(SlabError::BadAlign)
     );
     let p = s.kmalloc(10, Gfp::KERNEL).unwrap();
-    assert_eq!(
-        s.krealloc(p.as_ptr(), 0, Gfp::KERNEL),
-        Err(SlabError::BadSize)
-    );
+    // SAFETY: `p` is a live kmalloc block the test owns.
+    let r0 = unsafe { s.krealloc(p.as_ptr(), 0, Gfp::KERNEL) };
+    assert_eq!(r0, Err(SlabError::BadSize));
+    let mut x = 0u64;
+    // SAFETY: a foreign pointer: krealloc must refuse it before reading.
+    let rf = unsafe { s.krealloc((&raw mut x).cast(), 100, Gfp::KERNEL) };
+    assert_eq!(rf, Err(SlabError::Foreign));
     assert_eq!(
         s.ksize(p.as_ptr()),
         Ok(32),
@@ -154,17 +153,12 @@ fn destroy_refuses_a_busy_cache_and_stale_handles() {
     );
     assert_eq!(s.kmem_cache_free(c, o), Err(SlabError::NoSuchCache));
     // SAFETY: as above.
-    assert_eq!(
-        unsafe { s.kmem_cache_destroy(c) },
-        Err(SlabError::NoSuchCache)
-    );
+    let again = unsafe { s.kmem_cache_destroy(c) };
+    assert_eq!(again, Err(SlabError::NoSuchCache));
     let general = s.kmalloc_cache(64, false).unwrap();
     // SAFETY: as above.
-    assert_eq!(
-        unsafe { s.kmem_cache_destroy(general) },
-        Err(SlabError::Busy),
-        "general caches stay"
-    );
+    let g = unsafe { s.kmem_cache_destroy(general) };
+    assert_eq!(g, Err(SlabError::Busy), "general caches stay");
     s.shrink_all();
     r.buddy.drain_local();
     assert_eq!(pages_out(&r), before, "every page back");

@@ -1,0 +1,106 @@
+//! The `debug` feature: red zones, poisoning, double-free reports, validation.
+//! Each report names the cache, the object and the offence.
+#![cfg(feature = "debug")]
+
+mod common;
+
+use common::rig;
+use kmm_buddy::Gfp;
+use kmm_slab::{Offence, SlabError, SlabFlags};
+
+#[test]
+fn overrun_is_caught_on_free() {
+    let r = rig(16, 1);
+    let _c = r.machine.cpu().bind(0).unwrap();
+    let s = &r.slab;
+    let c = s
+        .kmem_cache_create("victim", 40, 0, SlabFlags::empty(), None)
+        .unwrap();
+    let o = s.kmem_cache_alloc(c, Gfp::KERNEL).unwrap();
+    // SAFETY: deliberately one word past the 40-byte object: into the red zone.
+    unsafe { o.as_ptr().add(40).cast::<u64>().write_unaligned(0) };
+    assert_eq!(s.kmem_cache_free(c, o), Err(SlabError::Corrupted));
+    let rep = s.last_report().unwrap();
+    assert_eq!(
+        (rep.cache, rep.object, rep.offence),
+        ("victim", o.as_ptr() as usize, Offence::RedZone)
+    );
+    assert!(rep.to_string().contains("victim") && rep.to_string().contains("red zone"));
+    assert!(s.validate_cache(c).is_err(), "validation finds it too");
+}
+
+#[test]
+fn underrun_is_caught_on_free() {
+    let r = rig(16, 1);
+    let _c = r.machine.cpu().bind(0).unwrap();
+    let s = &r.slab;
+    let p = s.kmalloc(100, Gfp::KERNEL).unwrap();
+    // SAFETY: deliberately the byte before the object: the front red zone.
+    unsafe { p.as_ptr().sub(1).write(0xFF) };
+    assert_eq!(s.kfree(p.as_ptr()), Err(SlabError::Corrupted));
+    let rep = s.last_report().unwrap();
+    assert_eq!((rep.cache, rep.offence), ("size-128", Offence::RedZone));
+}
+
+#[test]
+fn write_after_free_is_caught_on_allocation() {
+    let r = rig(16, 1);
+    let _c = r.machine.cpu().bind(0).unwrap();
+    let s = &r.slab;
+    let c = s
+        .kmem_cache_create("uaf", 64, 0, SlabFlags::empty(), None)
+        .unwrap();
+    let o = s.kmem_cache_alloc(c, Gfp::KERNEL).unwrap();
+    s.kmem_cache_free(c, o).unwrap();
+    // SAFETY: deliberately writing a freed object (its memory is still a slab's).
+    unsafe { o.as_ptr().add(10).write(1) };
+    let again = s.kmem_cache_alloc(c, Gfp::KERNEL).unwrap();
+    assert_eq!(again, o, "LIFO: the same object comes back");
+    let rep = s.last_report().unwrap();
+    assert_eq!(
+        (rep.cache, rep.object, rep.offence),
+        ("uaf", o.as_ptr() as usize, Offence::UseAfterFree)
+    );
+}
+
+#[test]
+fn double_free_is_reported() {
+    let r = rig(16, 1);
+    let _c = r.machine.cpu().bind(0).unwrap();
+    let s = &r.slab;
+    let c = s
+        .kmem_cache_create("twice", 32, 0, SlabFlags::empty(), None)
+        .unwrap();
+    let o = s.kmem_cache_alloc(c, Gfp::KERNEL).unwrap();
+    s.kmem_cache_free(c, o).unwrap();
+    assert_eq!(s.kmem_cache_free(c, o), Err(SlabError::DoubleFree));
+    let rep = s.last_report().unwrap();
+    assert_eq!(
+        (rep.cache, rep.object, rep.offence),
+        ("twice", o.as_ptr() as usize, Offence::DoubleFree)
+    );
+}
+
+#[test]
+fn healthy_caches_validate() {
+    let r = rig(16, 1);
+    let _c = r.machine.cpu().bind(0).unwrap();
+    let s = &r.slab;
+    let c = s
+        .kmem_cache_create("fine", 24, 8, SlabFlags::HWCACHE_ALIGN, None)
+        .unwrap();
+    let objs: Vec<_> = (0..100)
+        .map(|_| s.kmem_cache_alloc(c, Gfp::KERNEL).unwrap())
+        .collect();
+    for o in &objs[..50] {
+        // SAFETY: writing inside each live 24-byte object.
+        unsafe { core::ptr::write_bytes(o.as_ptr(), 0x11, 24) };
+        s.kmem_cache_free(c, *o).unwrap();
+    }
+    let checked = s.validate_cache(c).unwrap();
+    assert!(checked >= 100);
+    for o in &objs[50..] {
+        s.kmem_cache_free(c, *o).unwrap();
+    }
+    assert!(s.last_report().is_none());
+}
