@@ -181,10 +181,13 @@ impl<'a, C: Cpu> Buddy<'a, C> {
         // Bootmem is done: every frame it did not keep goes to its zone, in runs
         // cut at zone boundaries, as the largest aligned blocks that fit.
         mem.release_free(&boot);
-        let pages = mem.pages();
+        // Descriptors are looked up one by one (not by indexing the whole
+        // `mem_map` slice), so each lookup touches one descriptor.
+        let page_at = |pfn: usize| mem.pfn_to_page(Pfn::new(pfn)).expect("pfn below mem_map's end");
+        let npages = mem.len();
         let mut pfn = 0;
-        while pfn < pages.len() {
-            let page = &pages[pfn];
+        while pfn < npages {
+            let page = page_at(pfn);
             if page.test(PgFlags::RESERVED) {
                 pfn += 1;
                 continue;
@@ -192,21 +195,14 @@ impl<'a, C: Cpu> Buddy<'a, C> {
             let z = page.node() * ZoneType::COUNT + page.zone_type() as usize;
             let zone = &zones[z];
             let mut end = pfn + 1;
-            while end < pages.len()
-                && !pages[end].test(PgFlags::RESERVED)
-                && zone.span().contains(end as u64)
-            {
+            while end < npages && !page_at(end).test(PgFlags::RESERVED) && zone.span().contains(end as u64) {
                 end += 1;
             }
             zone.add_managed(end - pfn);
             let mut area = zone.area.lock();
             let mut s = pfn;
             while s < end {
-                let align = if s == 0 {
-                    MAX_ORDER - 1
-                } else {
-                    s.trailing_zeros() as usize
-                };
+                let align = if s == 0 { MAX_ORDER - 1 } else { s.trailing_zeros() as usize };
                 let fit = (usize::BITS - 1 - (end - s).leading_zeros()) as usize;
                 let order = align.min(fit).min(MAX_ORDER - 1);
                 zone.free_one(&mut area, &mem, s, order);

@@ -118,18 +118,18 @@ pub fn no_reserve() -> BuddyConfig<'static> {
 /// split greedily into the largest aligned blocks (what full coalescing gives).
 pub fn ideal_free_area(buddy: &Buddy<'static, MockCpu>, zone: usize) -> [usize; MAX_ORDER] {
     let z = &buddy.zones()[zone];
-    let pages = buddy.mem().pages();
+    let page = |pfn: usize| buddy.mem().pfn_to_page(kmm_hal::Pfn::new(pfn)).unwrap();
     let span = z.span();
     let mut counts = [0; MAX_ORDER];
     let mut pfn = span.start_pfn as usize;
     let end = span.end_pfn() as usize;
     while pfn < end {
-        if pages[pfn].test(PgFlags::RESERVED) {
+        if page(pfn).test(PgFlags::RESERVED) {
             pfn += 1;
             continue;
         }
         let mut run_end = pfn;
-        while run_end < end && !pages[run_end].test(PgFlags::RESERVED) {
+        while run_end < end && !page(run_end).test(PgFlags::RESERVED) {
             run_end += 1;
         }
         let mut s = pfn;
