@@ -16,8 +16,62 @@ impl<'a, C: Cpu> Buddy<'a, C> {
     /// give a block without going below its watermark.
     #[inline]
     pub fn alloc_pages(&self, gfp: Gfp, order: usize) -> Option<&'a Page> {
+        if order == 0
+            && !self.bypass_pcp
+            && let Some(p) = self.alloc_fast(gfp)
+        {
+            return Some(p);
+        }
         let node = self.cpu_node();
         self.alloc_pages_node(node, gfp, order)
+    }
+
+    /// The order-0 fast path: the first zone of the CPU's zonelist, above its
+    /// low watermark, through this CPU's list. `None` sends the caller down the
+    /// full path (which also handles every failure).
+    #[inline]
+    fn alloc_fast(&self, gfp: Gfp) -> Option<&'a Page> {
+        if gfp.contains(Gfp::ZERO) {
+            return None;
+        }
+        let class = gfp.zone();
+        let page = {
+            let cpu = &self.cpu;
+            let _irq = cpu.irq_guard();
+            let id = cpu.id();
+            let node = if self.numa {
+                usize::from(*self.cpu_nodes.get(id)?)
+            } else {
+                0
+            };
+            let z =
+                &self.zones[usize::from(*self.zonelists[node][class as usize].as_slice().first()?)];
+            let pcp = z.pcp.get(id)?;
+            if pcp.drain.load(Ordering::Relaxed) {
+                return None;
+            }
+            // SAFETY: interrupts are off and `id` is this CPU: nothing else
+            // touches this CPU's list (see `PerCpuPages`).
+            let p = unsafe { &mut *pcp.inner.get() };
+            // An empty list is refilled on the full path. Pages on the list are
+            // already out of the zone's free count; the watermark check only
+            // matters when the zone is low — leave that case to the full path.
+            if p.list.is_empty()
+                || !z.watermark_ok(0, z.watermark(Watermark::Low), false, false, class)
+            {
+                return None;
+            }
+            let page = if gfp.contains(Gfp::COLD) {
+                p.list.pop_back()
+            } else {
+                p.list.pop_front()
+            };
+            p.count -= 1;
+            pcp.set_count(p.count);
+            page?
+        };
+        self.prep_new_page(page, 0, gfp, false);
+        Some(page)
     }
 
     /// [`Buddy::alloc_pages`] with the zonelist of `node` (its zones first, then
@@ -89,6 +143,9 @@ impl<'a, C: Cpu> Buddy<'a, C> {
 
     /// The node of the calling CPU.
     fn cpu_node(&self) -> usize {
+        if !self.numa {
+            return 0;
+        }
         let _g = self.cpu.preempt_guard();
         let id = self.cpu.id();
         usize::from(self.cpu_nodes.get(id).copied().unwrap_or(0))
@@ -102,16 +159,12 @@ impl<'a, C: Cpu> Buddy<'a, C> {
         node: usize,
         class: ZoneType,
     ) -> impl Iterator<Item = &'a Zone<'a>> + '_ {
-        let n = self.mem.nr_node_ids();
         let zones = self.zones;
-        (0..n)
-            .flat_map(move |i| {
-                let nd = (node + i) % n;
-                (0..=class as usize)
-                    .rev()
-                    .map(move |t| &zones[nd * ZoneType::COUNT + t])
-            })
-            .filter(|z| z.managed() > 0)
+        let zl = self
+            .zonelists
+            .get(node)
+            .map_or(&[][..], |l| l[class as usize].as_slice());
+        zl.iter().map(move |&z| &zones[usize::from(z)])
     }
 
     fn get_page_from_freelist(

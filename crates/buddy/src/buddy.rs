@@ -3,7 +3,7 @@
 use core::sync::atomic::AtomicUsize;
 
 use kmm_hal::{Cpu, PAGE_SIZE, Pfn};
-use kmm_page_frame::{Bootmem, MemMap, PgFlags, ZoneType};
+use kmm_page_frame::{Bootmem, MAX_NUMNODES, MemMap, PgFlags, ZoneType};
 
 use crate::pcp::{PerCpuPages, batch_for};
 use crate::zone::Zone;
@@ -57,6 +57,26 @@ pub enum Freed {
     StillReferenced,
 }
 
+/// A precomputed zonelist: zone indices in fallback order (Linux's
+/// `struct zonelist`), empty zones left out.
+#[derive(Clone, Copy)]
+pub(crate) struct ZoneList {
+    pub(crate) zones: [u8; MAX_NUMNODES * ZoneType::COUNT],
+    pub(crate) len: u8,
+}
+
+impl ZoneList {
+    pub(crate) const EMPTY: ZoneList = ZoneList {
+        zones: [0; MAX_NUMNODES * ZoneType::COUNT],
+        len: 0,
+    };
+
+    #[inline]
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        &self.zones[..usize::from(self.len)]
+    }
+}
+
 /// Allocation flags derived from GFP (Linux's `ALLOC_*`).
 #[derive(Clone, Copy)]
 pub(crate) struct AllocFlags {
@@ -81,6 +101,10 @@ pub struct Buddy<'a, C: Cpu> {
     pub(crate) min_free_kbytes: usize,
     pub(crate) failures: AtomicUsize,
     pub(crate) bypass_pcp: bool,
+    /// `zonelists[node][highest zone]`.
+    pub(crate) zonelists: [[ZoneList; ZoneType::COUNT]; MAX_NUMNODES],
+    /// More than one node: the CPU's node has to be looked up.
+    pub(crate) numa: bool,
 }
 
 impl<'a, C: Cpu> core::fmt::Debug for Buddy<'a, C> {
@@ -183,7 +207,10 @@ impl<'a, C: Cpu> Buddy<'a, C> {
         mem.release_free(&boot);
         // Descriptors are looked up one by one (not by indexing the whole
         // `mem_map` slice), so each lookup touches one descriptor.
-        let page_at = |pfn: usize| mem.pfn_to_page(Pfn::new(pfn)).expect("pfn below mem_map's end");
+        let page_at = |pfn: usize| {
+            mem.pfn_to_page(Pfn::new(pfn))
+                .expect("pfn below mem_map's end")
+        };
         let npages = mem.len();
         let mut pfn = 0;
         while pfn < npages {
@@ -195,14 +222,21 @@ impl<'a, C: Cpu> Buddy<'a, C> {
             let z = page.node() * ZoneType::COUNT + page.zone_type() as usize;
             let zone = &zones[z];
             let mut end = pfn + 1;
-            while end < npages && !page_at(end).test(PgFlags::RESERVED) && zone.span().contains(end as u64) {
+            while end < npages
+                && !page_at(end).test(PgFlags::RESERVED)
+                && zone.span().contains(end as u64)
+            {
                 end += 1;
             }
             zone.add_managed(end - pfn);
             let mut area = zone.area.lock();
             let mut s = pfn;
             while s < end {
-                let align = if s == 0 { MAX_ORDER - 1 } else { s.trailing_zeros() as usize };
+                let align = if s == 0 {
+                    MAX_ORDER - 1
+                } else {
+                    s.trailing_zeros() as usize
+                };
                 let fit = (usize::BITS - 1 - (end - s).leading_zeros()) as usize;
                 let order = align.min(fit).min(MAX_ORDER - 1);
                 zone.free_one(&mut area, &mem, s, order);
@@ -221,8 +255,36 @@ impl<'a, C: Cpu> Buddy<'a, C> {
             min_free_kbytes: 0,
             failures: AtomicUsize::new(0),
             bypass_pcp: config.bypass_pcp,
+            zonelists: [[ZoneList::EMPTY; ZoneType::COUNT]; MAX_NUMNODES],
+            numa: false,
         };
+        b.build_zonelists();
         b.set_min_free_kbytes(config.min_free_kbytes);
         Ok(b)
+    }
+}
+
+impl<C: Cpu> Buddy<'_, C> {
+    /// Builds every node's zonelists: its own zones from the highest allowed
+    /// down to DMA, then the other nodes' in turn, empty zones left out.
+    fn build_zonelists(&mut self) {
+        let n = self.mem.nr_node_ids();
+        self.numa = self.mem.nodes().count() > 1;
+        for node in 0..n.min(MAX_NUMNODES) {
+            for class in 0..ZoneType::COUNT {
+                let mut zl = ZoneList::EMPTY;
+                for i in 0..n {
+                    let nd = (node + i) % n;
+                    for t in (0..=class).rev() {
+                        let z = nd * ZoneType::COUNT + t;
+                        if self.zones[z].managed() > 0 {
+                            zl.zones[usize::from(zl.len)] = z as u8;
+                            zl.len += 1;
+                        }
+                    }
+                }
+                self.zonelists[node][class] = zl;
+            }
+        }
     }
 }

@@ -48,10 +48,12 @@ impl<'a> PerCpuPages<'a> {
     }
 
     /// Pages on the list.
+    #[inline]
     pub fn count(&self) -> usize {
         self.count.load(Ordering::Relaxed)
     }
 
+    #[inline]
     pub(crate) fn set_count(&self, n: usize) {
         self.count.store(n, Ordering::Relaxed);
     }

@@ -82,31 +82,37 @@ impl<'a> Zone<'a> {
     }
 
     /// The zone type.
+    #[inline]
     pub fn kind(&self) -> ZoneType {
         self.kind
     }
 
     /// The node.
+    #[inline]
     pub fn node(&self) -> usize {
         self.node
     }
 
     /// The frames the zone spans.
+    #[inline]
     pub fn span(&self) -> ZoneSpan {
         self.span
     }
 
     /// Pages given to the allocator.
+    #[inline]
     pub fn managed(&self) -> usize {
         self.managed.load(Ordering::Relaxed)
     }
 
     /// Pages in the free lists (not counting per-CPU lists).
+    #[inline]
     pub fn free_pages(&self) -> usize {
         self.free.load(Ordering::Relaxed)
     }
 
     /// Free blocks of `order` in the free lists.
+    #[inline]
     pub fn nr_free(&self, order: usize) -> usize {
         self.nr_free
             .get(order)
@@ -114,12 +120,14 @@ impl<'a> Zone<'a> {
     }
 
     /// A watermark, in pages.
+    #[inline]
     pub fn watermark(&self, w: Watermark) -> usize {
         self.wmark[w as usize].load(Ordering::Relaxed)
     }
 
     /// Pages kept back from allocations that may also use `classzone` (a higher
     /// zone).
+    #[inline]
     pub fn lowmem_reserve(&self, classzone: ZoneType) -> usize {
         self.lowmem_reserve[classzone as usize].load(Ordering::Relaxed)
     }
@@ -162,6 +170,7 @@ impl<'a> Zone<'a> {
     /// zone above `mark` (halved for high-priority callers, `high`; cut by a
     /// quarter for atomic ones, `harder`) plus the lowmem reserve against
     /// `classzone`, counting at each order only the blocks big enough to matter?
+    #[inline]
     pub fn watermark_ok(
         &self,
         order: usize,

@@ -338,6 +338,7 @@ impl Pfn {
     /// # Panics
     /// If `raw` is not below [`Pfn::LIMIT`]. Use [`Pfn::try_new`] for values
     /// from outside.
+    #[inline]
     pub const fn new(raw: usize) -> Pfn {
         match Pfn::try_new(raw) {
             Ok(p) => p,
@@ -347,6 +348,7 @@ impl Pfn {
 
     /// Makes a frame number, or [`AddrError::OutOfRange`] if it is not below
     /// [`Pfn::LIMIT`].
+    #[inline]
     pub const fn try_new(raw: usize) -> Result<Pfn, AddrError> {
         if raw < Pfn::LIMIT {
             Ok(Pfn(raw))
@@ -364,12 +366,14 @@ impl Pfn {
     }
 
     /// The raw value.
+    #[inline]
     pub const fn as_usize(self) -> usize {
         self.0
     }
 
     /// The physical address of the frame's first byte (below
     /// [`PhysAddr::LIMIT`] because the frame number is below [`Pfn::LIMIT`]).
+    #[inline]
     pub const fn phys(self) -> PhysAddr {
         PhysAddr((self.0 as u64) << PAGE_SHIFT)
     }

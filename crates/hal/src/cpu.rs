@@ -44,6 +44,7 @@ pub trait Cpu {
     fn preempt_count(&self) -> usize;
 
     /// Disables interrupts until the guard is dropped.
+    #[inline]
     fn irq_guard(&self) -> IrqGuard<'_, Self>
     where
         Self: Sized,
@@ -56,6 +57,7 @@ pub trait Cpu {
     }
 
     /// Disables preemption until the guard is dropped.
+    #[inline]
     fn preempt_guard(&self) -> PreemptGuard<'_, Self>
     where
         Self: Sized,
@@ -77,6 +79,7 @@ pub struct IrqGuard<'a, C: Cpu> {
 }
 
 impl<C: Cpu> Drop for IrqGuard<'_, C> {
+    #[inline]
     fn drop(&mut self) {
         // SAFETY: the state came from `irq_save` on this CPU when the guard was
         // made, and guards drop in reverse order of creation (they are not `Send`).
@@ -100,6 +103,7 @@ impl<C: Cpu> PreemptGuard<'_, C> {
 }
 
 impl<C: Cpu> Drop for PreemptGuard<'_, C> {
+    #[inline]
     fn drop(&mut self) {
         // SAFETY: matches the `preempt_disable` in `Cpu::preempt_guard`.
         unsafe { self.cpu.preempt_enable() }

@@ -40,6 +40,7 @@ impl DirectMap {
     }
 
     /// The virtual address of `pa`, if `pa` is in the direct map.
+    #[inline]
     pub const fn phys_to_virt(&self, pa: PhysAddr) -> Option<VirtAddr> {
         if pa.as_u64() < self.size as u64 {
             Some(VirtAddr::new(self.base.as_usize() + pa.as_u64() as usize))
@@ -49,6 +50,7 @@ impl DirectMap {
     }
 
     /// The physical address behind `va`, if `va` is in the direct map.
+    #[inline]
     pub const fn virt_to_phys(&self, va: VirtAddr) -> Option<PhysAddr> {
         match va.as_usize().checked_sub(self.base.as_usize()) {
             Some(off) if off < self.size => Some(PhysAddr::new(off as u64)),

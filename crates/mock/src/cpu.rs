@@ -168,10 +168,12 @@ impl MockCpu {
 }
 
 impl Cpu for MockCpu {
+    #[inline]
     fn count(&self) -> usize {
         self.shared.bound.len()
     }
 
+    #[inline]
     #[track_caller]
     fn id(&self) -> usize {
         match CURRENT.with(Cell::get) {
@@ -180,11 +182,13 @@ impl Cpu for MockCpu {
         }
     }
 
+    #[inline]
     fn irq_save(&self) -> IrqState {
         GUARDS.with(|g| g.set((g.get().0 + 1, g.get().1)));
         IrqState(usize::from(IRQS_OFF.with(|c| c.replace(true))))
     }
 
+    #[inline]
     unsafe fn irq_restore(&self, state: IrqState) {
         assert!(
             IRQS_OFF.with(Cell::get),
@@ -193,15 +197,18 @@ impl Cpu for MockCpu {
         IRQS_OFF.with(|c| c.set(state.0 != 0));
     }
 
+    #[inline]
     fn irqs_disabled(&self) -> bool {
         IRQS_OFF.with(Cell::get)
     }
 
+    #[inline]
     fn preempt_disable(&self) {
         GUARDS.with(|g| g.set((g.get().0, g.get().1 + 1)));
         PREEMPT.with(|c| c.set(c.get() + 1));
     }
 
+    #[inline]
     unsafe fn preempt_enable(&self) {
         PREEMPT.with(|c| {
             let n = c.get();
@@ -210,6 +217,7 @@ impl Cpu for MockCpu {
         });
     }
 
+    #[inline]
     fn preempt_count(&self) -> usize {
         PREEMPT.with(Cell::get)
     }

@@ -321,6 +321,7 @@ impl<'a> MemMap<'a> {
     }
 
     /// One more than the highest node id.
+    #[inline]
     pub fn nr_node_ids(&self) -> usize {
         self.nr_nodes
     }
@@ -331,6 +332,7 @@ impl<'a> MemMap<'a> {
     }
 
     /// The direct map.
+    #[inline]
     pub fn direct_map(&self) -> DirectMap {
         self.dm
     }
@@ -374,6 +376,7 @@ impl<'a> MemMap<'a> {
     /// high-memory page the address it is mapped at (see
     /// [`MemMap::set_page_address`]), or `None` while unmapped (Linux's
     /// `page_address`).
+    #[inline]
     pub fn page_address(&self, page: &Page) -> Option<VirtAddr> {
         let pfn = self.page_to_pfn(page).ok()?;
         if page.test(PgFlags::HIGHMEM) || pfn.as_usize() as u64 >= self.high_start {
@@ -394,6 +397,7 @@ impl<'a> MemMap<'a> {
 
     /// The descriptor of the page a direct-map address lies in (Linux's
     /// `virt_to_page`).
+    #[inline]
     pub fn virt_to_page(&self, va: VirtAddr) -> Result<&'a Page, PfnError> {
         let pa = self.dm.virt_to_phys(va).ok_or(PfnError::NotDirectMapped)?;
         let pfn = pa.pfn().map_err(|_| PfnError::OutOfRange)?;

@@ -231,12 +231,15 @@ impl Page {
     /// zero (nothing changed).
     #[inline]
     pub fn put_testzero(&self) -> Option<bool> {
-        match self
-            .count
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| c.checked_sub(1))
-        {
-            Ok(prev) => Some(prev == 1),
-            Err(_) => None,
+        // One locked decrement; a count that was already zero is put back (a
+        // reader may briefly see it wrapped, which `get` treats as "cannot
+        // take a reference").
+        let prev = self.count.fetch_sub(1, Ordering::AcqRel);
+        if prev == 0 {
+            self.count.fetch_add(1, Ordering::AcqRel);
+            None
+        } else {
+            Some(prev == 1)
         }
     }
 
