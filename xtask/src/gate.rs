@@ -155,6 +155,26 @@ fn steps() -> Vec<Step> {
             ],
         ),
         cargo("cargo test (workspace)", &root, &["test", "--workspace"]),
+        cargo(
+            "clippy (kmm-slab with the debug feature)",
+            &root,
+            &[
+                "clippy",
+                "-p",
+                "kmm-slab",
+                "--features",
+                "debug",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        ),
+        cargo(
+            "cargo test (kmm-slab with the debug feature)",
+            &root,
+            &["test", "-p", "kmm-slab", "--features", "debug"],
+        ),
         step("rustdoc (workspace, warnings denied)", move || {
             let mut c = command(&root_for_doc, "cargo", ["doc", "--workspace", "--no-deps"]);
             c.env("RUSTDOCFLAGS", "-D warnings");

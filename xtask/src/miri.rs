@@ -4,7 +4,14 @@ use crate::cmd::{self, Result, command};
 use crate::root;
 
 /// The crates whose tests run under Miri (the mock in its pure-software mode).
-const CRATES: [&str; 3] = ["kmm-hal", "kmm-i386", "kmm-mock"];
+const CRATES: [&str; 6] = [
+    "kmm-hal",
+    "kmm-i386",
+    "kmm-mock",
+    "kmm-page-frame",
+    "kmm-buddy",
+    "kmm-slab",
+];
 /// Miri flags: the page-table code turns integers into pointers through a
 /// direct map, which needs permissive provenance.
 const MIRIFLAGS: &str = "-Zmiri-permissive-provenance";
