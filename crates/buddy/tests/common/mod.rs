@@ -90,8 +90,9 @@ pub fn rig_with(
         .backing(backing)
         .build()
         .expect("machine");
-    let map: &'static [Region] = Box::leak(memory_map(mib, two_nodes).into_boxed_slice());
-    let mut boot = Bootmem::new(map, machine.lowmem_end()).expect("bootmem");
+    // Bootmem borrows the map only until `Buddy::new` consumes it.
+    let map = memory_map(mib, two_nodes);
+    let mut boot = Bootmem::new(&map, machine.lowmem_end()).expect("bootmem");
     boot.reserve(PhysAddr::new(0x10_0000), 0x10_0000)
         .expect("kernel image");
     let layout = TestLayout {

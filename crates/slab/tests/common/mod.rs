@@ -7,12 +7,27 @@ use kmm_mock::{Backing, Machine, MockCpu};
 use kmm_page_frame::{Bootmem, MemMap, Region, RegionKind};
 use kmm_slab::{Cache, SlabAllocator};
 
-/// Fields drop in order: the slab allocator, then the machine (the leaked
-/// buddy allocator is never used after the machine goes).
+/// The slab allocator borrows the buddy allocator, which lives in a box the
+/// rig owns; `Drop` takes them down in order: slab, buddy, then the machine.
 pub struct Rig {
-    pub slab: SlabAllocator<'static, MockCpu>,
+    pub slab: core::mem::ManuallyDrop<SlabAllocator<'static, MockCpu>>,
     pub buddy: &'static Buddy<'static, MockCpu>,
     pub machine: Machine,
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        // SAFETY: the slab allocator is dropped once, here, before the buddy
+        // allocator it borrows.
+        unsafe { core::mem::ManuallyDrop::drop(&mut self.slab) };
+        // SAFETY: `buddy` came from `Box::leak` in `rig` and nothing borrows it
+        // any more.
+        drop(unsafe {
+            Box::from_raw(
+                self.buddy as *const Buddy<'static, MockCpu> as *mut Buddy<'static, MockCpu>,
+            )
+        });
+    }
 }
 
 pub fn rig(mib: usize, cpus: usize) -> Rig {
@@ -22,12 +37,8 @@ pub fn rig(mib: usize, cpus: usize) -> Rig {
         .backing(Backing::default_for_host())
         .build()
         .expect("machine");
-    let map: &'static [Region] = Box::leak(Box::new([Region::new(
-        0,
-        (mib as u64) << 20,
-        RegionKind::Usable,
-    )]));
-    let mut boot = Bootmem::new(map, machine.lowmem_end()).expect("bootmem");
+    let map = [Region::new(0, (mib as u64) << 20, RegionKind::Usable)];
+    let mut boot = Bootmem::new(&map, machine.lowmem_end()).expect("bootmem");
     boot.reserve(PhysAddr::new(0x10_0000), 0x10_0000)
         .expect("kernel");
     // SAFETY: the direct map is the machine's RAM, alive while the rig is.
@@ -44,7 +55,7 @@ pub fn rig(mib: usize, cpus: usize) -> Rig {
         SlabAllocator::new(buddy).expect("slab")
     };
     Rig {
-        slab,
+        slab: core::mem::ManuallyDrop::new(slab),
         buddy,
         machine,
     }
