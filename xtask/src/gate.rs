@@ -139,7 +139,7 @@ fn steps() -> Vec<Step> {
             ],
         ),
         cargo(
-            "clippy (kmm-hal, kmm-i386 for i686)",
+            "clippy (library crates for i686)",
             &root,
             &[
                 "clippy",
@@ -147,6 +147,12 @@ fn steps() -> Vec<Step> {
                 "kmm-hal",
                 "-p",
                 "kmm-i386",
+                "-p",
+                "kmm-page-frame",
+                "-p",
+                "kmm-buddy",
+                "-p",
+                "kmm-slab",
                 "--target",
                 KERNEL_TARGET,
                 "--",
