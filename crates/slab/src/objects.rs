@@ -32,14 +32,8 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         let obj = {
             let cpu = self.buddy.cpu();
             let _irq = cpu.irq_guard();
-            let pa = c.cpu_array(cpu.id());
-            // SAFETY: interrupts are off and this is this CPU's array: nothing
-            // else touches it (see `KmemCache`).
-            let ac = unsafe { &mut **pa.ac.get() };
-            if pa.drain.load(Ordering::Relaxed) {
-                pa.drain.store(false, Ordering::Relaxed);
-                self.free_array(c, ac, usize::MAX);
-            }
+            // SAFETY: interrupts are off (the guard above) and the id is ours.
+            let ac = unsafe { self.local_array(c, cpu.id()) };
             if ac.avail == 0 {
                 self.refill(c, ac, gfp)?;
             }
@@ -85,13 +79,8 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         state.store(OBJ_FREE, Ordering::Relaxed);
         let cpu = self.buddy.cpu();
         let _irq = cpu.irq_guard();
-        let pa = c.cpu_array(cpu.id());
-        // SAFETY: interrupts are off and this is this CPU's array.
-        let ac = unsafe { &mut **pa.ac.get() };
-        if pa.drain.load(Ordering::Relaxed) {
-            pa.drain.store(false, Ordering::Relaxed);
-            self.free_array(c, ac, usize::MAX);
-        }
+        // SAFETY: interrupts are off (the guard above) and the id is ours.
+        let ac = unsafe { self.local_array(c, cpu.id()) };
         if ac.avail == ac.limit {
             self.flush_array(c, ac);
         }
@@ -99,6 +88,24 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         ac.entries()[i] = obj;
         ac.avail += 1;
         Ok(())
+    }
+
+    /// The array of CPU `id` for `c`, emptied first if another CPU asked for it.
+    ///
+    /// # Safety
+    /// Interrupts must be off and `id` must be the calling CPU's: then nothing
+    /// else touches the array (see `KmemCache`) while the borrow lives.
+    #[inline]
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn local_array<'c>(&self, c: &'c KmemCache, id: usize) -> &'c mut ArrayCache {
+        let pa = c.cpu_array(id);
+        // SAFETY: exclusive by the contract above.
+        let ac = unsafe { &mut **pa.ac.get() };
+        if pa.drain.load(Ordering::Relaxed) {
+            pa.drain.store(false, Ordering::Relaxed);
+            self.free_array(c, ac, usize::MAX);
+        }
+        ac
     }
 
     /// Finds the cache, slab and index of an object pointer, checking that it is
