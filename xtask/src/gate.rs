@@ -30,12 +30,18 @@ fn cargo(name: &'static str, dir: &Path, args: &'static [&'static str]) -> Step 
 /// The lines every good boot prints besides the mode line: paging on,
 /// a mapping proved through two aliases, the buddy allocator built from the
 /// multiboot map with every zone (HIGHMEM too: QEMU gets 2 GiB) and order
-/// exercised and every page back, and `kmm: boot ok` last.
-const BOOT_LINES: [&str; 5] = [
+/// exercised and every page back, the slab allocator as the global allocator
+/// (`Vec`, `Box`, `String`, `BTreeMap`), its own caches, a mempool and
+/// `/proc/slabinfo`, with every page accounted for, and `kmm: boot ok` last.
+const BOOT_LINES: [&str; 9] = [
     "kmm: paging enabled",
     "kmm: alias check ok",
     "kmm: highmem zone ok",
     "kmm: buddy ok",
+    "kmm: global allocator ok",
+    "kmm: slabinfo: slabinfo - version: 2.1",
+    "kmm: mempool ok",
+    "kmm: slab ok",
     "kmm: boot ok",
 ];
 

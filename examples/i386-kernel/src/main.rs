@@ -3,7 +3,9 @@
 //! chosen on the command line), turns paging on, proves a mapping through two
 //! aliases, builds `mem_map` and the zoned buddy allocator from the multiboot
 //! memory map (kmm-page-frame, kmm-buddy) and exercises every zone and order,
-//! and reports on COM1.
+//! builds the slab allocator over it (kmm-slab) and makes `kmalloc` the
+//! `#[global_allocator]` (`Vec`, `Box`, `BTreeMap` from `alloc`), exercises its
+//! caches, and reports on COM1.
 //!
 //! Command line: `paging=2level` (default) or `paging=pae`; `test=panic` to
 //! panic on purpose. QEMU exits with 33 on success and 35 on failure through
@@ -11,18 +13,25 @@
 #![no_std]
 #![no_main]
 
+extern crate alloc;
+
+mod alloc_check;
 mod bad_free;
 mod boot;
 mod buddy_check;
 mod exit;
 mod fallback;
 mod frames;
+mod heap;
 mod highmem;
 mod multiboot;
 mod paging;
 mod physmem;
+mod pool_check;
 mod rt;
 mod serial;
+mod slab_bad_input;
+mod slab_check;
 
 use core::panic::PanicInfo;
 
@@ -104,7 +113,7 @@ fn print_memory_map(boot: &BootInfo) -> usize {
 }
 
 /// Boots with paging mode `M` (`pae` says which one it is).
-fn run<M: Mode + Send>(boot: &BootInfo, opts: Options, pae: bool) -> ! {
+fn run<M: Mode + Send + 'static>(boot: &BootInfo, opts: Options, pae: bool) -> ! {
     let lowmem = print_memory_map(boot);
     let (kstart, kend) = boot::kernel_image();
     let floor = kend.max(boot.data_end);
@@ -163,7 +172,8 @@ fn run<M: Mode + Send>(boot: &BootInfo, opts: Options, pae: bool) -> ! {
         window.va(),
         window.table_pages()
     );
-    physmem::run(boot, &layout, frames, &window);
+    let buddy = physmem::run(boot, &layout, frames, window);
+    slab_check::run(buddy);
     if opts.test_panic {
         kprintln!("kmm: test=panic: panicking on purpose");
         panic!("deliberate panic requested by test=panic");

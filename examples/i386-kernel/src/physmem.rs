@@ -8,7 +8,7 @@ use kmm_i386::{I386Cpu, I386Layout, Mode};
 use kmm_page_frame::{Bootmem, MemMap, Region, RegionKind, ZoneType};
 
 use crate::boot;
-use crate::buddy_check;
+use crate::buddy_check::{self, KernelBuddy};
 use crate::frames::BootFrames;
 use crate::highmem::HighmemWindow;
 use crate::multiboot::{BootInfo, MAX_REGIONS};
@@ -27,19 +27,53 @@ fn reserve(bootmem: &mut Bootmem<'_>, what: &str, start: u64, end: u64) {
     kprintln!("kmm: bootmem: reserved {what} {start:#x}..{end:#x}");
 }
 
+/// The page allocator, built once by [`run`] and kept for the kernel's life:
+/// the slab allocator (and through it the global allocator) borrows it for
+/// `'static`.
+static BUDDY: spin::Once<KernelBuddy<'static>> = spin::Once::new();
+
+/// Moves `value` into memory taken from bootmem for good (Linux's
+/// `alloc_bootmem`: the frames stay reserved and never reach the page
+/// allocator) and returns it for the kernel's life.
+fn leak<T>(bootmem: &mut Bootmem<'_>, layout: &I386Layout, what: &str, value: T) -> &'static T {
+    let pa = bootmem
+        .alloc(size_of::<T>().max(1), align_of::<T>())
+        .unwrap_or_else(|e| panic!("bootmem: {what}: {e}"));
+    let p = layout
+        .direct_map()
+        .phys_to_virt(pa)
+        .expect("bootmem hands out low memory")
+        .as_mut_ptr::<T>();
+    // SAFETY: bootmem reserved at least `size_of::<T>()` bytes at `pa` for this
+    // call alone, aligned to at least `align_of::<T>()` (bootmem blocks are
+    // page-aligned), and never gives them back: they stay reserved in
+    // `mem_map`, so the page allocator never hands them out. The direct map
+    // maps them read-write for the kernel's life (see `run`). Nothing else
+    // refers to them, and the value is never dropped or moved again.
+    unsafe {
+        p.write(value);
+        &*p
+    }
+}
+
 /// Builds `mem_map` and the buddy allocator from the multiboot memory map,
-/// prints what they hold, then runs the allocator checks of [`buddy_check`].
+/// prints what they hold, runs the allocator checks of [`buddy_check`], and
+/// returns the allocator, kept for the kernel's life.
 ///
 /// `frames` is retired here: every frame it handed out (the page tables of
-/// `window` among them) is reserved, and it hands out no more. `M: Send` lets
-/// the allocator's `zero_highmem` hook (which must be `Sync`) share the
-/// window's locked tables.
-pub fn run<M: Mode + Send>(
+/// `window` among them) is reserved, and it hands out no more. The window
+/// moves into bootmem memory for good, since the allocator's `zero_highmem`
+/// hook uses it for as long as the allocator lives. `M: Send` lets that hook
+/// (which must be `Sync`) share the window's locked tables.
+///
+/// Called once: the allocator is built once.
+pub fn run<M: Mode + Send + 'static>(
     boot: &BootInfo,
     layout: &I386Layout,
     frames: BootFrames,
-    window: &HighmemWindow<M>,
-) {
+    window: HighmemWindow<M>,
+) -> &'static KernelBuddy<'static> {
+    assert!(!BUDDY.is_completed(), "the page allocator is built once");
     let mut regions = [Region::new(0, 0, RegionKind::Reserved); MAX_REGIONS];
     let n = convert_map(boot, paging::phys_limit(layout.pae()), &mut regions);
     let regions = &regions[..n];
@@ -69,14 +103,20 @@ pub fn run<M: Mode + Send>(
         Ok(m) => m,
         Err(e) => panic!("mem_map: {e}"),
     };
-    let zero = |pfn: Pfn| {
-        // SAFETY: the allocator calls `zero_highmem` only for a frame of a
-        // block it has just taken off its free lists for a `Gfp::ZERO`
-        // request: no one else uses it yet.
-        unsafe { window.zero(pfn) }
-    };
+    let window = leak(&mut bootmem, layout, "highmem window", window);
+    let zero: &'static (dyn Fn(Pfn) + Sync) = leak(
+        &mut bootmem,
+        layout,
+        "zero_highmem hook",
+        move |pfn: Pfn| {
+            // SAFETY: the allocator calls `zero_highmem` only for a frame of a
+            // block it has just taken off its free lists for a `Gfp::ZERO`
+            // request: no one else uses it yet.
+            unsafe { window.zero(pfn) }
+        },
+    );
     let config = BuddyConfig {
-        zero_highmem: Some(&zero),
+        zero_highmem: Some(zero),
         ..BuddyConfig::default()
     };
     // SAFETY: as for MemMap::new: the direct map covers what bootmem hands out
@@ -85,9 +125,11 @@ pub fn run<M: Mode + Send>(
         Ok(b) => b,
         Err(e) => panic!("buddy allocator: {e}"),
     };
-    print_stats(&buddy);
+    let buddy = BUDDY.call_once(|| buddy);
+    print_stats(buddy);
     let kernel_pfn = Pfn::new((kstart / PAGE_SIZE as u64) as usize);
-    buddy_check::run(&buddy, window, kernel_pfn);
+    buddy_check::run(buddy, window, kernel_pfn);
+    buddy
 }
 
 /// Converts the multiboot map into `out` and returns how many entries it
@@ -128,7 +170,7 @@ fn watermark_line(line: &str) -> bool {
 
 /// Prints the `mem_map` counts, the node and zone spans, the watermarks and
 /// `/proc/buddyinfo`.
-fn print_stats(buddy: &Buddy<'_, I386Cpu>) {
+fn print_stats(buddy: &KernelBuddy<'_>) {
     let mem = buddy.mem();
     let s = mem.stats();
     let base = VirtAddr::from_ptr(mem.pages().as_ptr());
@@ -193,7 +235,7 @@ fn print_stats(buddy: &Buddy<'_, I386Cpu>) {
 }
 
 /// Prints `/proc/buddyinfo`, one `kmm: buddyinfo:` line per zone.
-pub fn print_buddyinfo(buddy: &Buddy<'_, I386Cpu>) {
+pub fn print_buddyinfo(buddy: &KernelBuddy<'_>) {
     let mut w = LineWriter::new("kmm: buddyinfo: ");
     buddy.buddyinfo(&mut w).expect("serial output never fails");
 }

@@ -94,7 +94,7 @@ macro_rules! kprintln {
 pub(crate) use kprintln;
 
 /// The longest line a [`LineWriter`] holds; the rest of a longer line is cut.
-const LINE_MAX: usize = 160;
+const LINE_MAX: usize = 200;
 
 /// A [`fmt::Write`] adapter to COM1 for text made by library code (such as
 /// `/proc/buddyinfo`): it buffers each line, drops the ones `keep` refuses,
