@@ -3,7 +3,7 @@
 use core::sync::atomic::AtomicUsize;
 
 use kmm_hal::{Cpu, PAGE_SIZE, Pfn};
-use kmm_page_frame::{Bootmem, MAX_NUMNODES, MemMap, PgFlags, ZoneType};
+use kmm_page_frame::{Bootmem, MAX_NUMNODES, MemMap, ZoneType};
 
 use crate::pcp::{PerCpuPages, batch_for};
 use crate::zone::Zone;
@@ -205,44 +205,35 @@ impl<'a, C: Cpu> Buddy<'a, C> {
         // Bootmem is done: every frame it did not keep goes to its zone, in runs
         // cut at zone boundaries, as the largest aligned blocks that fit.
         mem.release_free(&boot);
-        // Descriptors are looked up one by one (not by indexing the whole
-        // `mem_map` slice), so each lookup touches one descriptor.
-        let page_at = |pfn: usize| {
-            mem.pfn_to_page(Pfn::new(pfn))
-                .expect("pfn below mem_map's end")
-        };
-        let npages = mem.len();
-        let mut pfn = 0;
-        while pfn < npages {
-            let page = page_at(pfn);
-            if page.test(PgFlags::RESERVED) {
-                pfn += 1;
-                continue;
+        // Every free run goes to its zones, cut at zone boundaries, as the
+        // largest aligned blocks that fit.
+        let mut at = 0;
+        while let Some(run) = boot.next_free_run(at) {
+            let mut pfn = run.start as usize;
+            let run_end = (run.end as usize).min(mem.len());
+            while pfn < run_end {
+                let page = mem
+                    .pfn_to_page(Pfn::new(pfn))
+                    .expect("pfn below mem_map's end");
+                let zone = &zones[page.node() * ZoneType::COUNT + page.zone_type() as usize];
+                let end = run_end.min(zone.span().end_pfn() as usize);
+                zone.add_managed(end - pfn);
+                let mut area = zone.area.lock();
+                let mut s = pfn;
+                while s < end {
+                    let align = if s == 0 {
+                        MAX_ORDER - 1
+                    } else {
+                        s.trailing_zeros() as usize
+                    };
+                    let fit = (usize::BITS - 1 - (end - s).leading_zeros()) as usize;
+                    let order = align.min(fit).min(MAX_ORDER - 1);
+                    zone.free_one(&mut area, &mem, s, order);
+                    s += 1 << order;
+                }
+                pfn = end;
             }
-            let z = page.node() * ZoneType::COUNT + page.zone_type() as usize;
-            let zone = &zones[z];
-            let mut end = pfn + 1;
-            while end < npages
-                && !page_at(end).test(PgFlags::RESERVED)
-                && zone.span().contains(end as u64)
-            {
-                end += 1;
-            }
-            zone.add_managed(end - pfn);
-            let mut area = zone.area.lock();
-            let mut s = pfn;
-            while s < end {
-                let align = if s == 0 {
-                    MAX_ORDER - 1
-                } else {
-                    s.trailing_zeros() as usize
-                };
-                let fit = (usize::BITS - 1 - (end - s).leading_zeros()) as usize;
-                let order = align.min(fit).min(MAX_ORDER - 1);
-                zone.free_one(&mut area, &mem, s, order);
-                s += 1 << order;
-            }
-            pfn = end;
+            at = run.end;
         }
 
         let mut b = Buddy {

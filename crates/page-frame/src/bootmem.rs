@@ -197,6 +197,75 @@ impl<'m> Bootmem<'m> {
         usable
     }
 
+    /// The next frame after `pfn` where RAM status may change: the nearest
+    /// region edge or the limit (`u64::MAX` if none).
+    fn next_boundary(&self, pfn: u64) -> u64 {
+        let mut b = if self.limit_pfn > pfn {
+            self.limit_pfn
+        } else {
+            u64::MAX
+        };
+        for r in self.regions {
+            let (s, e) = if r.kind == RegionKind::Usable {
+                r.inner_pfns()
+            } else {
+                r.outer_pfns()
+            };
+            if s > pfn {
+                b = b.min(s);
+            }
+            if e > pfn {
+                b = b.min(e);
+            }
+        }
+        b
+    }
+
+    /// The first run of RAM frames at or after `from` (what [`Bootmem::is_ram`]
+    /// says frame by frame, found region edge by region edge).
+    pub fn next_ram_run(&self, from: u64) -> Option<PfnRange> {
+        let mut s = from;
+        while !self.is_ram(s) {
+            s = self.next_boundary(s);
+            if s == u64::MAX {
+                return None;
+            }
+        }
+        let mut e = s;
+        loop {
+            e = self.next_boundary(e);
+            if e == u64::MAX || !self.is_ram(e) {
+                break;
+            }
+        }
+        Some(PfnRange { start: s, end: e })
+    }
+
+    /// The first run of free frames (RAM, not reserved) at or after `from`.
+    pub fn next_free_run(&self, from: u64) -> Option<PfnRange> {
+        let mut from = from;
+        loop {
+            let run = self.next_ram_run(from)?;
+            let rs = self.reserved();
+            let mut s = run.start;
+            let mut i = rs.partition_point(|r| r.end <= s);
+            while i < rs.len() && rs[i].start <= s {
+                s = s.max(rs[i].end);
+                i += 1;
+            }
+            if s >= run.end {
+                from = run.end;
+                continue;
+            }
+            let e = if i < rs.len() {
+                run.end.min(rs[i].start)
+            } else {
+                run.end
+            };
+            return Some(PfnRange { start: s, end: e });
+        }
+    }
+
     /// True if frame `pfn` is reserved (by [`Bootmem::reserve`] or an
     /// allocation).
     pub fn is_reserved(&self, pfn: u64) -> bool {
@@ -342,6 +411,31 @@ mod tests {
         b.reserve(PhysAddr::new(0x6000), 0x1000).unwrap();
         assert!(b.is_reserved(6));
         assert!(Bootmem::new(&[], PhysAddr::new(1 << 20)).is_err());
+    }
+
+    #[test]
+    fn runs_agree_with_frame_checks() {
+        let m = map();
+        let mut b = Bootmem::new(&m, PhysAddr::new(896 << 20)).unwrap();
+        b.reserve(PhysAddr::new(0x12_3000), 0x5000).unwrap();
+        b.reserve(PhysAddr::new(0x20_0000), 0x1000).unwrap();
+        b.limit_ram(0x300_0000);
+        let check = |next: &dyn Fn(u64) -> Option<PfnRange>, frame: &dyn Fn(u64) -> bool| {
+            let mut from_runs = [false; 0x4000];
+            let mut at = 0;
+            while let Some(r) = next(at) {
+                assert!(r.start >= at && r.end > r.start);
+                for p in r.start..r.end.min(0x4000) {
+                    from_runs[p as usize] = true;
+                }
+                at = r.end;
+            }
+            for p in 0..0x4000u64 {
+                assert_eq!(from_runs[p as usize], frame(p), "pfn {p:#x}");
+            }
+        };
+        check(&|p| b.next_ram_run(p), &|p| b.is_ram(p));
+        check(&|p| b.next_free_run(p), &|p| b.is_free(p));
     }
 
     #[test]

@@ -211,19 +211,54 @@ impl<'a> MemMap<'a> {
             }
         }
         let ptr = base.as_mut_ptr::<Page>();
-        let mut present = 0;
-        for pfn in 0..max_pfn {
+        // Descriptors, segment by segment: node and zone are constant between
+        // node starts and zone limits, so they are worked out once per segment.
+        let mut pfn = 0;
+        while pfn < max_pfn {
             let (node, zone) = Self::owner_of(&nodes[..nr_nodes], pfn, dma_end, high_start);
-            // SAFETY: `ptr` points at `count` descriptors' worth of memory that
-            // bootmem reserved for us in the direct map; pfn < count.
-            unsafe { ptr.add(pfn as usize).write(Page::new(zone, node as u8)) };
-            if boot.is_ram(pfn) {
-                present += 1;
-                if let Some(n) = nodes[..nr_nodes].get_mut(node) {
-                    n.present += 1;
-                    n.zones[zone as usize].present += 1;
+            let mut end = max_pfn;
+            for b in [dma_end, high_start] {
+                if b > pfn {
+                    end = end.min(b);
                 }
             }
+            for n in nodes[..nr_nodes]
+                .iter()
+                .filter(|n| n.is_online() && n.start_pfn > pfn)
+            {
+                end = end.min(n.start_pfn);
+            }
+            let template = Page::new(zone, node as u8);
+            if zone == ZoneType::HighMem {
+                template.insert(PgFlags::HIGHMEM);
+            }
+            let flags = template.flags();
+            for p in pfn..end {
+                let d = Page::new(zone, node as u8);
+                d.set_flags(flags);
+                // SAFETY: `ptr` points at `count` descriptors' worth of memory
+                // that bootmem reserved for us in the direct map; p < count.
+                unsafe { ptr.add(p as usize).write(d) };
+            }
+            pfn = end;
+        }
+        // Present frames, run by run.
+        let mut present = 0;
+        let mut at = 0;
+        while let Some(run) = boot.next_ram_run(at) {
+            let end = run.end.min(max_pfn);
+            present += end.saturating_sub(run.start);
+            for n in nodes[..nr_nodes].iter_mut().filter(|n| n.is_online()) {
+                for z in n.zones.iter_mut() {
+                    let lo = run.start.max(z.start_pfn);
+                    let hi = end.min(z.end_pfn());
+                    if hi > lo {
+                        z.present += hi - lo;
+                    }
+                }
+                n.present = n.zones.iter().map(|z| z.present).sum();
+            }
+            at = run.end;
         }
         let mem_map_pages = (bytes as u64).div_ceil(page);
         Ok(MemMap {
@@ -273,22 +308,19 @@ impl<'a> MemMap<'a> {
     /// number of frames released. Call once, after the last bootmem allocation;
     /// the page allocator then takes every frame without [`PgFlags::RESERVED`].
     pub fn release_free(&mut self, boot: &Bootmem<'_>) -> u64 {
-        let mut reserved_ram = 0;
         let mut released = 0;
-        for (pfn, page) in self.pages().iter().enumerate() {
-            let p = pfn as u64;
-            if p >= self.high_start {
-                page.insert(PgFlags::HIGHMEM);
+        let mut at = 0;
+        while let Some(run) = boot.next_free_run(at) {
+            let end = run.end.min(self.len as u64);
+            for p in run.start..end {
+                // SAFETY: p < len: an initialised descriptor.
+                unsafe { &*self.base.as_ptr().add(p as usize) }.remove(PgFlags::RESERVED);
             }
-            if boot.is_free(p) {
-                page.remove(PgFlags::RESERVED);
-                released += 1;
-            } else if boot.is_ram(p) {
-                reserved_ram += 1;
-            }
+            released += end.saturating_sub(run.start);
+            at = run.end;
         }
         self.stats.bootmem_pages = boot.allocated_pages();
-        self.stats.reserved_ram = reserved_ram;
+        self.stats.reserved_ram = self.stats.present - released;
         released
     }
 
