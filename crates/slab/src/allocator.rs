@@ -30,7 +30,7 @@ pub(crate) struct Arena {
 /// allocator. Every method may be called from several CPUs at once.
 pub struct SlabAllocator<'a, C: Cpu> {
     pub(crate) buddy: &'a Buddy<'a, C>,
-    pub(crate) cache_cache: Cache,
+    pub(crate) cache_cache: Cache<'a>,
     pub(crate) chain: spin::Mutex<ChainList>,
     pub(crate) kmalloc: Kmalloc,
     pub(crate) arena: spin::Mutex<Arena>,
@@ -104,7 +104,13 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         }
         // SAFETY: just written; `cc` is a page address, not null.
         let ptr = unsafe { NonNull::new_unchecked(cc) };
-        let cache_cache = Cache { ptr, generation: 1 };
+        let cache_cache = Cache {
+            ptr,
+            generation: 1,
+            _mem: core::marker::PhantomData,
+        };
+        // SAFETY: as above.
+        unsafe { (*cc).owner = cc.addr() };
         // SAFETY: as above.
         unsafe { (*cc).keep_slabs = true };
         let mut chain = LinkedList::new(CacheAdapter::NEW);
@@ -128,8 +134,23 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
 
     /// The cache of caches (it holds every cache descriptor and never gives
     /// its slabs back).
-    pub fn cache_of_caches(&self) -> Cache {
+    pub fn cache_of_caches(&self) -> Cache<'a> {
         self.cache_cache
+    }
+
+    /// The cache a handle names, if it is one of this allocator's live caches.
+    #[inline]
+    pub(crate) fn cache(&self, cache: Cache<'a>) -> Result<&'a KmemCache, SlabError> {
+        match cache.get() {
+            Some(c) if c.owner == self.cache_cache.ptr.as_ptr().addr() => Ok(c),
+            _ => Err(SlabError::NoSuchCache),
+        }
+    }
+
+    /// The descriptor of a live cache of this allocator: its name, geometry,
+    /// tunables and error count.
+    pub fn cache_info(&self, cache: Cache<'a>) -> Option<&'a KmemCache> {
+        self.cache(cache).ok()
     }
 
     /// The page allocator.
@@ -153,7 +174,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         align: usize,
         flags: SlabFlags,
         ctor: Option<Ctor>,
-    ) -> Result<Cache, SlabError> {
+    ) -> Result<Cache<'a>, SlabError> {
         if align != 0 && (!align.is_power_of_two() || align > PAGE_SIZE) {
             return Err(SlabError::BadAlign);
         }
@@ -214,6 +235,8 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
                 generation,
             ));
         }
+        // SAFETY: `obj` was initialised above.
+        unsafe { (*obj).owner = self.cache_cache.ptr.as_ptr().addr() };
         // SAFETY: initialised above; the object stays until destroy.
         self.chain
             .lock()
@@ -223,6 +246,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             // SAFETY: not null: it came from the allocator.
             ptr: unsafe { NonNull::new_unchecked(obj) },
             generation,
+            _mem: core::marker::PhantomData,
         })
     }
 
@@ -234,8 +258,8 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     /// # Safety
     /// No CPU may use the cache during the call (Linux's rule): its per-CPU
     /// arrays are emptied from this CPU.
-    pub unsafe fn kmem_cache_destroy(&self, cache: Cache) -> Result<(), SlabError> {
-        let c = cache.get().ok_or(SlabError::NoSuchCache)?;
+    pub unsafe fn kmem_cache_destroy(&self, cache: Cache<'a>) -> Result<(), SlabError> {
+        let c = self.cache(cache)?;
         if cache == self.cache_cache || self.kmalloc.contains(cache) {
             return Err(SlabError::Busy);
         }
@@ -378,7 +402,7 @@ fn new_cache(
     geo: Geometry,
     flags: SlabFlags,
     ctor: Option<Ctor>,
-    slabp_cache: Option<Cache>,
+    slabp_cache: Option<Cache<'static>>,
     cpu: *const CpuArray,
     ncpu: usize,
     limit: usize,
@@ -410,6 +434,7 @@ fn new_cache(
             reaped: 0,
         }),
         slabp_cache,
+        owner: 0,
         cpu,
         ncpu,
         shared: spin::Mutex::new(Shared(core::ptr::with_exposed_provenance_mut(shared_at))),

@@ -3,6 +3,7 @@
 
 use core::cell::UnsafeCell;
 use core::fmt;
+use core::marker::PhantomData;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
@@ -94,7 +95,9 @@ pub struct KmemCache {
     pub(crate) ctor: Option<Ctor>,
     pub(crate) lists: spin::Mutex<Lists>,
     /// Cache for off-slab descriptors.
-    pub(crate) slabp_cache: Option<Cache>,
+    pub(crate) slabp_cache: Option<Cache<'static>>,
+    /// The cache of caches of the allocator this cache belongs to.
+    pub(crate) owner: usize,
     /// `ncpu` per-CPU arrays.
     pub(crate) cpu: *const CpuArray,
     pub(crate) ncpu: usize,
@@ -183,32 +186,46 @@ impl fmt::Debug for KmemCache {
 }
 
 /// A handle to a cache, as [`crate::SlabAllocator::kmem_cache_create`] returns
-/// it. Cheap to copy; a handle to a destroyed cache is refused with
-/// [`crate::SlabError::NoSuchCache`].
+/// it. Cheap to copy; it cannot outlive the memory the allocator lives in
+/// (`'a`); a handle to a destroyed cache, or to another allocator's cache, is
+/// refused with [`crate::SlabError::NoSuchCache`].
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Cache {
+pub struct Cache<'a> {
     pub(crate) ptr: NonNull<KmemCache>,
     pub(crate) generation: u32,
+    pub(crate) _mem: PhantomData<&'a KmemCache>,
 }
 
 // SAFETY: a handle is an address and a number; every use is validated.
-unsafe impl Send for Cache {}
+unsafe impl Send for Cache<'_> {}
 // SAFETY: as above.
-unsafe impl Sync for Cache {}
+unsafe impl Sync for Cache<'_> {}
 
-impl fmt::Debug for Cache {
+impl fmt::Debug for Cache<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Cache({:p}, generation {})", self.ptr, self.generation)
     }
 }
 
-impl Cache {
+impl<'a> Cache<'a> {
+    /// The same handle with another lifetime, for handles the allocator keeps
+    /// inside itself (its own lifetime bounds their use).
+    pub(crate) fn erase<'b>(self) -> Cache<'b> {
+        Cache {
+            ptr: self.ptr,
+            generation: self.generation,
+            _mem: PhantomData,
+        }
+    }
+
     /// The cache, if the handle is still valid. Cache objects live in slabs that
-    /// are never given back, so reading the generation is always sound.
+    /// are never given back (and the handle cannot outlive their memory), so
+    /// reading the generation is always sound.
     #[inline]
-    pub(crate) fn get<'a>(self) -> Option<&'a KmemCache> {
+    pub(crate) fn get(self) -> Option<&'a KmemCache> {
         // SAFETY: `ptr` points into a slab of the cache of caches, which keeps
-        // its slabs for the allocator's lifetime; the generation is atomic.
+        // its slabs for as long as the allocator's memory lives ('a); the
+        // generation is atomic.
         let c = unsafe { self.ptr.as_ref() };
         (c.generation.load(Ordering::Acquire) == self.generation).then_some(c)
     }

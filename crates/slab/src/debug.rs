@@ -187,7 +187,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     /// counts agree with its state bytes and its list; with `debug`, free
     /// objects keep their poison and allocated ones their red zones. Returns
     /// the number of objects checked, or the first problem (also reported).
-    pub fn validate_cache(&self, cache: Cache) -> Result<usize, DebugReport> {
+    pub fn validate_cache(&self, cache: Cache<'a>) -> Result<usize, DebugReport> {
         let c = cache.get().ok_or(DebugReport {
             cache: "?",
             object: 0,

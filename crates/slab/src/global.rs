@@ -85,14 +85,11 @@ impl<'s, 'a, C: Cpu> KmallocHeap<'s, 'a, C> {
                 .kmalloc(n, gfp)
                 .map_or(core::ptr::null_mut(), NonNull::as_ptr),
             None => {
-                // Large or strongly aligned: a buddy block of at least the size
-                // and the alignment; its address is aligned if the direct map's
-                // base is.
+                // Large or strongly aligned: a page-allocator block of at least
+                // the size and the alignment (blocks are aligned to their size;
+                // the address is if the direct map's base is).
                 let bytes = layout.size().max(layout.align());
-                let p = self
-                    .slab
-                    .kmalloc(bytes.max(crate::kmalloc::KMALLOC_MAX_CACHE_SIZE + 1), gfp);
-                match p {
+                match self.slab.kmalloc_large(bytes, gfp) {
                     Ok(p) if p.as_ptr().addr().is_multiple_of(layout.align()) => p.as_ptr(),
                     Ok(p) => {
                         let r = self.slab.kfree(p.as_ptr());

@@ -50,8 +50,8 @@ const LARGE_FREED: usize = 0x6b66_7265; // "kfre"
 
 /// The general caches, by size class.
 pub(crate) struct Kmalloc {
-    normal: [Option<Cache>; KMALLOC_SIZES.len()],
-    dma: [Option<Cache>; KMALLOC_SIZES.len()],
+    normal: [Option<Cache<'static>>; KMALLOC_SIZES.len()],
+    dma: [Option<Cache<'static>>; KMALLOC_SIZES.len()],
 }
 
 impl Kmalloc {
@@ -62,9 +62,9 @@ impl Kmalloc {
         }
     }
 
-    pub(crate) fn set(&mut self, i: usize, normal: Cache, dma: Cache) {
-        self.normal[i] = Some(normal);
-        self.dma[i] = Some(dma);
+    pub(crate) fn set(&mut self, i: usize, normal: Cache<'_>, dma: Cache<'_>) {
+        self.normal[i] = Some(normal.erase());
+        self.dma[i] = Some(dma.erase());
     }
 
     /// The size class for `size` bytes.
@@ -84,13 +84,15 @@ impl Kmalloc {
     }
 
     /// The cache for `size` bytes, if one exists yet.
-    pub(crate) fn cache_for(&self, size: usize, dma: bool) -> Option<Cache> {
+    pub(crate) fn cache_for<'b>(&self, size: usize, dma: bool) -> Option<Cache<'b>> {
         let i = Self::index(size)?;
-        if dma { self.dma[i] } else { self.normal[i] }
+        let c = if dma { self.dma[i] } else { self.normal[i] };
+        c.map(Cache::erase)
     }
 
-    pub(crate) fn contains(&self, c: Cache) -> bool {
-        self.normal.contains(&Some(c)) || self.dma.contains(&Some(c))
+    pub(crate) fn contains(&self, c: Cache<'_>) -> bool {
+        let c = Some(c.erase());
+        self.normal.contains(&c) || self.dma.contains(&c)
     }
 }
 
@@ -130,7 +132,9 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         self.kzalloc(bytes, gfp)
     }
 
-    fn kmalloc_large(&self, size: usize, gfp: Gfp) -> Result<NonNull<u8>, SlabError> {
+    /// `size` bytes straight from the page allocator (marked for `kfree`), in
+    /// the smallest block that holds them.
+    pub(crate) fn kmalloc_large(&self, size: usize, gfp: Gfp) -> Result<NonNull<u8>, SlabError> {
         let pages = size.checked_add(PAGE_SIZE - 1).ok_or(SlabError::BadSize)? / PAGE_SIZE;
         let order = pages.next_power_of_two().trailing_zeros() as usize;
         if order >= kmm_buddy::MAX_ORDER {
@@ -259,7 +263,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     }
 
     /// The general cache for `size` bytes (`dma` for the DMA variant).
-    pub fn kmalloc_cache(&self, size: usize, dma: bool) -> Option<Cache> {
+    pub fn kmalloc_cache(&self, size: usize, dma: bool) -> Option<Cache<'a>> {
         self.kmalloc.cache_for(size, dma)
     }
 

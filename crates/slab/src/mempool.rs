@@ -13,9 +13,9 @@ use crate::cache::Cache;
 
 /// Where a pool's elements come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PoolSource {
+pub enum PoolSource<'a> {
     /// Objects of a cache (Linux's `mempool_alloc_slab`).
-    Cache(Cache),
+    Cache(Cache<'a>),
     /// `kmalloc` blocks of a size (Linux's `mempool_kmalloc`).
     Kmalloc(usize),
 }
@@ -32,7 +32,7 @@ unsafe impl Send for Reserve {}
 /// A memory pool with a guaranteed minimum of elements.
 pub struct Mempool<'s, 'a, C: Cpu> {
     slab: &'s SlabAllocator<'a, C>,
-    source: PoolSource,
+    source: PoolSource<'a>,
     min_nr: usize,
     reserve: spin::Mutex<Reserve>,
 }
@@ -54,13 +54,13 @@ impl<'s, 'a, C: Cpu> Mempool<'s, 'a, C> {
     pub fn create(
         slab: &'s SlabAllocator<'a, C>,
         min_nr: usize,
-        source: PoolSource,
+        source: PoolSource<'a>,
     ) -> Result<Self, SlabError> {
         if let PoolSource::Kmalloc(0) = source {
             return Err(SlabError::BadSize);
         }
         if let PoolSource::Cache(c) = source
-            && c.get().is_none()
+            && slab.cache_info(c).is_none()
         {
             return Err(SlabError::NoSuchCache);
         }
@@ -146,22 +146,23 @@ impl<'s, 'a, C: Cpu> Mempool<'s, 'a, C> {
     /// before it can enter the reserve.
     pub fn free(&self, e: NonNull<u8>) -> Result<(), SlabError> {
         self.check(e)?;
-        {
-            let mut r = self.reserve.lock();
-            if r.curr < self.min_nr {
-                let reserved = (0..r.curr).any(|i| {
-                    // SAFETY: slots below curr hold elements.
-                    unsafe { r.slots.add(i).read() == e.as_ptr().addr() }
-                });
-                if reserved {
-                    return Err(SlabError::DoubleFree);
-                }
-                // SAFETY: curr < min_nr slots.
-                unsafe { r.slots.add(r.curr).write(e.as_ptr().addr()) };
-                r.curr += 1;
-                return Ok(());
-            }
+        let mut r = self.reserve.lock();
+        // Reserve elements are still allocated in their cache, so the checks
+        // above pass for them: look for the element in the reserve itself.
+        let reserved = (0..r.curr).any(|i| {
+            // SAFETY: slots below curr hold elements.
+            unsafe { r.slots.add(i).read() == e.as_ptr().addr() }
+        });
+        if reserved {
+            return Err(SlabError::DoubleFree);
         }
+        if r.curr < self.min_nr {
+            // SAFETY: curr < min_nr slots.
+            unsafe { r.slots.add(r.curr).write(e.as_ptr().addr()) };
+            r.curr += 1;
+            return Ok(());
+        }
+        drop(r);
         self.raw_free(e)
     }
 
@@ -171,7 +172,10 @@ impl<'s, 'a, C: Cpu> Mempool<'s, 'a, C> {
         match self.source {
             PoolSource::Cache(c) => {
                 let loc = self.slab.locate(e.as_ptr())?;
-                if !core::ptr::eq(loc.cache, c.get().ok_or(SlabError::NoSuchCache)?) {
+                if !core::ptr::eq(
+                    loc.cache,
+                    self.slab.cache_info(c).ok_or(SlabError::NoSuchCache)?,
+                ) {
                     return Err(SlabError::WrongCache);
                 }
                 self.slab.ksize(e.as_ptr()).map(|_| ())

@@ -27,8 +27,8 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     /// (the most recently freed object first), refilling it in a batch from the
     /// shared array or the slabs, growing the cache by a slab if needed.
     #[inline]
-    pub fn kmem_cache_alloc(&self, cache: Cache, gfp: Gfp) -> Result<NonNull<u8>, SlabError> {
-        let c = cache.get().ok_or(SlabError::NoSuchCache)?;
+    pub fn kmem_cache_alloc(&self, cache: Cache<'a>, gfp: Gfp) -> Result<NonNull<u8>, SlabError> {
+        let c = self.cache(cache)?;
         let obj = {
             let cpu = self.buddy.cpu();
             let _irq = cpu.irq_guard();
@@ -47,6 +47,12 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             .state(loc.idx)
             .store(OBJ_ALLOCATED, Ordering::Relaxed);
         self.debug_on_alloc(c, obj);
+        if gfp.contains(Gfp::ZERO) {
+            // Linux's `kmem_cache_zalloc`.
+            let p = core::ptr::with_exposed_provenance_mut::<u8>(obj);
+            // SAFETY: the object is now ours: `obj_size` bytes.
+            unsafe { core::ptr::write_bytes(p, 0, c.geo.obj_size) };
+        }
         // SAFETY: objects are never at address 0.
         Ok(unsafe { NonNull::new_unchecked(core::ptr::with_exposed_provenance_mut(obj)) })
     }
@@ -55,8 +61,8 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     /// nothing changed, if the pointer is not an object of `cache`: foreign, an
     /// interior pointer, another cache's object, or already free.
     #[inline]
-    pub fn kmem_cache_free(&self, cache: Cache, ptr: NonNull<u8>) -> Result<(), SlabError> {
-        let c = cache.get().ok_or(SlabError::NoSuchCache)?;
+    pub fn kmem_cache_free(&self, cache: Cache<'a>, ptr: NonNull<u8>) -> Result<(), SlabError> {
+        let c = self.cache(cache)?;
         let loc = self.locate(ptr.as_ptr())?;
         if !core::ptr::eq(loc.cache, c) {
             c.errors.fetch_add(1, Ordering::Relaxed);
@@ -285,34 +291,39 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         ac.avail -= batch;
     }
 
-    /// Gives up to `max` objects of an array back to the slabs (oldest first).
-    pub(crate) fn free_array(&self, c: &KmemCache, ac: &mut ArrayCache, max: usize) {
+    /// Gives up to `max` objects of an array back to the slabs (oldest first);
+    /// returns the pages of slabs that went back to the page allocator.
+    pub(crate) fn free_array(&self, c: &KmemCache, ac: &mut ArrayCache, max: usize) -> usize {
         let n = ac.avail.min(max);
         if n == 0 {
-            return;
+            return 0;
         }
         let avail = ac.avail;
+        let mut pages = 0;
         for chunk in ac.entries()[..n].chunks(64) {
-            self.free_objects(c, &chunk.to_owned_array());
+            pages += self.free_objects(c, &chunk.to_owned_array());
         }
         ac.entries().copy_within(n..avail, 0);
         ac.avail -= n;
+        pages
     }
 
-    /// Empties up to `max` objects of the shared array back to the slabs.
-    pub(crate) fn drain_shared(&self, c: &KmemCache, max: usize) {
+    /// Empties up to `max` objects of the shared array back to the slabs;
+    /// returns the pages given back.
+    pub(crate) fn drain_shared(&self, c: &KmemCache, max: usize) -> usize {
         let mut sh = c.shared.lock();
-        if !sh.0.is_null() {
-            // SAFETY: as in `refill`.
-            let shared = unsafe { &mut *sh.0 };
-            self.free_array(c, shared, max);
+        if sh.0.is_null() {
+            return 0;
         }
+        // SAFETY: as in `refill`.
+        let shared = unsafe { &mut *sh.0 };
+        self.free_array(c, shared, max)
     }
 
     /// Returns objects to their slabs; slabs that become free are kept up to
     /// the cache's free limit and given back to the page allocator beyond it
     /// (Linux's `free_block`).
-    fn free_objects(&self, c: &KmemCache, objs: &ObjBatch) {
+    fn free_objects(&self, c: &KmemCache, objs: &ObjBatch) -> usize {
         let mut doomed = ObjBatch::new();
         {
             let mut l = c.lists.lock();
@@ -358,6 +369,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             // SAFETY: the slab was taken off every list above: it is ours alone.
             self.destroy_slab(c, unsafe { &*(s as *const SlabDesc) });
         }
+        doomed.as_slice().len() << c.geo.gfporder
     }
 
     /// Gives up to `max` free slabs back to the page allocator; returns the

@@ -13,15 +13,15 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     /// empty theirs at their next use of the cache, and gives every free slab
     /// back to the page allocator (Linux's `kmem_cache_shrink`). Returns the
     /// number of pages given back.
-    pub fn kmem_cache_shrink(&self, cache: Cache) -> Result<usize, SlabError> {
-        let c = cache.get().ok_or(SlabError::NoSuchCache)?;
-        self.drain_local(c);
+    pub fn kmem_cache_shrink(&self, cache: Cache<'a>) -> Result<usize, SlabError> {
+        let c = self.cache(cache)?;
+        let mut pages = self.drain_local(c);
         self.request_drains(c);
-        self.drain_shared(c, usize::MAX);
-        if c.keep_slabs {
-            return Ok(0);
+        pages += self.drain_shared(c, usize::MAX);
+        if !c.keep_slabs {
+            pages += self.free_slabs(c, usize::MAX);
         }
-        Ok(self.free_slabs(c, usize::MAX))
+        Ok(pages)
     }
 
     /// Shrinks every cache; returns the pages given back. Freeing a slab of a
@@ -46,9 +46,9 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             // the chain lock before they die; destroying one while shrinking is
             // the caller's race, as in Linux).
             let c = unsafe { &*(c as *const KmemCache) };
-            self.drain_local(c);
+            pages += self.drain_local(c);
             self.request_drains(c);
-            self.drain_shared(c, usize::MAX);
+            pages += self.drain_shared(c, usize::MAX);
             if !c.keep_slabs {
                 pages += self.free_slabs(c, usize::MAX);
             }
@@ -75,10 +75,10 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
                 if ac.touched {
                     ac.touched = false;
                 } else {
-                    self.free_array(c, ac, ac.limit.div_ceil(5));
+                    pages += self.free_array(c, ac, ac.limit.div_ceil(5));
                 }
             }
-            self.drain_shared(c, c.limit.div_ceil(5));
+            pages += self.drain_shared(c, c.limit.div_ceil(5));
             if !c.keep_slabs {
                 let n = c.geo.num.max(1);
                 let budget = c.free_limit.div_ceil(5 * n);
@@ -89,14 +89,14 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     }
 
     /// Empties the calling CPU's array of `c`.
-    fn drain_local(&self, c: &KmemCache) {
+    fn drain_local(&self, c: &KmemCache) -> usize {
         let cpu = self.buddy.cpu();
         let _irq = cpu.irq_guard();
         let pa = c.cpu_array(cpu.id());
         pa.drain.store(false, Ordering::Relaxed);
         // SAFETY: interrupts off, this CPU's array.
         let ac = unsafe { &mut **pa.ac.get() };
-        self.free_array(c, ac, usize::MAX);
+        self.free_array(c, ac, usize::MAX)
     }
 
     /// Asks every other CPU to empty its array of `c` at its next use.

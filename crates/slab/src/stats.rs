@@ -32,7 +32,7 @@ pub struct CacheStats {
 impl<'a, C: Cpu> SlabAllocator<'a, C> {
     /// The counts of a cache (array contents read without the owning CPUs'
     /// cooperation: exact when they are quiet).
-    pub fn cache_stats(&self, cache: Cache) -> Option<CacheStats> {
+    pub fn cache_stats(&self, cache: Cache<'a>) -> Option<CacheStats> {
         cache.get().map(|c| self.stats_of(c))
     }
 

@@ -163,3 +163,58 @@ fn destroy_refuses_a_busy_cache_and_stale_handles() {
     r.buddy.drain_local();
     assert_eq!(pages_out(&r), before, "every page back");
 }
+
+#[test]
+fn handles_belong_to_their_allocator() {
+    let r1 = rig(16, 1);
+    let r2 = rig(16, 1);
+    let _c = r1.machine.cpu().bind(0).unwrap();
+    let c1 = r1
+        .slab
+        .kmem_cache_create("mine", 64, 0, SlabFlags::empty(), None)
+        .unwrap();
+    assert_eq!(r1.slab.cache_info(c1).map(|c| c.name()), Some("mine"));
+    // The other allocator refuses the handle rather than using the cache.
+    assert!(r2.slab.cache_info(c1).is_none());
+    assert_eq!(
+        r2.slab.kmem_cache_alloc(c1, Gfp::KERNEL),
+        Err(SlabError::NoSuchCache)
+    );
+    // SAFETY: nothing uses the cache.
+    let d = unsafe { r2.slab.kmem_cache_destroy(c1) };
+    assert_eq!(d, Err(SlabError::NoSuchCache));
+}
+
+#[test]
+fn zeroed_objects_and_exact_shrink_counts() {
+    let r = rig(32, 1);
+    let _c = r.machine.cpu().bind(0).unwrap();
+    let s = &r.slab;
+    let c = s
+        .kmem_cache_create("z", 200, 0, SlabFlags::empty(), None)
+        .unwrap();
+    let o = s.kmem_cache_alloc(c, Gfp::KERNEL).unwrap();
+    // SAFETY: a live 200-byte object.
+    unsafe { core::ptr::write_bytes(o.as_ptr(), 0xAB, 200) };
+    s.kmem_cache_free(c, o).unwrap();
+    let z = s.kmem_cache_alloc(c, Gfp::KERNEL | Gfp::ZERO).unwrap();
+    assert_eq!(z, o, "the hot object comes back");
+    // SAFETY: a live 200-byte object.
+    let bytes = unsafe { core::slice::from_raw_parts(z.as_ptr(), 200) };
+    assert!(bytes.iter().all(|&b| b == 0));
+    s.kmem_cache_free(c, z).unwrap();
+    // Shrinking reports exactly the pages that went back.
+    let objs: Vec<_> = (0..3000)
+        .map(|_| s.kmem_cache_alloc(c, Gfp::KERNEL).unwrap())
+        .collect();
+    for o in objs {
+        s.kmem_cache_free(c, o).unwrap();
+    }
+    let before = pages_out(&r);
+    let reported = s.kmem_cache_shrink(c).unwrap();
+    assert!(reported > 0);
+    assert_eq!(before - pages_out(&r), reported);
+    let before = pages_out(&r);
+    let reported = s.shrink_all();
+    assert_eq!(before - pages_out(&r), reported);
+}

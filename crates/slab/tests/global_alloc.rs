@@ -83,3 +83,17 @@ fn collections_through_the_allocator_api() {
     drop(v);
     assert_eq!(heap.refused(), 0);
 }
+
+#[test]
+fn strong_alignment_costs_only_what_it_needs() {
+    let r = rig(32, 1);
+    let _c = r.machine.cpu().bind(0).unwrap();
+    let heap = KmallocHeap::new(&r.slab);
+    let l = Layout::from_size_align(64, 8192).unwrap();
+    // SAFETY: non-zero size.
+    let p = unsafe { heap.alloc(l) };
+    assert_eq!(p as usize % 8192, 0);
+    assert_eq!(r.slab.ksize(p), Ok(8192), "two pages, not 64");
+    // SAFETY: allocated above with this layout.
+    unsafe { heap.dealloc(p, l) };
+}

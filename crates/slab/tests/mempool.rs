@@ -90,3 +90,41 @@ fn kmalloc_pools_check_their_elements() {
     assert_eq!(pool.reserved(), 2);
     pool.destroy().map_err(|e| e.1).unwrap();
 }
+
+#[test]
+fn a_double_free_into_a_full_reserve_is_refused() {
+    let r = rig(16, 1);
+    let _c = r.machine.cpu().bind(0).unwrap();
+    let s = &r.slab;
+    let cache = s
+        .kmem_cache_create("elem", 64, 0, SlabFlags::empty(), None)
+        .unwrap();
+    let pool = Mempool::create(s, 2, PoolSource::Cache(cache)).unwrap();
+    // Run the allocator dry so elements come from the reserve.
+    let mut hog = Vec::new();
+    while let Some(p) = r.buddy.alloc_pages(Gfp::KERNEL, 0) {
+        hog.push(p);
+    }
+    let mut taken = Vec::new();
+    while let Ok(e) = pool.alloc(Gfp::ATOMIC) {
+        taken.push(e);
+    }
+    let r0 = taken.pop().unwrap();
+    pool.free(r0).unwrap();
+    let r1 = taken.pop().unwrap();
+    pool.free(r1).unwrap();
+    assert_eq!(pool.reserved(), 2, "the reserve is full again");
+    assert_eq!(
+        pool.free(r0),
+        Err(SlabError::DoubleFree),
+        "already in the full reserve"
+    );
+    assert_eq!(pool.reserved(), 2);
+    for p in hog {
+        r.buddy.free_pages_page(p, 0).unwrap();
+    }
+    for e in taken {
+        pool.free(e).unwrap();
+    }
+    pool.destroy().map_err(|e| e.1).unwrap();
+}

@@ -87,7 +87,7 @@ fn cpus_share_caches() {
 
 fn free(
     r: &common::Rig,
-    cache: kmm_slab::Cache,
+    cache: kmm_slab::Cache<'static>,
     (p, size, tag, from_cache): (usize, usize, u8, bool),
 ) {
     // SAFETY: a live block of `size` bytes.

@@ -13,7 +13,7 @@ use crate::heap::KernelSlab;
 
 /// Feeds bad input to `slab`, using objects of `task` and `small` (two
 /// caches); returns how many calls were refused.
-pub fn run(slab: &KernelSlab, task: Cache, small: Cache) -> usize {
+pub fn run(slab: &KernelSlab, task: Cache<'static>, small: Cache<'static>) -> usize {
     let refused = Cell::new(0);
     let expect = |r: Result<(), SlabError>, want: SlabError, what: &str| {
         assert_eq!(r, Err(want), "{what}");

@@ -81,7 +81,7 @@ fn buddy_free(b: &KernelBuddy<'_>) -> usize {
 
 /// Allocates [`TASKS`] task objects: each fresh from the constructor, aligned,
 /// then numbered; checks the numbers (no two objects overlap).
-fn take_tasks(slab: &KernelSlab, task: Cache) -> Vec<NonNull<u8>> {
+fn take_tasks(slab: &KernelSlab, task: Cache<'static>) -> Vec<NonNull<u8>> {
     let mut v = Vec::with_capacity(TASKS);
     for i in 0..TASKS {
         let t = slab.kmem_cache_alloc(task, Gfp::KERNEL).expect("a task");
@@ -105,7 +105,7 @@ fn take_tasks(slab: &KernelSlab, task: Cache) -> Vec<NonNull<u8>> {
 
 /// Frees task objects in the constructed state (pid 0 again), as Linux
 /// requires of a cache with a constructor; the even ones first.
-fn put_tasks(slab: &KernelSlab, task: Cache, v: Vec<NonNull<u8>>) {
+fn put_tasks(slab: &KernelSlab, task: Cache<'static>, v: Vec<NonNull<u8>>) {
     for first in [0, 1] {
         for &t in v.iter().skip(first).step_by(2) {
             write(t, 1, 0);
@@ -116,7 +116,7 @@ fn put_tasks(slab: &KernelSlab, task: Cache, v: Vec<NonNull<u8>>) {
 
 /// Validates `cache` (bookkeeping against the objects' states); returns the
 /// objects checked.
-pub fn validate(slab: &KernelSlab, cache: Cache, what: &str) -> usize {
+pub fn validate(slab: &KernelSlab, cache: Cache<'static>, what: &str) -> usize {
     match slab.validate_cache(cache) {
         Ok(n) => n,
         Err(r) => panic!("validate_cache({what}): {r}"),

@@ -78,6 +78,6 @@ pub fn shrink_everywhere(r: &Rig) {
 }
 
 /// Slabs of a cache.
-pub fn slabs(r: &Rig, c: Cache) -> usize {
+pub fn slabs(r: &Rig, c: Cache<'static>) -> usize {
     r.slab.cache_stats(c).expect("live cache").num_slabs
 }
