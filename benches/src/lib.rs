@@ -14,6 +14,10 @@
 //! `benches/page_alloc.rs` holds the criterion groups; `docs/benchmarks.md` the
 //! results.
 //!
+//! The [`slab`] module does the same for object allocators: `kmm-slab`'s
+//! caches and `kmalloc` beside `slabmalloc`, `talc`, `linked_list_allocator`
+//! and `buddy_system_allocator`'s heap (`benches/slab_alloc.rs`).
+//!
 //! # Example
 //!
 //! ```
@@ -34,6 +38,8 @@ use buddy_system_allocator::FrameAllocator;
 use kmm_buddy::{Buddy, BuddyConfig, Freed, Gfp, MAX_ORDER};
 use kmm_mock::{Backing, CpuBinding, Machine, MockCpu};
 use kmm_page_frame::{Bootmem, MemMap, Page, Region, RegionKind};
+
+pub mod slab;
 
 pub use bitmap_allocator::{BitAlloc1M, BitAlloc64K};
 
@@ -71,8 +77,15 @@ impl Host {
     /// machine costs the pages kmm touches: `mem_map` and the zones), 2-level
     /// paging, one CPU.
     pub fn new(ram: usize) -> Host {
+        Host::with_cpus(ram, 1)
+    }
+
+    /// [`Host::new`] with `cpus` simulated CPUs (for the multi-threaded
+    /// workloads: each thread binds a CPU of its own).
+    pub fn with_cpus(ram: usize, cpus: usize) -> Host {
         let machine = Machine::builder()
             .ram(ram)
+            .cpus(cpus)
             .backing(Backing::Mmap)
             .build()
             .expect("mock machine");
