@@ -68,6 +68,7 @@ impl PhysAddr {
     /// # Panics
     /// If `raw` is not below [`PhysAddr::LIMIT`] (at compile time in a const
     /// context). Use [`PhysAddr::try_new`] for values from outside.
+    #[inline]
     pub const fn new(raw: u64) -> PhysAddr {
         match PhysAddr::try_new(raw) {
             Ok(p) => p,
@@ -77,6 +78,7 @@ impl PhysAddr {
 
     /// Makes a physical address, or [`AddrError::OutOfRange`] if `raw` is not
     /// below [`PhysAddr::LIMIT`].
+    #[inline]
     pub const fn try_new(raw: u64) -> Result<PhysAddr, AddrError> {
         if raw < PhysAddr::LIMIT {
             Ok(PhysAddr(raw))
@@ -107,6 +109,7 @@ impl PhysAddr {
     }
 
     /// The raw value.
+    #[inline]
     pub const fn as_u64(self) -> u64 {
         self.0
     }
@@ -169,6 +172,7 @@ impl PhysAddr {
     }
 
     /// The frame that contains this address.
+    #[inline]
     pub const fn pfn(self) -> Result<Pfn, AddrError> {
         let n = self.0 >> PAGE_SHIFT;
         if n > usize::MAX as u64 {
@@ -206,6 +210,7 @@ impl VirtAddr {
     pub const ZERO: VirtAddr = VirtAddr(0);
 
     /// Makes a virtual address from a raw value.
+    #[inline]
     pub const fn new(raw: usize) -> VirtAddr {
         VirtAddr(raw)
     }
@@ -236,12 +241,14 @@ impl VirtAddr {
     }
 
     /// The raw value.
+    #[inline]
     pub const fn as_usize(self) -> usize {
         self.0
     }
 
     /// The address as a raw pointer (exposed provenance: the mock exposes the
     /// host memory it backs the machine with).
+    #[inline]
     pub fn as_mut_ptr<T>(self) -> *mut T {
         core::ptr::with_exposed_provenance_mut(self.0)
     }

@@ -313,7 +313,8 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             a.end = a.next + (PAGE_SIZE << order);
         }
         let at = a.next;
-        a.next = (a.next + bytes).next_multiple_of(core::mem::align_of::<usize>());
+        // Cache-line aligned: the per-CPU arrays must not share lines.
+        a.next = (a.next + bytes).next_multiple_of(crate::flags::CACHE_LINE);
         let _ = core::ptr::with_exposed_provenance::<u8>(at);
         Ok(at)
     }

@@ -27,12 +27,15 @@ pub(crate) struct ArrayCache {
 }
 
 impl ArrayCache {
-    /// Bytes of an array of `limit` entries.
+    /// Bytes of an array of `limit` entries, rounded up to whole cache lines
+    /// (each CPU's array starts on a line of its own: no false sharing).
     pub(crate) const fn bytes(limit: usize) -> usize {
-        core::mem::size_of::<ArrayCache>() + limit * core::mem::size_of::<usize>()
+        (core::mem::size_of::<ArrayCache>() + limit * core::mem::size_of::<usize>())
+            .next_multiple_of(64)
     }
 
     /// The entries.
+    #[inline]
     pub(crate) fn entries(&mut self) -> &mut [usize] {
         let p = (self as *mut ArrayCache).wrapping_add(1).cast::<usize>();
         // SAFETY: `limit` entries follow the header (see `init`), and `&mut self`
@@ -57,7 +60,9 @@ impl ArrayCache {
     }
 }
 
-/// One CPU's array for a cache, and a drain request from other CPUs.
+/// One CPU's array for a cache, and a drain request from other CPUs. Each
+/// sits on a cache line of its own, so CPUs do not share lines they write.
+#[repr(C, align(64))]
 pub(crate) struct CpuArray {
     pub(crate) ac: UnsafeCell<*mut ArrayCache>,
     pub(crate) drain: AtomicBool,
@@ -167,6 +172,7 @@ impl KmemCache {
         self.errors.load(Ordering::Relaxed)
     }
 
+    #[inline]
     pub(crate) fn cpu_array(&self, id: usize) -> &CpuArray {
         assert!(id < self.ncpu, "CPU id beyond the cache's arrays");
         // SAFETY: `cpu` points at `ncpu` initialised arrays in the metadata

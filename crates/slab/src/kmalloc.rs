@@ -84,6 +84,7 @@ impl Kmalloc {
     }
 
     /// The cache for `size` bytes, if one exists yet.
+    #[inline]
     pub(crate) fn cache_for<'b>(&self, size: usize, dma: bool) -> Option<Cache<'b>> {
         let i = Self::index(size)?;
         let c = if dma { self.dma[i] } else { self.normal[i] };

@@ -116,6 +116,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
 
     /// Finds the cache, slab and index of an object pointer, checking that it is
     /// the start of an object in a slab page.
+    #[inline]
     pub(crate) fn locate(&self, ptr: *mut u8) -> Result<Located<'_>, SlabError> {
         if ptr.is_null() {
             return Err(SlabError::Foreign);
@@ -180,6 +181,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
 
     /// Fills an empty array: from the shared array, else from the slabs, growing
     /// the cache when they are exhausted (Linux's `cache_alloc_refill`).
+    #[cold]
     fn refill(&self, c: &KmemCache, ac: &mut ArrayCache, gfp: Gfp) -> Result<(), SlabError> {
         let batch = ac.batchcount;
         {
@@ -216,6 +218,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     }
 
     /// Moves up to `batch` objects from the partial, then free, slabs.
+    #[cold]
     fn take_from_slabs(&self, c: &KmemCache, ac: &mut ArrayCache, batch: usize) {
         let mut l = c.lists.lock();
         let mut want = batch;
@@ -265,6 +268,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
 
     /// Empties a full array by a batch: into the shared array if it has room,
     /// else back to the slabs (Linux's `cache_flusharray`).
+    #[cold]
     fn flush_array(&self, c: &KmemCache, ac: &mut ArrayCache) {
         let batch = ac.batchcount.min(ac.avail);
         {
@@ -293,6 +297,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
 
     /// Gives up to `max` objects of an array back to the slabs (oldest first);
     /// returns the pages of slabs that went back to the page allocator.
+    #[cold]
     pub(crate) fn free_array(&self, c: &KmemCache, ac: &mut ArrayCache, max: usize) -> usize {
         let n = ac.avail.min(max);
         if n == 0 {
@@ -395,6 +400,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     /// Adds a slab to the cache (Linux's `cache_grow`): pages from the buddy
     /// allocator, the management on or off the slab, a colour offset, the
     /// objects constructed, the pages pointed back at the cache and slab.
+    #[cold]
     pub(crate) fn grow(&self, c: &KmemCache, gfp: Gfp) -> Result<(), SlabError> {
         let geo = c.geo;
         let colour = {

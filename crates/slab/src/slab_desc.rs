@@ -109,6 +109,7 @@ impl SlabDesc {
         d
     }
 
+    #[inline]
     fn bufctl_ptr(&self) -> *mut u16 {
         (self as *const SlabDesc)
             .wrapping_add(1)
@@ -130,6 +131,7 @@ impl SlabDesc {
     }
 
     /// The state byte of object `i`.
+    #[inline]
     pub fn state(&self, i: usize) -> &AtomicU8 {
         assert!(i < self.num, "object index out of range");
         // SAFETY: the state bytes follow the index array (see `init`); AtomicU8
