@@ -34,12 +34,15 @@ impl ArrayCache {
             .next_multiple_of(64)
     }
 
-    /// The entries.
+    /// The entries. They follow the header and are reached by address (with the
+    /// provenance the allocator exposed for its memory), not through `self`,
+    /// whose provenance covers only the header.
     #[inline]
     pub(crate) fn entries(&mut self) -> &mut [usize] {
-        let p = (self as *mut ArrayCache).wrapping_add(1).cast::<usize>();
+        let at = (self as *mut ArrayCache).addr() + core::mem::size_of::<ArrayCache>();
+        let p = core::ptr::with_exposed_provenance_mut::<usize>(at);
         // SAFETY: `limit` entries follow the header (see `init`), and `&mut self`
-        // gives exclusive access to them.
+        // gives exclusive access to the array they belong to.
         unsafe { core::slice::from_raw_parts_mut(p, self.limit) }
     }
 

@@ -109,12 +109,13 @@ impl SlabDesc {
         d
     }
 
+    /// The free-object index after the descriptor. It is reached by address
+    /// (with the provenance the allocator exposed for all of RAM), not through
+    /// `&self`, whose provenance covers only the descriptor.
     #[inline]
     fn bufctl_ptr(&self) -> *mut u16 {
-        (self as *const SlabDesc)
-            .wrapping_add(1)
-            .cast::<u16>()
-            .cast_mut()
+        let at = (self as *const SlabDesc).addr() + core::mem::size_of::<SlabDesc>();
+        core::ptr::with_exposed_provenance_mut(at)
     }
 
     fn bufctl(&self, i: usize) -> u16 {

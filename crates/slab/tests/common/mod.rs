@@ -12,21 +12,22 @@ use kmm_slab::{Cache, SlabAllocator};
 pub struct Rig {
     pub slab: core::mem::ManuallyDrop<SlabAllocator<'static, MockCpu>>,
     pub buddy: &'static Buddy<'static, MockCpu>,
+    buddy_box: *mut Buddy<'static, MockCpu>,
     pub machine: Machine,
 }
+
+// SAFETY: `buddy_box` is only used by `Drop`; everything else in the rig is
+// Sync (the allocators are built to be shared between CPUs).
+unsafe impl Sync for Rig {}
 
 impl Drop for Rig {
     fn drop(&mut self) {
         // SAFETY: the slab allocator is dropped once, here, before the buddy
         // allocator it borrows.
         unsafe { core::mem::ManuallyDrop::drop(&mut self.slab) };
-        // SAFETY: `buddy` came from `Box::leak` in `rig` and nothing borrows it
-        // any more.
-        drop(unsafe {
-            Box::from_raw(
-                self.buddy as *const Buddy<'static, MockCpu> as *mut Buddy<'static, MockCpu>,
-            )
-        });
+        // SAFETY: `buddy_box` came from `Box::into_raw` in `rig` and nothing
+        // borrows it any more.
+        drop(unsafe { Box::from_raw(self.buddy_box) });
     }
 }
 
@@ -49,7 +50,9 @@ pub fn rig(mib: usize, cpus: usize) -> Rig {
     };
     // SAFETY: as above.
     let buddy = unsafe { Buddy::new(mem, boot, machine.cpu().clone(), config) }.expect("buddy");
-    let buddy: &'static Buddy<'static, MockCpu> = Box::leak(Box::new(buddy));
+    let buddy_box = Box::into_raw(Box::new(buddy));
+    // SAFETY: the box lives until the rig drops it, after the slab allocator.
+    let buddy: &'static Buddy<'static, MockCpu> = unsafe { &*buddy_box };
     let slab = {
         let _c = machine.cpu().bind(0).expect("bind");
         SlabAllocator::new(buddy).expect("slab")
@@ -57,6 +60,7 @@ pub fn rig(mib: usize, cpus: usize) -> Rig {
     Rig {
         slab: core::mem::ManuallyDrop::new(slab),
         buddy,
+        buddy_box,
         machine,
     }
 }
