@@ -8,6 +8,9 @@ use kmm_hal::{PAGE_SIZE, PhysAddr};
 
 use crate::sys;
 
+/// Alignment of the software backing's RAM (that of a 2-level large page).
+const RAM_ALIGN: usize = 4 << 20;
+
 /// How the machine's memory is backed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backing {
@@ -80,7 +83,9 @@ impl Ram {
                 }
             }
             Backing::Software => {
-                let layout = Layout::from_size_align(size, PAGE_SIZE)
+                // Aligned like the mmap backing's window (4 MiB), so the direct
+                // map keeps the alignment physical addresses have.
+                let layout = Layout::from_size_align(size, RAM_ALIGN)
                     .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "RAM too large"))?;
                 // SAFETY: the layout has a non-zero size.
                 let base = unsafe { alloc_zeroed(layout) };
