@@ -17,7 +17,9 @@ use crate::slab_desc::SlabAdapter;
 pub type Ctor = fn(*mut u8);
 
 /// A per-CPU (or shared) array of free objects, LIFO (Linux's `array_cache`).
-/// The entries follow the header in memory.
+/// The entries follow the header in memory. Each entry is an object's address
+/// and the address of its state byte, so handing an object out needs no slab
+/// lookup.
 #[repr(C)]
 pub(crate) struct ArrayCache {
     pub(crate) avail: usize,
@@ -30,7 +32,7 @@ impl ArrayCache {
     /// Bytes of an array of `limit` entries, rounded up to whole cache lines
     /// (each CPU's array starts on a line of its own: no false sharing).
     pub(crate) const fn bytes(limit: usize) -> usize {
-        (core::mem::size_of::<ArrayCache>() + limit * core::mem::size_of::<usize>())
+        (core::mem::size_of::<ArrayCache>() + limit * core::mem::size_of::<Entry>())
             .next_multiple_of(64)
     }
 
@@ -38,9 +40,9 @@ impl ArrayCache {
     /// provenance the allocator exposed for its memory), not through `self`,
     /// whose provenance covers only the header.
     #[inline]
-    pub(crate) fn entries(&mut self) -> &mut [usize] {
+    pub(crate) fn entries(&mut self) -> &mut [Entry] {
         let at = (self as *mut ArrayCache).addr() + core::mem::size_of::<ArrayCache>();
-        let p = core::ptr::with_exposed_provenance_mut::<usize>(at);
+        let p = core::ptr::with_exposed_provenance_mut::<Entry>(at);
         // SAFETY: `limit` entries follow the header (see `init`), and `&mut self`
         // gives exclusive access to the array they belong to.
         unsafe { core::slice::from_raw_parts_mut(p, self.limit) }
@@ -62,6 +64,9 @@ impl ArrayCache {
         };
     }
 }
+
+/// An array entry: an object's address and its state byte's address.
+pub(crate) type Entry = [usize; 2];
 
 /// One CPU's array for a cache, and a drain request from other CPUs. Each
 /// sits on a cache line of its own, so CPUs do not share lines they write.

@@ -42,10 +42,12 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             let i = ac.avail;
             ac.entries()[i]
         };
-        let loc = self.locate_trusted(c, obj);
-        loc.slab
-            .state(loc.idx)
-            .store(OBJ_ALLOCATED, Ordering::Relaxed);
+        let [obj, state] = obj;
+        // SAFETY: the entry holds the address of the object's state byte in its
+        // live slab's management area (an AtomicU8).
+        let state =
+            unsafe { &*core::ptr::with_exposed_provenance::<core::sync::atomic::AtomicU8>(state) };
+        state.store(OBJ_ALLOCATED, Ordering::Relaxed);
         self.debug_on_alloc(c, obj);
         if gfp.contains(Gfp::ZERO) {
             // Linux's `kmem_cache_zalloc`.
@@ -91,7 +93,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             self.flush_array(c, ac);
         }
         let i = ac.avail;
-        ac.entries()[i] = obj;
+        ac.entries()[i] = [obj, (state as *const core::sync::atomic::AtomicU8).addr()];
         ac.avail += 1;
         Ok(())
     }
@@ -234,7 +236,9 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             while want > 0 {
                 let Some(i) = slab.get_obj() else { break };
                 let at = ac.avail;
-                ac.entries()[at] = slab.s_mem + i * c.geo.buffer_size + c.geo.obj_offset;
+                let obj = slab.s_mem + i * c.geo.buffer_size + c.geo.obj_offset;
+                let state = (slab.state(i) as *const core::sync::atomic::AtomicU8).addr();
+                ac.entries()[at] = [obj, state];
                 ac.avail += 1;
                 l.free_objects -= 1;
                 want -= 1;
@@ -525,11 +529,11 @@ trait ToOwnedArray {
     fn to_owned_array(&self) -> ObjBatch;
 }
 
-impl ToOwnedArray for [usize] {
+impl ToOwnedArray for [crate::cache::Entry] {
     fn to_owned_array(&self) -> ObjBatch {
         let mut b = ObjBatch::new();
-        for &x in self.iter().take(64) {
-            b.push(x);
+        for &[obj, _] in self.iter().take(64) {
+            b.push(obj);
         }
         b
     }
