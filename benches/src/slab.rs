@@ -439,7 +439,7 @@ impl Pager {
 
 /// `slabmalloc`'s `ZoneAllocator` (power-of-two size classes from 8 bytes to
 /// 128 KiB; 4 KiB pages up to 256 bytes, 2 MiB pages above), refilled from a
-/// [`Pager`] over its heap when a class runs out, as the crate's
+/// `Pager` over its heap when a class runs out, as the crate's
 /// `global_alloc` example does. `realloc` stays in place within a size class
 /// (`ZoneAllocator::get_max_size`, which the crate offers for that), else
 /// allocates, copies, frees.
