@@ -25,22 +25,28 @@ pub struct SlabDesc {
     pub link: LinkedListLink,
     /// Address of the first object buffer.
     pub s_mem: usize,
-    /// Objects handed out of the slab (to users or per-CPU arrays).
-    inuse: Cell<usize>,
-    /// First free object, or `BUFCTL_END`.
-    free: Cell<u16>,
-    /// Objects in the slab.
-    num: usize,
-    /// The colour offset the slab was given.
-    pub colour_off: usize,
-    /// Which list of its cache the slab is on.
-    list: Cell<SlabList>,
     /// Address of the slab's first page.
     pub mem: usize,
+    /// Objects handed out of the slab (to users or per-CPU arrays).
+    inuse: Cell<u32>,
+    /// Objects in the slab (at most `MAX_OBJS`, so 32 bits are plenty).
+    num: u32,
+    /// The colour offset the slab was given (less than a slab).
+    colour_off: u32,
+    /// First free object, or `BUFCTL_END`.
+    free: Cell<u16>,
+    /// Which list of its cache the slab is on.
+    list: Cell<SlabList>,
 }
+
+// Small enough that a single-object slab's off-slab descriptor (with its 3
+// bytes of per-object management) fits the 64-byte general cache.
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(core::mem::size_of::<SlabDesc>() + MGMT_PER_OBJ <= 64);
 
 /// The list of its cache a slab is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub enum SlabList {
     /// Every object handed out.
     Full,
@@ -89,8 +95,8 @@ impl SlabDesc {
                 s_mem,
                 inuse: Cell::new(0),
                 free: Cell::new(0),
-                num,
-                colour_off,
+                num: num as u32,
+                colour_off: colour_off as u32,
                 list: Cell::new(SlabList::Free),
                 mem,
             });
@@ -119,14 +125,14 @@ impl SlabDesc {
     }
 
     fn bufctl(&self, i: usize) -> u16 {
-        debug_assert!(i < self.num);
+        debug_assert!(i < (self.num as usize));
         // SAFETY: the index array of `num` entries follows the descriptor (see
         // `init`); u16 needs 2-byte alignment, which the descriptor gives.
         unsafe { self.bufctl_ptr().add(i).read() }
     }
 
     fn set_bufctl(&self, i: usize, v: u16) {
-        debug_assert!(i < self.num);
+        debug_assert!(i < (self.num as usize));
         // SAFETY: as in `bufctl`; writes happen under the list lock.
         unsafe { self.bufctl_ptr().add(i).write(v) }
     }
@@ -134,10 +140,16 @@ impl SlabDesc {
     /// The state byte of object `i`.
     #[inline]
     pub fn state(&self, i: usize) -> &AtomicU8 {
-        assert!(i < self.num, "object index out of range");
+        assert!(i < (self.num as usize), "object index out of range");
         // SAFETY: the state bytes follow the index array (see `init`); AtomicU8
         // has alignment 1; i < num.
-        unsafe { &*self.bufctl_ptr().add(self.num).cast::<AtomicU8>().add(i) }
+        unsafe {
+            &*self
+                .bufctl_ptr()
+                .add(self.num as usize)
+                .cast::<AtomicU8>()
+                .add(i)
+        }
     }
 
     /// The list the slab is on (list lock held).
@@ -152,12 +164,12 @@ impl SlabDesc {
 
     /// Objects in the slab.
     pub fn num(&self) -> usize {
-        self.num
+        self.num as usize
     }
 
     /// Objects handed out of the slab.
     pub fn inuse(&self) -> usize {
-        self.inuse.get()
+        self.inuse.get() as usize
     }
 
     /// Takes a free object (list lock held). `None` if the slab is full.
