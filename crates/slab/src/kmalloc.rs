@@ -252,14 +252,33 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         if ptr.is_null() {
             return self.kmalloc(new_size, gfp);
         }
-        let old = self.ksize(ptr)?;
+        // One lookup serves the size check and the free.
+        let loc = match self.locate(ptr) {
+            Ok(loc) => {
+                if loc.slab.state(loc.idx).load(Ordering::Relaxed)
+                    != crate::slab_desc::OBJ_ALLOCATED
+                {
+                    return Err(SlabError::DoubleFree);
+                }
+                Some(loc)
+            }
+            Err(SlabError::Foreign) => None,
+            Err(e) => return Err(e),
+        };
+        let old = match &loc {
+            Some(l) => l.cache.geo.obj_size,
+            None => self.ksize(ptr)?,
+        };
         if old >= new_size {
             return NonNull::new(ptr).ok_or(SlabError::Foreign);
         }
         let new = self.kmalloc(new_size, gfp)?;
         // SAFETY: both blocks are live and at least `old` bytes (new_size > old).
         unsafe { core::ptr::copy_nonoverlapping(ptr, new.as_ptr(), old) };
-        self.kfree(ptr)?;
+        match loc {
+            Some(l) => self.free_located(l, ptr.addr())?,
+            None => self.kfree(ptr)?,
+        }
         Ok(new)
     }
 
