@@ -70,17 +70,37 @@ impl Kmalloc {
     /// The size class for `size` bytes.
     #[inline]
     pub(crate) fn index(size: usize) -> Option<usize> {
-        Some(match size {
-            0 => return None,
-            1..=32 => 0,
-            33..=64 => 1,
-            65..=96 => 2,
-            97..=128 => 3,
-            129..=192 => 4,
-            193..=256 => 5,
-            _ if size <= MAX_OBJ_SIZE => (usize::BITS - (size - 1).leading_zeros()) as usize - 3,
-            _ => return None,
-        })
+        /// Classes of 1..=256 bytes by `(size - 1) / 8` (Linux's `size_index`).
+        const SMALL: [u8; 32] = {
+            let mut t = [0u8; 32];
+            let mut i = 0;
+            while i < 32 {
+                let size = (i + 1) * 8;
+                t[i] = if size <= 32 {
+                    0
+                } else if size <= 64 {
+                    1
+                } else if size <= 96 {
+                    2
+                } else if size <= 128 {
+                    3
+                } else if size <= 192 {
+                    4
+                } else {
+                    5
+                };
+                i += 1;
+            }
+            t
+        };
+        match size {
+            0 => None,
+            1..=256 => Some(usize::from(SMALL[(size - 1) >> 3])),
+            _ if size <= MAX_OBJ_SIZE => {
+                Some((usize::BITS - (size - 1).leading_zeros()) as usize - 3)
+            }
+            _ => None,
+        }
     }
 
     /// The cache for `size` bytes, if one exists yet.
