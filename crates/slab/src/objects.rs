@@ -78,12 +78,28 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     pub(crate) fn free_located(&self, loc: Located<'_>, obj: usize) -> Result<(), SlabError> {
         let c = loc.cache;
         let state = loc.slab.state(loc.idx);
-        if state.load(Ordering::Relaxed) != OBJ_ALLOCATED {
+        // The default build checks and clears the state with plain loads and
+        // stores (no locked instruction on the hot path): a double free is
+        // refused unless two CPUs free the same object at the same instant. The
+        // `debug` build claims the object with one atomic exchange, so even that
+        // race is caught.
+        let claimed = if cfg!(feature = "debug") {
+            state
+                .compare_exchange(OBJ_ALLOCATED, OBJ_FREE, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        } else {
+            state.load(Ordering::Relaxed) == OBJ_ALLOCATED
+        };
+        if !claimed {
             c.errors.fetch_add(1, Ordering::Relaxed);
             self.debug_report(c, obj, crate::debug::Offence::DoubleFree);
             return Err(SlabError::DoubleFree);
         }
-        self.debug_on_free(c, obj)?;
+        if let Err(e) = self.debug_on_free(c, obj) {
+            // Damaged: reported, and left allocated.
+            state.store(OBJ_ALLOCATED, Ordering::Relaxed);
+            return Err(e);
+        }
         state.store(OBJ_FREE, Ordering::Relaxed);
         let cpu = self.buddy.cpu();
         let _irq = cpu.irq_guard();
