@@ -161,10 +161,17 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         if order >= kmm_buddy::MAX_ORDER {
             return Err(SlabError::BadSize);
         }
-        let page = self
-            .buddy
-            .alloc_pages(gfp.difference(Gfp::HIGHMEM), order)
-            .ok_or(SlabError::OutOfMemory)?;
+        let g = gfp.difference(Gfp::HIGHMEM);
+        let page = match self.buddy.alloc_pages(g, order) {
+            Some(p) => p,
+            // Dry: give back what the caches hold idle and try once more.
+            None => {
+                self.reclaim();
+                self.buddy
+                    .alloc_pages(g, order)
+                    .ok_or(SlabError::OutOfMemory)?
+            }
+        };
         page.set_owner(LARGE_MARK);
         self.large_pages.fetch_add(1 << order, Ordering::Relaxed);
         let va = self

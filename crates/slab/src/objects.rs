@@ -29,18 +29,27 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     #[inline]
     pub fn kmem_cache_alloc(&self, cache: Cache<'a>, gfp: Gfp) -> Result<NonNull<u8>, SlabError> {
         let c = self.cache(cache)?;
-        let obj = {
-            let cpu = self.buddy.cpu();
-            let _irq = cpu.irq_guard();
-            // SAFETY: interrupts are off (the guard above) and the id is ours.
-            let ac = unsafe { self.local_array(c, cpu.id()) };
-            if ac.avail == 0 {
-                self.refill(c, ac, gfp)?;
+        self.alloc_object(c, gfp, true)
+    }
+
+    /// [`Self::kmem_cache_alloc`] on a cache, with or without reclaiming when
+    /// the page allocator is dry (not while a refill is under way: it holds
+    /// this CPU's array of another cache).
+    #[inline]
+    pub(crate) fn alloc_object(
+        &self,
+        c: &KmemCache,
+        gfp: Gfp,
+        reclaim: bool,
+    ) -> Result<NonNull<u8>, SlabError> {
+        let obj = match self.take_object(c, gfp) {
+            Ok(e) => e,
+            // The page allocator is dry: give back what the caches hold idle
+            // (Linux's slab shrinking under memory pressure) and try once more.
+            Err(SlabError::OutOfMemory) if reclaim && self.reclaim() > 0 => {
+                self.take_object(c, gfp)?
             }
-            ac.touched = true;
-            ac.avail -= 1;
-            let i = ac.avail;
-            ac.entries()[i]
+            Err(e) => return Err(e),
         };
         let [obj, state] = obj;
         // SAFETY: the entry holds the address of the object's state byte in its
@@ -57,6 +66,32 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         }
         // SAFETY: objects are never at address 0.
         Ok(unsafe { NonNull::new_unchecked(core::ptr::with_exposed_provenance_mut(obj)) })
+    }
+
+    /// Pops an entry from this CPU's array, refilling it if empty.
+    #[inline]
+    fn take_object(&self, c: &KmemCache, gfp: Gfp) -> Result<crate::cache::Entry, SlabError> {
+        let cpu = self.buddy.cpu();
+        let _irq = cpu.irq_guard();
+        // SAFETY: interrupts are off (the guard above) and the id is ours.
+        let ac = unsafe { self.local_array(c, cpu.id()) };
+        if ac.avail == 0 {
+            self.refill(c, ac, gfp)?;
+        }
+        ac.touched = true;
+        ac.avail -= 1;
+        let i = ac.avail;
+        Ok(ac.entries()[i])
+    }
+
+    /// Gives idle memory back to the page allocator when it has run dry: every
+    /// cache's free slabs and this CPU's arrays, and this CPU's per-CPU page
+    /// lists. Returns the pages given back by the caches.
+    #[cold]
+    pub(crate) fn reclaim(&self) -> usize {
+        let n = self.shrink_all();
+        self.buddy.drain_local();
+        n
     }
 
     /// Frees an object to its cache (Linux's `kmem_cache_free`). Refused, with
@@ -448,7 +483,8 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             let cache = c
                 .slabp_cache
                 .expect("off-slab caches have a descriptor cache");
-            match self.kmem_cache_alloc(cache, gfp) {
+            let desc_cache = self.cache(cache.erase())?;
+            match self.alloc_object(desc_cache, gfp, false) {
                 Ok(p) => (p.as_ptr().addr(), addr + colour),
                 Err(e) => {
                     let r = self.buddy.free_pages_page(head, geo.gfporder as usize);

@@ -218,3 +218,31 @@ fn zeroed_objects_and_exact_shrink_counts() {
     let reported = s.shrink_all();
     assert_eq!(before - pages_out(&r), reported);
 }
+
+#[test]
+fn exhaustion_reclaims_idle_slabs_first() {
+    let r = rig(16, 1);
+    let _c = r.machine.cpu().bind(0).unwrap();
+    let s = &r.slab;
+    // size-192: no cache keeps its slab descriptors there.
+    let small = s.kmalloc_cache(192, false).unwrap();
+    let objs: Vec<_> = (0..3000)
+        .map(|_| s.kmalloc(150, Gfp::KERNEL).unwrap())
+        .collect();
+    for o in objs {
+        s.kfree(o.as_ptr()).unwrap();
+    }
+    assert!(
+        s.cache_stats(small).unwrap().num_slabs > 0,
+        "idle slabs kept"
+    );
+    let mut big = Vec::new();
+    while let Ok(p) = s.kmalloc(4096, Gfp::KERNEL) {
+        big.push(p);
+    }
+    // Before giving up, the allocator gave the idle small slabs back.
+    assert_eq!(s.cache_stats(small).unwrap().num_slabs, 0);
+    for p in big {
+        s.kfree(p.as_ptr()).unwrap();
+    }
+}
