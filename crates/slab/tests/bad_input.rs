@@ -220,6 +220,7 @@ fn zeroed_objects_and_exact_shrink_counts() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "exhausts 16 MiB a page at a time: too slow for Miri")]
 fn exhaustion_reclaims_idle_slabs_first() {
     let r = rig(16, 1);
     let _c = r.machine.cpu().bind(0).unwrap();
