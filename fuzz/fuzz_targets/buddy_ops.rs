@@ -123,13 +123,10 @@ fn coalesced(b: &Buddy<'static, MockCpu>) {
             while run < end && !pages[run].test(PgFlags::RESERVED) {
                 run += 1;
             }
-            while pfn < run {
-                let align = if pfn == 0 { MAX_ORDER - 1 } else { pfn.trailing_zeros() as usize };
-                let fit = (usize::BITS - 1 - (run - pfn).leading_zeros()) as usize;
-                let o = align.min(fit).min(MAX_ORDER - 1);
+            for (_, o) in kmm_buddy::aligned_blocks(pfn, run) {
                 ideal[o] += 1;
-                pfn += 1 << o;
             }
+            pfn = run;
         }
         let got: Vec<usize> = (0..MAX_ORDER).map(|o| z.nr_free(o)).collect();
         assert_eq!(got, ideal.to_vec(), "zone {:?} of node {} not coalesced", z.kind(), z.node());

@@ -7,7 +7,7 @@ use kmm_page_frame::{Bootmem, MAX_NUMNODES, MemMap, ZoneType};
 
 use crate::pcp::{PerCpuPages, batch_for};
 use crate::zone::Zone;
-use crate::{BuddyError, MAX_ORDER, Watermark};
+use crate::{BuddyError, Watermark};
 
 /// Most CPUs the allocator keeps per-CPU lists for.
 pub const MAX_CPUS: usize = 64;
@@ -219,17 +219,8 @@ impl<'a, C: Cpu> Buddy<'a, C> {
                 let end = run_end.min(zone.span().end_pfn() as usize);
                 zone.add_managed(end - pfn);
                 let mut area = zone.area.lock();
-                let mut s = pfn;
-                while s < end {
-                    let align = if s == 0 {
-                        MAX_ORDER - 1
-                    } else {
-                        s.trailing_zeros() as usize
-                    };
-                    let fit = (usize::BITS - 1 - (end - s).leading_zeros()) as usize;
-                    let order = align.min(fit).min(MAX_ORDER - 1);
+                for (s, order) in crate::aligned_blocks(pfn, end) {
                     zone.free_one(&mut area, &mem, s, order);
-                    s += 1 << order;
                 }
                 pfn = end;
             }

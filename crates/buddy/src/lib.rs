@@ -44,6 +44,7 @@
 #![no_std]
 
 mod alloc;
+mod blocks;
 mod buddy;
 mod drain;
 mod error;
@@ -57,6 +58,7 @@ mod zone;
 /// Orders run from 0 to `MAX_ORDER - 1` (blocks of 1 to 1024 frames).
 pub const MAX_ORDER: usize = 11;
 
+pub use blocks::aligned_blocks;
 pub use buddy::{Buddy, BuddyConfig, Freed, MAX_CPUS};
 pub use error::{BuddyError, FreeError};
 pub use gfp::Gfp;

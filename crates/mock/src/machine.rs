@@ -4,7 +4,7 @@ use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use kmm_hal::{KernelLayout, MapError, PAGE_SIZE, PhysAddr};
+use kmm_hal::{KernelLayout, MapError, PhysAddr};
 use kmm_i386::I386Layout;
 
 use crate::layout::{KERNEL_WINDOW, MockLayout};
@@ -243,10 +243,5 @@ impl Machine {
             }
         }
         Ok(pt)
-    }
-
-    /// Rounds `bytes` up to whole pages.
-    pub fn pages(bytes: usize) -> usize {
-        bytes.div_ceil(PAGE_SIZE)
     }
 }

@@ -55,7 +55,7 @@ impl Window {
                 sys::unmap(base.wrapping_add(window), tail);
             }
         }
-        let mut w = Window {
+        let w = Window {
             base,
             reserved: window,
             fd: Some(fd),
@@ -66,7 +66,6 @@ impl Window {
             sys::map_shared(Some(base), direct, fd, 0, true)?;
         }
         let _ = base.expose_provenance();
-        w.shadow.clear();
         Ok(w)
     }
 

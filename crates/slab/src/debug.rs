@@ -10,7 +10,7 @@ use kmm_hal::Cpu;
 
 use crate::allocator::SlabAllocator;
 use crate::cache::{Cache, KmemCache};
-use crate::slab_desc::{OBJ_ALLOCATED, OBJ_FREE, SlabDesc};
+use crate::slab_desc::{OBJ_ALLOCATED, OBJ_FREE};
 use crate::{SlabError, SlabFlags};
 
 /// Red-zone word of a free object.
@@ -259,7 +259,6 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
                 if allocated > slab.inuse() {
                     return Err(bad(slab.s_mem));
                 }
-                let _: &SlabDesc = slab;
             }
         }
         Ok(checked)

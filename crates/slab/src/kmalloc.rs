@@ -117,6 +117,15 @@ impl Kmalloc {
     }
 }
 
+/// The usable size of a located object that is live; a free one was freed
+/// before.
+fn live_size(loc: &crate::objects::Located<'_>) -> Result<usize, SlabError> {
+    if loc.slab.state(loc.idx).load(Ordering::Relaxed) != crate::slab_desc::OBJ_ALLOCATED {
+        return Err(SlabError::DoubleFree);
+    }
+    Ok(loc.cache.geo.obj_size)
+}
+
 impl<'a, C: Cpu> SlabAllocator<'a, C> {
     /// Allocates `size` bytes (Linux's `kmalloc`): from the smallest general
     /// cache that fits (the DMA ones for `Gfp::DMA`), or straight from the page
@@ -231,14 +240,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     /// The usable size of a kmalloc'd block (Linux's `ksize`).
     pub fn ksize(&self, ptr: *mut u8) -> Result<usize, SlabError> {
         match self.locate(ptr) {
-            Ok(loc) => {
-                if loc.slab.state(loc.idx).load(Ordering::Relaxed)
-                    != crate::slab_desc::OBJ_ALLOCATED
-                {
-                    return Err(SlabError::DoubleFree);
-                }
-                Ok(loc.cache.geo.obj_size)
-            }
+            Ok(loc) => live_size(&loc),
             Err(SlabError::Foreign) => {
                 let page = self
                     .buddy
@@ -281,19 +283,12 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         }
         // One lookup serves the size check and the free.
         let loc = match self.locate(ptr) {
-            Ok(loc) => {
-                if loc.slab.state(loc.idx).load(Ordering::Relaxed)
-                    != crate::slab_desc::OBJ_ALLOCATED
-                {
-                    return Err(SlabError::DoubleFree);
-                }
-                Some(loc)
-            }
+            Ok(loc) => Some(loc),
             Err(SlabError::Foreign) => None,
             Err(e) => return Err(e),
         };
         let old = match &loc {
-            Some(l) => l.cache.geo.obj_size,
+            Some(l) => live_size(l)?,
             None => self.ksize(ptr)?,
         };
         if old >= new_size {

@@ -1,7 +1,6 @@
 //! `/proc/slabinfo`-style statistics.
 
 use core::fmt::{self, Write};
-use core::sync::atomic::Ordering;
 
 use kmm_hal::Cpu;
 
@@ -118,7 +117,6 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
                 shared.1,
             )?;
         }
-        let _ = Ordering::Relaxed;
         Ok(())
     }
 }

@@ -133,17 +133,8 @@ pub fn ideal_free_area(buddy: &Buddy<'static, MockCpu>, zone: usize) -> [usize; 
         while run_end < end && !page(run_end).test(PgFlags::RESERVED) {
             run_end += 1;
         }
-        let mut s = pfn;
-        while s < run_end {
-            let align = if s == 0 {
-                MAX_ORDER - 1
-            } else {
-                s.trailing_zeros() as usize
-            };
-            let fit = (usize::BITS - 1 - (run_end - s).leading_zeros()) as usize;
-            let order = align.min(fit).min(MAX_ORDER - 1);
+        for (_, order) in kmm_buddy::aligned_blocks(pfn, run_end) {
             counts[order] += 1;
-            s += 1 << order;
         }
         pfn = run_end;
     }
