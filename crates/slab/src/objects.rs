@@ -44,12 +44,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     ) -> Result<NonNull<u8>, SlabError> {
         let obj = match self.take_object(c, gfp) {
             Ok(e) => e,
-            // The page allocator is dry: give back what the caches hold idle
-            // (Linux's slab shrinking under memory pressure) and try once more.
-            Err(SlabError::OutOfMemory) if reclaim && self.reclaim() > 0 => {
-                self.take_object(c, gfp)?
-            }
-            Err(e) => return Err(e),
+            Err(e) => self.take_after_reclaim(c, gfp, reclaim, e)?,
         };
         let [obj, state] = obj;
         // SAFETY: the entry holds the address of the object's state byte in its
@@ -82,6 +77,25 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         ac.avail -= 1;
         let i = ac.avail;
         Ok(ac.entries()[i])
+    }
+
+    /// The slow end of an allocation that failed with `err`: when the page
+    /// allocator is dry, give back what the caches hold idle (Linux's slab
+    /// shrinking under memory pressure) and try once more. Out of line, so the
+    /// fast path inlines [`Self::take_object`] once.
+    #[cold]
+    #[inline(never)]
+    fn take_after_reclaim(
+        &self,
+        c: &KmemCache,
+        gfp: Gfp,
+        reclaim: bool,
+        err: SlabError,
+    ) -> Result<crate::cache::Entry, SlabError> {
+        match err {
+            SlabError::OutOfMemory if reclaim && self.reclaim() > 0 => self.take_object(c, gfp),
+            e => Err(e),
+        }
     }
 
     /// Gives idle memory back to the page allocator when it has run dry: every
