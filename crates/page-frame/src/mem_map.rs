@@ -431,9 +431,19 @@ impl<'a> MemMap<'a> {
     /// `virt_to_page`).
     #[inline]
     pub fn virt_to_page(&self, va: VirtAddr) -> Result<&'a Page, PfnError> {
-        let pa = self.dm.virt_to_phys(va).ok_or(PfnError::NotDirectMapped)?;
-        let pfn = pa.pfn().map_err(|_| PfnError::OutOfRange)?;
-        self.pfn_to_page(pfn)
+        // The direct map's offset, shifted, is the frame number: no physical
+        // address is made (its range check is implied by `len`).
+        let off = va.as_usize().wrapping_sub(self.dm.base().as_usize());
+        if off >= self.dm.size() {
+            return Err(PfnError::NotDirectMapped);
+        }
+        let i = off >> kmm_hal::PAGE_SHIFT;
+        if i < self.len {
+            // SAFETY: i < len: an initialised descriptor, alive for 'a.
+            Ok(unsafe { &*self.base.as_ptr().add(i) })
+        } else {
+            Err(PfnError::OutOfRange)
+        }
     }
 
     /// The physical address of a descriptor's frame.

@@ -422,6 +422,7 @@ fn new_cache(
         generation: AtomicU32::new(generation),
         name,
         geo,
+        index: crate::geometry::ObjIndex::new(geo.buffer_size, geo.num),
         flags,
         ctor,
         lists: spin::Mutex::new(Lists {

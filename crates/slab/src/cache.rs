@@ -48,6 +48,46 @@ impl ArrayCache {
         unsafe { core::slice::from_raw_parts_mut(p, self.limit) }
     }
 
+    /// Takes the most recently added entry. The array must not be empty.
+    #[inline(always)]
+    pub(crate) fn pop(&mut self) -> Entry {
+        debug_assert!(
+            self.avail > 0 && self.avail <= self.limit,
+            "array underflow"
+        );
+        self.touched = true;
+        self.avail -= 1;
+        // SAFETY: 0 < avail ≤ limit (checked by the callers; the array never
+        // holds more than `limit`): one of the `limit` entries after the header
+        // (see `entries`).
+        unsafe { self.entry_ptr(self.avail).read() }
+    }
+
+    /// Adds an entry. The array must not be full.
+    #[inline(always)]
+    pub(crate) fn push(&mut self, obj: usize, state: usize) {
+        debug_assert!(self.avail < self.limit, "array overflow");
+        let at = self.entry_ptr(self.avail).cast::<usize>();
+        // SAFETY: avail < limit (checked by the callers): as for `pop`. Two
+        // word stores, not one of an `Entry` built on the stack: the compiler
+        // would write it as two words and read it back as one wide load, which
+        // the CPU cannot forward (a stall of a dozen cycles per free).
+        unsafe {
+            at.write(obj);
+            at.add(1).write(state);
+        }
+        self.avail += 1;
+    }
+
+    /// The address of entry `i`, reached as in `entries`.
+    #[inline(always)]
+    fn entry_ptr(&mut self, i: usize) -> *mut Entry {
+        let at = (self as *mut ArrayCache).addr()
+            + core::mem::size_of::<ArrayCache>()
+            + i * core::mem::size_of::<Entry>();
+        core::ptr::with_exposed_provenance_mut::<Entry>(at)
+    }
+
     /// Writes an empty array at `at`.
     ///
     /// # Safety
@@ -104,6 +144,8 @@ pub struct KmemCache {
     pub(crate) generation: AtomicU32,
     pub(crate) name: &'static str,
     pub(crate) geo: Geometry,
+    /// Object index from an offset in a slab (no division).
+    pub(crate) index: crate::geometry::ObjIndex,
     pub(crate) flags: SlabFlags,
     pub(crate) ctor: Option<Ctor>,
     pub(crate) lists: spin::Mutex<Lists>,

@@ -49,6 +49,48 @@ pub struct Geometry {
     pub left_over: usize,
 }
 
+/// Object index from a byte offset in a slab with one multiply and a shift
+/// instead of a division (Linux's `obj_to_index` with `reciprocal_divide`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ObjIndex {
+    size: usize,
+    span: usize,
+    mul: u64,
+}
+
+impl ObjIndex {
+    /// The fixed-point shift: exact while `span * size <= 2^SHIFT`.
+    const SHIFT: u32 = 40;
+
+    /// Indexes `num` buffers of `size` bytes.
+    pub(crate) const fn new(size: usize, num: usize) -> ObjIndex {
+        assert!(size > 0, "empty buffers");
+        let span = size * num;
+        // floor(off * mul / 2^SHIFT) == off / size for every off < span when
+        // off * (mul * size - 2^SHIFT) < 2^SHIFT; mul * size - 2^SHIFT < size.
+        assert!(
+            (span as u64) * (size as u64) <= 1 << Self::SHIFT,
+            "slab too large to index"
+        );
+        ObjIndex {
+            size,
+            span,
+            mul: (1u64 << Self::SHIFT).div_ceil(size as u64),
+        }
+    }
+
+    /// The buffer index and the offset into that buffer of byte `off` of the
+    /// slab's objects, or `None` past the last buffer.
+    #[inline(always)]
+    pub(crate) fn split(&self, off: usize) -> Option<(usize, usize)> {
+        if off >= self.span {
+            return None;
+        }
+        let idx = ((off as u64 * self.mul) >> Self::SHIFT) as usize;
+        Some((idx, off - idx * self.size))
+    }
+}
+
 /// Objects per slab and left-over bytes for `order`.
 fn estimate(order: u32, size: usize, align: usize, off_slab: bool) -> (usize, usize) {
     let bytes = PAGE_SIZE << order;
@@ -193,6 +235,26 @@ pub fn array_sizes(size: usize, cpus: usize) -> (usize, usize, usize) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn obj_index_divides_exactly() {
+        for size in (1..=300).chain([4096, 4104, 8192, 32_768, 65_600, 131_072]) {
+            let num = (MAX_OBJ_SIZE / size).clamp(1, MAX_OBJS);
+            let ix = super::ObjIndex::new(size, num);
+            for off in (0..size * num)
+                .step_by(size.div_ceil(64).max(1))
+                .chain([size * num - 1])
+            {
+                assert_eq!(
+                    ix.split(off),
+                    Some((off / size, off % size)),
+                    "size {size} off {off}"
+                );
+            }
+            assert_eq!(ix.split(size * num), None);
+            assert_eq!(ix.split(usize::MAX), None);
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -56,12 +56,17 @@ impl<'s, 'a, C: Cpu> KmallocHeap<'s, 'a, C> {
     }
 
     /// The size to ask kmalloc for so the block satisfies `layout`.
+    #[inline]
     fn request(layout: Layout) -> Option<usize> {
         let size = layout.size().max(1);
-        let align = layout.align();
-        if align <= 8 {
+        if layout.align() <= 8 {
             return Some(size);
         }
+        Self::request_aligned(size, layout.align())
+    }
+
+    /// [`Self::request`] for alignments above 8.
+    fn request_aligned(size: usize, align: usize) -> Option<usize> {
         // Natural alignment: the smallest class of at least `size` bytes that is
         // a multiple of `align` (classes 96 and 192 are aligned to 32 and 64).
         let mut i = Kmalloc::index(size.max(align))?;
@@ -77,6 +82,7 @@ impl<'s, 'a, C: Cpu> KmallocHeap<'s, 'a, C> {
         }
     }
 
+    #[inline]
     fn alloc_layout(&self, layout: Layout, zero: bool) -> *mut u8 {
         let gfp = if zero { self.gfp | Gfp::ZERO } else { self.gfp };
         match Self::request(layout) {
@@ -84,21 +90,25 @@ impl<'s, 'a, C: Cpu> KmallocHeap<'s, 'a, C> {
                 .slab
                 .kmalloc(n, gfp)
                 .map_or(core::ptr::null_mut(), NonNull::as_ptr),
-            None => {
-                // Large or strongly aligned: a page-allocator block of at least
-                // the size and the alignment (blocks are aligned to their size;
-                // the address is if the direct map's base is).
-                let bytes = layout.size().max(layout.align());
-                match self.slab.kmalloc_large(bytes, gfp) {
-                    Ok(p) if p.as_ptr().addr().is_multiple_of(layout.align()) => p.as_ptr(),
-                    Ok(p) => {
-                        let r = self.slab.kfree(p.as_ptr());
-                        debug_assert!(r.is_ok());
-                        core::ptr::null_mut()
-                    }
-                    Err(_) => core::ptr::null_mut(),
-                }
+            None => self.alloc_large(layout, gfp),
+        }
+    }
+
+    /// Large or strongly aligned: a page-allocator block of at least the size
+    /// and the alignment (blocks are aligned to their size; the address is if
+    /// the direct map's base is).
+    #[cold]
+    #[inline(never)]
+    fn alloc_large(&self, layout: Layout, gfp: Gfp) -> *mut u8 {
+        let bytes = layout.size().max(layout.align());
+        match self.slab.kmalloc_large(bytes, gfp) {
+            Ok(p) if p.as_ptr().addr().is_multiple_of(layout.align()) => p.as_ptr(),
+            Ok(p) => {
+                let r = self.slab.kfree(p.as_ptr());
+                debug_assert!(r.is_ok());
+                core::ptr::null_mut()
             }
+            Err(_) => core::ptr::null_mut(),
         }
     }
 }
@@ -108,6 +118,7 @@ impl<'s, 'a, C: Cpu> KmallocHeap<'s, 'a, C> {
 // return null; `dealloc` passes the pointer back to kfree, which refuses (and
 // we ignore) anything it did not hand out.
 unsafe impl<C: Cpu> GlobalAlloc for KmallocHeap<'_, '_, C> {
+    #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         self.alloc_layout(layout, false)
     }
@@ -116,6 +127,7 @@ unsafe impl<C: Cpu> GlobalAlloc for KmallocHeap<'_, '_, C> {
         self.alloc_layout(layout, true)
     }
 
+    #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
         if self.slab.kfree(ptr).is_err() {
             self.refused.fetch_add(1, Ordering::Relaxed);

@@ -120,7 +120,7 @@ impl Kmalloc {
 /// The usable size of a located object that is live; a free one was freed
 /// before.
 fn live_size(loc: &crate::objects::Located<'_>) -> Result<usize, SlabError> {
-    if loc.slab.state(loc.idx).load(Ordering::Relaxed) != crate::slab_desc::OBJ_ALLOCATED {
+    if loc.state().load(Ordering::Relaxed) != crate::slab_desc::OBJ_ALLOCATED {
         return Err(SlabError::DoubleFree);
     }
     Ok(loc.cache.geo.obj_size)
@@ -164,6 +164,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
 
     /// `size` bytes straight from the page allocator (marked for `kfree`), in
     /// the smallest block that holds them.
+    #[cold]
     pub(crate) fn kmalloc_large(&self, size: usize, gfp: Gfp) -> Result<NonNull<u8>, SlabError> {
         let pages = size.checked_add(PAGE_SIZE - 1).ok_or(SlabError::BadSize)? / PAGE_SIZE;
         let order = pages.next_power_of_two().trailing_zeros() as usize;
@@ -194,6 +195,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     /// Frees what `kmalloc` returned (Linux's `kfree`). A null pointer is fine.
     /// Refused, with nothing changed: pointers no allocator handed out,
     /// interior pointers, double frees.
+    #[inline]
     pub fn kfree(&self, ptr: *mut u8) -> Result<(), SlabError> {
         if ptr.is_null() {
             return Ok(());
@@ -205,6 +207,8 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         }
     }
 
+    #[cold]
+    #[inline(never)]
     fn kfree_large(&self, ptr: *mut u8) -> Result<(), SlabError> {
         let page = self
             .buddy

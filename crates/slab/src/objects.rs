@@ -15,11 +15,21 @@ use crate::cache::{ArrayCache, Cache, KmemCache};
 use crate::slab_desc::{OBJ_ALLOCATED, OBJ_FREE, SlabDesc, SlabList};
 use crate::{SlabError, SlabFlags};
 
-/// Where an object lives.
+/// Where an object lives. Made only by `locate` and `locate_trusted`, which
+/// check (or know) that `idx` is below the slab's object count.
 pub(crate) struct Located<'s> {
     pub(crate) cache: &'s KmemCache,
     pub(crate) slab: &'s SlabDesc,
     pub(crate) idx: usize,
+}
+
+impl Located<'_> {
+    /// The object's state byte.
+    #[inline(always)]
+    pub(crate) fn state(&self) -> &core::sync::atomic::AtomicU8 {
+        // SAFETY: `idx < num` (see the type).
+        unsafe { self.slab.state_unchecked(self.idx) }
+    }
 }
 
 impl<'a, C: Cpu> SlabAllocator<'a, C> {
@@ -35,18 +45,40 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     /// [`Self::kmem_cache_alloc`] on a cache, with or without reclaiming when
     /// the page allocator is dry (not while a refill is under way: it holds
     /// this CPU's array of another cache).
-    #[inline]
+    ///
+    /// The fast path pops this CPU's array and calls nothing; everything else
+    /// (refill, a drain request, reclaim) is in [`Self::alloc_slow`], called in
+    /// tail position, so the fast path needs no saved registers.
+    #[inline(always)]
     pub(crate) fn alloc_object(
         &self,
         c: &KmemCache,
         gfp: Gfp,
         reclaim: bool,
     ) -> Result<NonNull<u8>, SlabError> {
-        let obj = match self.take_object(c, gfp) {
-            Ok(e) => e,
-            Err(e) => self.take_after_reclaim(c, gfp, reclaim, e)?,
+        let entry = {
+            let cpu = self.buddy.cpu();
+            let _irq = cpu.irq_guard();
+            let pa = c.cpu_array(cpu.id());
+            // SAFETY: interrupts are off (the guard above) and the array is this
+            // CPU's: nothing else touches it while the borrow lives.
+            let ac = unsafe { &mut **pa.ac.get() };
+            if ac.avail == 0 || pa.drain.load(Ordering::Relaxed) {
+                None
+            } else {
+                Some(ac.pop())
+            }
         };
-        let [obj, state] = obj;
+        match entry {
+            Some(e) => Ok(self.hand_out(c, gfp, e)),
+            None => self.alloc_slow(c, gfp, reclaim),
+        }
+    }
+
+    /// Marks a popped entry's object allocated and hands it out (zeroed for
+    /// `Gfp::ZERO`).
+    #[inline(always)]
+    fn hand_out(&self, c: &KmemCache, gfp: Gfp, [obj, state]: crate::cache::Entry) -> NonNull<u8> {
         // SAFETY: the entry holds the address of the object's state byte in its
         // live slab's management area (an AtomicU8).
         let state =
@@ -60,11 +92,27 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             unsafe { core::ptr::write_bytes(p, 0, c.geo.obj_size) };
         }
         // SAFETY: objects are never at address 0.
-        Ok(unsafe { NonNull::new_unchecked(core::ptr::with_exposed_provenance_mut(obj)) })
+        unsafe { NonNull::new_unchecked(core::ptr::with_exposed_provenance_mut(obj)) }
+    }
+
+    /// The slow end of an allocation: this CPU's array is empty or another CPU
+    /// asked for it to be drained. Refills it; when the page allocator is dry,
+    /// gives back what the caches hold idle (Linux's slab shrinking under
+    /// memory pressure) and tries once more.
+    #[cold]
+    #[inline(never)]
+    fn alloc_slow(&self, c: &KmemCache, gfp: Gfp, reclaim: bool) -> Result<NonNull<u8>, SlabError> {
+        let entry = match self.take_object(c, gfp) {
+            Ok(e) => e,
+            Err(SlabError::OutOfMemory) if reclaim && self.reclaim() > 0 => {
+                self.take_object(c, gfp)?
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(self.hand_out(c, gfp, entry))
     }
 
     /// Pops an entry from this CPU's array, refilling it if empty.
-    #[inline]
     fn take_object(&self, c: &KmemCache, gfp: Gfp) -> Result<crate::cache::Entry, SlabError> {
         let cpu = self.buddy.cpu();
         let _irq = cpu.irq_guard();
@@ -73,29 +121,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         if ac.avail == 0 {
             self.refill(c, ac, gfp)?;
         }
-        ac.touched = true;
-        ac.avail -= 1;
-        let i = ac.avail;
-        Ok(ac.entries()[i])
-    }
-
-    /// The slow end of an allocation that failed with `err`: when the page
-    /// allocator is dry, give back what the caches hold idle (Linux's slab
-    /// shrinking under memory pressure) and try once more. Out of line, so the
-    /// fast path inlines [`Self::take_object`] once.
-    #[cold]
-    #[inline(never)]
-    fn take_after_reclaim(
-        &self,
-        c: &KmemCache,
-        gfp: Gfp,
-        reclaim: bool,
-        err: SlabError,
-    ) -> Result<crate::cache::Entry, SlabError> {
-        match err {
-            SlabError::OutOfMemory if reclaim && self.reclaim() > 0 => self.take_object(c, gfp),
-            e => Err(e),
-        }
+        Ok(ac.pop())
     }
 
     /// Gives idle memory back to the page allocator when it has run dry: every
@@ -123,10 +149,10 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     }
 
     /// Frees a located object: state check, debug checks, then this CPU's array.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn free_located(&self, loc: Located<'_>, obj: usize) -> Result<(), SlabError> {
         let c = loc.cache;
-        let state = loc.slab.state(loc.idx);
+        let state = loc.state();
         // The default build checks and clears the state with plain loads and
         // stores (no locked instruction on the hot path): a double free is
         // refused unless two CPUs free the same object at the same instant. The
@@ -150,6 +176,32 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             return Err(e);
         }
         state.store(OBJ_FREE, Ordering::Relaxed);
+        let state = (state as *const core::sync::atomic::AtomicU8).addr();
+        let pushed = {
+            let cpu = self.buddy.cpu();
+            let _irq = cpu.irq_guard();
+            let pa = c.cpu_array(cpu.id());
+            // SAFETY: interrupts are off (the guard above) and the array is this
+            // CPU's: nothing else touches it while the borrow lives.
+            let ac = unsafe { &mut **pa.ac.get() };
+            if ac.avail == ac.limit || pa.drain.load(Ordering::Relaxed) {
+                false
+            } else {
+                ac.push(obj, state);
+                true
+            }
+        };
+        if !pushed {
+            self.free_slow(c, obj, state);
+        }
+        Ok(())
+    }
+
+    /// The slow end of a free: this CPU's array is full (flushed by a batch
+    /// first) or another CPU asked for it to be drained.
+    #[cold]
+    #[inline(never)]
+    fn free_slow(&self, c: &KmemCache, obj: usize, state: usize) {
         let cpu = self.buddy.cpu();
         let _irq = cpu.irq_guard();
         // SAFETY: interrupts are off (the guard above) and the id is ours.
@@ -157,10 +209,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         if ac.avail == ac.limit {
             self.flush_array(c, ac);
         }
-        let i = ac.avail;
-        ac.entries()[i] = [obj, (state as *const core::sync::atomic::AtomicU8).addr()];
-        ac.avail += 1;
-        Ok(())
+        ac.push(obj, state);
     }
 
     /// The array of CPU `id` for `c`, emptied first if another CPU asked for it.
@@ -183,7 +232,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
 
     /// Finds the cache, slab and index of an object pointer, checking that it is
     /// the start of an object in a slab page.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn locate(&self, ptr: *mut u8) -> Result<Located<'_>, SlabError> {
         if ptr.is_null() {
             return Err(SlabError::Foreign);
@@ -204,16 +253,12 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
                 &*(page.index() as *const SlabDesc),
             )
         };
-        let off = ptr.addr().wrapping_sub(slab.s_mem);
-        let size = c.geo.buffer_size;
-        if off >= slab.num() * size {
-            return Err(SlabError::Interior);
-        }
-        let (idx, rem) = if size.is_power_of_two() {
-            (off >> size.trailing_zeros(), off & (size - 1))
-        } else {
-            (off / size, off % size)
-        };
+        // An index below `num` (the slab's span checked), and the offset into
+        // that buffer, which must be the object's.
+        let (idx, rem) = c
+            .index
+            .split(ptr.addr().wrapping_sub(slab.s_mem))
+            .ok_or(SlabError::Interior)?;
         if rem != c.geo.obj_offset {
             return Err(SlabError::Interior);
         }
@@ -234,13 +279,10 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             .expect("slab objects are direct-mapped");
         // SAFETY: as in `locate`.
         let slab = unsafe { &*(page.index() as *const SlabDesc) };
-        let off = obj - slab.s_mem;
-        let size = c.geo.buffer_size;
-        let idx = if size.is_power_of_two() {
-            off >> size.trailing_zeros()
-        } else {
-            off / size
-        };
+        let (idx, _) = c
+            .index
+            .split(obj - slab.s_mem)
+            .expect("an object of this slab");
         // SAFETY: the cache outlives this call (the caller holds it).
         let cache = unsafe { &*(c as *const KmemCache) };
         Located { cache, slab, idx }

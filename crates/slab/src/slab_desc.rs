@@ -141,6 +141,17 @@ impl SlabDesc {
     #[inline]
     pub fn state(&self, i: usize) -> &AtomicU8 {
         assert!(i < (self.num as usize), "object index out of range");
+        // SAFETY: checked just above.
+        unsafe { self.state_unchecked(i) }
+    }
+
+    /// [`Self::state`] without the range check.
+    ///
+    /// # Safety
+    /// `i` must be below [`Self::num`].
+    #[inline(always)]
+    pub unsafe fn state_unchecked(&self, i: usize) -> &AtomicU8 {
+        debug_assert!(i < (self.num as usize));
         // SAFETY: the state bytes follow the index array (see `init`); AtomicU8
         // has alignment 1; i < num.
         unsafe {

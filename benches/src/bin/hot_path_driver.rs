@@ -1,0 +1,59 @@
+//! A driver for profiling the SLAB hot path outside criterion: 20 million
+//! 64-byte alloc+free pairs of one kmm path, so `perf stat` / `perf record`
+//! see nothing else (the numbers in docs/benchmarks.md, "Where kmm's time
+//! goes", come from it):
+//!
+//! ```text
+//! cargo build --release -p kmm-benches --bin hot_path_driver
+//! perf stat -e cycles,instructions target/release/hot_path_driver cache
+//! ```
+//!
+//! The argument is `cache` (`kmem_cache_alloc`/`kmem_cache_free`), `kmalloc`
+//! (`kmalloc`/`kfree`) or `global` (the `KmallocHeap` `GlobalAlloc` adapter);
+//! anything else only builds the machine (the baseline to subtract).
+
+use kmm_benches::slab::{Global, HOT_SIZE, KMM_RAM, KmmSlab, cache_pair, pair, with_kmm};
+use kmm_mock::MockCpu;
+use kmm_slab::{KmallocHeap, SlabAllocator};
+
+/// Pairs per run.
+const PAIRS: usize = 20_000_000;
+
+/// `kmem_cache_alloc` + `kmem_cache_free` pairs (each path in a function of
+/// its own, so the inliner treats them as criterion's closures do).
+#[inline(never)]
+fn cache(slab: &SlabAllocator<'_, MockCpu>) {
+    let hot = cache_pair(slab);
+    for _ in 0..PAIRS {
+        hot();
+    }
+}
+
+/// `kmalloc` + `kfree` pairs.
+#[inline(never)]
+fn kmalloc(slab: &SlabAllocator<'_, MockCpu>) {
+    let mut k = KmmSlab::new(slab);
+    for _ in 0..PAIRS {
+        pair(&mut k, HOT_SIZE);
+    }
+}
+
+/// `GlobalAlloc::alloc` + `dealloc` pairs.
+#[inline(never)]
+fn global(slab: &SlabAllocator<'_, MockCpu>) {
+    let heap = KmallocHeap::new(slab);
+    let mut k = Global(&heap);
+    for _ in 0..PAIRS {
+        pair(&mut k, HOT_SIZE);
+    }
+}
+
+fn main() {
+    let mode = std::env::args().nth(1).unwrap_or_default();
+    with_kmm(KMM_RAM, 1, |slab, _, _cpu0| match mode.as_str() {
+        "cache" => cache(slab),
+        "kmalloc" => kmalloc(slab),
+        "global" => global(slab),
+        _ => {}
+    });
+}
