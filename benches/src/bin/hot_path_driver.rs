@@ -10,9 +10,15 @@
 //!
 //! The argument is `cache` (`kmem_cache_alloc`/`kmem_cache_free`), `kmalloc`
 //! (`kmalloc`/`kfree`) or `global` (the `KmallocHeap` `GlobalAlloc` adapter);
-//! anything else only builds the machine (the baseline to subtract).
+//! `actions200` runs `random_actions_200B`'s sequence 2000 times through
+//! `kmalloc`/`kfree`/`krealloc`; anything else only builds the machine (the
+//! baseline to subtract).
 
-use kmm_benches::slab::{Global, HOT_SIZE, KMM_RAM, KmmSlab, cache_pair, pair, with_kmm};
+use kmm_benches::SEED;
+use kmm_benches::slab::{
+    Global, HOT_SIZE, KMM_RAM, KmmSlab, MAX_LIVE, cache_pair, pair, random_actions, run_actions,
+    with_kmm,
+};
 use kmm_mock::MockCpu;
 use kmm_slab::{KmallocHeap, SlabAllocator};
 
@@ -48,12 +54,24 @@ fn global(slab: &SlabAllocator<'_, MockCpu>) {
     }
 }
 
+/// `random_actions_200B` through `kmalloc`, `kfree` and `krealloc`.
+#[inline(never)]
+fn actions200(slab: &SlabAllocator<'_, MockCpu>) {
+    let actions = random_actions(SEED, 4096, 1..=200, MAX_LIVE, true);
+    let mut live = Vec::with_capacity(MAX_LIVE);
+    let mut k = KmmSlab::new(slab);
+    for _ in 0..2000 {
+        run_actions(&mut k, &actions, &mut live);
+    }
+}
+
 fn main() {
     let mode = std::env::args().nth(1).unwrap_or_default();
     with_kmm(KMM_RAM, 1, |slab, _, _cpu0| match mode.as_str() {
         "cache" => cache(slab),
         "kmalloc" => kmalloc(slab),
         "global" => global(slab),
+        "actions200" => actions200(slab),
         _ => {}
     });
 }

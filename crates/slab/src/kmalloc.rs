@@ -10,7 +10,7 @@ use kmm_page_frame::PgFlags;
 
 use crate::SlabError;
 use crate::allocator::SlabAllocator;
-use crate::cache::Cache;
+use crate::cache::{Cache, KmemCache};
 use crate::geometry::MAX_OBJ_SIZE;
 
 /// The general caches: size, name, DMA name (Linux's `malloc_sizes`).
@@ -111,6 +111,17 @@ impl Kmalloc {
         c.map(Cache::erase)
     }
 
+    /// The descriptor of the cache for `size` bytes, without a handle check:
+    /// general caches are never destroyed (`kmem_cache_destroy` refuses them),
+    /// so the descriptor lives as long as the allocator.
+    #[inline(always)]
+    pub(crate) fn desc_for(&self, size: usize, dma: bool) -> Option<&KmemCache> {
+        let i = Self::index(size)?;
+        let c = if dma { self.dma[i] } else { self.normal[i] }?;
+        // SAFETY: see above; the handle was made for a live general cache.
+        Some(unsafe { c.ptr.as_ref() })
+    }
+
     pub(crate) fn contains(&self, c: Cache<'_>) -> bool {
         let c = Some(c.erase());
         self.normal.contains(&c) || self.dma.contains(&c)
@@ -119,6 +130,7 @@ impl Kmalloc {
 
 /// The usable size of a located object that is live; a free one was freed
 /// before.
+#[inline(always)]
 fn live_size(loc: &crate::objects::Located<'_>) -> Result<usize, SlabError> {
     if loc.state().load(Ordering::Relaxed) != crate::slab_desc::OBJ_ALLOCATED {
         return Err(SlabError::DoubleFree);
@@ -137,9 +149,9 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             return Err(SlabError::BadSize);
         }
         let dma = gfp.contains(Gfp::DMA);
-        match self.kmalloc.cache_for(size, dma) {
+        match self.kmalloc.desc_for(size, dma) {
             Some(c) => {
-                let p = self.kmem_cache_alloc(c, gfp.difference(Gfp::ZERO))?;
+                let p = self.alloc_object(c, gfp.difference(Gfp::ZERO), true)?;
                 if gfp.contains(Gfp::ZERO) {
                     // SAFETY: the object is ours and at least `size` bytes.
                     unsafe { core::ptr::write_bytes(p.as_ptr(), 0, size) };
