@@ -10,27 +10,33 @@
 //!
 //! The argument is `cache` (`kmem_cache_alloc`/`kmem_cache_free`), `kmalloc`
 //! (`kmalloc`/`kfree`) or `global` (the `KmallocHeap` `GlobalAlloc` adapter);
-//! `actions200` runs `random_actions_200B`'s sequence 2000 times through
+//! `order0` runs 20 million order-0 `alloc_pages`/`free_pages` pairs of the
+//! buddy allocator (4 GiB, per-CPU lists) instead; `actions200` runs `random_actions_200B`'s sequence 2000 times through
 //! `kmalloc`/`kfree`/`krealloc`; anything else only builds the machine (the
 //! baseline to subtract).
 
-use kmm_benches::SEED;
 use kmm_benches::slab::{
     Global, HOT_SIZE, KMM_RAM, KmmSlab, MAX_LIVE, cache_pair, pair, random_actions, run_actions,
     with_kmm,
 };
+use kmm_benches::{Host, Kmm, KmmPath, RAM_4G, SEED, alloc_free_pair};
 use kmm_mock::MockCpu;
 use kmm_slab::{KmallocHeap, SlabAllocator};
 
-/// Pairs per run.
-const PAIRS: usize = 20_000_000;
+/// Pairs per run: the second argument, 20 million if absent.
+fn pairs() -> usize {
+    std::env::args()
+        .nth(2)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(20_000_000)
+}
 
 /// `kmem_cache_alloc` + `kmem_cache_free` pairs (each path in a function of
 /// its own, so the inliner treats them as criterion's closures do).
 #[inline(never)]
 fn cache(slab: &SlabAllocator<'_, MockCpu>) {
     let hot = cache_pair(slab);
-    for _ in 0..PAIRS {
+    for _ in 0..pairs() {
         hot();
     }
 }
@@ -39,7 +45,7 @@ fn cache(slab: &SlabAllocator<'_, MockCpu>) {
 #[inline(never)]
 fn kmalloc(slab: &SlabAllocator<'_, MockCpu>) {
     let mut k = KmmSlab::new(slab);
-    for _ in 0..PAIRS {
+    for _ in 0..pairs() {
         pair(&mut k, HOT_SIZE);
     }
 }
@@ -49,7 +55,7 @@ fn kmalloc(slab: &SlabAllocator<'_, MockCpu>) {
 fn global(slab: &SlabAllocator<'_, MockCpu>) {
     let heap = KmallocHeap::new(slab);
     let mut k = Global(&heap);
-    for _ in 0..PAIRS {
+    for _ in 0..pairs() {
         pair(&mut k, HOT_SIZE);
     }
 }
@@ -65,8 +71,21 @@ fn actions200(slab: &SlabAllocator<'_, MockCpu>) {
     }
 }
 
+/// Order-0 page alloc+free pairs through the per-CPU lists.
+#[inline(never)]
+fn order0() {
+    let mut host = Host::new(RAM_4G);
+    let mut kmm = Kmm::new(&mut host, KmmPath::PerCpu);
+    for _ in 0..pairs() {
+        alloc_free_pair(&mut kmm);
+    }
+}
+
 fn main() {
     let mode = std::env::args().nth(1).unwrap_or_default();
+    if mode == "order0" {
+        return order0();
+    }
     with_kmm(KMM_RAM, 1, |slab, _, _cpu0| match mode.as_str() {
         "cache" => cache(slab),
         "kmalloc" => kmalloc(slab),

@@ -3,7 +3,7 @@
 use core::sync::atomic::Ordering;
 
 use kmm_hal::{Cpu, PAGE_SIZE, VirtAddr};
-use kmm_page_frame::{Page, PgFlags, ZoneType};
+use kmm_page_frame::{Page, PgFlags};
 
 use crate::buddy::{Buddy, Freed};
 use crate::zone::Zone;
@@ -59,6 +59,9 @@ impl<'a, C: Cpu> Buddy<'a, C> {
     }
 
     /// Checks a free in O(1): the zone and frame of a valid allocated head.
+    /// The common case costs one range check for the descriptor, one for the
+    /// zone, and one mask test of the flags with the order; a refusal is
+    /// classified out of line.
     #[inline]
     fn check_free(
         &self,
@@ -72,35 +75,49 @@ impl<'a, C: Cpu> Buddy<'a, C> {
         // The descriptor in mem_map (the same object, with the allocator's lifetime).
         let page = self.mem.pfn_to_page(pfn).map_err(|_| FreeError::Foreign)?;
         let pfn = pfn.as_usize();
-        let z = page.node() * ZoneType::COUNT + page.zone_type() as usize;
-        let zone = self.zones.get(z).ok_or(FreeError::NotInZone)?;
+        let zone = self
+            .zones
+            .get(page.zone_index())
+            .ok_or(FreeError::NotInZone)?;
         let span = zone.span();
         let end = pfn + (1 << order);
         if zone.managed() == 0 || !span.contains(pfn as u64) || end as u64 > span.end_pfn() {
             return Err(FreeError::NotInZone);
         }
-        if pfn & ((1 << order) - 1) != 0 {
-            return Err(FreeError::Misaligned);
-        }
-        let flags = page.flags();
-        if flags.contains(PgFlags::RESERVED) {
-            return Err(FreeError::Reserved);
-        }
-        if flags.intersects(PgFlags::BUDDY | PgFlags::PCP) {
-            return Err(FreeError::DoubleFree);
-        }
-        if !flags.contains(PgFlags::HEAD) {
-            return Err(FreeError::NotAllocated);
-        }
-        if flags.contains(PgFlags::SLAB) {
-            return Err(FreeError::Slab);
-        }
-        if page.private() != order {
-            return Err(FreeError::WrongOrder {
-                allocated: page.private(),
-            });
+        /// The flags that decide a free: an allocated head has HEAD alone.
+        const STATE: PgFlags = PgFlags::RESERVED
+            .union(PgFlags::BUDDY)
+            .union(PgFlags::PCP)
+            .union(PgFlags::HEAD)
+            .union(PgFlags::SLAB);
+        let aligned = pfn & ((1 << order) - 1) == 0;
+        if !aligned || page.flags() & STATE != PgFlags::HEAD || page.private() != order {
+            return Err(Self::refuse_free(page, aligned, order));
         }
         Ok((zone, pfn, page))
+    }
+
+    /// Why a free that failed the fast test in `check_free` is refused.
+    #[cold]
+    #[inline(never)]
+    fn refuse_free(page: &Page, aligned: bool, order: usize) -> FreeError {
+        let flags = page.flags();
+        if !aligned {
+            FreeError::Misaligned
+        } else if flags.contains(PgFlags::RESERVED) {
+            FreeError::Reserved
+        } else if flags.intersects(PgFlags::BUDDY | PgFlags::PCP) {
+            FreeError::DoubleFree
+        } else if !flags.contains(PgFlags::HEAD) {
+            FreeError::NotAllocated
+        } else if flags.contains(PgFlags::SLAB) {
+            FreeError::Slab
+        } else {
+            debug_assert_ne!(page.private(), order);
+            FreeError::WrongOrder {
+                allocated: page.private(),
+            }
+        }
     }
 
     /// Gives a block whose last reference went back: order 0 to this CPU's list

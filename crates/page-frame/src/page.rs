@@ -196,6 +196,15 @@ impl Page {
         }
     }
 
+    /// The page's zone as `node * ZoneType::COUNT + zone type`: the index of
+    /// its zone in a flat array of every node's zones, from one load (Linux
+    /// keeps the same "zone id" in `page->flags`).
+    #[inline]
+    pub fn zone_index(&self) -> usize {
+        let w = self.flags.load(Ordering::Relaxed);
+        (w >> NODE_SHIFT) as usize * ZoneType::COUNT + ((w >> ZONE_SHIFT) & 3) as usize
+    }
+
     /// The node the page belongs to.
     #[inline]
     pub fn node(&self) -> usize {

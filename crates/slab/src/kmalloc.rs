@@ -285,6 +285,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     /// # Safety
     /// `ptr` must be null or a block the caller owns: no other thread may use
     /// it during the call (its bytes are copied).
+    #[inline]
     pub unsafe fn krealloc(
         &self,
         ptr: *mut u8,
@@ -297,19 +298,44 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         if ptr.is_null() {
             return self.kmalloc(new_size, gfp);
         }
-        // One lookup serves the size check and the free.
-        let loc = match self.locate(ptr) {
-            Ok(loc) => Some(loc),
-            Err(SlabError::Foreign) => None,
-            Err(e) => return Err(e),
-        };
-        let old = match &loc {
-            Some(l) => live_size(l)?,
-            None => self.ksize(ptr)?,
-        };
-        if old >= new_size {
-            return NonNull::new(ptr).ok_or(SlabError::Foreign);
+        // One lookup serves the size check and the free. A block that is big
+        // enough is kept without a call; a move is out of line.
+        match self.locate(ptr) {
+            Ok(loc) => {
+                let old = live_size(&loc)?;
+                if old >= new_size {
+                    return NonNull::new(ptr).ok_or(SlabError::Foreign);
+                }
+                // SAFETY: forwarded from the caller; `loc` locates `ptr`, live.
+                unsafe { self.krealloc_move(ptr, Some(loc), old, new_size, gfp) }
+            }
+            Err(SlabError::Foreign) => {
+                let old = self.ksize(ptr)?;
+                if old >= new_size {
+                    return NonNull::new(ptr).ok_or(SlabError::Foreign);
+                }
+                // SAFETY: forwarded from the caller; `ptr` is a live large block.
+                unsafe { self.krealloc_move(ptr, None, old, new_size, gfp) }
+            }
+            Err(e) => Err(e),
         }
+    }
+
+    /// The moving end of `krealloc`: a new block, the `old` live bytes copied,
+    /// the old block freed (through `loc` when it is a slab object).
+    ///
+    /// # Safety
+    /// As for `krealloc`; `ptr` is a live block of `old` usable bytes
+    /// (`old < new_size`), located at `loc` if it is a slab object.
+    #[inline(never)]
+    unsafe fn krealloc_move(
+        &self,
+        ptr: *mut u8,
+        loc: Option<crate::objects::Located<'_>>,
+        old: usize,
+        new_size: usize,
+        gfp: Gfp,
+    ) -> Result<NonNull<u8>, SlabError> {
         let new = self.kmalloc(new_size, gfp)?;
         // SAFETY: both blocks are live and at least `old` bytes (new_size > old).
         unsafe { core::ptr::copy_nonoverlapping(ptr, new.as_ptr(), old) };
