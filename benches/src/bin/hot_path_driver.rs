@@ -10,7 +10,7 @@
 //!
 //! The argument is `cache` (`kmem_cache_alloc`/`kmem_cache_free`), `kmalloc`
 //! (`kmalloc`/`kfree`) or `global` (the `KmallocHeap` `GlobalAlloc` adapter);
-//! `order0` runs 20 million order-0 `alloc_pages`/`free_pages` pairs of the
+//! `exhaust` runs exhaust-then-refill cycles of a 64 MiB machine; `order0` runs 20 million order-0 `alloc_pages`/`free_pages` pairs of the
 //! buddy allocator (4 GiB, per-CPU lists) instead; `actions200` runs `random_actions_200B`'s sequence 2000 times through
 //! `kmalloc`/`kfree`/`krealloc`; anything else only builds the machine (the
 //! baseline to subtract).
@@ -19,7 +19,7 @@ use kmm_benches::slab::{
     Global, HOT_SIZE, KMM_RAM, KmmSlab, MAX_LIVE, cache_pair, pair, random_actions, run_actions,
     with_kmm,
 };
-use kmm_benches::{Host, Kmm, KmmPath, RAM_4G, SEED, alloc_free_pair};
+use kmm_benches::{Host, Kmm, KmmPath, RAM_4G, SEED, alloc_free_pair, exhaust_refill};
 use kmm_mock::MockCpu;
 use kmm_slab::{KmallocHeap, SlabAllocator};
 
@@ -81,10 +81,26 @@ fn order0() {
     }
 }
 
+/// Exhaust-then-refill cycles of a 64 MiB machine through the per-CPU lists
+/// (the second argument counts cycles here, 1000 if absent).
+#[inline(never)]
+fn exhaust(cycles: usize) {
+    let mut host = Host::new(64 << 20);
+    let mut kmm = Kmm::new(&mut host, KmmPath::PerCpu);
+    let mut buf = Vec::new();
+    for _ in 0..cycles {
+        std::hint::black_box(exhaust_refill(&mut kmm, &mut buf));
+    }
+}
+
 fn main() {
     let mode = std::env::args().nth(1).unwrap_or_default();
     if mode == "order0" {
         return order0();
+    }
+    if mode == "exhaust" {
+        let cycles = std::env::args().nth(2).and_then(|n| n.parse().ok());
+        return exhaust(cycles.unwrap_or(1000));
     }
     with_kmm(KMM_RAM, 1, |slab, _, _cpu0| match mode.as_str() {
         "cache" => cache(slab),

@@ -240,14 +240,12 @@ impl<'a, C: Cpu> Buddy<'a, C> {
     /// if asked.
     #[inline]
     fn prep_new_page(&self, page: &'a Page, order: usize, gfp: Gfp, reserve: bool) {
-        let mut f = PgFlags::HEAD;
-        if page.test(PgFlags::HIGHMEM) {
-            f |= PgFlags::HIGHMEM;
-        }
-        if reserve {
-            f |= PgFlags::RESERVE;
-        }
-        page.set_flags(f);
+        let f = if reserve {
+            PgFlags::HEAD | PgFlags::RESERVE
+        } else {
+            PgFlags::HEAD
+        };
+        page.replace_flags(PgFlags::HIGHMEM, f);
         page.set_private(order);
         page.set_count(1);
         if gfp.contains(Gfp::ZERO) {

@@ -71,19 +71,14 @@ impl<'a, C: Cpu> Buddy<'a, C> {
         if order >= MAX_ORDER {
             return Err(FreeError::OrderTooLarge);
         }
-        let pfn = self.mem.page_to_pfn(page).map_err(|_| FreeError::Foreign)?;
-        // The descriptor in mem_map (the same object, with the allocator's lifetime).
-        let page = self.mem.pfn_to_page(pfn).map_err(|_| FreeError::Foreign)?;
+        // The descriptor in mem_map (the same object, with the allocator's
+        // lifetime), or a refusal if `page` is not one of ours.
+        let (pfn, page) = self.mem.own(page).map_err(|_| FreeError::Foreign)?;
         let pfn = pfn.as_usize();
         let zone = self
             .zones
             .get(page.zone_index())
             .ok_or(FreeError::NotInZone)?;
-        let span = zone.span();
-        let end = pfn + (1 << order);
-        if zone.managed() == 0 || !span.contains(pfn as u64) || end as u64 > span.end_pfn() {
-            return Err(FreeError::NotInZone);
-        }
         /// The flags that decide a free: an allocated head has HEAD alone.
         const STATE: PgFlags = PgFlags::RESERVED
             .union(PgFlags::BUDDY)
@@ -94,6 +89,14 @@ impl<'a, C: Cpu> Buddy<'a, C> {
         if !aligned || page.flags() & STATE != PgFlags::HEAD || page.private() != order {
             return Err(Self::refuse_free(page, aligned, order));
         }
+        // Only an allocation sets HEAD (with the order in `private`), and it
+        // hands out aligned blocks inside the zone the page's flags name: a
+        // block that passed the test above lies in `zone`.
+        debug_assert!(
+            zone.managed() > 0
+                && zone.span().contains(pfn as u64)
+                && (pfn + (1 << order)) as u64 <= zone.span().end_pfn()
+        );
         Ok((zone, pfn, page))
     }
 
@@ -124,16 +127,15 @@ impl<'a, C: Cpu> Buddy<'a, C> {
     /// (spilling a batch to the zone above `high`), larger orders to the zone.
     #[inline]
     fn free_block(&self, zone: &'a Zone<'a>, page: &'a Page, pfn: usize, order: usize, cold: bool) {
-        let highmem = page.flags() & PgFlags::HIGHMEM;
-        page.set_private(0);
         let _irq = self.cpu.irq_guard();
         if order == 0 && !self.bypass_pcp {
+            // `private` is already 0: the order, checked.
             let id = self.cpu.id();
             let pcp = &zone.pcp[id];
             // SAFETY: interrupts are off and `id` is this CPU: nothing else
             // touches this CPU's list (see `PerCpuPages`).
             let p = unsafe { &mut *pcp.inner.get() };
-            page.set_flags(highmem | PgFlags::PCP);
+            page.replace_flags(PgFlags::HIGHMEM, PgFlags::PCP);
             if cold {
                 p.list.push_back(page);
             } else {
@@ -147,7 +149,8 @@ impl<'a, C: Cpu> Buddy<'a, C> {
             }
             pcp.set_count(p.count);
         } else {
-            page.set_flags(highmem);
+            page.set_private(0);
+            page.replace_flags(PgFlags::HIGHMEM, PgFlags::empty());
             let mut area = zone.area.lock();
             zone.free_one(&mut area, &self.mem, pfn, order);
         }

@@ -16,7 +16,9 @@ pub(crate) struct Pcp<'a> {
     pub(crate) batch: usize,
 }
 
-/// One CPU's order-0 page cache for one zone.
+/// One CPU's order-0 page cache for one zone, on cache lines of its own (the
+/// owning CPU writes it on every allocation and free).
+#[repr(align(64))]
 pub struct PerCpuPages<'a> {
     pub(crate) inner: UnsafeCell<Pcp<'a>>,
     /// Mirror of the list length, readable by anyone (statistics, tests).

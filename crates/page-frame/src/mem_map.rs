@@ -401,7 +401,20 @@ impl<'a> MemMap<'a> {
         if !off.is_multiple_of(size) || off / size >= self.len {
             return Err(PfnError::NotADescriptor);
         }
-        Ok(Pfn::new(off / size))
+        // SAFETY: below `len`; mem_map covers frames of physical addresses,
+        // which are below `PhysAddr::LIMIT`, so every index fits `Pfn`.
+        Ok(unsafe { Pfn::new_unchecked(off / size) })
+    }
+
+    /// The frame number of a descriptor of this `mem_map` and the descriptor
+    /// with the map's lifetime: [`MemMap::page_to_pfn`] and
+    /// [`MemMap::pfn_to_page`] in one range check.
+    #[inline]
+    pub fn own(&self, page: &Page) -> Result<(Pfn, &'a Page), PfnError> {
+        let pfn = self.page_to_pfn(page)?;
+        // SAFETY: `page_to_pfn` checked that the pfn is below `len`: an
+        // initialised descriptor, alive for 'a.
+        Ok((pfn, unsafe { &*self.base.as_ptr().add(pfn.as_usize()) }))
     }
 
     /// The kernel address of a page: its direct-map address in low memory; for a

@@ -172,6 +172,17 @@ impl Page {
             .store((w & !FLAG_MASK) | f.bits(), Ordering::Relaxed);
     }
 
+    /// Replaces the state flags with `set`, keeping those of `keep` that are
+    /// set (zone and node stay): one load and one store (owner only).
+    #[inline]
+    pub fn replace_flags(&self, keep: PgFlags, set: PgFlags) {
+        let w = self.flags.load(Ordering::Relaxed);
+        self.flags.store(
+            (w & (!FLAG_MASK | keep.bits())) | set.bits(),
+            Ordering::Relaxed,
+        );
+    }
+
     /// Sets `f` (owner only; not an atomic read-modify-write).
     #[inline]
     pub fn insert(&self, f: PgFlags) {
