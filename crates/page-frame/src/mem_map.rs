@@ -119,6 +119,35 @@ impl fmt::Debug for MemMap<'_> {
     }
 }
 
+/// The index of the descriptor at byte offset `off` of a `mem_map` of `len`
+/// descriptors, if `off` is exactly at one: `off / size_of::<Page>()` without
+/// a division. The size is `2^TZ * ODD`; an offset that is a multiple of it,
+/// shifted by TZ and multiplied by ODD's inverse modulo `2^BITS`, gives the
+/// exact quotient; any other offset gives a number of at least `len` (were it
+/// below, multiplying back by ODD would not wrap and would give the offset),
+/// so one range check refuses both. Needs `len * ODD` to fit `usize`.
+#[inline]
+fn descriptor_index(off: usize, len: usize) -> Option<usize> {
+    const SIZE: usize = core::mem::size_of::<Page>();
+    const TZ: u32 = SIZE.trailing_zeros();
+    const INV: usize = odd_inverse(SIZE >> TZ);
+    let idx = (off >> TZ).wrapping_mul(INV);
+    (off.is_multiple_of(1 << TZ) && idx < len).then_some(idx)
+}
+
+/// The inverse of odd `d` modulo `2^usize::BITS` (Newton's iteration: each
+/// step doubles the correct low bits, from 3 for `x = d`).
+const fn odd_inverse(d: usize) -> usize {
+    assert!(d % 2 == 1, "only odd numbers are invertible");
+    let mut x = d;
+    let mut i = 0;
+    while i < 6 {
+        x = x.wrapping_mul(2usize.wrapping_sub(d.wrapping_mul(x)));
+        i += 1;
+    }
+    x
+}
+
 impl<'a> MemMap<'a> {
     /// Builds `mem_map` for the memory map bootmem was made from: computes nodes
     /// and zones (zone limits from `layout`), places the descriptor array with
@@ -397,13 +426,12 @@ impl<'a> MemMap<'a> {
     pub fn page_to_pfn(&self, page: &Page) -> Result<Pfn, PfnError> {
         let base = self.base.as_ptr().addr();
         let off = (page as *const Page).addr().wrapping_sub(base);
-        let size = core::mem::size_of::<Page>();
-        if !off.is_multiple_of(size) || off / size >= self.len {
+        let Some(idx) = descriptor_index(off, self.len) else {
             return Err(PfnError::NotADescriptor);
-        }
+        };
         // SAFETY: below `len`; mem_map covers frames of physical addresses,
         // which are below `PhysAddr::LIMIT`, so every index fits `Pfn`.
-        Ok(unsafe { Pfn::new_unchecked(off / size) })
+        Ok(unsafe { Pfn::new_unchecked(idx) })
     }
 
     /// The frame number of a descriptor of this `mem_map` and the descriptor
@@ -462,5 +490,23 @@ impl<'a> MemMap<'a> {
     /// The physical address of a descriptor's frame.
     pub fn page_to_phys(&self, page: &Page) -> Result<PhysAddr, PfnError> {
         self.page_to_pfn(page).map(Pfn::phys)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::descriptor_index;
+
+    const SIZE: usize = core::mem::size_of::<crate::Page>();
+
+    #[test]
+    fn descriptor_index_is_exact_division() {
+        for len in [1, 2, 7, 1000] {
+            let offs = (0..(len + 3) * SIZE).chain((0..4 * SIZE).map(|k| usize::MAX - k));
+            for off in offs {
+                let want = (off % SIZE == 0 && off / SIZE < len).then(|| off / SIZE);
+                assert_eq!(descriptor_index(off, len), want, "len {len} off {off}");
+            }
+        }
     }
 }
