@@ -504,7 +504,7 @@ mod tests {
         for len in [1, 2, 7, 1000] {
             let offs = (0..(len + 3) * SIZE).chain((0..4 * SIZE).map(|k| usize::MAX - k));
             for off in offs {
-                let want = (off % SIZE == 0 && off / SIZE < len).then(|| off / SIZE);
+                let want = (off % SIZE == 0 && off / SIZE < len).then_some(off / SIZE);
                 assert_eq!(descriptor_index(off, len), want, "len {len} off {off}");
             }
         }
