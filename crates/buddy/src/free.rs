@@ -59,7 +59,7 @@ impl<'a, C: Cpu> Buddy<'a, C> {
     }
 
     /// Checks a free in O(1): the zone and frame of a valid allocated head.
-    /// The common case costs one range check for the descriptor, one for the
+    /// The common case costs one range check for the descriptor, two for the
     /// zone, and one mask test of the flags with the order; a refusal is
     /// classified out of line.
     #[inline]
@@ -79,6 +79,12 @@ impl<'a, C: Cpu> Buddy<'a, C> {
             .zones
             .get(page.zone_index())
             .ok_or(FreeError::NotInZone)?;
+        // Inside the zone, end included: one subtraction and one compare (a
+        // frame below the span wraps to a huge offset).
+        let span = zone.span();
+        if (pfn as u64).wrapping_sub(span.start_pfn) + (1 << order) > span.spanned {
+            return Err(FreeError::NotInZone);
+        }
         /// The flags that decide a free: an allocated head has HEAD alone.
         const STATE: PgFlags = PgFlags::RESERVED
             .union(PgFlags::BUDDY)
@@ -89,14 +95,6 @@ impl<'a, C: Cpu> Buddy<'a, C> {
         if !aligned || page.flags() & STATE != PgFlags::HEAD || page.private() != order {
             return Err(Self::refuse_free(page, aligned, order));
         }
-        // Only an allocation sets HEAD (with the order in `private`), and it
-        // hands out aligned blocks inside the zone the page's flags name: a
-        // block that passed the test above lies in `zone`.
-        debug_assert!(
-            zone.managed() > 0
-                && zone.span().contains(pfn as u64)
-                && (pfn + (1 << order)) as u64 <= zone.span().end_pfn()
-        );
         Ok((zone, pfn, page))
     }
 

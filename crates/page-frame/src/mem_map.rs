@@ -125,14 +125,22 @@ impl fmt::Debug for MemMap<'_> {
 /// shifted by TZ and multiplied by ODD's inverse modulo `2^BITS`, gives the
 /// exact quotient; any other offset gives a number of at least `len` (were it
 /// below, multiplying back by ODD would not wrap and would give the offset),
-/// so one range check refuses both. Needs `len * ODD` to fit `usize`.
+/// so one range check refuses both. Needs `len * ODD` to fit `usize`, which
+/// holds because `len * SIZE` does (`MemMap::new` sizes the map with a checked
+/// multiplication).
 #[inline]
 fn descriptor_index(off: usize, len: usize) -> Option<usize> {
-    const SIZE: usize = core::mem::size_of::<Page>();
-    const TZ: u32 = SIZE.trailing_zeros();
-    const INV: usize = odd_inverse(SIZE >> TZ);
-    let idx = (off >> TZ).wrapping_mul(INV);
-    (off.is_multiple_of(1 << TZ) && idx < len).then_some(idx)
+    index_of::<{ core::mem::size_of::<Page>() }>(off, len)
+}
+
+/// [`descriptor_index`] for elements of `SIZE` bytes (tested with i386's and
+/// x86-64's descriptor sizes).
+#[inline(always)]
+fn index_of<const SIZE: usize>(off: usize, len: usize) -> Option<usize> {
+    let tz = SIZE.trailing_zeros();
+    let inv = const { odd_inverse(SIZE >> SIZE.trailing_zeros()) };
+    let idx = (off >> tz).wrapping_mul(inv);
+    (off.is_multiple_of(1 << tz) && idx < len).then_some(idx)
 }
 
 /// The inverse of odd `d` modulo `2^usize::BITS` (Newton's iteration: each
@@ -164,7 +172,7 @@ impl<'a> MemMap<'a> {
     ) -> Result<MemMap<'a>, MemMapError> {
         let dm = layout.direct_map();
         let page = PAGE_SIZE as u64;
-        boot.limit_ram(layout.phys_limit());
+        boot.limit_ram(layout.phys_limit().min(PhysAddr::LIMIT));
         let limit = boot.limit_pfn();
         let mut ignored_ram = 0;
         let dma_end = layout.dma_limit().as_u64() / page;
@@ -495,18 +503,25 @@ impl<'a> MemMap<'a> {
 
 #[cfg(test)]
 mod tests {
-    use super::descriptor_index;
+    use super::{descriptor_index, index_of};
 
-    const SIZE: usize = core::mem::size_of::<crate::Page>();
-
-    #[test]
-    fn descriptor_index_is_exact_division() {
+    /// `index_of::<SIZE>` against a division, near 0 and near `usize::MAX`.
+    fn check<const SIZE: usize>(f: impl Fn(usize, usize) -> Option<usize>) {
         for len in [1, 2, 7, 1000] {
             let offs = (0..(len + 3) * SIZE).chain((0..4 * SIZE).map(|k| usize::MAX - k));
             for off in offs {
                 let want = (off % SIZE == 0 && off / SIZE < len).then_some(off / SIZE);
-                assert_eq!(descriptor_index(off, len), want, "len {len} off {off}");
+                assert_eq!(f(off, len), want, "size {SIZE} len {len} off {off}");
             }
         }
+    }
+
+    #[test]
+    fn descriptor_index_is_exact_division() {
+        check::<{ core::mem::size_of::<crate::Page>() }>(descriptor_index);
+        // i386's and x86-64's descriptor sizes, whatever the host.
+        check::<28>(index_of::<28>);
+        check::<48>(index_of::<48>);
+        check::<32>(index_of::<32>);
     }
 }

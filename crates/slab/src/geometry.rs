@@ -58,20 +58,27 @@ pub(crate) struct ObjIndex {
     mul: u64,
 }
 
+// Every geometry `compute` accepts is exact and cannot overflow: a slab spans
+// at most MAX_OBJ_SIZE bytes of buffers at most MAX_OBJ_SIZE long, so
+// span * size <= MAX_OBJ_SIZE^2 <= 2^SHIFT; and off * mul < span * (2^SHIFT /
+// size + 1) <= (num + 1) * 2^SHIFT < 2^64 with num <= MAX_OBJS < 2^23.
+const _: () = assert!(
+    (MAX_OBJ_SIZE as u64) * (MAX_OBJ_SIZE as u64) <= 1 << ObjIndex::SHIFT
+        && (MAX_OBJS as u64) < 1 << 23
+);
+
 impl ObjIndex {
     /// The fixed-point shift: exact while `span * size <= 2^SHIFT`.
     const SHIFT: u32 = 40;
 
     /// Indexes `num` buffers of `size` bytes.
     pub(crate) const fn new(size: usize, num: usize) -> ObjIndex {
-        assert!(size > 0, "empty buffers");
-        let span = size * num;
         // floor(off * mul / 2^SHIFT) == off / size for every off < span when
         // off * (mul * size - 2^SHIFT) < 2^SHIFT; mul * size - 2^SHIFT < size.
-        assert!(
-            (span as u64) * (size as u64) <= 1 << Self::SHIFT,
-            "slab too large to index"
-        );
+        // Within the limits asserted above for every geometry `compute` makes.
+        debug_assert!(size > 0 && num <= MAX_OBJS);
+        debug_assert!(((size * num) as u64) * (size as u64) <= 1 << Self::SHIFT);
+        let span = size * num;
         ObjIndex {
             size,
             span,

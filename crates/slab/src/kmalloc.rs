@@ -339,9 +339,16 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         let new = self.kmalloc(new_size, gfp)?;
         // SAFETY: both blocks are live and at least `old` bytes (new_size > old).
         unsafe { core::ptr::copy_nonoverlapping(ptr, new.as_ptr(), old) };
-        match loc {
-            Some(l) => self.free_located(l, ptr.addr())?,
-            None => self.kfree(ptr)?,
+        let freed = match loc {
+            Some(l) => self.free_located(l, ptr.addr()),
+            None => self.kfree(ptr),
+        };
+        if let Err(e) = freed {
+            // The old block was refused (damaged under `debug`, or freed by a
+            // racing call): it stays as it was, and the new one goes back.
+            let r = self.kfree(new.as_ptr());
+            debug_assert!(r.is_ok());
+            return Err(e);
         }
         Ok(new)
     }

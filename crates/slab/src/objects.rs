@@ -15,8 +15,11 @@ use crate::cache::{ArrayCache, Cache, KmemCache};
 use crate::slab_desc::{OBJ_ALLOCATED, OBJ_FREE, SlabDesc, SlabList};
 use crate::{SlabError, SlabFlags};
 
-/// Where an object lives. Made only by `locate` and `locate_trusted`, which
-/// check (or know) that `idx` is below the slab's object count.
+/// Where an object lives. Made only by `locate`, which checks that `idx` is
+/// below the slab descriptor's object count, and `locate_trusted`, whose
+/// objects come from the allocator's own arrays (the index below the cache's
+/// `num`, which every slab of the cache has: `grow` makes each descriptor with
+/// `geo.num`).
 pub(crate) struct Located<'s> {
     pub(crate) cache: &'s KmemCache,
     pub(crate) slab: &'s SlabDesc,
@@ -261,6 +264,13 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             .ok_or(SlabError::Interior)?;
         if rem != c.geo.obj_offset {
             return Err(SlabError::Interior);
+        }
+        // The cache's geometry bounds `idx` by its `num`, which is the slab's;
+        // checking the descriptor's own count as well keeps a wild free that
+        // races with the page changing hands (owner and slab read from two
+        // different moments) from indexing past the state bytes.
+        if idx >= slab.num() {
+            return Err(SlabError::Foreign);
         }
         Ok(Located {
             cache: c,
