@@ -10,12 +10,65 @@ pub const QEMU: &str = "qemu-system-i386";
 /// The Debian package that provides [`QEMU`].
 pub const QEMU_PACKAGE: &str = "qemu-system-x86";
 
+/// The Debian package that lets the host C toolchain link 32-bit programs
+/// (the library crates' tests also run as i686 Linux programs).
+pub const MULTILIB_PACKAGE: &str = "gcc-multilib";
+
 /// Installs whatever is missing.
 pub fn run() -> Result {
     rust_target()?;
     qemu()?;
-    eprintln!("xtask: setup ok ({KERNEL_TARGET} target and {QEMU} present)");
+    multilib()?;
+    eprintln!("xtask: setup ok ({KERNEL_TARGET} target, {QEMU} and a 32-bit C runtime present)");
     Ok(())
+}
+
+/// True if the host C compiler finds a 32-bit C runtime (`cc -m32` prints a
+/// path for `crt1.o` only when one is installed).
+fn links_32bit() -> bool {
+    cmd::output(&mut command(
+        &root(),
+        "cc",
+        ["-m32", "-print-file-name=crt1.o"],
+    ))
+    .is_ok_and(|p| p.trim().contains('/'))
+}
+
+/// Installs gcc-multilib when 32-bit programs cannot be linked yet.
+fn multilib() -> Result {
+    if links_32bit() {
+        return Ok(());
+    }
+    apt_install(
+        MULTILIB_PACKAGE,
+        "a 32-bit C runtime for the i686 host tests",
+    )?;
+    if links_32bit() {
+        Ok(())
+    } else {
+        Err(format!(
+            "installed {MULTILIB_PACKAGE} but `cc -m32` still finds no crt1.o"
+        ))
+    }
+}
+
+/// Installs a Debian package with apt-get when running as root, or explains
+/// what to install.
+fn apt_install(package: &str, what: &str) -> Result {
+    let root = root();
+    let uid = cmd::output(&mut command(&root, "id", ["-u"])).unwrap_or_default();
+    if uid.trim() != "0" || cmd::which("apt-get").is_none() {
+        return Err(format!(
+            "{what} is missing; install the {package} package \
+             (Debian/Ubuntu: `sudo apt-get install {package}`) and run again"
+        ));
+    }
+    eprintln!("xtask: installing {package}");
+    cmd::run(&mut command(&root, "apt-get", ["update"]))?;
+    cmd::run(
+        command(&root, "apt-get", ["install", "-y", package])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
 }
 
 /// Adds the kernel's target to the pinned toolchain if it lacks it.
@@ -57,26 +110,7 @@ fn qemu() -> Result {
     if cmd::which(QEMU).is_some() {
         return Ok(());
     }
-    let root = root();
-    let uid = cmd::output(&mut command(&root, "id", ["-u"])).unwrap_or_default();
-    if uid.trim() != "0" {
-        return Err(format!(
-            "{QEMU} is not on PATH; install the {QEMU_PACKAGE} package \
-             (Debian/Ubuntu: `sudo apt-get install {QEMU_PACKAGE}`) and run again"
-        ));
-    }
-    if cmd::which("apt-get").is_none() {
-        return Err(format!(
-            "{QEMU} is not on PATH and apt-get is not available; install {QEMU_PACKAGE} \
-             (or your system's package with {QEMU}) and run again"
-        ));
-    }
-    eprintln!("xtask: installing {QEMU_PACKAGE}");
-    cmd::run(&mut command(&root, "apt-get", ["update"]))?;
-    cmd::run(
-        command(&root, "apt-get", ["install", "-y", QEMU_PACKAGE])
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )?;
+    apt_install(QEMU_PACKAGE, QEMU)?;
     match cmd::which(QEMU) {
         Some(_) => Ok(()),
         None => Err(format!(

@@ -20,8 +20,9 @@ pub enum Watermark {
 /// Linux's default `min_free_kbytes`: `sqrt(lowmem_kbytes * 16)`, clamped to
 /// 128..=65536.
 pub fn default_min_free_kbytes(lowmem_pages: usize) -> usize {
-    let kbytes = lowmem_pages * (PAGE_SIZE / 1024);
-    kbytes.saturating_mul(16).isqrt().clamp(128, 65536)
+    // In u64, so the square root is the same on 32- and 64-bit targets.
+    let kbytes = (lowmem_pages as u64).saturating_mul((PAGE_SIZE / 1024) as u64);
+    kbytes.saturating_mul(16).isqrt().clamp(128, 65536) as usize
 }
 
 impl<C: Cpu> Buddy<'_, C> {
@@ -92,6 +93,7 @@ mod tests {
         // 896 MiB of lowmem: sqrt(917504 * 16) = 3831 KiB.
         assert_eq!(default_min_free_kbytes(229_376), 3831);
         assert_eq!(default_min_free_kbytes(16), 128, "clamped below");
-        assert_eq!(default_min_free_kbytes(1 << 40), 65536, "clamped above");
+        assert_eq!(default_min_free_kbytes(1 << 28), 65536, "clamped above");
+        assert_eq!(default_min_free_kbytes(usize::MAX), 65536, "no overflow");
     }
 }

@@ -174,7 +174,10 @@ impl<M: Mode> Paging<M> {
                 if pde & P == 0 {
                     continue;
                 }
-                let base = (d << (M::LARGE_SHIFT + M::INDEX_BITS)) | (i << M::LARGE_SHIFT);
+                // In u64: with two-level paging the directory shift is 32,
+                // which a 32-bit usize cannot shift by (d is 0 there).
+                let base = (((d as u64) << (M::LARGE_SHIFT + M::INDEX_BITS))
+                    | ((i as u64) << M::LARGE_SHIFT)) as usize;
                 if pde & PS != 0 {
                     let frame = PhysAddr::new(pde & large_addr_mask::<M>());
                     f(
@@ -410,10 +413,13 @@ impl<M: Mode> PageTable for Paging<M> {
         if len == 0 || !len.is_multiple_of(PAGE_SIZE) {
             return Err(MapError::BadLength);
         }
-        let last = start.checked_add(len - 1).ok_or(MapError::BadLength)?;
-        if last as u64 > u64::from(u32::MAX) {
-            return Err(MapError::VirtOutOfRange);
-        }
+        // In u64, so a range past 4 GiB is the same error on a 32-bit and a
+        // 64-bit host.
+        let last = match (start as u64).checked_add(len as u64 - 1) {
+            // Below 4 GiB: fits usize on any host.
+            Some(last) if last <= u64::from(u32::MAX) => last as usize,
+            _ => return Err(MapError::VirtOutOfRange),
+        };
         Self::check_pa(pa, PAGE_SIZE, len)?;
         let bits = Self::check_flags(flags)?;
         let pages = len / PAGE_SIZE;

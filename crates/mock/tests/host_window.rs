@@ -47,6 +47,9 @@ fn aliases_share_bytes_through_raw_pointers() {
     );
 }
 
+// A machine this large needs a 64-bit host (the mock sizes RAM in usize and
+// its memfd in off_t).
+#[cfg(target_pointer_width = "64")]
 #[test]
 fn highmem_frames_are_reachable_once_mapped() {
     // 2 GiB: 896 MiB of lowmem, the rest highmem. Sparse: costs what is touched.
@@ -69,6 +72,9 @@ fn highmem_frames_are_reachable_once_mapped() {
     pt.verify_mirror().unwrap();
 }
 
+// A machine this large needs a 64-bit host (the mock sizes RAM in usize and
+// its memfd in off_t).
+#[cfg(target_pointer_width = "64")]
 #[test]
 fn pae_reaches_frames_above_4g() {
     let m = mmap_machine(6 << 30, PagingMode::Pae);
@@ -86,6 +92,9 @@ fn pae_reaches_frames_above_4g() {
     assert_eq!(u32::from_le_bytes(buf), 0xCAFE_F00D);
 }
 
+// A machine this large needs a 64-bit host (the mock sizes RAM in usize and
+// its memfd in off_t).
+#[cfg(target_pointer_width = "64")]
 #[test]
 fn a_4g_machine_costs_only_what_is_touched() {
     let m = mmap_machine(4 << 30, PagingMode::TwoLevel);

@@ -138,6 +138,9 @@ fn nodes_and_zones_from_the_map() {
     assert_eq!(r.err(), Some(MemMapError::TooManyNodes));
 }
 
+// Gigabytes of mock RAM need a 64-bit host (the mock sizes RAM in usize and
+// its memfd in off_t).
+#[cfg(target_pointer_width = "64")]
 #[test]
 #[cfg_attr(miri, ignore = "a 2 GiB machine is too big for Miri")]
 fn highmem_pages_have_an_address_only_when_mapped() {
@@ -160,6 +163,9 @@ fn highmem_pages_have_an_address_only_when_mapped() {
     assert_eq!(node.zone(ZoneType::HighMem).present, (2048 - 896) << 8);
 }
 
+// Gigabytes of mock RAM need a 64-bit host (the mock sizes RAM in usize and
+// its memfd in off_t).
+#[cfg(target_pointer_width = "64")]
 #[test]
 #[cfg_attr(miri, ignore = "a 5 GiB machine is too big for Miri")]
 fn ram_beyond_the_paging_mode_is_ignored() {

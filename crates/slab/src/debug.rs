@@ -287,10 +287,15 @@ fn set_red(c: &KmemCache, obj: usize, v: u64) {
 }
 
 fn red_addrs(c: &KmemCache, obj: usize) -> (usize, usize) {
-    (
-        obj - crate::geometry::RED_ZONE,
-        obj + c.geo.obj_size.next_multiple_of(8),
-    )
+    (obj - crate::geometry::RED_ZONE, obj + back_zone(&c.geo))
+}
+
+/// Where the back red zone starts, from the object: right after the object
+/// rounded up to the cache's alignment, as `geometry` lays the buffer out (the
+/// zone is the buffer's last `RED_ZONE` bytes before its padding). Rounding to
+/// 8 instead overran 4-aligned buffers on 32-bit targets.
+fn back_zone(g: &crate::geometry::Geometry) -> usize {
+    g.obj_size.next_multiple_of(g.align)
 }
 
 fn poison(c: &KmemCache, obj: usize) {
@@ -310,4 +315,42 @@ fn poison_ok(c: &KmemCache, obj: usize) -> bool {
     let bytes =
         unsafe { core::slice::from_raw_parts(core::ptr::with_exposed_provenance::<u8>(obj), n) };
     bytes[..n - 1].iter().all(|&b| b == POISON_FREE) && bytes[n - 1] == POISON_END
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::SlabFlags;
+    use crate::geometry::{RED_ZONE, compute};
+
+    /// Both red zones lie inside the buffer and outside the object, for every
+    /// size and alignment (on this target's word size; the i686 gate step
+    /// runs this with 4-byte words).
+    #[test]
+    fn red_zones_stay_inside_the_buffer() {
+        for size in 1..=600 {
+            for align in [0, 4, 8, 16, 64] {
+                for flags in [
+                    SlabFlags::RED_ZONE,
+                    SlabFlags::RED_ZONE | SlabFlags::HWCACHE_ALIGN,
+                ] {
+                    let Some(g) = compute(size, align, flags, true, true) else {
+                        continue;
+                    };
+                    if !g.red_zone {
+                        continue;
+                    }
+                    let back = g.obj_offset + super::back_zone(&g);
+                    assert!(g.obj_offset >= RED_ZONE, "{size}/{align}: front zone");
+                    assert!(
+                        back >= g.obj_offset + size,
+                        "{size}/{align}: back zone overlaps"
+                    );
+                    assert!(
+                        back + RED_ZONE <= g.buffer_size,
+                        "{size}/{align}: back zone overruns"
+                    );
+                }
+            }
+        }
+    }
 }

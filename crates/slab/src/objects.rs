@@ -247,15 +247,16 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         if !page.test(PgFlags::SLAB) {
             return Err(SlabError::Foreign);
         }
+        // A free racing with the slab's teardown (a double free on two CPUs)
+        // can see the SLAB flag and then back-pointers already cleared.
+        let (owner, index) = (page.owner(), page.index());
+        if owner == 0 || index == 0 {
+            return Err(SlabError::Foreign);
+        }
         // SAFETY: a SLAB page's back-pointers name its cache (an object of the
         // cache of caches, never given back) and its slab descriptor (valid
-        // while the page is a SLAB page).
-        let (c, slab) = unsafe {
-            (
-                &*(page.owner() as *const KmemCache),
-                &*(page.index() as *const SlabDesc),
-            )
-        };
+        // while the page is a SLAB page); both were set (not yet cleared).
+        let (c, slab) = unsafe { (&*(owner as *const KmemCache), &*(index as *const SlabDesc)) };
         // An index below `num` (the slab's span checked), and the offset into
         // that buffer, which must be the object's.
         let (idx, rem) = c
