@@ -22,7 +22,7 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  setup                   install what is missing (i686 target, qemu-system-i386)
+  setup                   install what is missing (i686 target, qemu-system-i386, gcc-multilib)
   qemu [--pae] [-- ARGS]  build the example kernel and boot it in qemu-system-i386;
                           ARGS are appended to the kernel command line
   test                    run the gate: fmt, clippy (host and i686), cargo test,

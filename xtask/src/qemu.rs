@@ -190,7 +190,7 @@ pub fn cli(args: &[String]) -> Result {
             }
         }
     }
-    setup::run()?;
+    setup::for_qemu()?;
     let elf = build_kernel()?;
     let mut append = String::from(if pae { "paging=pae" } else { "paging=2level" });
     for e in extra {

@@ -1,4 +1,4 @@
-//! `cargo xtask setup`: installs the i686 Rust target and QEMU if missing.
+//! `cargo xtask setup`: installs the i686 Rust target, QEMU and a 32-bit C runtime if missing.
 
 use crate::cmd::{self, Result, command};
 use crate::root;
@@ -14,10 +14,15 @@ pub const QEMU_PACKAGE: &str = "qemu-system-x86";
 /// (the library crates' tests also run as i686 Linux programs).
 pub const MULTILIB_PACKAGE: &str = "gcc-multilib";
 
-/// Installs whatever is missing.
-pub fn run() -> Result {
+/// Installs what booting the kernel needs: the i686 target and QEMU.
+pub fn for_qemu() -> Result {
     rust_target()?;
-    qemu()?;
+    qemu()
+}
+
+/// Installs whatever the gate needs that is missing.
+pub fn run() -> Result {
+    for_qemu()?;
     multilib()?;
     eprintln!("xtask: setup ok ({KERNEL_TARGET} target, {QEMU} and a 32-bit C runtime present)");
     Ok(())
