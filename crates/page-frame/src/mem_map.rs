@@ -507,7 +507,13 @@ mod tests {
 
     /// `index_of::<SIZE>` against a division, near 0 and near `usize::MAX`.
     fn check<const SIZE: usize>(f: impl Fn(usize, usize) -> Option<usize>) {
-        for len in [1, 2, 7, 1000] {
+        // Miri checks the arithmetic, not the coverage: fewer lengths there.
+        let lens: &[usize] = if cfg!(miri) {
+            &[1, 7]
+        } else {
+            &[1, 2, 7, 1000]
+        };
+        for &len in lens {
             let offs = (0..(len + 3) * SIZE).chain((0..4 * SIZE).map(|k| usize::MAX - k));
             for off in offs {
                 let want = (off % SIZE == 0 && off / SIZE < len).then_some(off / SIZE);
