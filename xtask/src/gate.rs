@@ -31,6 +31,33 @@ fn cargo(name: &'static str, dir: &Path, args: &'static [&'static str]) -> Step 
     step(name, move || cmd::run(&mut command(&dir, "cargo", args)))
 }
 
+/// The `no_std` library crates (the kernel links them), and with the mock
+/// the crates whose tests also run as a 32-bit host.
+const LIB_CRATES: [&str; 5] = [
+    "kmm-hal",
+    "kmm-i386",
+    "kmm-page-frame",
+    "kmm-buddy",
+    "kmm-slab",
+];
+
+/// `cargo SUBCOMMAND -p CRATE… REST…` in `dir` as a step.
+fn cargo_on(
+    name: &'static str,
+    dir: &Path,
+    subcommand: &'static str,
+    crates: &'static [&'static str],
+    rest: &'static [&'static str],
+) -> Step {
+    let mut args = vec![subcommand];
+    for c in crates {
+        args.extend(["-p", c]);
+    }
+    args.extend(rest);
+    let dir = dir.to_path_buf();
+    step(name, move || cmd::run(&mut command(&dir, "cargo", &args)))
+}
+
 /// The lines every good boot prints besides the mode line: paging on,
 /// a mapping proved through two aliases, the buddy allocator built from the
 /// multiboot map with every zone (HIGHMEM too: QEMU gets 2 GiB) and order
@@ -148,61 +175,42 @@ fn steps() -> Vec<Step> {
                 "warnings",
             ],
         ),
-        cargo(
+        cargo_on(
             "clippy (library crates for i686)",
             &root,
-            &[
-                "clippy",
-                "-p",
-                "kmm-hal",
-                "-p",
-                "kmm-i386",
-                "-p",
-                "kmm-page-frame",
-                "-p",
-                "kmm-buddy",
-                "-p",
-                "kmm-slab",
-                "--target",
-                KERNEL_TARGET,
-                "--",
-                "-D",
-                "warnings",
-            ],
+            "clippy",
+            &LIB_CRATES,
+            &["--target", KERNEL_TARGET, "--", "-D", "warnings"],
         ),
         cargo("cargo test (workspace)", &root, &["test", "--workspace"]),
-        cargo(
-            "cargo test (library crates as a 32-bit i686 host)",
+        cargo_on(
+            "cargo test (library crates and the mock as a 32-bit i686 host)",
             &root,
+            "test",
             &[
-                "test",
-                "--target",
-                HOST_32,
-                "-p",
                 "kmm-hal",
-                "-p",
                 "kmm-i386",
-                "-p",
                 "kmm-mock",
-                "-p",
                 "kmm-page-frame",
-                "-p",
                 "kmm-buddy",
-                "-p",
                 "kmm-slab",
             ],
+            // One test at a time: each mock machine reserves its 1 GiB kernel
+            // window, and a 32-bit process has room for few at once.
+            &["--target", HOST_32, "--", "--test-threads=1"],
         ),
-        cargo(
+        cargo_on(
             "cargo test (kmm-slab with debug as a 32-bit i686 host)",
             &root,
+            "test",
+            &["kmm-slab"],
             &[
-                "test",
                 "--target",
                 HOST_32,
-                "-p",
-                "kmm-slab",
                 "--features",
                 "debug",
+                "--",
+                "--test-threads=1",
             ],
         ),
         cargo(
