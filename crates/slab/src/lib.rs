@@ -66,10 +66,12 @@ mod error;
 mod flags;
 pub mod geometry;
 mod global;
+mod grow;
 mod kmalloc;
 mod mempool;
 mod objects;
 mod reap;
+mod refill;
 mod slab_desc;
 mod stats;
 
