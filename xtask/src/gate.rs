@@ -187,14 +187,7 @@ fn steps() -> Vec<Step> {
             "cargo test (library crates and the mock as a 32-bit i686 host)",
             &root,
             "test",
-            &[
-                "kmm-hal",
-                "kmm-i386",
-                "kmm-mock",
-                "kmm-page-frame",
-                "kmm-buddy",
-                "kmm-slab",
-            ],
+            &crate::miri::CRATES,
             // One test at a time: each mock machine reserves its 1 GiB kernel
             // window, and a 32-bit process has room for few at once.
             &["--target", HOST_32, "--", "--test-threads=1"],

@@ -3,8 +3,9 @@
 use crate::cmd::{self, Result, command};
 use crate::root;
 
-/// The crates whose tests run under Miri (the mock in its pure-software mode).
-const CRATES: [&str; 6] = [
+/// The library crates and the mock: their tests run under Miri (the mock in
+/// its pure-software mode) and, in the gate, as a 32-bit host.
+pub const CRATES: [&str; 6] = [
     "kmm-hal",
     "kmm-i386",
     "kmm-mock",

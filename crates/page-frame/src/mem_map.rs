@@ -419,7 +419,12 @@ impl<'a> MemMap<'a> {
     /// The descriptor of frame `pfn` (Linux's `pfn_to_page`).
     #[inline]
     pub fn pfn_to_page(&self, pfn: Pfn) -> Result<&'a Page, PfnError> {
-        let i = pfn.as_usize();
+        self.descriptor(pfn.as_usize())
+    }
+
+    /// Descriptor `i`, range-checked.
+    #[inline]
+    fn descriptor(&self, i: usize) -> Result<&'a Page, PfnError> {
         if i < self.len {
             // SAFETY: i < len: an initialised descriptor, alive for 'a.
             Ok(unsafe { &*self.base.as_ptr().add(i) })
@@ -486,13 +491,7 @@ impl<'a> MemMap<'a> {
         if off >= self.dm.size() {
             return Err(PfnError::NotDirectMapped);
         }
-        let i = off >> kmm_hal::PAGE_SHIFT;
-        if i < self.len {
-            // SAFETY: i < len: an initialised descriptor, alive for 'a.
-            Ok(unsafe { &*self.base.as_ptr().add(i) })
-        } else {
-            Err(PfnError::OutOfRange)
-        }
+        self.descriptor(off >> kmm_hal::PAGE_SHIFT)
     }
 
     /// The physical address of a descriptor's frame.

@@ -41,8 +41,7 @@ impl ArrayCache {
     /// whose provenance covers only the header.
     #[inline]
     pub(crate) fn entries(&mut self) -> &mut [Entry] {
-        let at = (self as *mut ArrayCache).addr() + core::mem::size_of::<ArrayCache>();
-        let p = core::ptr::with_exposed_provenance_mut::<Entry>(at);
+        let p = self.entry_ptr(0);
         // SAFETY: `limit` entries follow the header (see `init`), and `&mut self`
         // gives exclusive access to the array they belong to.
         unsafe { core::slice::from_raw_parts_mut(p, self.limit) }
