@@ -35,7 +35,8 @@ static MAP: [Region; 5] = [
 /// The mock layout with high memory from 20 MiB, so all three zones exist.
 struct Layout(MockLayout);
 
-impl KernelLayout for Layout {
+// SAFETY: the mock layout's values, highmem from 20 MiB (inside its direct map).
+unsafe impl KernelLayout for Layout {
     fn direct_map(&self) -> DirectMap {
         self.0.direct_map()
     }

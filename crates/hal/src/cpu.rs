@@ -2,16 +2,53 @@
 
 use core::marker::PhantomData;
 
+use crate::sync::LockReport;
+
 /// Saved interrupt state, returned by [`Cpu::irq_save`] and given back to
-/// [`Cpu::irq_restore`]. Opaque to callers.
+/// [`Cpu::irq_restore`]. Opaque to callers; an implementation stores what it
+/// needs (say, `EFLAGS`) with [`IrqState::from_raw`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IrqState(pub usize);
+pub struct IrqState(usize);
+
+impl IrqState {
+    /// Wraps an implementation's saved state.
+    #[inline]
+    pub const fn from_raw(raw: usize) -> IrqState {
+        IrqState(raw)
+    }
+
+    /// The implementation's saved state.
+    #[inline]
+    pub const fn raw(self) -> usize {
+        self.0
+    }
+}
 
 /// The processors of the machine, as the allocators see them.
 ///
 /// Per-CPU data is indexed by [`Cpu::id`], which is stable only while preemption
-/// is off: take a [`PreemptGuard`] first.
-pub trait Cpu {
+/// or interrupts are off: take a [`PreemptGuard`] or an [`IrqGuard`] first.
+///
+/// # Safety
+///
+/// The allocators' per-CPU data ([`CpuLocal`](crate::CpuLocal), the buddy
+/// allocator's page lists, the slab's array caches) is touched without a lock
+/// by the CPU that owns it, so memory safety rests on this contract. An
+/// implementation must guarantee:
+///
+/// - **Unique ids.** [`Cpu::id`] returns a value that no other CPU running at
+///   the same moment returns, and that is `< count()`. (Two threads that both
+///   answer 0 would both own CPU 0's lists.)
+/// - **Stable ids.** While the calling CPU has preemption disabled
+///   ([`Cpu::preempt_disable`]) or interrupts disabled ([`Cpu::irq_save`]),
+///   [`Cpu::id`] keeps returning the same value: the thread cannot migrate.
+/// - **Real interrupt masking.** Between [`Cpu::irq_save`] and the matching
+///   [`Cpu::irq_restore`] no interrupt handler runs on this CPU, and
+///   [`Cpu::irqs_disabled`] returns `true`; [`Cpu::in_interrupt`] is `true`
+///   exactly while an interrupt handler runs on this CPU.
+/// - **A fixed count.** [`Cpu::count`] returns the same value for the life of
+///   the object.
+pub unsafe trait Cpu {
     /// The number of CPUs; ids are `0..count()`.
     fn count(&self) -> usize;
 
@@ -42,6 +79,32 @@ pub trait Cpu {
 
     /// This CPU's preemption count: zero when the running thread may be preempted.
     fn preempt_count(&self) -> usize;
+
+    /// True while an interrupt handler runs on this CPU (Linux's
+    /// `in_interrupt()`). The lock checker uses it; the default says never,
+    /// which is right for a kernel whose handlers never allocate.
+    #[inline]
+    fn in_interrupt(&self) -> bool {
+        false
+    }
+
+    /// A point where the caller could be interrupted: the allocators call it on
+    /// entry to their slow paths (reap, shrink, refill, mempool calls). A real
+    /// CPU takes interrupts whenever they are enabled, so the default does
+    /// nothing; the host mock delivers pending simulated interrupts here when
+    /// interrupts are enabled, so tests can interrupt an allocator mid-call.
+    #[inline]
+    fn interrupt_point(&self) {}
+
+    /// Called by [`sync`](crate::sync)'s lock checker when a lock was taken
+    /// both from an interrupt handler and with interrupts enabled: the deadlock
+    /// Linux's lockdep calls "inconsistent lock state". It runs with the
+    /// offending lock held, so it must not take kmm locks or allocate. The
+    /// default ignores the report; the mock records it (and by default panics).
+    #[inline]
+    fn lockdep_report(&self, report: &LockReport) {
+        let _ = report;
+    }
 
     /// Disables interrupts until the guard is dropped.
     #[inline]
@@ -78,11 +141,19 @@ pub struct IrqGuard<'a, C: Cpu> {
     _not_send: PhantomData<*const ()>,
 }
 
+impl<'a, C: Cpu> IrqGuard<'a, C> {
+    /// The CPU whose interrupts the guard keeps off.
+    #[inline]
+    pub fn cpu(&self) -> &'a C {
+        self.cpu
+    }
+}
+
 impl<C: Cpu> Drop for IrqGuard<'_, C> {
     #[inline]
     fn drop(&mut self) {
         // SAFETY: the state came from `irq_save` on this CPU when the guard was
-        // made, and guards drop in reverse order of creation (they are not `Send`).
+        // made (the guard is not `Send`, so it is dropped on the same CPU).
         unsafe { self.cpu.irq_restore(self.state) }
     }
 }
@@ -95,10 +166,16 @@ pub struct PreemptGuard<'a, C: Cpu> {
     _not_send: PhantomData<*const ()>,
 }
 
-impl<C: Cpu> PreemptGuard<'_, C> {
+impl<'a, C: Cpu> PreemptGuard<'a, C> {
     /// The id of the CPU the caller is pinned to.
     pub fn cpu_id(&self) -> usize {
         self.cpu.id()
+    }
+
+    /// The CPU the guard keeps preemption off on.
+    #[inline]
+    pub fn cpu(&self) -> &'a C {
+        self.cpu
     }
 }
 

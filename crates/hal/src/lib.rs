@@ -8,7 +8,29 @@
 //! - [`PageTable`] and [`FrameSource`]: map, unmap, protect and translate pages,
 //!   each change returning a [`Flush`] that must be consumed;
 //! - [`Cpu`]: which CPU runs, and IRQ and preemption guards;
+//! - [`CpuLocal`]: one value per CPU, touched without a lock by its CPU;
+//! - [`sync`]: spin locks that are IRQ-safe by type, and a lock checker;
 //! - [`KernelLayout`]: the direct map, vmalloc area, pkmap window and fixmap.
+//!
+//! # Safety and locking
+//!
+//! The line between safe and unsafe code is in the traits: [`Cpu`],
+//! [`FrameSource`], [`PageTable`] and [`KernelLayout`] are `unsafe trait`s,
+//! because the allocators' unsafe code relies on them behaving (unique CPU ids,
+//! frames nobody else uses, unmaps that report the frame they removed, regions
+//! that do not overlap). Each trait's `# Safety` section is its contract; an
+//! `unsafe impl` is the implementer's promise to keep it.
+//!
+//! - Per-CPU data ([`CpuLocal`]) is touched only by its own CPU, pinned by an
+//!   [`IrqGuard`] (if interrupt handlers use it too) or a [`PreemptGuard`];
+//!   a re-entry on the same CPU is refused, not aliased.
+//! - A lock an interrupt handler can take is a [`sync::IrqSpinLock`]: held
+//!   only with interrupts off, by type. [`sync::SpinLock`] is for data no
+//!   interrupt path reaches. In debug builds both feed the lock checker, which
+//!   reports a lock taken both in interrupt context and with interrupts
+//!   enabled through [`Cpu::lockdep_report`].
+//! - [`PageTable::flush`] and [`PageTable::flush_all`] are local to the calling
+//!   CPU.
 //!
 //! `kmm-i386` implements the traits for 32-bit x86 (2-level and PAE paging);
 //! `kmm-mock` implements them for a simulated machine on the host.
@@ -29,12 +51,15 @@
 
 mod addr;
 mod cpu;
+mod cpu_local;
 mod flags;
 mod layout;
 mod paging;
+pub mod sync;
 
 pub use addr::{AddrError, MAX_PHYS_BITS, PAGE_SHIFT, PAGE_SIZE, Pfn, PhysAddr, VirtAddr};
 pub use cpu::{Cpu, IrqGuard, IrqState, PreemptGuard};
+pub use cpu_local::{CpuLocal, PerCpu, Pinned};
 pub use flags::PageFlags;
-pub use layout::{DirectMap, Fixmap, KernelLayout};
+pub use layout::{DirectMap, Fixmap, KernelLayout, LayoutError, check_layout};
 pub use paging::{Flush, FrameSource, MapError, PageSize, PageTable, TableReclaim, Translation};

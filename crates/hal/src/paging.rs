@@ -56,17 +56,30 @@ impl fmt::Display for MapError {
 
 impl core::error::Error for MapError {}
 
-/// Supplies zero-filled or not frames for page-table pages and takes them back.
+/// Supplies frames for page-table pages and takes them back.
 ///
 /// The page-table code zeroes every frame it takes, so the source need not.
-pub trait FrameSource {
+///
+/// # Safety
+///
+/// The page-table code writes to every frame it is given, through the direct
+/// map, and later frees the frames it no longer needs. An implementation must
+/// guarantee that every frame [`FrameSource::alloc_frame`] returns is
+///
+/// - page-aligned, and reachable through the direct map the page tables were
+///   built over (RAM, not a device or a hole);
+/// - used by nothing else — no other allocator, no live object, no other
+///   caller — from the moment it is returned until it is given back with
+///   [`FrameSource::free_frame`].
+pub unsafe trait FrameSource {
     /// Returns a page-aligned frame, or `None` when none is left.
     fn alloc_frame(&mut self) -> Option<PhysAddr>;
     /// Takes back a frame that [`FrameSource::alloc_frame`] returned.
     fn free_frame(&mut self, frame: PhysAddr);
 }
 
-impl<F: FrameSource + ?Sized> FrameSource for &mut F {
+// SAFETY: forwards to `F`, which keeps the contract.
+unsafe impl<F: FrameSource + ?Sized> FrameSource for &mut F {
     fn alloc_frame(&mut self) -> Option<PhysAddr> {
         (**self).alloc_frame()
     }
@@ -165,7 +178,23 @@ impl Flush {
 /// Virtual addresses are in the address space the tables translate (on the mock,
 /// host addresses inside the simulated kernel window). All methods leave the
 /// tables unchanged when they fail.
-pub trait PageTable {
+///
+/// # Safety
+///
+/// The allocators free what an unmap reports and hand out what a translation
+/// names (vmalloc's `vfree`, `vmalloc_to_page`), so a wrong answer becomes a
+/// use-after-free. An implementation must guarantee:
+///
+/// - [`PageTable::unmap`] returns the frame that was mapped at the address (and
+///   its size) and removes that mapping; [`PageTable::translate`] returns what
+///   is mapped now, and `None` only if nothing is;
+/// - `map`, `map_range` and `map_large` map exactly the frames asked for and
+///   never overwrite an existing mapping (they fail with
+///   [`MapError::AlreadyMapped`]); every call leaves the tables unchanged when
+///   it fails;
+/// - page-table pages come only from the [`FrameSource`] passed in, and only
+///   pages that held no mapping go back to it.
+pub unsafe trait PageTable {
     /// The size of a large page in bytes, if the tables can map one.
     fn large_page_size(&self) -> Option<usize>;
 
@@ -173,14 +202,17 @@ pub trait PageTable {
     ///
     /// Fails with [`MapError::AlreadyMapped`] if `va` is mapped (never
     /// overwrites), [`MapError::OutOfFrames`] if a page-table page is needed and
-    /// the source has none.
+    /// the source has none. A one-page [`PageTable::map_range`].
+    #[inline]
     fn map<F: FrameSource + ?Sized>(
         &mut self,
         va: VirtAddr,
         pa: PhysAddr,
         flags: PageFlags,
         frames: &mut F,
-    ) -> Result<Flush, MapError>;
+    ) -> Result<Flush, MapError> {
+        self.map_range(va, pa, PAGE_SIZE, flags, frames)
+    }
 
     /// Maps `len` bytes (a multiple of the base page) from `va` to the physical
     /// range from `pa`, all or nothing: on failure nothing is mapped and every
@@ -221,9 +253,12 @@ pub trait PageTable {
     /// What `va` translates to, if it is mapped; understands large pages.
     fn translate(&self, va: VirtAddr) -> Option<Translation>;
 
-    /// Invalidates the TLB entry for `va` (on every CPU that may hold it).
+    /// Invalidates the calling CPU's TLB entry for `va` (i386 `INVLPG`). Local:
+    /// other CPUs keep theirs until they flush (a cross-CPU shootdown is a
+    /// separate HAL operation).
     fn flush(&self, va: VirtAddr);
 
-    /// Invalidates every TLB entry, global ones included.
+    /// Invalidates every entry of the calling CPU's TLB, global ones included.
+    /// Local, like [`PageTable::flush`].
     fn flush_all(&self);
 }

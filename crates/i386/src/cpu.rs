@@ -11,14 +11,20 @@ const EFLAGS_IF: usize = 1 << 9;
 /// The boot CPU of a uniprocessor kernel: id 0 of 1. Interrupt guards save
 /// EFLAGS and execute `cli`, and restore IF as it was; the preemption count is
 /// kept here for the kernel's scheduler to consult.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct I386Cpu {
     preempt: AtomicUsize,
 }
 
 impl I386Cpu {
     /// The boot CPU, preemption enabled.
-    pub const fn new() -> I386Cpu {
+    ///
+    /// # Safety
+    /// Only one CPU may run code that uses this value (a uniprocessor kernel,
+    /// or an SMP kernel before it starts the other CPUs): every `I386Cpu`
+    /// answers id 0, and [`Cpu`]'s contract asks ids to be unique among the
+    /// running CPUs. The code must run in ring 0 (it executes `cli`/`sti`).
+    pub const unsafe fn new() -> I386Cpu {
         I386Cpu {
             preempt: AtomicUsize::new(0),
         }
@@ -32,7 +38,11 @@ fn eflags() -> usize {
     f
 }
 
-impl Cpu for I386Cpu {
+// SAFETY: one CPU (`count` 1, `id` 0: unique and stable, as `new`'s caller
+// promised); `cli` and `sti` really mask interrupts and `irqs_disabled` reads
+// EFLAGS.IF. `in_interrupt` keeps the default (false), which only weakens the
+// lock checker.
+unsafe impl Cpu for I386Cpu {
     fn count(&self) -> usize {
         1
     }
@@ -45,11 +55,11 @@ impl Cpu for I386Cpu {
         let f = eflags();
         // SAFETY: `cli` only masks interrupts; ring 0 is this type's contract.
         unsafe { asm!("cli", options(nomem, nostack)) };
-        IrqState(f & EFLAGS_IF)
+        IrqState::from_raw(f & EFLAGS_IF)
     }
 
     unsafe fn irq_restore(&self, state: IrqState) {
-        if state.0 & EFLAGS_IF != 0 {
+        if state.raw() & EFLAGS_IF != 0 {
             // SAFETY: interrupts were enabled when the matching `irq_save` ran.
             unsafe { asm!("sti", options(nomem, nostack)) };
         }

@@ -1,6 +1,6 @@
 //! Linux's i386 kernel virtual memory layout (3 GiB / 1 GiB split).
 
-use kmm_hal::{DirectMap, Fixmap, KernelLayout, PAGE_SIZE, VirtAddr};
+use kmm_hal::{DirectMap, Fixmap, KernelLayout, PAGE_SIZE, PhysAddr, VirtAddr};
 
 /// Start of the kernel's direct map (Linux's `PAGE_OFFSET`).
 pub const PAGE_OFFSET: usize = 0xC000_0000;
@@ -37,6 +37,7 @@ pub const DEFAULT_NR_CPUS: usize = 8;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct I386Layout {
     lowmem: usize,
+    highmem_start: usize,
     pae: bool,
     nr_cpus: usize,
 }
@@ -54,10 +55,32 @@ impl I386Layout {
         } else {
             lowmem
         };
+        let lowmem = lowmem & !(PAGE_SIZE - 1);
         I386Layout {
-            lowmem: lowmem & !(PAGE_SIZE - 1),
+            lowmem,
+            highmem_start: lowmem,
             pae,
             nr_cpus: if nr_cpus == 0 { 1 } else { nr_cpus },
+        }
+    }
+
+    /// The same layout with `ZONE_HIGHMEM` starting at physical `pa` instead of
+    /// at the end of the direct map (rounded down to a page, and clamped between
+    /// the DMA limit and the end of low memory). Lets a small machine, or a
+    /// test, have high memory: Linux's `highmem=` boot option.
+    pub const fn with_highmem_start(self, pa: usize) -> I386Layout {
+        let dma = 16 << 20;
+        let pa = pa & !(PAGE_SIZE - 1);
+        let pa = if pa > self.lowmem {
+            self.lowmem
+        } else if pa < dma && self.lowmem >= dma {
+            dma
+        } else {
+            pa
+        };
+        I386Layout {
+            highmem_start: pa,
+            ..self
         }
     }
 
@@ -95,7 +118,12 @@ impl I386Layout {
     }
 }
 
-impl KernelLayout for I386Layout {
+// SAFETY: every value is computed from the fields, fixed at construction;
+// Linux's regions are page-aligned and disjoint (the gaps above are kept), the
+// physical limits are ordered by `new` and `with_highmem_start` (tests run
+// `check_layout` over every mode and size), and the fixmap holds every CPU's
+// `kmap_atomic` slots by construction.
+unsafe impl KernelLayout for I386Layout {
     fn direct_map(&self) -> DirectMap {
         DirectMap::new(VirtAddr::new(PAGE_OFFSET), self.lowmem).expect("fits below 4 GiB")
     }
@@ -121,6 +149,10 @@ impl KernelLayout for I386Layout {
         if self.pae { 1 << 36 } else { 1 << 32 }
     }
 
+    fn highmem_start(&self) -> PhysAddr {
+        PhysAddr::new(self.highmem_start as u64)
+    }
+
     fn fixmap(&self) -> Fixmap {
         Fixmap {
             top: VirtAddr::new(FIXADDR_TOP),
@@ -135,6 +167,30 @@ impl KernelLayout for I386Layout {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_layout_passes_the_check() {
+        for pae in [false, true] {
+            for lowmem in [16 << 20, 64 << 20, 512 << 20, MAX_LOWMEM, usize::MAX] {
+                for cpus in [1, 4, 8, 32] {
+                    let l = I386Layout::new(lowmem, pae, cpus);
+                    assert_eq!(kmm_hal::check_layout(&l), Ok(()), "{l:?}");
+                    let h = l.with_highmem_start(32 << 20);
+                    assert_eq!(kmm_hal::check_layout(&h), Ok(()), "{h:?}");
+                    assert!(h.highmem_start().as_u64() <= h.direct_map().size() as u64);
+                }
+            }
+        }
+        let l = I386Layout::new(64 << 20, false, 1).with_highmem_start(40 << 20);
+        assert_eq!(l.highmem_start(), PhysAddr::new(40 << 20));
+        assert_eq!(
+            l.direct_map().size(),
+            64 << 20,
+            "the direct map is unchanged"
+        );
+        let clamped = I386Layout::new(64 << 20, false, 1).with_highmem_start(1 << 30);
+        assert_eq!(clamped.highmem_start(), PhysAddr::new(64 << 20));
+    }
 
     #[test]
     fn linux_values_2level() {

@@ -35,7 +35,8 @@
 //!
 //! // Frames 0..8 of the "RAM" feed the tables.
 //! struct Bump(u64);
-//! impl FrameSource for Bump {
+//! // SAFETY: frames 0..8 of `ram`, page-aligned, each handed out once.
+//! unsafe impl FrameSource for Bump {
 //!     fn alloc_frame(&mut self) -> Option<PhysAddr> {
 //!         (self.0 < 8).then(|| { self.0 += 1; PhysAddr::new((self.0 - 1) * 4096) })
 //!     }
@@ -43,7 +44,9 @@
 //! }
 //! let mut frames = Bump(0);
 //!
-//! let mut pt = TwoLevel::new(dm, true, &mut frames).unwrap();
+//! // SAFETY: `dm` maps `ram`, which outlives the tables; `frames` hands out
+//! // its pages only to them.
+//! let mut pt = unsafe { TwoLevel::new(dm, true, &mut frames) }.unwrap();
 //! let va = VirtAddr::new(0xF880_0000);
 //! pt.map(va, PhysAddr::new(0x0123_4000), PageFlags::KERNEL_RW, &mut frames)
 //!     .unwrap()

@@ -66,7 +66,14 @@ impl<M: Mode> Paging<M> {
     /// has 2 MiB pages, so the flag is ignored there). Under PAE the PDPT and all
     /// four page directories are allocated now, as Linux does, so that the PDPT
     /// never changes after CR3 is loaded.
-    pub fn new<F: FrameSource + ?Sized>(
+    ///
+    /// # Safety
+    /// The tables write to the frames they take from `frames` (and, by every
+    /// later call, to their table pages) through `dm`: `dm` must map RAM the
+    /// caller may write at those addresses, for as long as the tables live,
+    /// and nothing else may use the frames `frames` hands out (the
+    /// [`FrameSource`] contract).
+    pub unsafe fn new<F: FrameSource + ?Sized>(
         dm: DirectMap,
         large_pages: bool,
         frames: &mut F,
@@ -386,19 +393,14 @@ fn entry_flags<M: Mode>(e: u64) -> PageFlags {
     PageFlags::from_bits_truncate(e & M::FLAG_MASK)
 }
 
-impl<M: Mode> PageTable for Paging<M> {
+// SAFETY: `map_range` and `map_large` write exactly the entries asked for and
+// refuse a present entry (`AlreadyMapped`), checking everything before the
+// first write (all or nothing); `unmap` returns the entry it clears; table
+// pages come from, and go back to, the caller's `FrameSource` only when empty;
+// the tables are reached through the direct map `new`'s caller vouched for.
+unsafe impl<M: Mode> PageTable for Paging<M> {
     fn large_page_size(&self) -> Option<usize> {
         self.large_pages.then_some(Self::LARGE_PAGE_SIZE)
-    }
-
-    fn map<F: FrameSource + ?Sized>(
-        &mut self,
-        va: VirtAddr,
-        pa: PhysAddr,
-        flags: PageFlags,
-        frames: &mut F,
-    ) -> Result<Flush, MapError> {
-        self.map_range(va, pa, PAGE_SIZE, flags, frames)
     }
 
     fn map_range<F: FrameSource + ?Sized>(

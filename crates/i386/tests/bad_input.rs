@@ -22,7 +22,8 @@ fn snapshot<M: kmm_i386::Mode>(
 
 fn bad_calls<M: kmm_i386::Mode>() {
     let (_m, dm, mut f) = common::ram();
-    let mut pt = Paging::<M>::new(dm, true, &mut f).unwrap();
+    // SAFETY: `dm` maps the test RAM, which outlives the tables.
+    let mut pt = unsafe { Paging::<M>::new(dm, true, &mut f) }.unwrap();
     let va = VirtAddr::new(0xD000_0000);
     pt.map(va, PhysAddr::new(0x1000), RW, &mut f)
         .unwrap()
@@ -219,7 +220,8 @@ fn bad_calls_pae() {
 #[test]
 fn no_execute_needs_pae() {
     let (_m, dm, mut f) = common::ram();
-    let mut two = TwoLevel::new(dm, true, &mut f).unwrap();
+    // SAFETY: `dm` maps the test RAM, which outlives the tables.
+    let mut two = unsafe { TwoLevel::new(dm, true, &mut f) }.unwrap();
     let nx = RW | PageFlags::NO_EXECUTE;
     let va = VirtAddr::new(0xD000_0000);
     assert_eq!(
@@ -227,7 +229,8 @@ fn no_execute_needs_pae() {
         Err(MapError::UnsupportedFlags)
     );
     assert_eq!(two.table_pages(), 1);
-    let mut pae = Pae::new(dm, true, &mut f).unwrap();
+    // SAFETY: `dm` maps the test RAM, which outlives the tables.
+    let mut pae = unsafe { Pae::new(dm, true, &mut f) }.unwrap();
     pae.map(va, PhysAddr::ZERO, nx, &mut f).unwrap().ignore();
     assert!(
         pae.translate(va)
@@ -242,13 +245,15 @@ fn physical_above_4g_only_under_pae() {
     let (_m, dm, mut f) = common::ram();
     let va = VirtAddr::new(0xD000_0000);
     let high = PhysAddr::new(5 << 30);
-    let mut two = TwoLevel::new(dm, true, &mut f).unwrap();
+    // SAFETY: `dm` maps the test RAM, which outlives the tables.
+    let mut two = unsafe { TwoLevel::new(dm, true, &mut f) }.unwrap();
     assert_eq!(
         two.map(va, high, RW, &mut f).map(|x| x.ignore()),
         Err(MapError::PhysOutOfRange)
     );
     assert_eq!(two.translate(va), None);
-    let mut pae = Pae::new(dm, true, &mut f).unwrap();
+    // SAFETY: `dm` maps the test RAM, which outlives the tables.
+    let mut pae = unsafe { Pae::new(dm, true, &mut f) }.unwrap();
     pae.map(va, high, RW, &mut f).unwrap().ignore();
     assert_eq!(
         pae.translate(VirtAddr::new(0xD000_0123)).unwrap().phys,
@@ -275,7 +280,8 @@ fn physical_above_4g_only_under_pae() {
 
 fn exhaustion_midway<M: kmm_i386::Mode>() {
     let (_m, dm, mut f) = common::ram();
-    let mut pt = Paging::<M>::new(dm, true, &mut f).unwrap();
+    // SAFETY: `dm` maps the test RAM, which outlives the tables.
+    let mut pt = unsafe { Paging::<M>::new(dm, true, &mut f) }.unwrap();
     // The range touches 4 directory entries: the first has a table, 3 need one.
     let span = Paging::<M>::LARGE_PAGE_SIZE;
     pt.map(VirtAddr::new(0xD000_0000), PhysAddr::ZERO, RW, &mut f)
@@ -313,7 +319,10 @@ fn exhaustion_midway_through_a_range_changes_nothing() {
 /// A frame source that hands out a frame the tables cannot reach.
 struct Rogue(PhysAddr);
 
-impl FrameSource for Rogue {
+// SAFETY: deliberately not: the frame is unaligned or outside the direct map,
+// and the tables must refuse it before writing (this test checks that they
+// check); nothing is ever written through it.
+unsafe impl FrameSource for Rogue {
     fn alloc_frame(&mut self) -> Option<PhysAddr> {
         Some(self.0)
     }
@@ -325,7 +334,8 @@ impl FrameSource for Rogue {
 #[test]
 fn unusable_frames_are_rejected() {
     let (_m, dm, mut f) = common::ram();
-    let mut pt = TwoLevel::new(dm, true, &mut f).unwrap();
+    // SAFETY: `dm` maps the test RAM, which outlives the tables.
+    let mut pt = unsafe { TwoLevel::new(dm, true, &mut f) }.unwrap();
     for rogue in [
         PhysAddr::new(0x1234),
         PhysAddr::new(common::RAM as u64),
@@ -340,20 +350,24 @@ fn unusable_frames_are_rejected() {
         assert_eq!(r.map(|x| x.ignore()), Err(MapError::BadFrame));
         assert_eq!(pt.table_pages(), 1);
     }
-    assert!(TwoLevel::new(dm, true, &mut Rogue(PhysAddr::new(0x10))).is_err());
+    // SAFETY: `dm` maps the test RAM; the rogue frame is refused before any
+    // write (what this checks).
+    assert!(unsafe { TwoLevel::new(dm, true, &mut Rogue(PhysAddr::new(0x10))) }.is_err());
 }
 
 #[test]
 fn large_pages_need_pse() {
     let (_m, dm, mut f) = common::ram();
-    let mut pt = TwoLevel::new(dm, false, &mut f).unwrap();
+    // SAFETY: `dm` maps the test RAM, which outlives the tables.
+    let mut pt = unsafe { TwoLevel::new(dm, false, &mut f) }.unwrap();
     assert_eq!(pt.large_page_size(), None);
     assert_eq!(
         pt.map_large(VirtAddr::new(0xC000_0000), PhysAddr::ZERO, RW)
             .map(|x| x.ignore()),
         Err(MapError::LargePagesUnsupported)
     );
-    let pae = Pae::new(dm, false, &mut f).unwrap();
+    // SAFETY: `dm` maps the test RAM, which outlives the tables.
+    let pae = unsafe { Pae::new(dm, false, &mut f) }.unwrap();
     assert_eq!(
         pae.large_page_size(),
         Some(2 << 20),

@@ -9,7 +9,8 @@ use kmm_i386::{Pae, TwoLevel};
 #[test]
 fn two_level_entries() {
     let (m, dm, mut f) = common::ram();
-    let mut pt = TwoLevel::new(dm, true, &mut f).unwrap();
+    // SAFETY: `dm` maps the test RAM, which outlives the tables.
+    let mut pt = unsafe { TwoLevel::new(dm, true, &mut f) }.unwrap();
     let root = pt.root().as_u64();
     // 0xC0400000: PDE 769 -> a 4 MiB page at 8 MiB, present, writable, global, PS.
     pt.map_large(
@@ -49,7 +50,8 @@ fn two_level_entries() {
 #[test]
 fn pae_entries() {
     let (m, dm, mut f) = common::ram();
-    let mut pt = Pae::new(dm, true, &mut f).unwrap();
+    // SAFETY: `dm` maps the test RAM, which outlives the tables.
+    let mut pt = unsafe { Pae::new(dm, true, &mut f) }.unwrap();
     let root = pt.root().as_u64();
     // PDPT entries: present and an address, nothing in the reserved RW/US bits.
     for i in 0..4 {

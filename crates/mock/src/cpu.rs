@@ -1,12 +1,21 @@
 //! [`MockCpu`]: simulated CPUs. A host thread takes a CPU id with
 //! [`MockCpu::bind`]; interrupt and preemption state is tracked per thread, so a
 //! test can assert that per-CPU code ran with preemption or interrupts off.
+//!
+//! Interrupts can be delivered: [`MockCpu::with_irq_handler`] installs a
+//! handler for the calling thread's CPU, [`MockCpu::raise_irq`] makes it
+//! pending, and it runs at the next point where that CPU has interrupts
+//! enabled — an [`IrqGuard`](kmm_hal::IrqGuard) restoring "enabled", or an
+//! allocator's [`Cpu::interrupt_point`] — with [`Cpu::in_interrupt`] true and
+//! interrupts off. The lock checker's reports ([`Cpu::lockdep_report`]) are
+//! recorded ([`MockCpu::lockdep_reports`]) and by default panic.
 
 use std::cell::Cell;
 use std::fmt;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
+use kmm_hal::sync::LockReport;
 use kmm_hal::{Cpu, IrqState};
 
 thread_local! {
@@ -19,10 +28,21 @@ thread_local! {
     /// IRQ saves and preemption disables made by this thread (counted per thread
     /// so the counting costs no shared cache line on the allocators' fast paths).
     static GUARDS: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+    /// True while an interrupt handler runs on this thread's CPU.
+    static IN_IRQ: Cell<bool> = const { Cell::new(false) };
+    /// The interrupt handler installed by `with_irq_handler` on this thread,
+    /// if any (the pointer is valid while `with_irq_handler` runs).
+    static HANDLER: Cell<Option<*const (dyn Fn() + '_)>> = const { Cell::new(None) };
 }
 
 struct Shared {
     bound: Vec<AtomicBool>,
+    /// Interrupts raised and not yet delivered, per CPU.
+    pending: Vec<AtomicUsize>,
+    /// Interrupts delivered, per CPU.
+    delivered: Vec<AtomicUsize>,
+    reports: Mutex<Vec<LockReport>>,
+    lockdep_panics: AtomicBool,
 }
 
 /// `count` simulated CPUs. Cheap to clone; clones share the CPUs.
@@ -85,6 +105,16 @@ impl CpuBinding {
 
 impl Drop for CpuBinding {
     fn drop(&mut self) {
+        // Leaving a CPU while pinned to it would let another thread take the
+        // id while this one still uses the CPU's per-CPU data (the `Cpu`
+        // contract's "stable while pinned"): refuse, whatever the build.
+        if IRQS_OFF.with(Cell::get) || PREEMPT.with(Cell::get) > 0 {
+            eprintln!(
+                "kmm-mock: CPU {} unbound with interrupts or preemption disabled",
+                self.id
+            );
+            std::process::abort();
+        }
         CURRENT.with(|c| c.set(None));
         self.shared.bound[self.id].store(false, Ordering::Release);
     }
@@ -96,6 +126,10 @@ impl MockCpu {
         MockCpu {
             shared: Arc::new(Shared {
                 bound: (0..count.max(1)).map(|_| AtomicBool::new(false)).collect(),
+                pending: (0..count.max(1)).map(|_| AtomicUsize::new(0)).collect(),
+                delivered: (0..count.max(1)).map(|_| AtomicUsize::new(0)).collect(),
+                reports: Mutex::new(Vec::new()),
+                lockdep_panics: AtomicBool::new(true),
             }),
         }
     }
@@ -165,9 +199,118 @@ impl MockCpu {
     pub fn guard_counts(&self) -> (u64, u64) {
         GUARDS.with(Cell::get)
     }
+
+    /// Runs `body` with `handler` as the interrupt handler of the calling
+    /// thread's CPU: interrupts raised for that CPU ([`MockCpu::raise_irq`])
+    /// run `handler` at the next point where the CPU has interrupts enabled.
+    /// Handlers do not nest, and are not run by other threads.
+    pub fn with_irq_handler<R>(&self, handler: &(dyn Fn() + '_), body: impl FnOnce() -> R) -> R {
+        struct Restore(Option<*const (dyn Fn() + 'static)>);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                HANDLER.with(|h| h.set(self.0));
+            }
+        }
+        // SAFETY: only the lifetime is erased; the pointer is removed again
+        // (by `Restore`, also on unwinding) before `handler`'s borrow ends,
+        // and it is only dereferenced on this thread, while it is installed.
+        let erased: *const (dyn Fn() + 'static) =
+            unsafe { std::mem::transmute::<*const (dyn Fn() + '_), _>(handler) };
+        let _restore = Restore(HANDLER.with(|h| h.replace(Some(erased))));
+        let r = body();
+        self.interrupt_point();
+        r
+    }
+
+    /// Makes `n` interrupts pending on CPU `cpu` (any thread may raise them).
+    pub fn raise_irq(&self, cpu: usize, n: usize) {
+        if let Some(p) = self.shared.pending.get(cpu) {
+            p.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Interrupts raised for CPU `cpu` and not yet delivered.
+    pub fn pending_irqs(&self, cpu: usize) -> usize {
+        self.shared
+            .pending
+            .get(cpu)
+            .map_or(0, |p| p.load(Ordering::Relaxed))
+    }
+
+    /// Interrupts delivered on CPU `cpu` so far.
+    pub fn delivered_irqs(&self, cpu: usize) -> usize {
+        self.shared
+            .delivered
+            .get(cpu)
+            .map_or(0, |p| p.load(Ordering::Relaxed))
+    }
+
+    /// The lock checker's reports so far.
+    pub fn lockdep_reports(&self) -> Vec<LockReport> {
+        self.shared
+            .reports
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Whether a lock checker report also panics (the default) or is only
+    /// recorded.
+    pub fn set_lockdep_panics(&self, panics: bool) {
+        self.shared.lockdep_panics.store(panics, Ordering::Relaxed);
+    }
+
+    /// Runs pending interrupts of this thread's CPU if it can take them now.
+    #[inline]
+    fn deliver(&self) {
+        if HANDLER.with(Cell::get).is_some() {
+            self.deliver_slow();
+        }
+    }
+
+    #[cold]
+    fn deliver_slow(&self) {
+        let Some(id) = CURRENT.with(Cell::get) else {
+            return;
+        };
+        while !IRQS_OFF.with(Cell::get) && !IN_IRQ.with(Cell::get) {
+            let pending = &self.shared.pending[id];
+            if pending
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_err()
+            {
+                return;
+            }
+            let Some(handler) = HANDLER.with(Cell::get) else {
+                return;
+            };
+            self.shared.delivered[id].fetch_add(1, Ordering::Relaxed);
+            IRQS_OFF.with(|c| c.set(true));
+            IN_IRQ.with(|c| c.set(true));
+            struct Exit;
+            impl Drop for Exit {
+                fn drop(&mut self) {
+                    IN_IRQ.with(|c| c.set(false));
+                    IRQS_OFF.with(|c| c.set(false));
+                }
+            }
+            let _exit = Exit;
+            // SAFETY: installed by `with_irq_handler` on this thread, which
+            // is still running (it removes the pointer before returning).
+            unsafe { (*handler)() };
+        }
+    }
 }
 
-impl Cpu for MockCpu {
+// SAFETY: ids come from `bind`, which gives an id to at most one thread at a
+// time (a compare-exchange on `bound`), and `id` panics on an unbound thread,
+// so no two running threads share an id, and every id is `< count()` (fixed at
+// construction). A thread keeps its id until its binding drops, which aborts
+// if interrupts or preemption are still disabled, so the id is stable while
+// pinned. The interrupt state is per thread (per simulated CPU): `irq_save`
+// really keeps this CPU's simulated interrupts (the only ones) from running
+// until it is restored, and `in_interrupt` is true exactly while one runs.
+unsafe impl Cpu for MockCpu {
     #[inline]
     fn count(&self) -> usize {
         self.shared.bound.len()
@@ -185,7 +328,7 @@ impl Cpu for MockCpu {
     #[inline]
     fn irq_save(&self) -> IrqState {
         GUARDS.with(|g| g.set((g.get().0 + 1, g.get().1)));
-        IrqState(usize::from(IRQS_OFF.with(|c| c.replace(true))))
+        IrqState::from_raw(usize::from(IRQS_OFF.with(|c| c.replace(true))))
     }
 
     #[inline]
@@ -195,7 +338,11 @@ impl Cpu for MockCpu {
             IRQS_OFF.with(Cell::get),
             "kmm-mock: irq_restore with interrupts already enabled"
         );
-        IRQS_OFF.with(|c| c.set(state.0 != 0));
+        let off = state.raw() != 0;
+        IRQS_OFF.with(|c| c.set(off));
+        if !off {
+            self.deliver();
+        }
     }
 
     #[inline]
@@ -221,6 +368,29 @@ impl Cpu for MockCpu {
     #[inline]
     fn preempt_count(&self) -> usize {
         PREEMPT.with(Cell::get)
+    }
+
+    #[inline]
+    fn in_interrupt(&self) -> bool {
+        IN_IRQ.with(Cell::get)
+    }
+
+    #[inline]
+    fn interrupt_point(&self) {
+        if !IRQS_OFF.with(Cell::get) {
+            self.deliver();
+        }
+    }
+
+    fn lockdep_report(&self, report: &LockReport) {
+        self.shared
+            .reports
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(*report);
+        if self.shared.lockdep_panics.load(Ordering::Relaxed) {
+            panic!("kmm-mock lockdep: {report}");
+        }
     }
 }
 

@@ -61,7 +61,11 @@ impl MockFrames {
     }
 }
 
-impl FrameSource for MockFrames {
+// SAFETY: frames come from the machine's simulated RAM, page by page, from a
+// range the machine reserved for page tables (so they are page-aligned, in the
+// direct map and used by nothing else), and each is handed out once until it
+// is given back (`out` tracks them).
+unsafe impl FrameSource for MockFrames {
     fn alloc_frame(&mut self) -> Option<PhysAddr> {
         if let Some(b) = self.budget.as_mut() {
             if *b == 0 {

@@ -1,7 +1,7 @@
 //! [`MockLayout`]: Linux's i386 layout, shifted so the kernel window starts at a
 //! host address.
 
-use kmm_hal::{DirectMap, Fixmap, KernelLayout, VirtAddr};
+use kmm_hal::{DirectMap, Fixmap, KernelLayout, PhysAddr, VirtAddr};
 use kmm_i386::{I386Layout, PAGE_OFFSET};
 
 /// Size of the kernel's part of a 32-bit address space (0xC0000000..=0xFFFFFFFF).
@@ -20,6 +20,15 @@ impl MockLayout {
     /// `i386` shifted so that `PAGE_OFFSET` lands at host address `base`.
     pub const fn new(i386: I386Layout, base: usize) -> MockLayout {
         MockLayout { i386, base }
+    }
+
+    /// The same layout with `ZONE_HIGHMEM` from physical `pa` (see
+    /// [`I386Layout::with_highmem_start`]).
+    pub const fn with_highmem_start(self, pa: usize) -> MockLayout {
+        MockLayout {
+            i386: self.i386.with_highmem_start(pa),
+            base: self.base,
+        }
     }
 
     /// The unshifted i386 layout.
@@ -55,7 +64,11 @@ impl MockLayout {
     }
 }
 
-impl KernelLayout for MockLayout {
+// SAFETY: every value is the i386 layout's (which keeps the contract) shifted
+// by one constant, `base`, inside the reserved host window, so regions stay
+// aligned (the base is page-aligned), disjoint and non-wrapping; the physical
+// limits are the i386 layout's, unshifted.
+unsafe impl KernelLayout for MockLayout {
     fn direct_map(&self) -> DirectMap {
         let dm = self.i386.direct_map();
         DirectMap::new(self.shift(dm.base()), dm.size()).expect("host window fits")
@@ -79,6 +92,14 @@ impl KernelLayout for MockLayout {
 
     fn phys_limit(&self) -> u64 {
         self.i386.phys_limit()
+    }
+
+    fn dma_limit(&self) -> PhysAddr {
+        self.i386.dma_limit()
+    }
+
+    fn highmem_start(&self) -> PhysAddr {
+        self.i386.highmem_start()
     }
 
     fn fixmap(&self) -> Fixmap {

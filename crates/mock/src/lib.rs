@@ -13,7 +13,10 @@
 //! - **a TLB checker** ([`TlbChecker`]) that reports a use of an address whose
 //!   mapping changed and was not flushed;
 //! - **CPUs** ([`MockCpu`]): host threads take CPU ids; IRQ and preemption guards
-//!   are tracked and can be asserted;
+//!   are tracked and can be asserted; simulated interrupts run a test's
+//!   handler where the CPU has interrupts enabled; the lock checker's reports
+//!   are recorded (and panic by default); [`watchdog`] turns a deadlock into a
+//!   test failure;
 //! - **fault injection**: [`MockFrames::fail_after`] runs the frame source dry;
 //! - **a pure-software mode** ([`Backing::Software`], the default under Miri).
 //!
@@ -60,6 +63,7 @@ mod page_table;
 mod ram;
 mod sys;
 mod tlb;
+mod watchdog;
 mod window;
 
 pub use cpu::{BindError, CpuBinding, MockCpu};
@@ -69,3 +73,4 @@ pub use machine::{Machine, MachineBuilder, PagingMode};
 pub use page_table::{AccessError, MockPageTable};
 pub use ram::Backing;
 pub use tlb::{Change, TlbChecker, TlbViolation};
+pub use watchdog::watchdog;

@@ -1,14 +1,13 @@
 //! [`Machine`]: simulated RAM, the host window, the TLB checker and the CPUs.
 
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use kmm_hal::{KernelLayout, MapError, PhysAddr};
+use kmm_hal::{KernelLayout, PhysAddr};
 use kmm_i386::I386Layout;
 
 use crate::layout::{KERNEL_WINDOW, MockLayout};
-use crate::page_table::MockPageTable;
 use crate::ram::{Backing, Ram};
 use crate::window::Window;
 use crate::{MockCpu, TlbChecker};
@@ -214,34 +213,5 @@ impl Machine {
     /// tables must be direct-mapped).
     pub fn lowmem_frames(&self, start: PhysAddr) -> crate::MockFrames {
         crate::MockFrames::new(start, self.lowmem_end())
-    }
-
-    /// The kernel page table: empty i386 tables in the machine's paging mode,
-    /// their pages taken from `frames`, and — if `direct_map` — the direct map of
-    /// low memory entered with global large pages (base pages at an unaligned
-    /// tail), as a kernel builds it at boot.
-    ///
-    /// Only one kernel page table may exist at a time, because it owns the
-    /// host window's mirror; a second call before the first is dropped fails
-    /// with [`MapError::AlreadyMapped`].
-    pub fn kernel_page_table<F: kmm_hal::FrameSource + ?Sized>(
-        &self,
-        frames: &mut F,
-        direct_map: bool,
-    ) -> Result<MockPageTable, MapError> {
-        if self.inner.tables_taken.swap(true, Ordering::AcqRel) {
-            return Err(MapError::AlreadyMapped);
-        }
-        let mut pt = MockPageTable::new(self.clone(), frames).inspect_err(|_| {
-            self.inner.tables_taken.store(false, Ordering::Release);
-        })?;
-        if direct_map {
-            let dm = self.inner.layout.direct_map();
-            if let Err(e) = pt.map_direct(dm, frames) {
-                pt.destroy(frames);
-                return Err(e);
-            }
-        }
-        Ok(pt)
     }
 }

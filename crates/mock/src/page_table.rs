@@ -2,10 +2,11 @@
 //! host window, with every change reported to the TLB checker.
 
 use std::fmt;
+use std::sync::atomic::Ordering;
 
 use kmm_hal::{
-    DirectMap, Flush, FrameSource, MapError, PAGE_SIZE, PageFlags, PageSize, PageTable, PhysAddr,
-    TableReclaim, Translation, VirtAddr,
+    DirectMap, Flush, FrameSource, KernelLayout, MapError, PAGE_SIZE, PageFlags, PageSize,
+    PageTable, PhysAddr, TableReclaim, Translation, VirtAddr,
 };
 use kmm_i386::{Pae, TwoLevel};
 
@@ -72,10 +73,7 @@ struct Claim(Machine);
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        self.0
-            .inner
-            .tables_taken
-            .store(false, std::sync::atomic::Ordering::Release);
+        self.0.inner.tables_taken.store(false, Ordering::Release);
     }
 }
 
@@ -103,8 +101,12 @@ impl MockPageTable {
         let dm = DirectMap::new(VirtAddr::from_ptr(ram), lowmem).expect("RAM fits the host");
         let claim = Claim(machine.clone());
         let tables = match machine.paging() {
-            PagingMode::TwoLevel => Tables::TwoLevel(TwoLevel::new(dm, true, frames)?),
-            PagingMode::Pae => Tables::Pae(Pae::new(dm, true, frames)?),
+            // SAFETY: `dm` is the machine's direct map of its simulated RAM,
+            // which lives as long as the machine (this table holds it), and
+            // `frames` is the machine's page-table frame source.
+            PagingMode::TwoLevel => Tables::TwoLevel(unsafe { TwoLevel::new(dm, true, frames) }?),
+            // SAFETY: as above.
+            PagingMode::Pae => Tables::Pae(unsafe { Pae::new(dm, true, frames) }?),
         };
         Ok(MockPageTable {
             tables,
@@ -301,19 +303,44 @@ impl MockPageTable {
     }
 }
 
-impl PageTable for MockPageTable {
+impl Machine {
+    /// The kernel page table: empty i386 tables in the machine's paging mode,
+    /// their pages taken from `frames`, and — if `direct_map` — the direct map of
+    /// low memory entered with global large pages (base pages at an unaligned
+    /// tail), as a kernel builds it at boot.
+    ///
+    /// Only one kernel page table may exist at a time, because it owns the
+    /// host window's mirror; a second call before the first is dropped fails
+    /// with [`MapError::AlreadyMapped`].
+    pub fn kernel_page_table<F: kmm_hal::FrameSource + ?Sized>(
+        &self,
+        frames: &mut F,
+        direct_map: bool,
+    ) -> Result<MockPageTable, MapError> {
+        if self.inner.tables_taken.swap(true, Ordering::AcqRel) {
+            return Err(MapError::AlreadyMapped);
+        }
+        let mut pt = MockPageTable::new(self.clone(), frames).inspect_err(|_| {
+            self.inner.tables_taken.store(false, Ordering::Release);
+        })?;
+        if direct_map {
+            let dm = self.inner.layout.direct_map();
+            if let Err(e) = pt.map_direct(dm, frames) {
+                pt.destroy(frames);
+                return Err(e);
+            }
+        }
+        Ok(pt)
+    }
+}
+
+// SAFETY: every change goes to the real i386 tables (`kmm-i386`'s `Paging`,
+// which keeps the contract) and is then mirrored into the host window; a
+// failed change is undone in both. `unmap` and `translate` answer from the
+// i386 tables, and table pages come from the caller's frame source only.
+unsafe impl PageTable for MockPageTable {
     fn large_page_size(&self) -> Option<usize> {
         with_tables!(&self.tables, t => t.large_page_size())
-    }
-
-    fn map<F: FrameSource + ?Sized>(
-        &mut self,
-        va: VirtAddr,
-        pa: PhysAddr,
-        flags: PageFlags,
-        frames: &mut F,
-    ) -> Result<Flush, MapError> {
-        self.map_range(va, pa, PAGE_SIZE, flags, frames)
     }
 
     fn map_range<F: FrameSource + ?Sized>(

@@ -330,7 +330,8 @@ proptest! {
     #[test]
     fn two_level_tables_match_the_model(ops in prop::collection::vec(op(), len())) {
         let (_m, dm, mut frames) = software_ram();
-        let mut pt = TwoLevel::new(dm, true, &mut frames).unwrap();
+        // SAFETY: `dm` maps the test RAM, which outlives the tables.
+        let mut pt = unsafe { TwoLevel::new(dm, true, &mut frames) }.unwrap();
         run(&mut pt, &mut frames, MockFrames::outstanding, TwoLevel::table_pages,
             |p, f| { let (n, fl) = p.free_empty_tables(f); fl.flush(p); n }, 1,
             TwoLevel::LARGE_PAGE_SIZE, RAW_REGION, VirtAddr::new, |_| {}, &ops)?;
@@ -341,7 +342,8 @@ proptest! {
     #[test]
     fn pae_tables_match_the_model(ops in prop::collection::vec(op(), len())) {
         let (_m, dm, mut frames) = software_ram();
-        let mut pt = Pae::new(dm, true, &mut frames).unwrap();
+        // SAFETY: `dm` maps the test RAM, which outlives the tables.
+        let mut pt = unsafe { Pae::new(dm, true, &mut frames) }.unwrap();
         run(&mut pt, &mut frames, MockFrames::outstanding, Pae::table_pages,
             |p, f| { let (n, fl) = p.free_empty_tables(f); fl.flush(p); n }, 5,
             Pae::LARGE_PAGE_SIZE, RAW_REGION, VirtAddr::new, |_| {}, &ops)?;

@@ -118,7 +118,10 @@ impl BootFrames {
     }
 }
 
-impl FrameSource for BootFrames {
+// SAFETY: frames come from the multiboot map's usable RAM above the kernel
+// image and modules, page-aligned and below the identity/direct map's end, each
+// handed out once (a bump pointer) until it is given back to the free stack.
+unsafe impl FrameSource for BootFrames {
     fn alloc_frame(&mut self) -> Option<PhysAddr> {
         if self.free_len > 0 {
             self.free_len -= 1;

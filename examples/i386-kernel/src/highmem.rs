@@ -15,7 +15,8 @@ use crate::paging::check;
 /// needs no new page table, so it must never ask for one.
 struct NoFrames;
 
-impl FrameSource for NoFrames {
+// SAFETY: it never returns a frame.
+unsafe impl FrameSource for NoFrames {
     fn alloc_frame(&mut self) -> Option<PhysAddr> {
         None
     }

@@ -42,7 +42,9 @@ pub fn build_tables<M: Mode>(
 ) -> (Paging<M>, TableStats) {
     let large = Paging::<M>::LARGE_PAGE_SIZE;
     let mut pt = check(
-        Paging::<M>::new(DirectMap::identity(lowmem), true, frames),
+        // SAFETY: paging is off, so the identity map reaches all low memory,
+        // and `frames` hands out free RAM below `lowmem` only to the tables.
+        unsafe { Paging::<M>::new(DirectMap::identity(lowmem), true, frames) },
         "allocating the page directory",
     );
     // Paging is off: no TLB holds any entry, so every flush below is ignored.

@@ -121,6 +121,7 @@ pub fn run<M: Mode + Send + 'static>(
     };
     // SAFETY: as for MemMap::new: the direct map covers what bootmem hands out
     // and stays; the frames `mem` releases (usable, not reserved) are unused.
+    // SAFETY: (`I386Cpu::new`) this kernel runs on one CPU, in ring 0.
     let buddy = match unsafe { Buddy::new(mem, bootmem, I386Cpu::new(), config) } {
         Ok(b) => b,
         Err(e) => panic!("buddy allocator: {e}"),

@@ -13,7 +13,9 @@ pub struct TestLayout {
     pub high: PhysAddr,
 }
 
-impl KernelLayout for TestLayout {
+// SAFETY: the mock layout's values, with `high` between 16 MiB and the end of
+// the direct map (every caller picks such a value).
+unsafe impl KernelLayout for TestLayout {
     fn direct_map(&self) -> DirectMap {
         self.inner.direct_map()
     }

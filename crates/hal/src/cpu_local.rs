@@ -1,0 +1,271 @@
+//! [`CpuLocal`]: one value per CPU, touched without a lock by the CPU that owns
+//! it (Linux's `DEFINE_PER_CPU` data reached with `get_cpu_var`).
+//!
+//! The buddy allocator's per-CPU page lists and the slab's per-CPU array
+//! caches are built on it; `kmm-percpu` places its slots in per-CPU areas.
+
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use crate::cpu::{Cpu, IrqGuard, PreemptGuard};
+
+/// A proof that the caller is pinned to one CPU: an [`IrqGuard`] or a
+/// [`PreemptGuard`]. Sealed: only those two are proofs.
+pub trait Pinned: sealed::Sealed {
+    /// The CPU the caller is pinned to.
+    fn pinned_cpu(&self) -> usize;
+    /// True if interrupts are off (debug checks).
+    #[doc(hidden)]
+    fn pinned_ok(&self) -> bool;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl<C: crate::Cpu> Sealed for crate::IrqGuard<'_, C> {}
+    impl<C: crate::Cpu> Sealed for crate::PreemptGuard<'_, C> {}
+}
+
+impl<C: Cpu> Pinned for IrqGuard<'_, C> {
+    #[inline]
+    fn pinned_cpu(&self) -> usize {
+        self.cpu().id()
+    }
+    #[inline]
+    fn pinned_ok(&self) -> bool {
+        self.cpu().irqs_disabled()
+    }
+}
+
+impl<C: Cpu> Pinned for PreemptGuard<'_, C> {
+    #[inline]
+    fn pinned_cpu(&self) -> usize {
+        self.cpu_id()
+    }
+    #[inline]
+    fn pinned_ok(&self) -> bool {
+        self.cpu().preempt_count() > 0
+    }
+}
+
+/// One CPU's slot: `local`, which only that CPU touches, and `shared`, which
+/// anyone may read (counters and flags kept in atomics). On a cache line of its
+/// own, so CPUs do not share lines on their fast paths.
+#[repr(align(64))]
+pub struct PerCpu<T, S = ()> {
+    local: UnsafeCell<T>,
+    busy: AtomicBool,
+    shared: S,
+}
+
+// SAFETY: `local` is only reached through `CpuLocal::with` (by the owning CPU,
+// pinned, and never twice at once: `busy`) or `CpuLocal::with_offline` (whose
+// caller guarantees the owner is not running), so sharing the slot between
+// threads gives at most one of them access to `local` at a time, which needs
+// `T: Send`; `shared` is shared as `&S`.
+unsafe impl<T: Send, S: Sync> Sync for PerCpu<T, S> {}
+
+impl<T, S> PerCpu<T, S> {
+    /// A slot holding `local` and `shared`.
+    pub const fn new(local: T, shared: S) -> Self {
+        PerCpu {
+            local: UnsafeCell::new(local),
+            busy: AtomicBool::new(false),
+            shared,
+        }
+    }
+
+    /// The part anyone may read.
+    #[inline]
+    pub fn shared(&self) -> &S {
+        &self.shared
+    }
+
+    /// The local part, through an exclusive borrow of the slot.
+    #[inline]
+    pub fn get_mut(&mut self) -> &mut T {
+        self.local.get_mut()
+    }
+
+    /// True while the owning CPU is inside [`CpuLocal::with`] on this slot.
+    pub fn is_busy(&self) -> bool {
+        self.busy.load(Ordering::Relaxed)
+    }
+}
+
+/// Marks a slot free again when dropped (also when the closure unwinds).
+struct Release<'a>(&'a AtomicBool);
+
+impl Drop for Release<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
+}
+
+/// One [`PerCpu`] slot for each CPU, indexed by [`Cpu::id`].
+///
+/// Access is by closure, on the calling CPU's slot, with the caller pinned
+/// ([`Pinned`]: an [`IrqGuard`] if interrupt handlers also use the data, a
+/// [`PreemptGuard`] otherwise). A slot that is already in use on this CPU — a
+/// hook or interrupt handler re-entering the code that holds it — is not handed
+/// out twice: [`CpuLocal::with`] returns `None` and the caller takes its slow
+/// path. That check is what makes the exclusive borrow sound even if a caller
+/// misuses its guards.
+pub struct CpuLocal<'a, T, S = ()> {
+    slots: &'a [PerCpu<T, S>],
+}
+
+impl<T, S> Clone for CpuLocal<'_, T, S> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T, S> Copy for CpuLocal<'_, T, S> {}
+
+impl<'a, T, S> CpuLocal<'a, T, S> {
+    /// Per-CPU data in `slots`, slot `i` for CPU `i`.
+    pub const fn new(slots: &'a [PerCpu<T, S>]) -> Self {
+        CpuLocal { slots }
+    }
+
+    /// Per-CPU data in `len` slots from `ptr`.
+    ///
+    /// # Safety
+    /// `ptr` must point to `len` initialised slots that stay valid, and are
+    /// not reached except through `CpuLocal`s, for `'a`.
+    pub const unsafe fn from_raw_parts(ptr: *const PerCpu<T, S>, len: usize) -> Self {
+        CpuLocal {
+            // SAFETY: the caller guarantees `len` valid slots for `'a`.
+            slots: unsafe { core::slice::from_raw_parts(ptr, len) },
+        }
+    }
+
+    /// The number of slots.
+    #[inline]
+    pub const fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// True if there are no slots.
+    #[inline]
+    pub const fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// The shared part of CPU `cpu`'s slot.
+    #[inline]
+    pub fn shared(&self, cpu: usize) -> Option<&'a S> {
+        self.slots.get(cpu).map(PerCpu::shared)
+    }
+
+    /// Every slot, for reading the shared parts.
+    #[inline]
+    pub fn slots(&self) -> &'a [PerCpu<T, S>] {
+        self.slots
+    }
+
+    /// Runs `f` on the calling CPU's slot. `None` if the CPU has no slot or its
+    /// slot is already in use (a re-entry on this CPU).
+    #[inline]
+    pub fn with<P: Pinned, R>(&self, pin: &P, f: impl FnOnce(&mut T, &'a S) -> R) -> Option<R> {
+        debug_assert!(pin.pinned_ok(), "CpuLocal::with: the caller is not pinned");
+        let slot = self.slots.get(pin.pinned_cpu())?;
+        if slot.busy.load(Ordering::Relaxed) {
+            return None;
+        }
+        slot.busy.store(true, Ordering::Relaxed);
+        let _release = Release(&slot.busy);
+        // SAFETY: `Cpu` contract: while `pin` lives the calling thread stays on
+        // this CPU and no other running CPU has its id, so no other CPU is in
+        // `with` on this slot; `busy` was clear, so no outer `with` on this CPU
+        // holds it either (interrupt handlers and hooks that re-enter see it
+        // set). `with_offline` is only used for CPUs that are not running.
+        let local = unsafe { &mut *slot.local.get() };
+        Some(f(local, &slot.shared))
+    }
+
+    /// Runs `f` on CPU `cpu`'s slot from another CPU (Linux's drain of a CPU
+    /// that went offline). `None` if there is no such slot.
+    ///
+    /// # Safety
+    /// CPU `cpu` must not be running code that reaches this data, and must not
+    /// start to until this returns (it is offline or parked), and no other CPU
+    /// may call `with_offline` for it at the same time.
+    pub unsafe fn with_offline<R>(
+        &self,
+        cpu: usize,
+        f: impl FnOnce(&mut T, &'a S) -> R,
+    ) -> Option<R> {
+        let slot = self.slots.get(cpu)?;
+        // SAFETY: the caller guarantees nothing else touches the slot.
+        let local = unsafe { &mut *slot.local.get() };
+        Some(f(local, &slot.shared))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::IrqState;
+    use core::cell::Cell;
+
+    /// One CPU, id 0, interrupt state in a cell (single-threaded tests only).
+    struct OneCpu(Cell<bool>, Cell<usize>);
+
+    // SAFETY: one CPU, always id 0; `irq_save` really records "off"; the
+    // tests are single-threaded.
+    unsafe impl Cpu for OneCpu {
+        fn count(&self) -> usize {
+            1
+        }
+        fn id(&self) -> usize {
+            0
+        }
+        fn irq_save(&self) -> IrqState {
+            IrqState::from_raw(usize::from(self.0.replace(true)))
+        }
+        unsafe fn irq_restore(&self, state: IrqState) {
+            self.0.set(state.raw() != 0);
+        }
+        fn irqs_disabled(&self) -> bool {
+            self.0.get()
+        }
+        fn preempt_disable(&self) {
+            self.1.set(self.1.get() + 1);
+        }
+        unsafe fn preempt_enable(&self) {
+            self.1.set(self.1.get() - 1);
+        }
+        fn preempt_count(&self) -> usize {
+            self.1.get()
+        }
+    }
+
+    #[test]
+    fn with_gives_this_cpus_slot_once() {
+        let cpu = OneCpu(Cell::new(false), Cell::new(0));
+        let slots = [PerCpu::new(0u32, 7u8)];
+        let local = CpuLocal::new(&slots);
+        let irq = cpu.irq_guard();
+        let r = local.with(&irq, |v, s| {
+            *v += 1;
+            // A re-entry (a hook calling back in) does not get the slot again.
+            assert!(local.with(&irq, |_, _| ()).is_none());
+            *s
+        });
+        assert_eq!(r, Some(7));
+        assert_eq!(local.with(&irq, |v, _| *v), Some(1), "released after use");
+        drop(irq);
+        let p = cpu.preempt_guard();
+        assert_eq!(local.with(&p, |v, _| *v), Some(1));
+    }
+
+    #[test]
+    fn no_slot_for_an_unknown_cpu() {
+        let cpu = OneCpu(Cell::new(false), Cell::new(0));
+        let slots: [PerCpu<u32>; 0] = [];
+        let irq = cpu.irq_guard();
+        assert!(CpuLocal::new(&slots).with(&irq, |_, _| ()).is_none());
+    }
+}
