@@ -37,8 +37,10 @@ impl IrqState {
 /// implementation must guarantee:
 ///
 /// - **Unique ids.** [`Cpu::id`] returns a value that no other CPU running at
-///   the same moment returns, and that is `< count()`. (Two threads that both
-///   answer 0 would both own CPU 0's lists.)
+///   the same moment returns through the same value or its clones, and that is
+///   `< count()`. (Two threads that both answer 0 would both own CPU 0's
+///   lists.) Ids are per value: a value and its clones describe one machine's
+///   CPUs, and kmm never mixes two values' ids on one piece of data.
 /// - **Stable ids.** While the calling CPU has preemption disabled
 ///   ([`Cpu::preempt_disable`]) or interrupts disabled ([`Cpu::irq_save`]),
 ///   [`Cpu::id`] keeps returning the same value: the thread cannot migrate.

@@ -125,15 +125,22 @@ impl<T, S> Copy for CpuLocal<'_, T, S> {}
 
 impl<'a, T, S> CpuLocal<'a, T, S> {
     /// Per-CPU data in `slots`, slot `i` for CPU `i`.
-    pub const fn new(slots: &'a [PerCpu<T, S>]) -> Self {
+    ///
+    /// # Safety
+    /// Every [`CpuLocal::with`] on these slots (through this value or a copy)
+    /// must be given guards of one [`Cpu`] value or its clones: ids are only
+    /// unique among the CPUs one value describes (two mock machines both have
+    /// a CPU 0). The allocators build their `CpuLocal`s privately and pass
+    /// only guards of the `Cpu` they were built with.
+    pub const unsafe fn new(slots: &'a [PerCpu<T, S>]) -> Self {
         CpuLocal { slots }
     }
 
     /// Per-CPU data in `len` slots from `ptr`.
     ///
     /// # Safety
-    /// `ptr` must point to `len` initialised slots that stay valid, and are
-    /// not reached except through `CpuLocal`s, for `'a`.
+    /// `ptr` must point to `len` initialised slots that stay valid for `'a`,
+    /// and the contract of [`CpuLocal::new`] holds.
     pub const unsafe fn from_raw_parts(ptr: *const PerCpu<T, S>, len: usize) -> Self {
         CpuLocal {
             // SAFETY: the caller guarantees `len` valid slots for `'a`.
@@ -177,8 +184,9 @@ impl<'a, T, S> CpuLocal<'a, T, S> {
         slot.busy.store(true, Ordering::Relaxed);
         let _release = Release(&slot.busy);
         // SAFETY: `Cpu` contract: while `pin` lives the calling thread stays on
-        // this CPU and no other running CPU has its id, so no other CPU is in
-        // `with` on this slot; `busy` was clear, so no outer `with` on this CPU
+        // this CPU and no other running CPU of the same `Cpu` value (`new`'s
+        // contract: all guards come from one) has its id, so no other CPU is
+        // in `with` on this slot; `busy` was clear, so no outer `with` on this CPU
         // holds it either (interrupt handlers and hooks that re-enter see it
         // set). `with_offline` is only used for CPUs that are not running.
         let local = unsafe { &mut *slot.local.get() };
@@ -246,7 +254,8 @@ mod tests {
     fn with_gives_this_cpus_slot_once() {
         let cpu = OneCpu(Cell::new(false), Cell::new(0));
         let slots = [PerCpu::new(0u32, 7u8)];
-        let local = CpuLocal::new(&slots);
+        // SAFETY: only `cpu`'s guards are used.
+        let local = unsafe { CpuLocal::new(&slots) };
         let irq = cpu.irq_guard();
         let r = local.with(&irq, |v, s| {
             *v += 1;
@@ -266,6 +275,8 @@ mod tests {
         let cpu = OneCpu(Cell::new(false), Cell::new(0));
         let slots: [PerCpu<u32>; 0] = [];
         let irq = cpu.irq_guard();
-        assert!(CpuLocal::new(&slots).with(&irq, |_, _| ()).is_none());
+        // SAFETY: only `cpu`'s guards are used.
+        let local = unsafe { CpuLocal::new(&slots) };
+        assert!(local.with(&irq, |_, _| ()).is_none());
     }
 }
