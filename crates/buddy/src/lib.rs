@@ -63,5 +63,5 @@ pub use buddy::{Buddy, BuddyConfig, Freed, MAX_CPUS};
 pub use error::{BuddyError, FreeError};
 pub use gfp::Gfp;
 pub use pcp::PerCpuPages;
-pub use watermark::{Watermark, default_min_free_kbytes};
+pub use watermark::{Watermark, WatermarkCheck, default_min_free_kbytes};
 pub use zone::Zone;

@@ -49,4 +49,4 @@ pub use bootmem::{Bootmem, BootmemError, MAX_RESERVED, PfnRange};
 pub use mem_map::{MemMap, MemMapError, MemStats, PfnError};
 pub use memory_map::{Region, RegionKind};
 pub use node::{MAX_NUMNODES, Node, ZoneSpan};
-pub use page::{Page, PageAdapter, PgFlags, ZoneType};
+pub use page::{FreeListAdapter, Page, PageAdapter, PageLinkOps, PgFlags, ZoneType};
