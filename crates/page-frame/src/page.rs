@@ -263,6 +263,16 @@ unsafe impl LinkedListOps for PageLinkOps {
 /// `lru` lists): a page is flagged [`PgFlags::LINKED`] while it is on the
 /// list, and the buddy allocator refuses to free it (`FreeError::Linked`)
 /// until it is unlinked.
+///
+/// Building one is `unsafe` (see [`PageAdapter::new`]): safe code cannot link
+/// pages, so it can neither race two threads on a link nor put a page the
+/// allocator holds on a list of its own.
+///
+/// ```compile_fail,E0133
+/// use intrusive_collections::LinkedList;
+/// use kmm_page_frame::PageAdapter;
+/// let list = LinkedList::new(PageAdapter::new()); // unsafe: the owner contract
+/// ```
 #[derive(Clone, Copy)]
 pub struct PageAdapter<'a> {
     link_ops: PageLinkOps,
