@@ -265,8 +265,9 @@ impl<'a, C: Cpu> Buddy<'a, C> {
         for i in 0..1usize << order {
             let f = kmm_hal::Pfn::new(pfn.as_usize() + i);
             match self.mem.direct_map().phys_to_virt(f.phys()) {
-                // SAFETY: the frame was just allocated to the caller and is in the
-                // direct map: nobody else uses these bytes.
+                // SAFETY: the frame was just allocated to the caller, so nobody
+                // else uses these bytes, and `Buddy::new`'s contract (from
+                // `MemMap::new`'s) makes the direct map map RAM writable.
                 Some(va) => unsafe { core::ptr::write_bytes(va.as_mut_ptr::<u8>(), 0, PAGE_SIZE) },
                 None => {
                     if let Some(z) = self.zero_highmem {

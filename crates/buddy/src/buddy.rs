@@ -137,7 +137,8 @@ unsafe fn boot_array<'a, T>(
     let ptr = va.as_mut_ptr::<T>();
     for i in 0..n {
         // SAFETY: bootmem reserved `bytes` for us, page-aligned (so aligned for
-        // T), mapped by the direct map; i < n.
+        // T); i < n. `Buddy::new`'s contract: the direct map maps that memory
+        // writable, and nothing else uses it.
         unsafe { ptr.add(i).write(make(i)) };
     }
     // SAFETY: all n values were written; the memory stays ours for 'a.

@@ -376,17 +376,20 @@ impl<'a> MemMap<'a> {
             .phys_to_virt(at)
             .ok_or(MemMapError::Bootmem(BootmemError::OutOfMemory))?;
         scan.set_zone_spans(bounds);
-        let ptr = base.as_mut_ptr::<Page>();
+        // Not trusting the layout for "not null": a direct map at a wrapping
+        // base is refused here rather than relied on below.
+        let ptr = core::ptr::NonNull::new(base.as_mut_ptr::<Page>())
+            .ok_or(MemMapError::Bootmem(BootmemError::OutOfMemory))?;
         // SAFETY: `ptr` is `count = max_pfn` descriptors' worth of memory that
-        // bootmem reserved for us in the direct map (the caller's contract).
-        unsafe { scan.init_descriptors(ptr, bounds) };
+        // bootmem reserved for us; the caller's contract (the direct map of
+        // `layout` maps it writable, nothing else uses it) covers the writes.
+        unsafe { scan.init_descriptors(ptr.as_ptr(), bounds) };
         let present = scan.count_present(boot);
         let mem_map_pages = (bytes as u64).div_ceil(page);
         Ok(MemMap {
-            // SAFETY: not null: a direct-map address (bootmem never hands out
-            // page 0); every descriptor was initialised above and the memory
-            // stays ours for 'a by the caller's contract.
-            base: unsafe { core::ptr::NonNull::new_unchecked(ptr) },
+            // Every descriptor was initialised above and the memory stays ours
+            // for 'a by the caller's contract.
+            base: ptr,
             len: count,
             _pages: core::marker::PhantomData,
             nodes: scan.nodes,
