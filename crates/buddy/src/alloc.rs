@@ -5,9 +5,9 @@ use core::sync::atomic::Ordering;
 use kmm_hal::{Cpu, PAGE_SIZE, VirtAddr};
 use kmm_page_frame::{Page, PgFlags, ZoneType};
 
-use crate::buddy::{AllocFlags, Buddy};
+use crate::buddy::Buddy;
 use crate::zone::Zone;
-use crate::{Gfp, MAX_ORDER, Watermark};
+use crate::{Gfp, MAX_ORDER, Watermark, WatermarkCheck};
 
 impl<'a, C: Cpu> Buddy<'a, C> {
     /// Allocates `2^order` contiguous frames (Linux's `alloc_pages`), from the
@@ -50,15 +50,15 @@ impl<'a, C: Cpu> Buddy<'a, C> {
             if pcp.drain.load(Ordering::Relaxed) {
                 return None;
             }
-            // SAFETY: interrupts are off and `id` is this CPU: nothing else
-            // touches this CPU's list (see `PerCpuPages`).
+            // SAFETY: `Cpu` contract: interrupts are off (`irq_guard` really
+            // disables them) and `id()` is unique among running CPUs and stable
+            // while they are off, so nothing else touches this CPU's list (see
+            // `PerCpuPages`).
             let p = unsafe { &mut *pcp.inner.get() };
             // An empty list is refilled on the full path. Pages on the list are
             // already out of the zone's free count; the watermark check only
             // matters when the zone is low — leave that case to the full path.
-            if p.list.is_empty()
-                || !z.watermark_ok(0, z.watermark(Watermark::Low), false, false, class)
-            {
+            if p.list.is_empty() || !z.watermark_ok(0, WatermarkCheck::new(Watermark::Low, class)) {
                 return None;
             }
             let page = if gfp.contains(Gfp::COLD) {
@@ -87,12 +87,8 @@ impl<'a, C: Cpu> Buddy<'a, C> {
         };
         let class = gfp.zone();
         // Pass 1: stay above the low watermark.
-        let low = AllocFlags {
-            mark: Watermark::Low,
-            high: false,
-            harder: false,
-        };
-        if let Some(p) = self.get_page_from_freelist(node, gfp, order, low, class) {
+        let low = WatermarkCheck::new(Watermark::Low, class);
+        if let Some(p) = self.get_page_from_freelist(node, gfp, order, low) {
             return Some(p);
         }
         // Below low: wake reclaim, then dip to min (further for atomic and
@@ -103,17 +99,18 @@ impl<'a, C: Cpu> Buddy<'a, C> {
                 hook(z);
             }
         }
-        let min = AllocFlags {
+        let min = WatermarkCheck {
             mark: Watermark::Min,
             high: gfp.contains(Gfp::HIGH),
             harder: !gfp.contains(Gfp::WAIT),
+            classzone: class,
         };
-        if let Some(p) = self.get_page_from_freelist(node, gfp, order, min, class) {
+        if let Some(p) = self.get_page_from_freelist(node, gfp, order, min) {
             return Some(p);
         }
         // Pages may sit on per-CPU lists: drain them and try once more.
         self.drain_all_pages();
-        if let Some(p) = self.get_page_from_freelist(node, gfp, order, min, class) {
+        if let Some(p) = self.get_page_from_freelist(node, gfp, order, min) {
             return Some(p);
         }
         if !gfp.contains(Gfp::NOWARN) {
@@ -167,27 +164,27 @@ impl<'a, C: Cpu> Buddy<'a, C> {
         zl.iter().map(move |&z| &zones[usize::from(z)])
     }
 
+    /// The first zone of `node`'s zonelist for `check.classzone` that passes
+    /// `check` and has a block of `order` (Linux's `get_page_from_freelist`).
     fn get_page_from_freelist(
         &self,
         node: usize,
         gfp: Gfp,
         order: usize,
-        flags: AllocFlags,
-        class: ZoneType,
+        check: WatermarkCheck,
     ) -> Option<&'a Page> {
-        for z in self.zonelist(node, class) {
+        for z in self.zonelist(node, check.classzone) {
             if gfp.contains(Gfp::ZERO)
                 && z.kind() == ZoneType::HighMem
                 && self.zero_highmem.is_none()
             {
                 continue;
             }
-            let mark = z.watermark(flags.mark);
-            if !z.watermark_ok(order, mark, flags.high, flags.harder, class) {
+            if !z.watermark_ok(order, check) {
                 continue;
             }
             if let Some(p) = self.rmqueue(z, order, gfp) {
-                self.prep_new_page(p, order, gfp, flags.mark == Watermark::Min);
+                self.prep_new_page(p, order, gfp, check.mark == Watermark::Min);
                 return Some(p);
             }
         }
@@ -202,20 +199,24 @@ impl<'a, C: Cpu> Buddy<'a, C> {
         if order == 0 && !self.bypass_pcp {
             let id = self.cpu.id();
             let pcp = &z.pcp[id];
-            // SAFETY: interrupts are off and `id` is this CPU: nothing else
-            // touches this CPU's list (see `PerCpuPages`).
+            // SAFETY: `Cpu` contract, as in `alloc_fast`: interrupts are off
+            // and `id()` is this CPU's unique id, so nothing else touches this
+            // CPU's list.
             let p = unsafe { &mut *pcp.inner.get() };
             if pcp.drain.load(Ordering::Relaxed) {
                 self.drain_pcp(z, pcp, p);
             }
             if p.list.is_empty() {
-                let mut area = z.area.lock();
+                let mut locked = z.lock();
                 let batch = p.batch;
                 for _ in 0..batch {
-                    let Some(page) = z.rmqueue(&mut area, &self.mem, 0) else {
+                    let Some(page) = locked.rmqueue(&self.mem, 0) else {
                         break;
                     };
-                    page.insert(PgFlags::PCP);
+                    // SAFETY: the owner contract: the page left the zone's
+                    // free list under its lock and goes to this CPU's list
+                    // (which `FreeListAdapter` asks to flag PCP).
+                    unsafe { page.insert(PgFlags::PCP) };
                     p.list.push_back(page);
                     p.count += 1;
                 }
@@ -231,8 +232,7 @@ impl<'a, C: Cpu> Buddy<'a, C> {
             pcp.set_count(p.count);
             page
         } else {
-            let mut area = z.area.lock();
-            z.rmqueue(&mut area, &self.mem, order)
+            z.lock().rmqueue(&self.mem, order)
         }
     }
 
@@ -245,9 +245,13 @@ impl<'a, C: Cpu> Buddy<'a, C> {
         } else {
             PgFlags::HEAD
         };
-        page.replace_flags(PgFlags::HIGHMEM, f);
-        page.set_private(order);
-        page.set_count(1);
+        // SAFETY: the owner contract: the block just left the allocator's lists
+        // and is not yet handed out; these are the words of an allocated head.
+        unsafe {
+            page.replace_flags(PgFlags::HIGHMEM, f);
+            page.set_private(order);
+            page.set_count(1);
+        }
         if gfp.contains(Gfp::ZERO) {
             self.zero_block(page, order);
         }
@@ -261,8 +265,9 @@ impl<'a, C: Cpu> Buddy<'a, C> {
         for i in 0..1usize << order {
             let f = kmm_hal::Pfn::new(pfn.as_usize() + i);
             match self.mem.direct_map().phys_to_virt(f.phys()) {
-                // SAFETY: the frame was just allocated to the caller and is in the
-                // direct map: nobody else uses these bytes.
+                // SAFETY: the frame was just allocated to the caller, so nobody
+                // else uses these bytes, and `Buddy::new`'s contract (from
+                // `MemMap::new`'s) makes the direct map map RAM writable.
                 Some(va) => unsafe { core::ptr::write_bytes(va.as_mut_ptr::<u8>(), 0, PAGE_SIZE) },
                 None => {
                     if let Some(z) = self.zero_highmem {

@@ -5,9 +5,9 @@ use core::sync::atomic::AtomicUsize;
 use kmm_hal::{Cpu, PAGE_SIZE, Pfn};
 use kmm_page_frame::{Bootmem, MAX_NUMNODES, MemMap, ZoneType};
 
+use crate::BuddyError;
 use crate::pcp::{PerCpuPages, batch_for};
 use crate::zone::Zone;
-use crate::{BuddyError, Watermark};
 
 /// Most CPUs the allocator keeps per-CPU lists for.
 pub const MAX_CPUS: usize = 64;
@@ -77,14 +77,6 @@ impl ZoneList {
     }
 }
 
-/// Allocation flags derived from GFP (Linux's `ALLOC_*`).
-#[derive(Clone, Copy)]
-pub(crate) struct AllocFlags {
-    pub(crate) mark: Watermark,
-    pub(crate) high: bool,
-    pub(crate) harder: bool,
-}
-
 /// The zoned buddy allocator over a [`MemMap`].
 ///
 /// Zones are kept per node (DMA, NORMAL, HIGHMEM); each has `MAX_ORDER` free
@@ -145,11 +137,79 @@ unsafe fn boot_array<'a, T>(
     let ptr = va.as_mut_ptr::<T>();
     for i in 0..n {
         // SAFETY: bootmem reserved `bytes` for us, page-aligned (so aligned for
-        // T), mapped by the direct map; i < n.
+        // T); i < n. `Buddy::new`'s contract: the direct map maps that memory
+        // writable, and nothing else uses it.
         unsafe { ptr.add(i).write(make(i)) };
     }
     // SAFETY: all n values were written; the memory stays ours for 'a.
     Ok(unsafe { core::slice::from_raw_parts(ptr.cast_const(), n) })
+}
+
+/// Places the zones and their per-CPU lists in bootmem memory (zone `z`'s
+/// lists are `pcps[z * ncpu .. (z + 1) * ncpu]`).
+///
+/// # Safety
+/// As for [`Buddy::new`].
+unsafe fn place_zones<'a>(
+    boot: &mut Bootmem<'_>,
+    mem: &MemMap<'a>,
+    ncpu: usize,
+) -> Result<&'a [Zone<'a>], BuddyError> {
+    let nzones = mem.nr_node_ids() * ZoneType::COUNT;
+    // SAFETY: forwarded from the caller.
+    let pcps: &'a [PerCpuPages<'a>] = unsafe {
+        boot_array(boot, mem, nzones * ncpu, |i| {
+            let z = i / ncpu;
+            let (n, t) = (z / ZoneType::COUNT, z % ZoneType::COUNT);
+            let present = mem.node(n).map_or(0, |node| node.zones[t].present);
+            let (high, batch) = batch_for(present as usize);
+            PerCpuPages::new(high, batch)
+        })?
+    };
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        boot_array(boot, mem, nzones, |z| {
+            let (n, t) = (z / ZoneType::COUNT, z % ZoneType::COUNT);
+            let span = mem.node(n).map(|node| node.zones[t]).unwrap_or_default();
+            let kind = ZoneType::from_index(t).expect("t < COUNT");
+            Zone::new(kind, n, span, &pcps[z * ncpu..(z + 1) * ncpu])
+        })
+    }
+}
+
+/// The node of each CPU, from the configuration; unknown nodes become 0.
+fn cpu_node_table(cpu_nodes: &[u8], nr_node_ids: usize) -> [u8; MAX_CPUS] {
+    let mut table = [0u8; MAX_CPUS];
+    for (slot, &n) in table.iter_mut().zip(cpu_nodes) {
+        *slot = if usize::from(n) < nr_node_ids { n } else { 0 };
+    }
+    table
+}
+
+/// Linux's `free_all_bootmem`: bootmem is done; every frame it did not keep
+/// goes to its zone, in runs cut at zone boundaries, as the largest aligned
+/// blocks that fit.
+fn free_all_bootmem<'a>(mem: &mut MemMap<'a>, boot: &Bootmem<'_>, zones: &'a [Zone<'a>]) {
+    mem.release_free(boot);
+    let mut at = 0;
+    while let Some(run) = boot.next_free_run(at) {
+        let mut pfn = run.start as usize;
+        let run_end = (run.end as usize).min(mem.len());
+        while pfn < run_end {
+            let page = mem
+                .pfn_to_page(Pfn::new(pfn))
+                .expect("pfn below mem_map's end");
+            let zone = &zones[page.zone_index()];
+            let end = run_end.min(zone.span().end_pfn() as usize);
+            zone.add_managed(end - pfn);
+            let mut locked = zone.lock();
+            for (s, order) in crate::aligned_blocks(pfn, end) {
+                locked.free_one(mem, s, order);
+            }
+            pfn = end;
+        }
+        at = run.end;
+    }
 }
 
 impl<'a, C: Cpu> Buddy<'a, C> {
@@ -160,8 +220,11 @@ impl<'a, C: Cpu> Buddy<'a, C> {
     ///
     /// # Safety
     /// The direct map of `mem` must map the memory `boot` hands out, which
-    /// nothing else may use, and it must stay mapped for `'a`. Frames `mem`
-    /// releases must be unused.
+    /// nothing else may use, and it must stay mapped for `'a`. `boot` must be
+    /// the bootmem `mem` was built with, in its latest state (not a clone
+    /// taken before later allocations): the frames it calls free go to the
+    /// allocator and must be unused. `cpu` keeps the `Cpu` contract (the
+    /// per-CPU lists rely on it).
     pub unsafe fn new(
         mut mem: MemMap<'a>,
         mut boot: Bootmem<'_>,
@@ -172,61 +235,10 @@ impl<'a, C: Cpu> Buddy<'a, C> {
         if ncpu > MAX_CPUS {
             return Err(BuddyError::TooManyCpus);
         }
-        let nzones = mem.nr_node_ids() * ZoneType::COUNT;
-        // Per-CPU lists: zone z's are pcps[z * ncpu .. (z + 1) * ncpu].
         // SAFETY: forwarded from the caller.
-        let pcps: &'a [PerCpuPages<'a>] = unsafe {
-            boot_array(&mut boot, &mem, nzones * ncpu, |i| {
-                let z = i / ncpu;
-                let (n, t) = (z / ZoneType::COUNT, z % ZoneType::COUNT);
-                let present = mem.node(n).map_or(0, |node| node.zones[t].present);
-                let (high, batch) = batch_for(present as usize);
-                PerCpuPages::new(high, batch)
-            })?
-        };
-        // SAFETY: forwarded from the caller.
-        let zones: &'a [Zone<'a>] = unsafe {
-            boot_array(&mut boot, &mem, nzones, |z| {
-                let (n, t) = (z / ZoneType::COUNT, z % ZoneType::COUNT);
-                let span = mem.node(n).map(|node| node.zones[t]).unwrap_or_default();
-                let kind = ZoneType::from_index(t).expect("t < COUNT");
-                Zone::new(kind, n, span, &pcps[z * ncpu..(z + 1) * ncpu])
-            })?
-        };
-        let mut cpu_nodes = [0u8; MAX_CPUS];
-        for (i, &n) in config.cpu_nodes.iter().take(MAX_CPUS).enumerate() {
-            cpu_nodes[i] = if usize::from(n) < mem.nr_node_ids() {
-                n
-            } else {
-                0
-            };
-        }
-
-        // Bootmem is done: every frame it did not keep goes to its zone, in runs
-        // cut at zone boundaries, as the largest aligned blocks that fit.
-        mem.release_free(&boot);
-        // Every free run goes to its zones, cut at zone boundaries, as the
-        // largest aligned blocks that fit.
-        let mut at = 0;
-        while let Some(run) = boot.next_free_run(at) {
-            let mut pfn = run.start as usize;
-            let run_end = (run.end as usize).min(mem.len());
-            while pfn < run_end {
-                let page = mem
-                    .pfn_to_page(Pfn::new(pfn))
-                    .expect("pfn below mem_map's end");
-                let zone = &zones[page.node() * ZoneType::COUNT + page.zone_type() as usize];
-                let end = run_end.min(zone.span().end_pfn() as usize);
-                zone.add_managed(end - pfn);
-                let mut area = zone.area.lock();
-                for (s, order) in crate::aligned_blocks(pfn, end) {
-                    zone.free_one(&mut area, &mem, s, order);
-                }
-                pfn = end;
-            }
-            at = run.end;
-        }
-
+        let zones = unsafe { place_zones(&mut boot, &mem, ncpu)? };
+        let cpu_nodes = cpu_node_table(config.cpu_nodes, mem.nr_node_ids());
+        free_all_bootmem(&mut mem, &boot, zones);
         let mut b = Buddy {
             mem,
             zones,

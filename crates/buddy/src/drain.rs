@@ -14,15 +14,17 @@ impl<'a, C: Cpu> Buddy<'a, C> {
     /// Moves up to `n` pages from the cold end of a per-CPU list to its zone
     /// (Linux's `free_pcppages_bulk`). The caller owns the list.
     pub(crate) fn spill(&self, zone: &'a Zone<'a>, p: &mut Pcp<'a>, n: usize) {
-        let mut area = zone.area.lock();
+        let mut locked = zone.lock();
         for _ in 0..n {
             let Some(page) = p.list.pop_back() else {
                 break;
             };
             p.count -= 1;
-            page.remove(PgFlags::PCP);
+            // SAFETY: the owner contract: the page just left the per-CPU list
+            // the caller owns and goes straight to the zone, under its lock.
+            unsafe { page.remove(PgFlags::PCP) };
             let pfn = self.mem.page_to_pfn(page).expect("pcp page is in mem_map");
-            zone.free_one(&mut area, &self.mem, pfn.as_usize(), 0);
+            locked.free_one(&self.mem, pfn.as_usize(), 0);
         }
     }
 
@@ -41,7 +43,9 @@ impl<'a, C: Cpu> Buddy<'a, C> {
         let id = self.cpu.id();
         for z in self.zones {
             if let Some(pcp) = z.pcp.get(id) {
-                // SAFETY: interrupts are off and `id` is this CPU.
+                // SAFETY: `Cpu` contract: interrupts are off (`irq_guard`) and
+                // `id()` is this CPU's id, unique among running CPUs and
+                // stable while they are off: nothing else touches this list.
                 let p = unsafe { &mut *pcp.inner.get() };
                 self.drain_pcp(z, pcp, p);
             }

@@ -27,6 +27,9 @@ pub enum FreeError {
     NotAllocated,
     /// The block belongs to the SLAB allocator (free it there).
     Slab,
+    /// The page is still on a list of its owner's (linked through a
+    /// `PageAdapter` list): unlink it first.
+    Linked,
     /// The block was allocated with another order.
     WrongOrder {
         /// The order it was allocated with.
@@ -45,6 +48,7 @@ impl fmt::Display for FreeError {
             FreeError::DoubleFree => write!(f, "block already free"),
             FreeError::NotAllocated => write!(f, "page does not head an allocated block"),
             FreeError::Slab => write!(f, "block belongs to the SLAB allocator"),
+            FreeError::Linked => write!(f, "page still linked on a list"),
             FreeError::WrongOrder { allocated } => {
                 write!(
                     f,

@@ -9,6 +9,23 @@ use crate::buddy::{Buddy, Freed};
 use crate::zone::Zone;
 use crate::{FreeError, MAX_ORDER};
 
+/// Which end of the per-CPU list a freed order-0 page goes to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ListEnd {
+    /// The front: likely still in the CPU cache, handed out first.
+    Hot,
+    /// The back (Linux's `free_cold_page`).
+    Cold,
+}
+
+/// A free that passed `check_free`: the block's head with the allocator's
+/// lifetime, its frame and its zone.
+struct Checked<'a> {
+    zone: &'a Zone<'a>,
+    page: &'a Page,
+    pfn: usize,
+}
+
 impl<'a, C: Cpu> Buddy<'a, C> {
     /// Takes another reference to an allocated page (Linux's `get_page`);
     /// `false` if the page is free or reserved.
@@ -21,28 +38,31 @@ impl<'a, C: Cpu> Buddy<'a, C> {
     ///
     /// Refused with a [`FreeError`], changing nothing, if `page` is not a
     /// descriptor of this allocator, lies in no zone, is reserved, is misaligned
-    /// for `order`, is already free, does not head an allocated block, or heads
-    /// one of another order.
+    /// for `order`, is already free, does not head an allocated block, heads
+    /// one of another order, belongs to the slab allocator, or is still on a
+    /// list of its owner's ([`FreeError::Linked`]).
     pub fn free_pages_page(&self, page: &Page, order: usize) -> Result<Freed, FreeError> {
-        self.put_block(page, order, false)
+        self.put_block(page, order, ListEnd::Hot)
     }
 
     /// Like [`Buddy::free_pages_page`] for one frame whose contents are no
     /// longer in the CPU cache: it goes to the cold end of the per-CPU list
     /// (Linux's `free_cold_page`).
     pub fn free_cold_page(&self, page: &Page) -> Result<Freed, FreeError> {
-        self.put_block(page, 0, true)
+        self.put_block(page, 0, ListEnd::Cold)
     }
 
     #[inline]
-    fn put_block(&self, page: &Page, order: usize, cold: bool) -> Result<Freed, FreeError> {
-        let (zone, pfn, page) = self.check_free(page, order)?;
-        match page.put_testzero() {
+    fn put_block(&self, page: &Page, order: usize, end: ListEnd) -> Result<Freed, FreeError> {
+        let block = self.check_free(page, order)?;
+        // SAFETY: the caller of a free gives up the reference it holds on an
+        // allocated head (`check_free`); a count already at zero is refused.
+        match unsafe { block.page.put_testzero() } {
             None => return Err(FreeError::DoubleFree),
             Some(false) => return Ok(Freed::StillReferenced),
             Some(true) => {}
         }
-        self.free_block(zone, page, pfn, order, cold);
+        self.free_block(block, order, end);
         Ok(Freed::Released)
     }
 
@@ -60,14 +80,11 @@ impl<'a, C: Cpu> Buddy<'a, C> {
 
     /// Checks a free in O(1): the zone and frame of a valid allocated head.
     /// The common case costs one range check for the descriptor, two for the
-    /// zone, and one mask test of the flags with the order; a refusal is
-    /// classified out of line.
+    /// zone, and one mask test of the flags with the order (a page on an
+    /// owner's list is one more bit of the mask, [`PgFlags::LINKED`]); a
+    /// refusal is classified out of line.
     #[inline]
-    fn check_free(
-        &self,
-        page: &Page,
-        order: usize,
-    ) -> Result<(&'a Zone<'a>, usize, &'a Page), FreeError> {
+    fn check_free(&self, page: &Page, order: usize) -> Result<Checked<'a>, FreeError> {
         if order >= MAX_ORDER {
             return Err(FreeError::OrderTooLarge);
         }
@@ -85,17 +102,20 @@ impl<'a, C: Cpu> Buddy<'a, C> {
         if (pfn as u64).wrapping_sub(span.start_pfn) + (1 << order) > span.spanned {
             return Err(FreeError::NotInZone);
         }
-        /// The flags that decide a free: an allocated head has HEAD alone.
+        /// The flags that decide a free: an allocated head that is on no list
+        /// has HEAD alone. LINKED is set by `PageAdapter` lists, whose owner
+        /// contract keeps every other list's pages flagged BUDDY or PCP.
         const STATE: PgFlags = PgFlags::RESERVED
             .union(PgFlags::BUDDY)
             .union(PgFlags::PCP)
             .union(PgFlags::HEAD)
-            .union(PgFlags::SLAB);
+            .union(PgFlags::SLAB)
+            .union(PgFlags::LINKED);
         let aligned = pfn & ((1 << order) - 1) == 0;
         if !aligned || page.flags() & STATE != PgFlags::HEAD || page.private() != order {
             return Err(Self::refuse_free(page, aligned, order));
         }
-        Ok((zone, pfn, page))
+        Ok(Checked { zone, page, pfn })
     }
 
     /// Why a free that failed the fast test in `check_free` is refused.
@@ -113,6 +133,8 @@ impl<'a, C: Cpu> Buddy<'a, C> {
             FreeError::NotAllocated
         } else if flags.contains(PgFlags::SLAB) {
             FreeError::Slab
+        } else if flags.contains(PgFlags::LINKED) {
+            FreeError::Linked
         } else {
             debug_assert_ne!(page.private(), order);
             FreeError::WrongOrder {
@@ -124,17 +146,23 @@ impl<'a, C: Cpu> Buddy<'a, C> {
     /// Gives a block whose last reference went back: order 0 to this CPU's list
     /// (spilling a batch to the zone above `high`), larger orders to the zone.
     #[inline]
-    fn free_block(&self, zone: &'a Zone<'a>, page: &'a Page, pfn: usize, order: usize, cold: bool) {
+    fn free_block(&self, block: Checked<'a>, order: usize, end: ListEnd) {
+        let Checked { zone, page, pfn } = block;
         let _irq = self.cpu.irq_guard();
         if order == 0 && !self.bypass_pcp {
             // `private` is already 0: the order, checked.
             let id = self.cpu.id();
             let pcp = &zone.pcp[id];
-            // SAFETY: interrupts are off and `id` is this CPU: nothing else
-            // touches this CPU's list (see `PerCpuPages`).
+            // SAFETY: `Cpu` contract: interrupts are off (`irq_guard` really
+            // disables them) and `id()` is unique among running CPUs and
+            // stable while they are off, so nothing else touches this CPU's
+            // list (see `PerCpuPages`).
             let p = unsafe { &mut *pcp.inner.get() };
-            page.replace_flags(PgFlags::HIGHMEM, PgFlags::PCP);
-            if cold {
+            // SAFETY: the owner contract: the last reference went, so the
+            // allocator owns the page; it goes on this CPU's list, flagged PCP
+            // as `FreeListAdapter` asks.
+            unsafe { page.replace_flags(PgFlags::HIGHMEM, PgFlags::PCP) };
+            if end == ListEnd::Cold {
                 p.list.push_back(page);
             } else {
                 p.list.push_front(page);
@@ -147,10 +175,13 @@ impl<'a, C: Cpu> Buddy<'a, C> {
             }
             pcp.set_count(p.count);
         } else {
-            page.set_private(0);
-            page.replace_flags(PgFlags::HIGHMEM, PgFlags::empty());
-            let mut area = zone.area.lock();
-            zone.free_one(&mut area, &self.mem, pfn, order);
+            // SAFETY: the owner contract: the last reference went, so the
+            // allocator owns the block; `free_one` lists it under the lock.
+            unsafe {
+                page.set_private(0);
+                page.replace_flags(PgFlags::HIGHMEM, PgFlags::empty());
+            }
+            zone.lock().free_one(&self.mem, pfn, order);
         }
     }
 }

@@ -16,6 +16,39 @@
 //!
 //! [`Cpu`]: kmm_hal::Cpu
 //!
+//! # Safety and locking
+//!
+//! - **Zone lock** (one spin lock per zone, always taken with interrupts off
+//!   through an `irq_guard` of the [`Cpu`]): protects the zone's free lists,
+//!   the `free` and `nr_free` counters and the BUDDY flag and order of the
+//!   pages on the lists. Inside the crate the lock's guard is the only way to
+//!   the lists and to the counters' writers, so nothing changes them unlocked
+//!   or under another zone's lock. Readers of the counters ([`Zone::free_pages`],
+//!   [`Zone::nr_free`], [`Zone::watermark_ok`]) take no lock and may see a
+//!   value a moment old. One zone lock at a time.
+//! - **Per-CPU lists** ([`PerCpuPages`]): no lock. Only the owning CPU touches
+//!   its list, with interrupts off; another CPU only sets its atomic drain
+//!   request. The order is per-CPU list, then zone lock.
+//!   [`Buddy::drain_offline_cpu`] is `unsafe`: the caller promises that CPU is
+//!   not running in the allocator.
+//! - **The `Cpu` contract**, which every per-CPU access relies on: `id()` is
+//!   unique among running CPUs, below `count()`, stable while interrupts or
+//!   preemption are off, and `irq_guard` really disables interrupts.
+//! - **Pages**: the allocator writes a descriptor only while it owns the page
+//!   (the owner contract of [`kmm_page_frame::Page`]); its lists are built
+//!   with `FreeListAdapter` and hold only pages flagged BUDDY or PCP. A page
+//!   an owner keeps on a `PageAdapter` list is flagged LINKED, and every free
+//!   refuses it ([`FreeError::Linked`]) in the same mask test as the other
+//!   flags.
+//! - **Hooks** (`on_low`, `zero_highmem`) run with no zone lock held and no
+//!   per-CPU list borrowed.
+//! - **[`Buddy::new`]** is `unsafe`: the caller promises the direct map maps
+//!   the memory bootmem hands out, used by nothing else, for the allocator's
+//!   lifetime; that `boot` is the bootmem `mem` was built with, in its latest
+//!   state; and that the `Cpu` keeps its contract.
+//!
+//! See docs/physical-memory.md, "Safety and locking", for both crates at once.
+//!
 //! # Example
 //!
 //! ```
@@ -63,5 +96,5 @@ pub use buddy::{Buddy, BuddyConfig, Freed, MAX_CPUS};
 pub use error::{BuddyError, FreeError};
 pub use gfp::Gfp;
 pub use pcp::PerCpuPages;
-pub use watermark::{Watermark, default_min_free_kbytes};
+pub use watermark::{Watermark, WatermarkCheck, default_min_free_kbytes};
 pub use zone::Zone;

@@ -5,12 +5,12 @@ use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use intrusive_collections::LinkedList;
-use kmm_page_frame::PageAdapter;
+use kmm_page_frame::FreeListAdapter;
 
 /// The list and its limits. Only the owning CPU touches it, with interrupts
 /// off (or anyone, for a CPU that is offline).
 pub(crate) struct Pcp<'a> {
-    pub(crate) list: LinkedList<PageAdapter<'a>>,
+    pub(crate) list: LinkedList<FreeListAdapter<'a>>,
     pub(crate) count: usize,
     pub(crate) high: usize,
     pub(crate) batch: usize,
@@ -28,7 +28,9 @@ pub struct PerCpuPages<'a> {
 }
 
 // SAFETY: `inner` is only accessed by the owning CPU with interrupts disabled
-// (the allocator takes `Cpu::irq_guard` and indexes by `Cpu::id`), or through
+// (the allocator takes `Cpu::irq_guard` and indexes by `Cpu::id`; the `Cpu`
+// contract: `id()` is unique among running CPUs, below `count()`, stable while
+// interrupts are off, and `irq_guard` really disables them), or through
 // `Buddy::drain_offline_cpu`, whose caller guarantees the CPU is not running;
 // everything else is atomic.
 unsafe impl Sync for PerCpuPages<'_> {}
@@ -39,7 +41,11 @@ impl<'a> PerCpuPages<'a> {
     pub(crate) fn new(high: usize, batch: usize) -> Self {
         PerCpuPages {
             inner: UnsafeCell::new(Pcp {
-                list: LinkedList::new(PageAdapter::NEW),
+                // SAFETY: the owner contract of `FreeListAdapter::new`: the
+                // list holds pages the allocator holds free, flagged PCP while
+                // linked, touched only by the owning CPU with interrupts off
+                // (see the `Sync` impl above).
+                list: LinkedList::new(unsafe { FreeListAdapter::new() }),
                 count: 0,
                 high,
                 batch,

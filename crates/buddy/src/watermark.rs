@@ -17,6 +17,35 @@ pub enum Watermark {
     High = 2,
 }
 
+/// What a watermark check asks ([`crate::Zone::watermark_ok`]; Linux's
+/// `zone_watermark_ok` arguments and `ALLOC_*` flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatermarkCheck {
+    /// The watermark to stay above.
+    pub mark: Watermark,
+    /// High priority (`Gfp::HIGH`, Linux's `ALLOC_HIGH`): the mark is halved.
+    pub high: bool,
+    /// Atomic, cannot wait (Linux's `ALLOC_HARDER`): the mark is cut by a
+    /// quarter.
+    pub harder: bool,
+    /// The highest zone the allocation may use (the lowmem reserve kept back
+    /// against it applies).
+    pub classzone: ZoneType,
+}
+
+impl WatermarkCheck {
+    /// An ordinary check of `mark` for an allocation whose highest zone is
+    /// `classzone`.
+    pub const fn new(mark: Watermark, classzone: ZoneType) -> Self {
+        WatermarkCheck {
+            mark,
+            high: false,
+            harder: false,
+            classzone,
+        }
+    }
+}
+
 /// Linux's default `min_free_kbytes`: `sqrt(lowmem_kbytes * 16)`, clamped to
 /// 128..=65536.
 pub fn default_min_free_kbytes(lowmem_pages: usize) -> usize {

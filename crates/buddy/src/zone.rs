@@ -4,36 +4,46 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 
 use intrusive_collections::LinkedList;
 use kmm_hal::Pfn;
-use kmm_page_frame::{MemMap, Page, PageAdapter, PgFlags, ZoneSpan, ZoneType};
+use kmm_page_frame::{FreeListAdapter, MemMap, Page, PgFlags, ZoneSpan, ZoneType};
 
 use crate::pcp::PerCpuPages;
-use crate::{MAX_ORDER, Watermark};
-
-/// Adds to a counter that only the zone-lock holder writes: a plain load and
-/// store, no locked instruction (readers without the lock see either value).
-#[inline]
-fn locked_add(c: &AtomicUsize, n: usize) {
-    c.store(c.load(Ordering::Relaxed) + n, Ordering::Relaxed);
-}
-
-/// Subtracts from a counter that only the zone-lock holder writes.
-#[inline]
-fn locked_sub(c: &AtomicUsize, n: usize) {
-    c.store(c.load(Ordering::Relaxed) - n, Ordering::Relaxed);
-}
+use crate::{MAX_ORDER, Watermark, WatermarkCheck};
 
 /// The buddy lists of a zone (Linux's `free_area[MAX_ORDER]`), kept under the
-/// zone lock.
-pub(crate) struct FreeArea<'a> {
-    lists: [LinkedList<PageAdapter<'a>>; MAX_ORDER],
+/// zone lock: reached only through a [`LockedZone`].
+struct FreeArea<'a> {
+    lists: [LinkedList<FreeListAdapter<'a>>; MAX_ORDER],
 }
 
 impl<'a> FreeArea<'a> {
-    pub(crate) fn new() -> Self {
+    fn new() -> Self {
         FreeArea {
-            lists: core::array::from_fn(|_| LinkedList::new(PageAdapter::NEW)),
+            // SAFETY: the owner contract of `FreeListAdapter::new`: these lists
+            // hold only pages this zone holds free, flagged BUDDY while linked
+            // (`rmqueue` and `free_one`), touched only under the zone lock
+            // (`FreeArea` is reached only through `LockedZone`).
+            lists: core::array::from_fn(|_| LinkedList::new(unsafe { FreeListAdapter::new() })),
         }
     }
+}
+
+/// The counters the zone lock protects (written only through a
+/// [`LockedZone`], read by anyone).
+#[derive(Clone, Copy)]
+enum Counter {
+    /// `Zone::free`.
+    Free,
+    /// `Zone::nr_free[order]`.
+    NrFree(usize),
+}
+
+/// A zone with its lock held (Linux's `spin_lock(&zone->lock)`): the only way
+/// to the free lists and to the writers of the counters the lock protects
+/// (`free`, `nr_free`), so nothing can change them unlocked or with another
+/// zone's lock.
+pub(crate) struct LockedZone<'z, 'a> {
+    zone: &'z Zone<'a>,
+    area: spin::MutexGuard<'z, FreeArea<'a>>,
 }
 
 /// One zone of one node.
@@ -55,7 +65,8 @@ pub struct Zone<'a> {
     lowmem_reserve: [AtomicUsize; ZoneType::COUNT],
     /// Times an allocation found the zone below its low watermark.
     low_events: AtomicUsize,
-    pub(crate) area: spin::Mutex<FreeArea<'a>>,
+    /// The zone lock and the free lists it protects.
+    area: spin::Mutex<FreeArea<'a>>,
     pub(crate) pcp: &'a [PerCpuPages<'a>],
 }
 
@@ -167,27 +178,21 @@ impl<'a> Zone<'a> {
     }
 
     /// Linux's `zone_watermark_ok`: would taking a block of `order` leave the
-    /// zone above `mark` (halved for high-priority callers, `high`; cut by a
-    /// quarter for atomic ones, `harder`) plus the lowmem reserve against
-    /// `classzone`, counting at each order only the blocks big enough to matter?
+    /// zone above the watermark `check.mark` (halved for high-priority
+    /// callers, `check.high`; cut by a quarter for atomic ones,
+    /// `check.harder`) plus the lowmem reserve against `check.classzone`,
+    /// counting at each order only the blocks big enough to matter?
     #[inline]
-    pub fn watermark_ok(
-        &self,
-        order: usize,
-        mark: usize,
-        high: bool,
-        harder: bool,
-        classzone: ZoneType,
-    ) -> bool {
-        let mut min = mark as isize;
-        if high {
+    pub fn watermark_ok(&self, order: usize, check: WatermarkCheck) -> bool {
+        let mut min = self.watermark(check.mark) as isize;
+        if check.high {
             min -= min / 2;
         }
-        if harder {
+        if check.harder {
             min -= min / 4;
         }
         let mut free = self.free_pages() as isize - (1isize << order) + 1;
-        if free <= min + self.lowmem_reserve(classzone) as isize {
+        if free <= min + self.lowmem_reserve(check.classzone) as isize {
             return false;
         }
         for o in 0..order {
@@ -200,20 +205,66 @@ impl<'a> Zone<'a> {
         true
     }
 
+    /// Takes the zone lock.
+    #[inline]
+    pub(crate) fn lock(&self) -> LockedZone<'_, 'a> {
+        LockedZone {
+            zone: self,
+            area: self.area.lock(),
+        }
+    }
+}
+
+impl<'a> LockedZone<'_, 'a> {
+    /// Adds to a counter that only the zone-lock holder writes: a plain load
+    /// and store, no locked instruction (readers without the lock see either
+    /// value). `&mut self` is the proof that the lock is held.
+    #[inline]
+    fn add(&mut self, c: Counter, n: usize) {
+        let c = self.counter(c);
+        c.store(c.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+    }
+
+    /// Subtracts from a counter that only the zone-lock holder writes.
+    #[inline]
+    fn sub(&mut self, c: Counter, n: usize) {
+        let c = self.counter(c);
+        c.store(c.load(Ordering::Relaxed) - n, Ordering::Relaxed);
+    }
+
+    #[inline]
+    fn counter(&self, c: Counter) -> &AtomicUsize {
+        match c {
+            Counter::Free => &self.zone.free,
+            Counter::NrFree(order) => &self.zone.nr_free[order],
+        }
+    }
+
+    /// Puts a free block of `order` headed by `page` on its list.
+    #[inline]
+    fn push(&mut self, page: &'a Page, order: usize) {
+        // SAFETY: the owner contract: this zone holds the block free (its
+        // caller took it off every list) and the zone lock is held; the flag
+        // and the order make the free path refuse it while it is linked.
+        unsafe {
+            page.set_private(order);
+            page.insert(PgFlags::BUDDY);
+        }
+        self.area.lists[order].push_front(page);
+        self.add(Counter::NrFree(order), 1);
+    }
+
     /// Takes a block of `order` from the free lists, splitting a larger one if
-    /// needed (Linux's `__rmqueue` and `expand`). Zone lock held.
-    pub(crate) fn rmqueue(
-        &self,
-        area: &mut FreeArea<'a>,
-        mem: &MemMap<'a>,
-        order: usize,
-    ) -> Option<&'a Page> {
+    /// needed (Linux's `__rmqueue` and `expand`).
+    pub(crate) fn rmqueue(&mut self, mem: &MemMap<'a>, order: usize) -> Option<&'a Page> {
         for current in order..MAX_ORDER {
-            let Some(page) = area.lists[current].pop_front() else {
+            let Some(page) = self.area.lists[current].pop_front() else {
                 continue;
             };
-            locked_sub(&self.nr_free[current], 1);
-            page.remove(PgFlags::BUDDY);
+            self.sub(Counter::NrFree(current), 1);
+            // SAFETY: the owner contract: the page just left this zone's free
+            // list under the zone lock; the caller hands it out or relists it.
+            unsafe { page.remove(PgFlags::BUDDY) };
             let pfn = mem
                 .page_to_pfn(page)
                 .expect("free-list page is in mem_map")
@@ -227,12 +278,9 @@ impl<'a> Zone<'a> {
                 let half = mem
                     .pfn_to_page(Pfn::new(pfn + size))
                     .expect("a free block lies in mem_map");
-                half.set_private(o);
-                half.insert(PgFlags::BUDDY);
-                area.lists[o].push_front(half);
-                locked_add(&self.nr_free[o], 1);
+                self.push(half, o);
             }
-            locked_sub(&self.free, 1 << order);
+            self.sub(Counter::Free, 1 << order);
             return Some(page);
         }
         None
@@ -240,21 +288,15 @@ impl<'a> Zone<'a> {
 
     /// Returns a block of `order` at `pfn` to the free lists, merging it with its
     /// buddy at `pfn ^ (1 << order)` for as long as that buddy is free, of the
-    /// same order and in this zone (Linux's `__free_one_page`). Zone lock held;
-    /// the block's pages must not be on any list.
-    pub(crate) fn free_one(
-        &self,
-        area: &mut FreeArea<'a>,
-        mem: &MemMap<'a>,
-        pfn: usize,
-        order: usize,
-    ) {
+    /// same order and in this zone (Linux's `__free_one_page`). The block's
+    /// pages must not be on any list.
+    pub(crate) fn free_one(&mut self, mem: &MemMap<'a>, pfn: usize, order: usize) {
         let mut pfn = pfn;
         let mut order = order;
-        locked_add(&self.free, 1 << order);
+        self.add(Counter::Free, 1 << order);
         while order < MAX_ORDER - 1 {
             let buddy_pfn = pfn ^ (1 << order);
-            if !self.span.contains(buddy_pfn as u64) {
+            if !self.zone.span.contains(buddy_pfn as u64) {
                 break;
             }
             let Ok(buddy) = mem.pfn_to_page(Pfn::new(buddy_pfn)) else {
@@ -264,22 +306,24 @@ impl<'a> Zone<'a> {
                 break;
             }
             // SAFETY: a page flagged BUDDY in this zone is linked on this zone's
-            // free list of its order, which we hold the lock of.
-            let mut cursor = unsafe { area.lists[order].cursor_mut_from_ptr(buddy) };
+            // free list of its order (`push` is the only place that sets the
+            // flag), whose lock `self` holds.
+            let mut cursor = unsafe { self.area.lists[order].cursor_mut_from_ptr(buddy) };
             cursor.remove();
-            locked_sub(&self.nr_free[order], 1);
-            buddy.remove(PgFlags::BUDDY);
-            buddy.set_private(0);
+            self.sub(Counter::NrFree(order), 1);
+            // SAFETY: the owner contract: the buddy just left this zone's free
+            // list under the zone lock and is merged into the block.
+            unsafe {
+                buddy.remove(PgFlags::BUDDY);
+                buddy.set_private(0);
+            }
             pfn &= buddy_pfn;
             order += 1;
         }
         let head = mem
             .pfn_to_page(Pfn::new(pfn))
             .expect("block lies in mem_map");
-        head.set_private(order);
-        head.insert(PgFlags::BUDDY);
-        area.lists[order].push_front(head);
-        locked_add(&self.nr_free[order], 1);
+        self.push(head, order);
     }
 }
 

@@ -12,6 +12,33 @@
 //!   [`kmm_hal::KernelLayout`], so a layout without highmem has no HIGHMEM zone) —
 //!   and `pfn_to_page`, `page_to_pfn`, `page_address`, `virt_to_page`.
 //!
+//! # Safety and locking
+//!
+//! This crate takes no lock: a descriptor's words are atomics written with
+//! plain loads and stores by whoever owns the page at the time, which the
+//! allocators above arrange (the buddy's zone lock for free pages, the owning
+//! CPU with interrupts off for per-CPU lists, the holder of an allocated
+//! block for its pages).
+//!
+//! - **Reading is safe, writing is `unsafe`.** [`Page`]'s writers
+//!   (`insert`, `remove`, `replace_flags`, `set_private`, `set_count`,
+//!   `put_testzero`, `set_owner`, `set_index`) and
+//!   [`MemMap::set_page_address`] are `unsafe fn`s under the *owner
+//!   contract* (see [`Page`]): only the page's owner writes, no two threads at
+//!   once, and only true values (other crates' unsafe code dereferences a
+//!   SLAB page's back-pointers and writes through a highmem page's address).
+//! - **The list link is private.** Lists of pages are built with
+//!   [`PageAdapter::new`] (an owner's list; sets [`PgFlags::LINKED`] while a
+//!   page is linked, which the buddy's free refuses) or
+//!   [`FreeListAdapter::new`] (the page allocator's own lists); both are
+//!   `unsafe` under the owner contract, so safe code can neither race two
+//!   threads on a link nor put a page the allocator holds on its own list.
+//! - **[`MemMap::new`]** is `unsafe`: the caller promises that the layout's
+//!   direct map maps RAM for reading and writing, that bootmem's memory is
+//!   used by nothing else, and that it stays mapped for the map's lifetime.
+//!   A `Bootmem` is `Clone`; the allocator above must be handed the bootmem
+//!   `mem_map` was placed with, in its latest state.
+//!
 //! # Example
 //!
 //! ```
@@ -49,4 +76,4 @@ pub use bootmem::{Bootmem, BootmemError, MAX_RESERVED, PfnRange};
 pub use mem_map::{MemMap, MemMapError, MemStats, PfnError};
 pub use memory_map::{Region, RegionKind};
 pub use node::{MAX_NUMNODES, Node, ZoneSpan};
-pub use page::{Page, PageAdapter, PgFlags, ZoneType};
+pub use page::{FreeListAdapter, Page, PageAdapter, PageLinkOps, PgFlags, ZoneType};

@@ -156,6 +156,194 @@ const fn odd_inverse(d: usize) -> usize {
     x
 }
 
+/// Where the zones start: frame numbers of the DMA limit and of high memory.
+#[derive(Clone, Copy)]
+struct ZoneBounds {
+    dma_end: u64,
+    high_start: u64,
+}
+
+/// The nodes found in the memory map: the first phase of [`MemMap::new`].
+struct NodeScan {
+    nodes: [Node; MAX_NUMNODES],
+    nr_nodes: usize,
+    /// One past the highest RAM frame.
+    max_pfn: u64,
+    /// RAM frames above the layout's limit.
+    ignored_ram: u64,
+}
+
+impl NodeScan {
+    /// Each node's frame range, from the usable regions below the RAM limit.
+    fn from_regions(boot: &Bootmem<'_>) -> Result<NodeScan, MemMapError> {
+        let limit = boot.limit_pfn();
+        let mut scan = NodeScan {
+            nodes: [Node::default(); MAX_NUMNODES],
+            nr_nodes: 0,
+            max_pfn: 0,
+            ignored_ram: 0,
+        };
+        for r in boot
+            .regions()
+            .iter()
+            .filter(|r| r.kind == RegionKind::Usable)
+        {
+            let n = usize::from(r.node);
+            if n >= MAX_NUMNODES {
+                return Err(MemMapError::TooManyNodes);
+            }
+            let (s, e) = r.inner_pfns();
+            scan.ignored_ram += e.saturating_sub(s.max(limit));
+            let e = e.min(limit);
+            if s >= e {
+                continue;
+            }
+            let node = &mut scan.nodes[n];
+            if node.is_online() {
+                node.start_pfn = node.start_pfn.min(s);
+                node.end_pfn = node.end_pfn.max(e);
+            } else {
+                *node = Node {
+                    id: n,
+                    start_pfn: s,
+                    end_pfn: e,
+                    ..Node::default()
+                };
+            }
+            scan.nr_nodes = scan.nr_nodes.max(n + 1);
+            scan.max_pfn = scan.max_pfn.max(e);
+        }
+        Ok(scan)
+    }
+
+    /// The nodes found, offline ones included.
+    fn nodes(&self) -> &[Node] {
+        &self.nodes[..self.nr_nodes]
+    }
+
+    /// Refuses nodes whose frame ranges overlap.
+    fn check_overlap(&self) -> Result<(), MemMapError> {
+        let nodes = self.nodes();
+        for (i, a) in nodes.iter().enumerate() {
+            for b in &nodes[i + 1..] {
+                if a.is_online()
+                    && b.is_online()
+                    && a.start_pfn < b.end_pfn
+                    && b.start_pfn < a.end_pfn
+                {
+                    return Err(MemMapError::OverlappingNodes);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Each online node's zone spans (DMA, NORMAL, HIGHMEM by address).
+    fn set_zone_spans(&mut self, b: ZoneBounds) {
+        let limits = [
+            (0, b.dma_end),
+            (b.dma_end, b.high_start),
+            (b.high_start, u64::MAX),
+        ];
+        let nr = self.nr_nodes;
+        for node in self.nodes[..nr].iter_mut().filter(|n| n.is_online()) {
+            for (z, (lo, hi)) in limits.into_iter().enumerate() {
+                let s = node.start_pfn.max(lo);
+                let e = node.end_pfn.min(hi);
+                if s < e {
+                    node.zones[z] = ZoneSpan {
+                        start_pfn: s,
+                        spanned: e - s,
+                        present: 0,
+                    };
+                }
+            }
+        }
+    }
+
+    /// The node and zone type of frame `pfn`: the node whose span holds it (a
+    /// hole between nodes goes to the node below it), the zone by address.
+    fn owner_of(&self, pfn: u64, b: ZoneBounds) -> (usize, ZoneType) {
+        let node = self
+            .nodes()
+            .iter()
+            .filter(|n| n.is_online() && n.start_pfn <= pfn)
+            .max_by_key(|n| n.start_pfn)
+            .map_or(0, |n| n.id);
+        let zone = if pfn < b.dma_end {
+            ZoneType::Dma
+        } else if pfn < b.high_start {
+            ZoneType::Normal
+        } else {
+            ZoneType::HighMem
+        };
+        (node, zone)
+    }
+
+    /// Writes every descriptor, reserved, with its zone and node — segment by
+    /// segment: node and zone are constant between node starts and zone
+    /// limits, so they are worked out once per segment.
+    ///
+    /// # Safety
+    /// `ptr` must be valid for writing `max_pfn` descriptors, used by nothing
+    /// else.
+    unsafe fn init_descriptors(&self, ptr: *mut Page, b: ZoneBounds) {
+        let mut pfn = 0;
+        while pfn < self.max_pfn {
+            let (node, zone) = self.owner_of(pfn, b);
+            let mut end = self.max_pfn;
+            for limit in [b.dma_end, b.high_start] {
+                if limit > pfn {
+                    end = end.min(limit);
+                }
+            }
+            for n in self
+                .nodes()
+                .iter()
+                .filter(|n| n.is_online() && n.start_pfn > pfn)
+            {
+                end = end.min(n.start_pfn);
+            }
+            let template = Page::new(zone, node as u8);
+            if zone == ZoneType::HighMem {
+                template.or_flags(PgFlags::HIGHMEM);
+            }
+            let flags = template.flags();
+            for p in pfn..end {
+                let d = Page::new(zone, node as u8);
+                d.set_flags(flags);
+                // SAFETY: p < max_pfn: inside the memory the caller vouches for.
+                unsafe { ptr.add(p as usize).write(d) };
+            }
+            pfn = end;
+        }
+    }
+
+    /// Counts present frames per zone and node, RAM run by RAM run, and
+    /// returns the total.
+    fn count_present(&mut self, boot: &Bootmem<'_>) -> u64 {
+        let mut present = 0;
+        let mut at = 0;
+        let nr = self.nr_nodes;
+        while let Some(run) = boot.next_ram_run(at) {
+            let end = run.end.min(self.max_pfn);
+            present += end.saturating_sub(run.start);
+            for n in self.nodes[..nr].iter_mut().filter(|n| n.is_online()) {
+                for z in n.zones.iter_mut() {
+                    let lo = run.start.max(z.start_pfn);
+                    let hi = end.min(z.end_pfn());
+                    if hi > lo {
+                        z.present += hi - lo;
+                    }
+                }
+                n.present = n.zones.iter().map(|z| z.present).sum();
+            }
+            at = run.end;
+        }
+        present
+    }
+}
+
 impl<'a> MemMap<'a> {
     /// Builds `mem_map` for the memory map bootmem was made from: computes nodes
     /// and zones (zone limits from `layout`), places the descriptor array with
@@ -173,57 +361,13 @@ impl<'a> MemMap<'a> {
         let dm = layout.direct_map();
         let page = PAGE_SIZE as u64;
         boot.limit_ram(layout.phys_limit().min(PhysAddr::LIMIT));
-        let limit = boot.limit_pfn();
-        let mut ignored_ram = 0;
-        let dma_end = layout.dma_limit().as_u64() / page;
-        let high_start = layout.highmem_start().as_u64() / page;
-
-        let mut nodes = [Node::default(); MAX_NUMNODES];
-        let mut nr_nodes = 0;
-        let mut max_pfn = 0;
-        for r in boot
-            .regions()
-            .iter()
-            .filter(|r| r.kind == RegionKind::Usable)
-        {
-            let n = usize::from(r.node);
-            if n >= MAX_NUMNODES {
-                return Err(MemMapError::TooManyNodes);
-            }
-            let (s, e) = r.inner_pfns();
-            ignored_ram += e.saturating_sub(s.max(limit));
-            let e = e.min(limit);
-            if s >= e {
-                continue;
-            }
-            let node = &mut nodes[n];
-            if node.is_online() {
-                node.start_pfn = node.start_pfn.min(s);
-                node.end_pfn = node.end_pfn.max(e);
-            } else {
-                *node = Node {
-                    id: n,
-                    start_pfn: s,
-                    end_pfn: e,
-                    ..Node::default()
-                };
-            }
-            nr_nodes = nr_nodes.max(n + 1);
-            max_pfn = max_pfn.max(e);
-        }
-        for i in 0..nr_nodes {
-            for j in i + 1..nr_nodes {
-                let (a, b) = (&nodes[i], &nodes[j]);
-                if a.is_online()
-                    && b.is_online()
-                    && a.start_pfn < b.end_pfn
-                    && b.start_pfn < a.end_pfn
-                {
-                    return Err(MemMapError::OverlappingNodes);
-                }
-            }
-        }
-        let count = usize::try_from(max_pfn).map_err(|_| MemMapError::TooMuchMemory)?;
+        let bounds = ZoneBounds {
+            dma_end: layout.dma_limit().as_u64() / page,
+            high_start: layout.highmem_start().as_u64() / page,
+        };
+        let mut scan = NodeScan::from_regions(boot)?;
+        scan.check_overlap()?;
+        let count = usize::try_from(scan.max_pfn).map_err(|_| MemMapError::TooMuchMemory)?;
         let bytes = count
             .checked_mul(core::mem::size_of::<Page>())
             .ok_or(MemMapError::TooMuchMemory)?;
@@ -231,112 +375,37 @@ impl<'a> MemMap<'a> {
         let base = dm
             .phys_to_virt(at)
             .ok_or(MemMapError::Bootmem(BootmemError::OutOfMemory))?;
-
-        // Zone spans per node, and what each frame belongs to.
-        for node in nodes[..nr_nodes].iter_mut().filter(|n| n.is_online()) {
-            let limits = [(0, dma_end), (dma_end, high_start), (high_start, u64::MAX)];
-            for (z, (lo, hi)) in limits.into_iter().enumerate() {
-                let s = node.start_pfn.max(lo);
-                let e = node.end_pfn.min(hi);
-                if s < e {
-                    node.zones[z] = ZoneSpan {
-                        start_pfn: s,
-                        spanned: e - s,
-                        present: 0,
-                    };
-                }
-            }
-        }
-        let ptr = base.as_mut_ptr::<Page>();
-        // Descriptors, segment by segment: node and zone are constant between
-        // node starts and zone limits, so they are worked out once per segment.
-        let mut pfn = 0;
-        while pfn < max_pfn {
-            let (node, zone) = Self::owner_of(&nodes[..nr_nodes], pfn, dma_end, high_start);
-            let mut end = max_pfn;
-            for b in [dma_end, high_start] {
-                if b > pfn {
-                    end = end.min(b);
-                }
-            }
-            for n in nodes[..nr_nodes]
-                .iter()
-                .filter(|n| n.is_online() && n.start_pfn > pfn)
-            {
-                end = end.min(n.start_pfn);
-            }
-            let template = Page::new(zone, node as u8);
-            if zone == ZoneType::HighMem {
-                template.insert(PgFlags::HIGHMEM);
-            }
-            let flags = template.flags();
-            for p in pfn..end {
-                let d = Page::new(zone, node as u8);
-                d.set_flags(flags);
-                // SAFETY: `ptr` points at `count` descriptors' worth of memory
-                // that bootmem reserved for us in the direct map; p < count.
-                unsafe { ptr.add(p as usize).write(d) };
-            }
-            pfn = end;
-        }
-        // Present frames, run by run.
-        let mut present = 0;
-        let mut at = 0;
-        while let Some(run) = boot.next_ram_run(at) {
-            let end = run.end.min(max_pfn);
-            present += end.saturating_sub(run.start);
-            for n in nodes[..nr_nodes].iter_mut().filter(|n| n.is_online()) {
-                for z in n.zones.iter_mut() {
-                    let lo = run.start.max(z.start_pfn);
-                    let hi = end.min(z.end_pfn());
-                    if hi > lo {
-                        z.present += hi - lo;
-                    }
-                }
-                n.present = n.zones.iter().map(|z| z.present).sum();
-            }
-            at = run.end;
-        }
+        scan.set_zone_spans(bounds);
+        // Not trusting the layout for "not null": a direct map at a wrapping
+        // base is refused here rather than relied on below.
+        let ptr = core::ptr::NonNull::new(base.as_mut_ptr::<Page>())
+            .ok_or(MemMapError::Bootmem(BootmemError::OutOfMemory))?;
+        // SAFETY: `ptr` is `count = max_pfn` descriptors' worth of memory that
+        // bootmem reserved for us; the caller's contract (the direct map of
+        // `layout` maps it writable, nothing else uses it) covers the writes.
+        unsafe { scan.init_descriptors(ptr.as_ptr(), bounds) };
+        let present = scan.count_present(boot);
         let mem_map_pages = (bytes as u64).div_ceil(page);
         Ok(MemMap {
-            // SAFETY: not null: a direct-map address (bootmem never hands out
-            // page 0); every descriptor was initialised above and the memory
-            // stays ours for 'a by the caller's contract.
-            base: unsafe { core::ptr::NonNull::new_unchecked(ptr) },
+            // Every descriptor was initialised above and the memory stays ours
+            // for 'a by the caller's contract.
+            base: ptr,
             len: count,
             _pages: core::marker::PhantomData,
-            nodes,
-            nr_nodes,
+            nodes: scan.nodes,
+            nr_nodes: scan.nr_nodes,
             dm,
-            dma_end,
-            high_start,
+            dma_end: bounds.dma_end,
+            high_start: bounds.high_start,
             stats: MemStats {
-                spanned: max_pfn,
+                spanned: scan.max_pfn,
                 present,
                 mem_map_pages,
                 bootmem_pages: 0,
                 reserved_ram: 0,
-                ignored_ram,
+                ignored_ram: scan.ignored_ram,
             },
         })
-    }
-
-    /// The node and zone type of frame `pfn`: the node whose span holds it (a
-    /// hole between nodes goes to the node below it), the zone by address.
-    fn owner_of(nodes: &[Node], pfn: u64, dma_end: u64, high_start: u64) -> (usize, ZoneType) {
-        let node = nodes
-            .iter()
-            .filter(|n| n.is_online() && n.start_pfn <= pfn)
-            .max_by_key(|n| n.start_pfn)
-            .map_or(0, |n| n.id);
-        let zone = if pfn < dma_end {
-            ZoneType::Dma
-        } else if pfn < high_start {
-            ZoneType::Normal
-        } else {
-            ZoneType::HighMem
-        };
-        (node, zone)
     }
 
     /// Clears the reserved flag of every frame that bootmem says is free RAM
@@ -351,7 +420,9 @@ impl<'a> MemMap<'a> {
             let end = run.end.min(self.len as u64);
             for p in run.start..end {
                 // SAFETY: p < len: an initialised descriptor.
-                unsafe { &*self.base.as_ptr().add(p as usize) }.remove(PgFlags::RESERVED);
+                // `&mut self`: the map is not shared yet, so nothing else
+                // writes the descriptor (the owner contract).
+                unsafe { &*self.base.as_ptr().add(p as usize) }.and_not_flags(PgFlags::RESERVED);
             }
             released += end.saturating_sub(run.start);
             at = run.end;
@@ -475,9 +546,16 @@ impl<'a> MemMap<'a> {
 
     /// Records (or, with `None`, forgets) the kernel address a high-memory page
     /// is mapped at; `kmap` calls this. Ignored for low-memory pages.
-    pub fn set_page_address(&self, page: &Page, va: Option<VirtAddr>) {
+    ///
+    /// # Safety
+    /// The owner contract of [`Page`]: the caller owns the page's mapping (it
+    /// is `kmap`, or holds the page), no other thread sets its address at the
+    /// same time, and `va` is where the page's frame is mapped now, for as long
+    /// as it stays recorded ([`MemMap::page_address`] hands it to code that
+    /// writes through it).
+    pub unsafe fn set_page_address(&self, page: &Page, va: Option<VirtAddr>) {
         if page.test(PgFlags::HIGHMEM) {
-            page.set_owner(va.map_or(0, VirtAddr::as_usize));
+            page.set_owner_word(va.map_or(0, VirtAddr::as_usize));
         }
     }
 

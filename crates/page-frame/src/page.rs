@@ -1,9 +1,11 @@
 //! [`Page`]: the page descriptor (Linux's `struct page`), one per page frame.
 
 use core::fmt;
+use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
-use intrusive_collections::{LinkedListLink, intrusive_adapter};
+use intrusive_collections::linked_list::{self, LinkedListOps};
+use intrusive_collections::{Adapter, DefaultPointerOps, LinkOps, LinkedListLink, PointerOps};
 
 bitflags::bitflags! {
     /// State bits of a page descriptor (Linux's `PG_*` flags).
@@ -30,6 +32,9 @@ bitflags::bitflags! {
         const ZEROED = 1 << 6;
         /// Allocated from the reserve below the `min` watermark.
         const RESERVE = 1 << 7;
+        /// On a list of its owner's, linked through a [`PageAdapter`] list; the
+        /// buddy allocator refuses to free the page until it is unlinked.
+        const LINKED = 1 << 8;
     }
 }
 
@@ -91,6 +96,43 @@ impl fmt::Display for ZoneType {
 /// the buddy allocator under its zone lock or on the owning CPU's per-CPU list,
 /// or the holder of an allocated page — so no field costs a locked instruction
 /// except the reference count, which other CPUs may take.
+///
+/// # The owner contract
+///
+/// Safe code can read a descriptor but not change what other crates' unsafe
+/// code trusts: the flags, the order, the back-pointers and the list link. The
+/// writers are `unsafe fn`s, and each caller promises what is called *the
+/// owner contract* below:
+///
+/// 1. **Owner only.** The caller owns the page: the page allocator for a free
+///    page (under the zone lock, or as the CPU whose per-CPU list holds it);
+///    the holder of an allocated block for the pages of that block. No other
+///    thread writes the page's words at the same time (the writers are plain
+///    loads and stores, not atomic read-modify-writes).
+/// 2. **True values.** What is written is what the readers take it to mean:
+///    [`PgFlags::BUDDY`], [`PgFlags::PCP`] and `private` describe the page
+///    allocator's own lists; [`PgFlags::HEAD`] and `private` an allocated
+///    block and its order; [`PgFlags::SLAB`] with `owner` and `index` a live
+///    slab cache and slab (the slab allocator's `kfree` dereferences them);
+///    `owner` of a [`PgFlags::HIGHMEM`] page the address it is mapped at.
+///
+/// Safe code cannot, for example, take a page from `alloc_pages`, mark it as a
+/// slab page with a forged owner and make `kfree` dereference it:
+///
+/// ```compile_fail,E0133
+/// # use kmm_page_frame::{Page, PgFlags, ZoneType};
+/// let page = Page::new(ZoneType::Normal, 0);
+/// page.insert(PgFlags::SLAB); // unsafe: the owner contract
+/// page.set_owner(0xdead_beef);
+/// ```
+///
+/// nor touch the list link (see [`PageAdapter`]):
+///
+/// ```compile_fail,E0616
+/// # use kmm_page_frame::{Page, ZoneType};
+/// let page = Page::new(ZoneType::Normal, 0);
+/// let _ = &page.link; // private
+/// ```
 #[repr(C)]
 pub struct Page {
     /// [`PgFlags`] in the low 24 bits; zone type and node id above.
@@ -104,15 +146,19 @@ pub struct Page {
     owner: AtomicUsize,
     /// Second back-pointer: the slab of a SLAB page.
     index: AtomicUsize,
-    /// Links the page into a free list, a per-CPU list or a slab list (Linux's
-    /// `lru`). Only the current owner of the page touches it.
-    pub link: LinkedListLink,
+    /// Links the page into a free list, a per-CPU list or an owner's list
+    /// (Linux's `lru`). Reached only through [`PageAdapter`] and
+    /// [`FreeListAdapter`], whose unsafe constructors make the user promise
+    /// that only the page's current owner touches it.
+    link: LinkedListLink,
 }
 
-// SAFETY: all fields but `link` are atomics. `link` (Cell-based) is only touched
-// by the page's current owner — the zone lock holder, the CPU whose per-CPU list
-// holds it, or the holder of the allocated page — which the owning allocator
-// guarantees, so no two threads access it at once.
+// SAFETY: all fields but `link` are atomics. `link` (Cell-based) is private and
+// reached only through lists built with `PageAdapter::new` or
+// `FreeListAdapter::new`, whose `# Safety` (the owner contract) promises that
+// only the page's current owner — the zone lock holder, the CPU whose per-CPU
+// list holds it, or the holder of the allocated page — links or unlinks it, so
+// no two threads access it at once.
 unsafe impl Sync for Page {}
 // SAFETY: as above; a page moves between owners only through those allocators.
 unsafe impl Send for Page {}
@@ -122,17 +168,239 @@ static_assertions::const_assert!(core::mem::size_of::<Page>() <= 32);
 #[cfg(target_pointer_width = "64")]
 static_assertions::const_assert!(core::mem::size_of::<Page>() <= 64);
 
-mod adapter {
-    // The macro generates items without docs (`NEW`, `new`).
-    #![allow(missing_docs)]
-    use super::{LinkedListLink, Page, intrusive_adapter};
-
-    intrusive_adapter!(
-        /// Threads [`Page`]s on an intrusive `LinkedList` through [`Page::link`].
-        pub PageAdapter<'a> = &'a Page: Page { link => LinkedListLink }
-    );
+/// The descriptor a link pointer (from [`Adapter::get_link`]) belongs to.
+///
+/// # Safety
+/// `link` must point at the `link` field of a live [`Page`], with the
+/// provenance of the whole descriptor (as `get_link` makes it).
+#[inline(always)]
+unsafe fn page_of(link: NonNull<LinkedListLink>) -> *const Page {
+    // SAFETY: by the caller's contract, stepping back by the field's offset
+    // stays inside the same descriptor.
+    unsafe {
+        link.as_ptr()
+            .byte_sub(core::mem::offset_of!(Page, link))
+            .cast::<Page>()
+            .cast_const()
+    }
 }
-pub use adapter::PageAdapter;
+
+/// The link of a descriptor.
+///
+/// # Safety
+/// `value` must point at a live [`Page`].
+#[inline(always)]
+unsafe fn link_of(value: *const Page) -> NonNull<LinkedListLink> {
+    // SAFETY: `value` points at a live Page (caller), so its field does and is
+    // not null; the pointer keeps the descriptor's provenance.
+    unsafe { NonNull::new_unchecked((&raw const (*value).link).cast_mut()) }
+}
+
+/// Link operations of [`PageAdapter`]: the list's own, plus
+/// [`PgFlags::LINKED`] set while the page is on the list, so the buddy
+/// allocator's free refuses a linked page with one bit of its flags test.
+#[derive(Clone, Copy, Default)]
+pub struct PageLinkOps(linked_list::LinkOps);
+
+// SAFETY: every operation forwards to intrusive-collections' own linked-list
+// operations; `acquire_link` and `release_link` also write the flag word of
+// the page the link is in (never panicking), which the owner contract of
+// `PageAdapter::new` lets the list's user do.
+unsafe impl LinkOps for PageLinkOps {
+    type LinkPtr = NonNull<LinkedListLink>;
+
+    #[inline]
+    unsafe fn acquire_link(&mut self, ptr: Self::LinkPtr) -> bool {
+        // SAFETY: `ptr` comes from `PageAdapter::get_link` (the list's
+        // contract), so it is a live descriptor's link.
+        let ok = unsafe { self.0.acquire_link(ptr) };
+        if ok {
+            // SAFETY: as above; the owner contract of `PageAdapter::new` makes
+            // the caller the page's only writer.
+            unsafe { (*page_of(ptr)).or_flags(PgFlags::LINKED) };
+        }
+        ok
+    }
+
+    #[inline]
+    unsafe fn release_link(&mut self, ptr: Self::LinkPtr) {
+        // SAFETY: as in `acquire_link`.
+        unsafe {
+            self.0.release_link(ptr);
+            (*page_of(ptr)).and_not_flags(PgFlags::LINKED);
+        }
+    }
+}
+
+// SAFETY: pure forwarding to intrusive-collections' linked-list operations.
+unsafe impl LinkedListOps for PageLinkOps {
+    #[inline]
+    unsafe fn next(&self, ptr: Self::LinkPtr) -> Option<Self::LinkPtr> {
+        // SAFETY: forwarded.
+        unsafe { self.0.next(ptr) }
+    }
+
+    #[inline]
+    unsafe fn prev(&self, ptr: Self::LinkPtr) -> Option<Self::LinkPtr> {
+        // SAFETY: forwarded.
+        unsafe { self.0.prev(ptr) }
+    }
+
+    #[inline]
+    unsafe fn set_next(&mut self, ptr: Self::LinkPtr, next: Option<Self::LinkPtr>) {
+        // SAFETY: forwarded.
+        unsafe { self.0.set_next(ptr, next) }
+    }
+
+    #[inline]
+    unsafe fn set_prev(&mut self, ptr: Self::LinkPtr, prev: Option<Self::LinkPtr>) {
+        // SAFETY: forwarded.
+        unsafe { self.0.set_prev(ptr, prev) }
+    }
+}
+
+/// Threads [`Page`]s on an intrusive `LinkedList` of their owner's (Linux's
+/// `lru` lists): a page is flagged [`PgFlags::LINKED`] while it is on the
+/// list, and the buddy allocator refuses to free it (`FreeError::Linked`)
+/// until it is unlinked.
+///
+/// Building one is `unsafe` (see [`PageAdapter::new`]): safe code cannot link
+/// pages, so it can neither race two threads on a link nor put a page the
+/// allocator holds on a list of its own.
+///
+/// ```compile_fail,E0133
+/// use intrusive_collections::LinkedList;
+/// use kmm_page_frame::PageAdapter;
+/// let list = LinkedList::new(PageAdapter::new()); // unsafe: the owner contract
+/// ```
+#[derive(Clone, Copy)]
+pub struct PageAdapter<'a> {
+    link_ops: PageLinkOps,
+    pointer_ops: DefaultPointerOps<&'a Page>,
+}
+
+impl<'a> PageAdapter<'a> {
+    /// An adapter for a list of pages the caller owns.
+    ///
+    /// # Safety
+    /// The owner contract (see [`Page`]) for every page put on a list built
+    /// with this adapter, for as long as it stays linked: only the page's
+    /// current owner (the holder of the allocated block) links and unlinks it,
+    /// never from two threads at once, and never a page the page allocator
+    /// holds free. Unlink every page of a block before freeing the block: the
+    /// free path checks the head page in O(1), not the others.
+    pub const unsafe fn new() -> Self {
+        PageAdapter {
+            link_ops: PageLinkOps(linked_list::LinkOps),
+            pointer_ops: DefaultPointerOps::new(),
+        }
+    }
+}
+
+// SAFETY: `get_value` and `get_link` convert between a descriptor and its
+// `link` field (the same object), keeping the descriptor's provenance.
+unsafe impl<'a> Adapter for PageAdapter<'a> {
+    type LinkOps = PageLinkOps;
+    type PointerOps = DefaultPointerOps<&'a Page>;
+
+    #[inline]
+    unsafe fn get_value(
+        &self,
+        link: <Self::LinkOps as LinkOps>::LinkPtr,
+    ) -> *const <Self::PointerOps as PointerOps>::Value {
+        // SAFETY: `link` came from `get_link` (the trait's contract).
+        unsafe { page_of(link) }
+    }
+
+    #[inline]
+    unsafe fn get_link(
+        &self,
+        value: *const <Self::PointerOps as PointerOps>::Value,
+    ) -> <Self::LinkOps as LinkOps>::LinkPtr {
+        // SAFETY: `value` is a valid pointer (the trait's contract).
+        unsafe { link_of(value) }
+    }
+
+    #[inline]
+    fn link_ops(&self) -> &Self::LinkOps {
+        &self.link_ops
+    }
+
+    #[inline]
+    fn link_ops_mut(&mut self) -> &mut Self::LinkOps {
+        &mut self.link_ops
+    }
+
+    #[inline]
+    fn pointer_ops(&self) -> &Self::PointerOps {
+        &self.pointer_ops
+    }
+}
+
+/// Threads free [`Page`]s on the page allocator's own lists (the buddy free
+/// lists and the per-CPU lists): plain links, no flag bookkeeping, so the hot
+/// paths pay nothing for [`PgFlags::LINKED`].
+#[derive(Clone, Copy)]
+pub struct FreeListAdapter<'a> {
+    link_ops: linked_list::LinkOps,
+    pointer_ops: DefaultPointerOps<&'a Page>,
+}
+
+impl<'a> FreeListAdapter<'a> {
+    /// An adapter for the page allocator's lists of free pages.
+    ///
+    /// # Safety
+    /// The owner contract (see [`Page`]): only the page allocator uses it,
+    /// for pages it holds free, under the lock of the list (a zone lock) or as
+    /// the only CPU that touches the list (a per-CPU list, interrupts off);
+    /// and while a page is linked it carries [`PgFlags::BUDDY`] or
+    /// [`PgFlags::PCP`], so that a free of it is refused.
+    pub const unsafe fn new() -> Self {
+        FreeListAdapter {
+            link_ops: linked_list::LinkOps,
+            pointer_ops: DefaultPointerOps::new(),
+        }
+    }
+}
+
+// SAFETY: as for `PageAdapter`.
+unsafe impl<'a> Adapter for FreeListAdapter<'a> {
+    type LinkOps = linked_list::LinkOps;
+    type PointerOps = DefaultPointerOps<&'a Page>;
+
+    #[inline]
+    unsafe fn get_value(
+        &self,
+        link: <Self::LinkOps as LinkOps>::LinkPtr,
+    ) -> *const <Self::PointerOps as PointerOps>::Value {
+        // SAFETY: `link` came from `get_link` (the trait's contract).
+        unsafe { page_of(link) }
+    }
+
+    #[inline]
+    unsafe fn get_link(
+        &self,
+        value: *const <Self::PointerOps as PointerOps>::Value,
+    ) -> <Self::LinkOps as LinkOps>::LinkPtr {
+        // SAFETY: `value` is a valid pointer (the trait's contract).
+        unsafe { link_of(value) }
+    }
+
+    #[inline]
+    fn link_ops(&self) -> &Self::LinkOps {
+        &self.link_ops
+    }
+
+    #[inline]
+    fn link_ops_mut(&mut self) -> &mut Self::LinkOps {
+        &mut self.link_ops
+    }
+
+    #[inline]
+    fn pointer_ops(&self) -> &Self::PointerOps {
+        &self.pointer_ops
+    }
+}
 
 impl Page {
     /// A reserved descriptor of zone `zone` on node `node`, reference count 0.
@@ -163,19 +431,22 @@ impl Page {
         self.flags.load(Ordering::Relaxed) & f.bits() == f.bits()
     }
 
-    /// Replaces the state flags (zone and node stay). Only the page's owner calls
-    /// this.
+    /// Replaces the state flags (zone and node stay); `mem_map` set-up only.
     #[inline]
-    pub fn set_flags(&self, f: PgFlags) {
+    pub(crate) fn set_flags(&self, f: PgFlags) {
         let w = self.flags.load(Ordering::Relaxed);
         self.flags
             .store((w & !FLAG_MASK) | f.bits(), Ordering::Relaxed);
     }
 
     /// Replaces the state flags with `set`, keeping those of `keep` that are
-    /// set (zone and node stay): one load and one store (owner only).
+    /// set (zone and node stay): one load and one store.
+    ///
+    /// # Safety
+    /// The owner contract (see [`Page`]): the caller owns the page, no other
+    /// thread writes it meanwhile, and the flags it ends with are true.
     #[inline]
-    pub fn replace_flags(&self, keep: PgFlags, set: PgFlags) {
+    pub unsafe fn replace_flags(&self, keep: PgFlags, set: PgFlags) {
         let w = self.flags.load(Ordering::Relaxed);
         self.flags.store(
             (w & (!FLAG_MASK | keep.bits())) | set.bits(),
@@ -183,18 +454,46 @@ impl Page {
         );
     }
 
-    /// Sets `f` (owner only; not an atomic read-modify-write).
+    /// Sets `f` (not an atomic read-modify-write).
+    ///
+    /// # Safety
+    /// The owner contract (see [`Page`]): the caller owns the page, no other
+    /// thread writes it meanwhile, and the flags it ends with are true (for
+    /// [`PgFlags::SLAB`]: `owner` and `index` name a live cache and slab).
     #[inline]
-    pub fn insert(&self, f: PgFlags) {
+    pub unsafe fn insert(&self, f: PgFlags) {
+        self.or_flags(f);
+    }
+
+    /// Clears `f` (not an atomic read-modify-write).
+    ///
+    /// # Safety
+    /// As for [`Page::insert`].
+    #[inline]
+    pub unsafe fn remove(&self, f: PgFlags) {
+        self.and_not_flags(f);
+    }
+
+    /// Sets `f`: the body of [`Page::insert`], for this crate's callers that
+    /// hold the owner contract themselves.
+    #[inline]
+    pub(crate) fn or_flags(&self, f: PgFlags) {
         let w = self.flags.load(Ordering::Relaxed);
         self.flags.store(w | f.bits(), Ordering::Relaxed);
     }
 
-    /// Clears `f` (owner only; not an atomic read-modify-write).
+    /// Clears `f`: the body of [`Page::remove`].
     #[inline]
-    pub fn remove(&self, f: PgFlags) {
+    pub(crate) fn and_not_flags(&self, f: PgFlags) {
         let w = self.flags.load(Ordering::Relaxed);
         self.flags.store(w & !f.bits(), Ordering::Relaxed);
+    }
+
+    /// True while the page is on a list (any list: the page allocator's or an
+    /// owner's).
+    #[inline]
+    pub fn is_linked(&self) -> bool {
+        self.link.is_linked()
     }
 
     /// The zone type the page belongs to.
@@ -230,8 +529,12 @@ impl Page {
 
     /// Sets the reference count (the allocator, when it hands the page out or
     /// takes it back).
+    ///
+    /// # Safety
+    /// The owner contract (see [`Page`]): only the page allocator calls it,
+    /// on a page it is handing out (count 1) and that nobody else references.
     #[inline]
-    pub fn set_count(&self, n: u32) {
+    pub unsafe fn set_count(&self, n: u32) {
         self.count.store(n, Ordering::Release);
     }
 
@@ -249,8 +552,14 @@ impl Page {
     /// Drops a reference (Linux's `put_page_testzero`): `Some(true)` if it was
     /// the last, `Some(false)` if others remain, `None` if the count was already
     /// zero (nothing changed).
+    ///
+    /// # Safety
+    /// The caller gives up a reference it holds (as with
+    /// `Arc::decrement_strong_count`): dropping someone else's would let the
+    /// block be freed under them. After `Some(true)` the page has no
+    /// reference left, and the caller frees it.
     #[inline]
-    pub fn put_testzero(&self) -> Option<bool> {
+    pub unsafe fn put_testzero(&self) -> Option<bool> {
         // One locked decrement; a count that was already zero is put back (a
         // reader may briefly see it wrapped, which `get` treats as "cannot
         // take a reference").
@@ -270,8 +579,12 @@ impl Page {
     }
 
     /// Sets the `private` word.
+    ///
+    /// # Safety
+    /// The owner contract (see [`Page`]): only the page allocator writes the
+    /// order, of a page it holds free or is handing out.
     #[inline]
-    pub fn set_private(&self, v: usize) {
+    pub unsafe fn set_private(&self, v: usize) {
         self.private.store(v, Ordering::Relaxed);
     }
 
@@ -282,8 +595,20 @@ impl Page {
     }
 
     /// Sets the first back-pointer.
+    ///
+    /// # Safety
+    /// The owner contract (see [`Page`]): the caller holds the allocated
+    /// block the page is in, and `v` is true — the live cache of a
+    /// [`PgFlags::SLAB`] page, the mapped address of a [`PgFlags::HIGHMEM`]
+    /// page, or a mark its own allocator recognises.
     #[inline]
-    pub fn set_owner(&self, v: usize) {
+    pub unsafe fn set_owner(&self, v: usize) {
+        self.set_owner_word(v);
+    }
+
+    /// The body of [`Page::set_owner`], for [`crate::MemMap`]'s callers.
+    #[inline]
+    pub(crate) fn set_owner_word(&self, v: usize) {
         self.owner.store(v, Ordering::Release);
     }
 
@@ -294,8 +619,12 @@ impl Page {
     }
 
     /// Sets the second back-pointer.
+    ///
+    /// # Safety
+    /// As for [`Page::set_owner`]: for a [`PgFlags::SLAB`] page, the live
+    /// slab the page belongs to.
     #[inline]
-    pub fn set_index(&self, v: usize) {
+    pub unsafe fn set_index(&self, v: usize) {
         self.index.store(v, Ordering::Release);
     }
 }
@@ -321,8 +650,11 @@ mod tests {
         let p = Page::new(ZoneType::HighMem, 5);
         assert!(p.test(PgFlags::RESERVED));
         p.set_flags(PgFlags::BUDDY);
-        p.insert(PgFlags::ZEROED);
-        p.remove(PgFlags::BUDDY);
+        // SAFETY: a descriptor of this test's own; nobody else sees it.
+        unsafe {
+            p.insert(PgFlags::ZEROED);
+            p.remove(PgFlags::BUDDY);
+        }
         assert_eq!(p.flags(), PgFlags::ZEROED);
         assert_eq!(p.zone_type(), ZoneType::HighMem);
         assert_eq!(p.node(), 5);
@@ -332,12 +664,18 @@ mod tests {
     fn reference_counting() {
         let p = Page::new(ZoneType::Normal, 0);
         assert!(!p.get(), "a free page cannot be referenced");
-        assert_eq!(p.put_testzero(), None);
-        p.set_count(1);
+        // SAFETY: a descriptor of this test's own, whose references the test
+        // holds (here and below).
+        assert_eq!(unsafe { p.put_testzero() }, None);
+        // SAFETY: as above.
+        unsafe { p.set_count(1) };
         assert!(p.get());
-        assert_eq!(p.put_testzero(), Some(false));
-        assert_eq!(p.put_testzero(), Some(true));
-        assert_eq!(p.put_testzero(), None);
+        // SAFETY: as above.
+        assert_eq!(unsafe { p.put_testzero() }, Some(false));
+        // SAFETY: as above.
+        assert_eq!(unsafe { p.put_testzero() }, Some(true));
+        // SAFETY: as above.
+        assert_eq!(unsafe { p.put_testzero() }, None);
         assert_eq!(p.count(), 0);
     }
 }

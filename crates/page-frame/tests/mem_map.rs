@@ -155,9 +155,12 @@ fn highmem_pages_have_an_address_only_when_mapped() {
     assert!(high.test(PgFlags::HIGHMEM));
     assert_eq!(mem.page_address(high), None);
     let kmap = m.layout().pkmap_base();
-    mem.set_page_address(high, Some(kmap));
+    // SAFETY: the test owns the page; nothing writes through the recorded
+    // address (the owner contract asks a true address of a real kmap).
+    unsafe { mem.set_page_address(high, Some(kmap)) };
     assert_eq!(mem.page_address(high), Some(kmap));
-    mem.set_page_address(high, None);
+    // SAFETY: forgetting the address is always true.
+    unsafe { mem.set_page_address(high, None) };
     assert_eq!(mem.page_address(high), None);
     let node = mem.node(0).unwrap();
     assert_eq!(node.zone(ZoneType::HighMem).present, (2048 - 896) << 8);

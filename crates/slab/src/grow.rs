@@ -100,9 +100,14 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             let page = mem
                 .pfn_to_page(kmm_hal::Pfn::new(pfn + p))
                 .expect("a buddy block");
-            page.set_owner(c as *const KmemCache as usize);
-            page.set_index(slab as *const SlabDesc as usize);
-            page.insert(PgFlags::SLAB);
+            // SAFETY: the owner contract of `Page`: the block was just
+            // allocated to this cache, and `c` and `slab` are the live cache
+            // and slab its pages belong to until `destroy_slab`.
+            unsafe {
+                page.set_owner(c as *const KmemCache as usize);
+                page.set_index(slab as *const SlabDesc as usize);
+                page.insert(PgFlags::SLAB);
+            }
         }
         let mut l = c.lists.lock();
         slab.set_list(SlabList::Free);
@@ -125,9 +130,14 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             let page = mem
                 .pfn_to_page(kmm_hal::Pfn::new(pfn + p))
                 .expect("a buddy block");
-            page.remove(PgFlags::SLAB);
-            page.set_owner(0);
-            page.set_index(0);
+            // SAFETY: the owner contract of `Page`: the slab is on no list and
+            // its block is still ours; clearing SLAB first leaves no stale
+            // back-pointer for `kfree` to follow.
+            unsafe {
+                page.remove(PgFlags::SLAB);
+                page.set_owner(0);
+                page.set_index(0);
+            }
         }
         if c.geo.off_slab {
             let desc = NonNull::from(slab).cast::<u8>();

@@ -194,7 +194,9 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
                     .ok_or(SlabError::OutOfMemory)?
             }
         };
-        page.set_owner(LARGE_MARK);
+        // SAFETY: the owner contract of `Page`: the block was just allocated to
+        // kmalloc; LARGE_MARK is kmalloc's own mark, not a pointer.
+        unsafe { page.set_owner(LARGE_MARK) };
         self.large_pages.fetch_add(1 << order, Ordering::Relaxed);
         let va = self
             .buddy
@@ -240,14 +242,18 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             return Err(SlabError::Interior);
         }
         let order = page.private();
-        page.set_owner(LARGE_FREED);
+        // SAFETY: the owner contract of `Page`: a live large block (its mark
+        // and head checked above) is kmalloc's; LARGE_FREED is its own mark.
+        unsafe { page.set_owner(LARGE_FREED) };
         match self.buddy.free_pages_page(page, order) {
             Ok(_) => {
                 self.large_pages.fetch_sub(1 << order, Ordering::Relaxed);
                 Ok(())
             }
             Err(_) => {
-                page.set_owner(LARGE_MARK);
+                // SAFETY: as above: the free was refused, the block is still
+                // kmalloc's.
+                unsafe { page.set_owner(LARGE_MARK) };
                 Err(SlabError::DoubleFree)
             }
         }
