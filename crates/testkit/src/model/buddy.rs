@@ -271,8 +271,7 @@ impl Model {
                 if g.contains(Gfp::ZERO) && page.zone_type() != ZoneType::HighMem {
                     let va = b.mem().page_address(page).expect("lowmem");
                     // SAFETY: the block is ours, in the direct map.
-                    let zeroed =
-                        unsafe { super::intact(va.as_ptr::<u8>(), PAGE_SIZE << order, 0) };
+                    let zeroed = unsafe { super::intact(va.as_ptr::<u8>(), PAGE_SIZE << order, 0) };
                     ensure!(zeroed, "not zeroed");
                 }
             }
@@ -367,7 +366,10 @@ impl Model {
         ensure!(res.is_err(), "bad free {kind:?} accepted: {res:?}");
         ensure_eq!(before, counts(), "a refused free changed the counts");
         if let Err(FreeError::WrongOrder { allocated }) = res {
-            ensure!(allocated < MAX_ORDER, "WrongOrder {{ allocated: {allocated} }}");
+            ensure!(
+                allocated < MAX_ORDER,
+                "WrongOrder {{ allocated: {allocated} }}"
+            );
         }
         Ok(())
     }
@@ -385,11 +387,7 @@ impl Model {
             ensure_eq!(p.count(), l.refs, "references of pfn {pfn:#x}");
         }
         let used: usize = self.live.values().map(|l| 1 << l.order).sum();
-        ensure_eq!(
-            b.free_pages_total() + used,
-            b.managed_total(),
-            "pages lost"
-        );
+        ensure_eq!(b.free_pages_total() + used, b.managed_total(), "pages lost");
         for z in b.zones() {
             let listed: usize = (0..MAX_ORDER).map(|o| z.nr_free(o) << o).sum();
             ensure_eq!(listed, z.free_pages(), "zone {:?}'s free lists", z.kind());
