@@ -126,9 +126,18 @@ impl TestMachineBuilder {
     }
 
     /// Reserves `len` bytes at `base` at boot, besides the kernel image at
-    /// 1–2 MiB that every machine reserves.
+    /// 1–2 MiB (unless [`Self::without_kernel_image`]).
     pub fn reserve(mut self, base: u64, len: u64) -> Self {
         self.reserved.push((base, len));
+        self
+    }
+
+    /// Reserves nothing for a kernel image: every usable frame but the ones
+    /// `mem_map` and the zones take goes to the buddy allocator (as the
+    /// benches want, to compare with allocators that manage all of RAM).
+    /// Reservations made with [`Self::reserve`] after this stay.
+    pub fn without_kernel_image(mut self) -> Self {
+        self.reserved.retain(|&r| r != (MIB, MIB));
         self
     }
 

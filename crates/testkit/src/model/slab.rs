@@ -522,7 +522,11 @@ impl<'h> Model<'h> {
         caches.push(s.cache_of_caches());
         let classes: BTreeSet<usize> = self.live.values().map(|l| l.ksize).collect();
         for size in classes.into_iter().filter(|&k| k > 0) {
-            caches.extend([false, true].iter().filter_map(|&dma| s.kmalloc_cache(size, dma)));
+            caches.extend(
+                [false, true]
+                    .iter()
+                    .filter_map(|&dma| s.kmalloc_cache(size, dma)),
+            );
         }
         for c in caches {
             if let Err(r) = s.validate_cache(c) {
