@@ -36,8 +36,9 @@ use std::hint::black_box;
 use bitmap_allocator::BitAlloc;
 use buddy_system_allocator::FrameAllocator;
 use kmm_buddy::{Buddy, BuddyConfig, Freed, Gfp, MAX_ORDER};
-use kmm_mock::{Backing, CpuBinding, Machine, MockCpu};
-use kmm_page_frame::{Bootmem, MemMap, Page, Region, RegionKind};
+use kmm_mock::{Backing, CpuBinding, MockCpu};
+use kmm_page_frame::{Page, Region, RegionKind};
+use kmm_testkit::TestMachine;
 
 pub mod slab;
 
@@ -64,12 +65,12 @@ pub trait FrameAlloc {
     fn free(&mut self, block: Self::Block, order: u32);
 }
 
-/// A host mock machine with one usable region covering all of its RAM: the
-/// memory kmm is built on. Owning the machine and lending it out mutably
-/// guarantees that only one allocator uses its RAM at a time.
+/// A host mock machine with one usable region covering all of its RAM and
+/// kmm's buddy allocator on it (a [`TestMachine`]). Owning the machine and
+/// lending it out mutably guarantees that only one allocator uses its RAM at
+/// a time.
 pub struct Host {
-    machine: Machine,
-    map: [Region; 1],
+    machine: TestMachine,
 }
 
 impl Host {
@@ -83,15 +84,15 @@ impl Host {
     /// [`Host::new`] with `cpus` simulated CPUs (for the multi-threaded
     /// workloads: each thread binds a CPU of its own).
     pub fn with_cpus(ram: usize, cpus: usize) -> Host {
-        let machine = Machine::builder()
-            .ram(ram)
-            .cpus(cpus)
-            .backing(Backing::Mmap)
-            .build()
-            .expect("mock machine");
         Host {
-            machine,
-            map: [Region::new(0, ram as u64, RegionKind::Usable)],
+            machine: TestMachine::builder()
+                .ram(ram)
+                .cpus(cpus)
+                .backing(Backing::Mmap)
+                .memory_map(vec![Region::new(0, ram as u64, RegionKind::Usable)])
+                .without_kernel_image()
+                .buddy_config(KmmPath::PerCpu.config())
+                .build(),
         }
     }
 
@@ -100,19 +101,14 @@ impl Host {
         self.machine.cpu()
     }
 
-    /// Builds kmm over this machine exactly as a kernel does at boot (and as
-    /// the `kmm-buddy` doc example does): `Bootmem` over the memory map,
-    /// `MemMap::new`, `Buddy::new`. Any earlier allocator built here is gone
-    /// (the borrow ends), so its memory is free to reuse.
-    pub fn buddy(&mut self, config: BuddyConfig<'static>) -> Buddy<'_, MockCpu> {
-        let m = &self.machine;
-        let mut boot = Bootmem::new(&self.map, m.lowmem_end()).expect("bootmem");
-        // SAFETY: the direct map is the machine's RAM, which lives as long as
-        // `self` (borrowed for the result's lifetime); the exclusive borrow
-        // means no other allocator built here uses that RAM meanwhile.
-        let mem = unsafe { MemMap::new(&mut boot, m.layout()) }.expect("mem_map");
-        // SAFETY: as above; `mem`'s frames are unused.
-        unsafe { Buddy::new(mem, boot, m.cpu().clone(), config) }.expect("buddy")
+    /// Builds kmm over this machine again exactly as a kernel does at boot
+    /// (and as the test kit does for the `kmm-buddy` doc example): `Bootmem`
+    /// over the memory map, `MemMap::new`, `Buddy::new`
+    /// ([`TestMachine::rebuild`]). The earlier allocator built here is gone
+    /// (the exclusive borrow ends its users), so its memory is free to reuse.
+    pub fn buddy(&mut self, config: BuddyConfig<'static>) -> &Buddy<'_, MockCpu> {
+        self.machine.rebuild(config);
+        self.machine.buddy()
     }
 }
 
@@ -140,7 +136,7 @@ impl KmmPath {
 /// kmm's buddy allocator on a [`Host`], the calling thread bound to CPU 0 for
 /// as long as it lives. Allocates with `Gfp::KERNEL` (NORMAL, then DMA).
 pub struct Kmm<'h> {
-    buddy: Buddy<'h, MockCpu>,
+    buddy: &'h Buddy<'h, MockCpu>,
     _cpu: CpuBinding,
 }
 
@@ -156,8 +152,8 @@ impl<'h> Kmm<'h> {
     }
 
     /// The allocator.
-    pub fn buddy(&self) -> &Buddy<'h, MockCpu> {
-        &self.buddy
+    pub fn buddy(&self) -> &'h Buddy<'h, MockCpu> {
+        self.buddy
     }
 }
 

@@ -32,7 +32,8 @@ fn cargo(name: &'static str, dir: &Path, args: &'static [&'static str]) -> Step 
 }
 
 /// The `no_std` library crates (the kernel links them), and with the mock
-/// the crates whose tests also run as a 32-bit host.
+/// the crates whose tests also run as a 32-bit host. Not `kmm-testkit`: it
+/// uses std (it is in `miri::CRATES`, so its tests run as a 32-bit host).
 const LIB_CRATES: [&str; 5] = [
     "kmm-hal",
     "kmm-i386",

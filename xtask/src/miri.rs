@@ -3,15 +3,18 @@
 use crate::cmd::{self, Result, command};
 use crate::root;
 
-/// The library crates and the mock: their tests run under Miri (the mock in
-/// its pure-software mode) and, in the gate, as a 32-bit host.
-pub const CRATES: [&str; 6] = [
+/// The library crates, the mock and the test kit: their tests run under Miri
+/// (the mock in its pure-software mode; the buddy and slab integration tests
+/// also run the test kit's one unsafe part, which owns their allocators) and,
+/// in the gate, as a 32-bit host.
+pub const CRATES: [&str; 7] = [
     "kmm-hal",
     "kmm-i386",
     "kmm-mock",
     "kmm-page-frame",
     "kmm-buddy",
     "kmm-slab",
+    "kmm-testkit",
 ];
 /// Miri flags: the page-table code turns integers into pointers through a
 /// direct map, which needs permissive provenance.

@@ -10,15 +10,20 @@ use kmm_hal::PAGE_SIZE;
 use kmm_mock::{CpuBinding, MockCpu};
 use kmm_slab::{SlabAllocator, SlabFlags};
 
-use crate::{Host, KmmPath};
+use kmm_mock::Backing;
+use kmm_page_frame::{Region, RegionKind};
+use kmm_testkit::TestMachine;
+
+use crate::KmmPath;
 
 use super::*;
 
 /// kmm's SLAB allocator over the buddy allocator of a fresh `ram`-byte host
-/// machine with `cpus` simulated CPUs, built as the `kmm-slab` doc example does
-/// (`Backing::Mmap`, one usable region, `Bootmem`, `MemMap::new`, `Buddy::new`
-/// with `min_free_kbytes: Some(0)`, `SlabAllocator::new`), handed to `f` with
-/// the heap size and the calling thread's binding to CPU 0.
+/// machine with `cpus` simulated CPUs, built by the test kit as for the
+/// `kmm-slab` doc example (`Backing::Mmap`, one usable region, `Bootmem`,
+/// `MemMap::new`, `Buddy::new` with `min_free_kbytes: Some(0)`,
+/// `SlabAllocator::new`), handed to `f` with the heap size and the calling
+/// thread's binding to CPU 0.
 ///
 /// The heap size is what the buddy allocator can hand out before the slab
 /// allocator exists — `free_pages_total() × 4096`, all RAM less `mem_map` and
@@ -30,12 +35,17 @@ pub fn with_kmm<R>(
     cpus: usize,
     f: impl FnOnce(&SlabAllocator<'_, MockCpu>, usize, CpuBinding) -> R,
 ) -> R {
-    let mut host = Host::with_cpus(ram, cpus);
-    let cpu0 = host.cpu().bind(0).expect("bind the bench thread to CPU 0");
-    let buddy = host.buddy(KmmPath::PerCpu.config());
-    let heap = buddy.free_pages_total() * PAGE_SIZE;
-    let slab = SlabAllocator::new(&buddy).expect("slab allocator");
-    f(&slab, heap, cpu0)
+    let host = TestMachine::builder()
+        .ram(ram)
+        .cpus(cpus)
+        .backing(Backing::Mmap)
+        .memory_map(vec![Region::new(0, ram as u64, RegionKind::Usable)])
+        .without_kernel_image()
+        .buddy_config(KmmPath::PerCpu.config())
+        .build();
+    let cpu0 = host.bind(0);
+    let heap = host.buddy().free_pages_total() * PAGE_SIZE;
+    f(host.slab(), heap, cpu0)
 }
 
 /// Hot path, kmm: creates a cache of [`HOT_SIZE`]-byte objects (default

@@ -52,17 +52,15 @@
 //! # Example
 //!
 //! ```
-//! use kmm_buddy::{Buddy, BuddyConfig, FreeError, Gfp};
-//! use kmm_mock::{Backing, Machine};
-//! use kmm_page_frame::{Bootmem, MemMap, Region, RegionKind};
+//! use kmm_buddy::{FreeError, Gfp};
+//! use kmm_testkit::TestMachine;
 //!
-//! let m = Machine::builder().ram(32 << 20).backing(Backing::Software).build().unwrap();
-//! let _cpu0 = m.cpu().bind(0).unwrap();
-//! let map = [Region::new(0, 32 << 20, RegionKind::Usable)];
-//! let mut boot = Bootmem::new(&map, m.lowmem_end()).unwrap();
-//! // SAFETY: the machine's RAM is the direct map and outlives the allocator.
-//! let mem = unsafe { MemMap::new(&mut boot, m.layout()) }.unwrap();
-//! let buddy = unsafe { Buddy::new(mem, boot, m.cpu().clone(), BuddyConfig::default()) }.unwrap();
+//! // A mock machine with mem_map and the buddy allocator on it (the test kit
+//! // does what a kernel does at boot: `Bootmem`, `MemMap::new`, `Buddy::new`;
+//! // see docs/porting.md).
+//! let host = TestMachine::builder().ram_mib(32).build();
+//! let _cpu0 = host.bind(0);
+//! let buddy = host.buddy();
 //!
 //! let page = buddy.alloc_pages(Gfp::KERNEL, 3).unwrap(); // 8 frames
 //! let dma = buddy.get_dma_pages(Gfp::KERNEL, 0).unwrap();

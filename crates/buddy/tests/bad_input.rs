@@ -2,14 +2,14 @@
 
 mod common;
 
-use common::{assert_fully_coalesced, no_reserve, rig};
+use common::{no_reserve, rig};
 use kmm_buddy::{FreeError, Freed, Gfp, MAX_ORDER};
 use kmm_hal::{PAGE_SIZE, Pfn, VirtAddr};
 use kmm_page_frame::{Page, ZoneType};
 
 /// Free and managed counts of every zone, and every zone's free lists.
-fn snapshot(r: &common::Rig) -> Vec<(usize, usize, Vec<usize>)> {
-    r.buddy
+fn snapshot(r: &kmm_testkit::TestMachine) -> Vec<(usize, usize, Vec<usize>)> {
+    r.buddy()
         .zones()
         .iter()
         .map(|z| {
@@ -25,8 +25,8 @@ fn snapshot(r: &common::Rig) -> Vec<(usize, usize, Vec<usize>)> {
 #[test]
 fn bad_frees_change_nothing() {
     let r = rig(24, 16, 1, false, no_reserve());
-    let _cpu = r.machine.cpu().bind(0).unwrap();
-    let b = &r.buddy;
+    let _cpu = r.bind(0);
+    let b = r.buddy();
     let block = b.alloc_pages(Gfp::KERNEL, 3).unwrap();
     let single = b.alloc_pages(Gfp::KERNEL, 0).unwrap();
     let pfn = b.mem().page_to_pfn(block).unwrap().as_usize();
@@ -124,14 +124,14 @@ fn bad_frees_change_nothing() {
         Err(FreeError::DoubleFree),
         "merged into a free block"
     );
-    assert_fully_coalesced(b);
+    r.assert_fully_coalesced();
 }
 
 #[test]
 fn references_keep_a_block_alive() {
     let r = rig(24, 16, 1, false, no_reserve());
-    let _cpu = r.machine.cpu().bind(0).unwrap();
-    let b = &r.buddy;
+    let _cpu = r.bind(0);
+    let b = r.buddy();
     let p = b.alloc_pages(Gfp::KERNEL, 2).unwrap();
     assert!(b.get_page(p));
     assert_eq!(p.count(), 2);
@@ -140,14 +140,14 @@ fn references_keep_a_block_alive() {
     assert!(!b.get_page(p), "a free block cannot be referenced");
     assert_eq!(b.free_pages_page(p, 2), Err(FreeError::DoubleFree));
     b.drain_local();
-    assert_fully_coalesced(b);
+    r.assert_fully_coalesced();
 }
 
 #[test]
 fn exhaustion_returns_none_and_recovers() {
     let r = rig(8, 8, 1, false, no_reserve());
-    let _cpu = r.machine.cpu().bind(0).unwrap();
-    let b = &r.buddy;
+    let _cpu = r.bind(0);
+    let b = r.buddy();
     let mut live = Vec::new();
     while let Some(p) = b.alloc_pages(Gfp::KERNEL, 0) {
         live.push(p);
@@ -166,15 +166,15 @@ fn exhaustion_returns_none_and_recovers() {
         b.free_pages_page(p, 0).unwrap();
     }
     b.drain_local();
-    assert_fully_coalesced(b);
+    r.assert_fully_coalesced();
     assert_eq!(b.failures(), failures);
 }
 
 #[test]
 fn get_free_pages_addresses() {
     let r = rig(24, 16, 1, false, no_reserve());
-    let _cpu = r.machine.cpu().bind(0).unwrap();
-    let b = &r.buddy;
+    let _cpu = r.bind(0);
+    let b = r.buddy();
     // Dirty a page, free it, then ask for zeroed pages until we get it back.
     let va = b.get_free_pages(Gfp::KERNEL, 0).unwrap();
     // SAFETY: va is a page we own, in the software machine's direct map.
@@ -198,5 +198,5 @@ fn get_free_pages_addresses() {
         b.free_pages(a, o).unwrap();
     }
     b.drain_local();
-    assert_fully_coalesced(b);
+    r.assert_fully_coalesced();
 }

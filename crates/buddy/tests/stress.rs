@@ -6,7 +6,7 @@ mod common;
 
 use std::sync::Mutex;
 
-use common::{assert_fully_coalesced, drain_every_cpu, rig};
+use common::rig;
 use kmm_buddy::{BuddyConfig, Gfp, MAX_ORDER};
 use kmm_page_frame::{Page, ZoneType};
 
@@ -20,7 +20,7 @@ fn next(s: &mut u64) -> u64 {
     *s
 }
 
-fn fill(b: &kmm_buddy::Buddy<'static, kmm_mock::MockCpu>, p: &Page, order: usize, tag: u64) {
+fn fill(b: &kmm_buddy::Buddy<'_, kmm_mock::MockCpu>, p: &Page, order: usize, tag: u64) {
     if p.zone_type() == ZoneType::HighMem {
         return;
     }
@@ -30,7 +30,7 @@ fn fill(b: &kmm_buddy::Buddy<'static, kmm_mock::MockCpu>, p: &Page, order: usize
     words.iter_mut().step_by(64).for_each(|w| *w = tag);
 }
 
-fn check(b: &kmm_buddy::Buddy<'static, kmm_mock::MockCpu>, p: &Page, order: usize, tag: u64) {
+fn check(b: &kmm_buddy::Buddy<'_, kmm_mock::MockCpu>, p: &Page, order: usize, tag: u64) {
     if p.zone_type() == ZoneType::HighMem {
         return;
     }
@@ -47,11 +47,11 @@ fn check(b: &kmm_buddy::Buddy<'static, kmm_mock::MockCpu>, p: &Page, order: usiz
 fn cpus_allocate_and_free_across_each_other() {
     // Linux's default watermarks: the stress runs into them too.
     let r = rig(64, 48, 4, true, BuddyConfig::default());
-    let b = &r.buddy;
+    let b = r.buddy();
     let managed = b.managed_total();
-    // Blocks handed between CPUs: (address of descriptor, order, tag).
-    let exchange: Mutex<Vec<(usize, usize, u64)>> = Mutex::new(Vec::new());
-    r.machine.cpu().run_on_each(|cpu| {
+    // Blocks handed between CPUs: (descriptor, order, tag).
+    let exchange: Mutex<Vec<(&Page, usize, u64)>> = Mutex::new(Vec::new());
+    r.on_each_cpu(|cpu| {
         let mut seed = 0x9E37_79B9_7F4A_7C15 ^ (cpu as u64 + 1);
         let mut mine: Vec<(&Page, usize, u64)> = Vec::new();
         for round in 0..ROUNDS {
@@ -81,19 +81,13 @@ fn cpus_allocate_and_free_across_each_other() {
                     if x & 1 == 0 {
                         b.free_pages_page(p, order).unwrap();
                     } else {
-                        exchange
-                            .lock()
-                            .unwrap()
-                            .push((p as *const Page as usize, order, tag));
+                        exchange.lock().unwrap().push((p, order, tag));
                     }
                 }
                 _ => {
                     // Free a block another CPU allocated.
                     let got = exchange.lock().unwrap().pop();
-                    if let Some((addr, order, tag)) = got {
-                        // SAFETY: the address is a descriptor in mem_map, which
-                        // lives as long as the rig.
-                        let p = unsafe { &*(addr as *const Page) };
+                    if let Some((p, order, tag)) = got {
                         check(b, p, order, tag);
                         b.free_pages_page(p, order).unwrap();
                     }
@@ -106,15 +100,13 @@ fn cpus_allocate_and_free_across_each_other() {
         }
     });
     {
-        let _c = r.machine.cpu().bind(0).unwrap();
-        for (addr, order, tag) in exchange.into_inner().unwrap() {
-            // SAFETY: as above.
-            let p = unsafe { &*(addr as *const Page) };
+        let _c = r.bind(0);
+        for (p, order, tag) in exchange.into_inner().unwrap() {
             check(b, p, order, tag);
             b.free_pages_page(p, order).unwrap();
         }
     }
-    drain_every_cpu(&r);
+    r.drain_every_cpu();
     assert_eq!(b.free_pages_total(), managed);
-    assert_fully_coalesced(b);
+    r.assert_fully_coalesced();
 }

@@ -5,9 +5,10 @@ mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use common::{assert_fully_coalesced, rig, zone_index};
+use common::rig;
 use kmm_buddy::{BuddyConfig, Gfp, Watermark, default_min_free_kbytes};
 use kmm_page_frame::ZoneType;
+use kmm_testkit::zone_index;
 
 static LOW_CALLS: AtomicUsize = AtomicUsize::new(0);
 
@@ -24,8 +25,8 @@ fn kernel_stops_at_min_and_atomic_goes_below() {
     };
     // One zone in play: 16 MiB of DMA and 8 MiB of NORMAL; allocate from DMA.
     let r = rig(24, 24, 1, false, config);
-    let _cpu = r.machine.cpu().bind(0).unwrap();
-    let b = &r.buddy;
+    let _cpu = r.bind(0);
+    let b = r.buddy();
     let dma = &b.zones()[zone_index(0, ZoneType::Dma)];
     let min = dma.watermark(Watermark::Min);
     let low = dma.watermark(Watermark::Low);
@@ -68,13 +69,13 @@ fn kernel_stops_at_min_and_atomic_goes_below() {
         b.free_pages_page(p, 0).unwrap();
     }
     b.drain_local();
-    assert_fully_coalesced(b);
+    r.assert_fully_coalesced();
 }
 
 #[test]
 fn lowmem_reserve_protects_dma_from_normal_requests() {
     let r = rig(64, 64, 1, false, BuddyConfig::default());
-    let b = &r.buddy;
+    let b = r.buddy();
     let dma = &b.zones()[zone_index(0, ZoneType::Dma)];
     let normal = &b.zones()[zone_index(0, ZoneType::Normal)];
     assert_eq!(dma.lowmem_reserve(ZoneType::Dma), 0);
@@ -85,10 +86,10 @@ fn lowmem_reserve_protects_dma_from_normal_requests() {
 #[test]
 fn default_reserve_follows_linux() {
     let r = rig(64, 64, 1, false, BuddyConfig::default());
-    let lowmem: usize = r.buddy.zones().iter().map(|z| z.managed()).sum();
-    assert_eq!(r.buddy.min_free_kbytes(), default_min_free_kbytes(lowmem));
+    let lowmem: usize = r.buddy().zones().iter().map(|z| z.managed()).sum();
+    assert_eq!(r.buddy().min_free_kbytes(), default_min_free_kbytes(lowmem));
     let mut info = String::new();
-    r.buddy.zoneinfo(&mut info).unwrap();
+    r.buddy().zoneinfo(&mut info).unwrap();
     assert!(info.contains("Node 0, zone      DMA"));
     assert!(info.contains("        min      "));
     assert!(info.contains("    cpu: 0"));
@@ -99,8 +100,8 @@ fn highmem_first_then_fallback() {
     // 40 MiB with highmem from 32 MiB: HIGHUSER takes HighMem pages first, then
     // falls back to NORMAL and DMA when HighMem runs out.
     let r = rig(40, 32, 1, false, common::no_reserve());
-    let _cpu = r.machine.cpu().bind(0).unwrap();
-    let b = &r.buddy;
+    let _cpu = r.bind(0);
+    let b = r.buddy();
     let first = b.alloc_pages(Gfp::HIGHUSER, 0).unwrap();
     assert_eq!(first.zone_type(), ZoneType::HighMem);
     assert!(first.test(kmm_page_frame::PgFlags::HIGHMEM));
@@ -124,7 +125,7 @@ fn highmem_first_then_fallback() {
         b.free_pages_page(p, 0).unwrap();
     }
     b.drain_local();
-    assert_fully_coalesced(b);
+    r.assert_fully_coalesced();
 }
 
 #[test]
@@ -139,9 +140,9 @@ fn local_node_first_then_others() {
             ..common::no_reserve()
         },
     );
-    let b = &r.buddy;
+    let b = r.buddy();
     {
-        let _c = r.machine.cpu().bind(1).unwrap();
+        let _c = r.bind(1);
         let p = b.alloc_pages(Gfp::KERNEL, 4).unwrap();
         assert_eq!(p.node(), 1, "CPU 1 is on node 1");
         b.free_pages_page(p, 4).unwrap();
@@ -153,6 +154,6 @@ fn local_node_first_then_others() {
         assert_eq!((d.node(), d.zone_type()), (0, ZoneType::Dma));
         b.free_pages_page(d, 0).unwrap();
     }
-    common::drain_every_cpu(&r);
-    assert_fully_coalesced(b);
+    r.drain_every_cpu();
+    r.assert_fully_coalesced();
 }

@@ -127,8 +127,9 @@ pub enum LayoutError {
     Wraps(&'static str),
     /// Two regions overlap.
     Overlap(&'static str, &'static str),
-    /// The physical limits disagree: `dma_limit <= highmem_start <=` the direct
-    /// map's size, and `phys_limit <= PhysAddr::LIMIT`.
+    /// The physical limits disagree: `highmem_start <=` the direct map's size
+    /// (everything below high memory is direct-mapped), `dma_limit > 0`, and
+    /// `phys_limit <= PhysAddr::LIMIT`.
     PhysLimits,
     /// The fixmap's `kmap_atomic` slots do not fit in it.
     KmapSlots,
@@ -199,7 +200,7 @@ pub fn check_layout<L: KernelLayout + ?Sized>(layout: &L) -> Result<(), LayoutEr
     }
     let dma = layout.dma_limit().as_u64();
     let high = layout.highmem_start().as_u64();
-    if dma > high || high > dm.size() as u64 || layout.phys_limit() > PhysAddr::LIMIT {
+    if high > dm.size() as u64 || layout.phys_limit() > PhysAddr::LIMIT || dma == 0 {
         return Err(LayoutError::PhysLimits);
     }
     let kmap_end = fix
@@ -225,7 +226,8 @@ pub fn check_layout<L: KernelLayout + ?Sized>(layout: &L) -> Result<(), LayoutEr
 /// - every method returns the same value for the life of the object;
 /// - the values pass [`check_layout`]: each region (direct map, vmalloc area,
 ///   pkmap window, fixmap) page-aligned, not wrapping, disjoint from the
-///   others; `dma_limit <= highmem_start <=` the direct map's size;
+///   others; `highmem_start <=` the direct map's size (a small machine's
+///   `highmem_start` may lie below `dma_limit`: all its RAM is DMA);
 ///   `phys_limit <= PhysAddr::LIMIT`; the `kmap_atomic` slots inside the
 ///   fixmap;
 /// - the regions other than the direct map are reserved for the allocators
@@ -421,8 +423,9 @@ mod tests {
         l.high = 1 << 30; // past the direct map
         assert_eq!(check_layout(&l), Err(LayoutError::PhysLimits));
         let mut l = linux();
-        l.high = 8 << 20; // below the DMA limit
-        assert_eq!(check_layout(&l), Err(LayoutError::PhysLimits));
+        l.high = 8 << 20; // a small machine: all its memory is DMA
+        l.dm = DirectMap::new(VirtAddr::new(0xC000_0000), 8 << 20).unwrap();
+        assert_eq!(check_layout(&l), Ok(()));
     }
 
     #[test]

@@ -29,19 +29,16 @@
 //! # Example
 //!
 //! ```
-//! use kmm_buddy::{Buddy, BuddyConfig, Gfp};
-//! use kmm_mock::{Backing, Machine};
-//! use kmm_page_frame::{Bootmem, MemMap, Region, RegionKind};
-//! use kmm_slab::{SlabAllocator, SlabError, SlabFlags};
+//! use kmm_buddy::Gfp;
+//! use kmm_slab::{SlabError, SlabFlags};
+//! use kmm_testkit::TestMachine;
 //!
-//! let m = Machine::builder().ram(32 << 20).backing(Backing::Software).build().unwrap();
-//! let _cpu0 = m.cpu().bind(0).unwrap();
-//! let map = [Region::new(0, 32 << 20, RegionKind::Usable)];
-//! let mut boot = Bootmem::new(&map, m.lowmem_end()).unwrap();
-//! // SAFETY: the machine's RAM is the direct map and outlives the allocators.
-//! let mem = unsafe { MemMap::new(&mut boot, m.layout()) }.unwrap();
-//! let buddy = unsafe { Buddy::new(mem, boot, m.cpu().clone(), BuddyConfig::default()) }.unwrap();
-//! let slab = SlabAllocator::new(&buddy).unwrap();
+//! // A mock machine with the buddy allocator and this one on it (the test kit
+//! // builds them as a kernel does at boot, see docs/porting.md, and keeps
+//! // them together).
+//! let host = TestMachine::builder().ram_mib(32).build();
+//! let _cpu0 = host.bind(0);
+//! let slab = host.slab();
 //!
 //! fn init(obj: *mut u8) {
 //!     // SAFETY: the allocator hands the constructor a whole 48-byte object.

@@ -2,15 +2,15 @@
 
 mod common;
 
-use common::{pages_out, rig};
+use common::rig;
 use kmm_buddy::Gfp;
 use kmm_slab::{SlabError, SlabFlags};
 
 #[test]
 fn bad_frees_are_refused() {
     let r = rig(32, 1);
-    let _c = r.machine.cpu().bind(0).unwrap();
-    let s = &r.slab;
+    let _c = r.bind(0);
+    let s = r.slab();
     let a = s
         .kmem_cache_create("a", 40, 0, SlabFlags::empty(), None)
         .unwrap();
@@ -21,12 +21,12 @@ fn bad_frees_are_refused() {
     let k = s.kmalloc(200, Gfp::KERNEL).unwrap();
     let big = s.kmalloc(300_000, Gfp::KERNEL).unwrap();
     let before = (
-        pages_out(&r),
+        r.pages_out(),
         s.cache_stats(a).unwrap(),
         s.cache_stats(b).unwrap(),
     );
     let mut local = 0u64;
-    let page = r.buddy.get_free_pages(Gfp::KERNEL, 0).unwrap();
+    let page = r.buddy().get_free_pages(Gfp::KERNEL, 0).unwrap();
 
     assert_eq!(s.kmem_cache_free(b, x), Err(SlabError::WrongCache));
     assert_eq!(
@@ -60,7 +60,7 @@ fn bad_frees_are_refused() {
         "kfree(NULL) is fine"
     );
     let after = (
-        pages_out(&r),
+        r.pages_out(),
         s.cache_stats(a).unwrap(),
         s.cache_stats(b).unwrap(),
     );
@@ -76,15 +76,18 @@ fn bad_frees_are_refused() {
     assert_eq!(s.ksize(k.as_ptr()), Err(SlabError::DoubleFree));
     s.kfree(big.as_ptr()).unwrap();
     assert_eq!(s.kfree(big.as_ptr()), Err(SlabError::DoubleFree));
-    r.buddy.free_pages(page, 0).unwrap();
-    assert!(r.slab.last_report().is_some(), "double frees are reported");
+    r.buddy().free_pages(page, 0).unwrap();
+    assert!(
+        r.slab().last_report().is_some(),
+        "double frees are reported"
+    );
 }
 
 #[test]
 fn bad_sizes_and_alignments() {
     let r = rig(32, 1);
-    let _c = r.machine.cpu().bind(0).unwrap();
-    let s = &r.slab;
+    let _c = r.bind(0);
+    let s = r.slab();
     assert_eq!(s.kmalloc(0, Gfp::KERNEL), Err(SlabError::BadSize));
     assert_eq!(s.kmalloc(usize::MAX, Gfp::KERNEL), Err(SlabError::BadSize));
     assert_eq!(
@@ -135,9 +138,9 @@ fn bad_sizes_and_alignments() {
 #[test]
 fn destroy_refuses_a_busy_cache_and_stale_handles() {
     let r = rig(32, 1);
-    let _c = r.machine.cpu().bind(0).unwrap();
-    let s = &r.slab;
-    let before = pages_out(&r);
+    let _c = r.bind(0);
+    let s = r.slab();
+    let before = r.pages_out();
     let c = s
         .kmem_cache_create("busy", 100, 0, SlabFlags::empty(), None)
         .unwrap();
@@ -160,36 +163,36 @@ fn destroy_refuses_a_busy_cache_and_stale_handles() {
     let g = unsafe { s.kmem_cache_destroy(general) };
     assert_eq!(g, Err(SlabError::Busy), "general caches stay");
     s.shrink_all();
-    r.buddy.drain_local();
-    assert_eq!(pages_out(&r), before, "every page back");
+    r.buddy().drain_local();
+    assert_eq!(r.pages_out(), before, "every page back");
 }
 
 #[test]
 fn handles_belong_to_their_allocator() {
     let r1 = rig(16, 1);
     let r2 = rig(16, 1);
-    let _c = r1.machine.cpu().bind(0).unwrap();
+    let _c = r1.bind(0);
     let c1 = r1
-        .slab
+        .slab()
         .kmem_cache_create("mine", 64, 0, SlabFlags::empty(), None)
         .unwrap();
-    assert_eq!(r1.slab.cache_info(c1).map(|c| c.name()), Some("mine"));
+    assert_eq!(r1.slab().cache_info(c1).map(|c| c.name()), Some("mine"));
     // The other allocator refuses the handle rather than using the cache.
-    assert!(r2.slab.cache_info(c1).is_none());
+    assert!(r2.slab().cache_info(c1).is_none());
     assert_eq!(
-        r2.slab.kmem_cache_alloc(c1, Gfp::KERNEL),
+        r2.slab().kmem_cache_alloc(c1, Gfp::KERNEL),
         Err(SlabError::NoSuchCache)
     );
     // SAFETY: nothing uses the cache.
-    let d = unsafe { r2.slab.kmem_cache_destroy(c1) };
+    let d = unsafe { r2.slab().kmem_cache_destroy(c1) };
     assert_eq!(d, Err(SlabError::NoSuchCache));
 }
 
 #[test]
 fn zeroed_objects_and_exact_shrink_counts() {
     let r = rig(32, 1);
-    let _c = r.machine.cpu().bind(0).unwrap();
-    let s = &r.slab;
+    let _c = r.bind(0);
+    let s = r.slab();
     let c = s
         .kmem_cache_create("z", 200, 0, SlabFlags::empty(), None)
         .unwrap();
@@ -210,21 +213,21 @@ fn zeroed_objects_and_exact_shrink_counts() {
     for o in objs {
         s.kmem_cache_free(c, o).unwrap();
     }
-    let before = pages_out(&r);
+    let before = r.pages_out();
     let reported = s.kmem_cache_shrink(c).unwrap();
     assert!(reported > 0);
-    assert_eq!(before - pages_out(&r), reported);
-    let before = pages_out(&r);
+    assert_eq!(before - r.pages_out(), reported);
+    let before = r.pages_out();
     let reported = s.shrink_all();
-    assert_eq!(before - pages_out(&r), reported);
+    assert_eq!(before - r.pages_out(), reported);
 }
 
 #[test]
 #[cfg_attr(miri, ignore = "exhausts 16 MiB a page at a time: too slow for Miri")]
 fn exhaustion_reclaims_idle_slabs_first() {
     let r = rig(16, 1);
-    let _c = r.machine.cpu().bind(0).unwrap();
-    let s = &r.slab;
+    let _c = r.bind(0);
+    let s = r.slab();
     // size-192: no cache keeps its slab descriptors there.
     let small = s.kmalloc_cache(192, false).unwrap();
     let objs: Vec<_> = (0..3000)

@@ -11,8 +11,8 @@ use kmm_slab::{Offence, SlabError, SlabFlags};
 #[test]
 fn overrun_is_caught_on_free() {
     let r = rig(16, 1);
-    let _c = r.machine.cpu().bind(0).unwrap();
-    let s = &r.slab;
+    let _c = r.bind(0);
+    let s = r.slab();
     let c = s
         .kmem_cache_create("victim", 40, 0, SlabFlags::empty(), None)
         .unwrap();
@@ -32,8 +32,8 @@ fn overrun_is_caught_on_free() {
 #[test]
 fn underrun_is_caught_on_free() {
     let r = rig(16, 1);
-    let _c = r.machine.cpu().bind(0).unwrap();
-    let s = &r.slab;
+    let _c = r.bind(0);
+    let s = r.slab();
     let p = s.kmalloc(100, Gfp::KERNEL).unwrap();
     // SAFETY: deliberately the byte before the object: the front red zone.
     unsafe { p.as_ptr().sub(1).write(0xFF) };
@@ -45,8 +45,8 @@ fn underrun_is_caught_on_free() {
 #[test]
 fn write_after_free_is_caught_on_allocation() {
     let r = rig(16, 1);
-    let _c = r.machine.cpu().bind(0).unwrap();
-    let s = &r.slab;
+    let _c = r.bind(0);
+    let s = r.slab();
     let c = s
         .kmem_cache_create("uaf", 64, 0, SlabFlags::empty(), None)
         .unwrap();
@@ -66,8 +66,8 @@ fn write_after_free_is_caught_on_allocation() {
 #[test]
 fn double_free_is_reported() {
     let r = rig(16, 1);
-    let _c = r.machine.cpu().bind(0).unwrap();
-    let s = &r.slab;
+    let _c = r.bind(0);
+    let s = r.slab();
     let c = s
         .kmem_cache_create("twice", 32, 0, SlabFlags::empty(), None)
         .unwrap();
@@ -84,8 +84,8 @@ fn double_free_is_reported() {
 #[test]
 fn healthy_caches_validate() {
     let r = rig(16, 1);
-    let _c = r.machine.cpu().bind(0).unwrap();
-    let s = &r.slab;
+    let _c = r.bind(0);
+    let s = r.slab();
     let c = s
         .kmem_cache_create("fine", 24, 8, SlabFlags::HWCACHE_ALIGN, None)
         .unwrap();
@@ -110,9 +110,9 @@ fn racing_double_frees_are_caught() {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Barrier, Mutex};
     let r = rig(32, 2);
-    let s = &r.slab;
+    let s = r.slab();
     let c = {
-        let _c = r.machine.cpu().bind(0).unwrap();
+        let _c = r.bind(0);
         s.kmem_cache_create("race", 48, 0, SlabFlags::empty(), None)
             .unwrap()
     };
@@ -120,7 +120,7 @@ fn racing_double_frees_are_caught() {
     let start = Barrier::new(2);
     let (ok, refused) = (AtomicUsize::new(0), AtomicUsize::new(0));
     const N: usize = if cfg!(miri) { 20 } else { 3000 };
-    r.machine.cpu().run_on_each(|cpu| {
+    r.on_each_cpu(|cpu| {
         if cpu == 0 {
             let mut v = objs.lock().unwrap();
             for _ in 0..N {
@@ -148,7 +148,7 @@ fn racing_double_frees_are_caught() {
     );
     assert_eq!(refused.load(Ordering::Relaxed), N);
     // Every object is free exactly once: allocating N again gives N distinct ones.
-    let _c = r.machine.cpu().bind(0).unwrap();
+    let _c = r.bind(0);
     let mut again: Vec<usize> = (0..N)
         .map(|_| s.kmem_cache_alloc(c, Gfp::KERNEL).unwrap().as_ptr() as usize)
         .collect();

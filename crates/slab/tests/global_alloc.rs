@@ -4,15 +4,15 @@ mod common;
 
 use core::alloc::{GlobalAlloc, Layout};
 
-use common::{pages_out, rig};
+use common::rig;
 use kmm_slab::KmallocHeap;
 
 #[test]
 fn layouts_are_honoured() {
     let r = rig(64, 1);
-    let _c = r.machine.cpu().bind(0).unwrap();
-    let heap = KmallocHeap::new(&r.slab);
-    let baseline = pages_out(&r);
+    let _c = r.bind(0);
+    let heap = KmallocHeap::new(r.slab());
+    let baseline = r.pages_out();
     let mut blocks = Vec::new();
     for size in [
         1usize, 7, 24, 33, 96, 100, 192, 250, 1000, 4096, 5000, 131_072, 200_000,
@@ -62,16 +62,16 @@ fn layouts_are_honoured() {
     // SAFETY: deliberately bad; the adapter must refuse it.
     unsafe { heap.dealloc((&raw mut x).cast(), Layout::new::<u64>()) };
     assert_eq!(heap.refused(), 1);
-    r.slab.shrink_all();
-    r.buddy.drain_local();
-    assert_eq!(pages_out(&r), baseline);
+    r.slab().shrink_all();
+    r.buddy().drain_local();
+    assert_eq!(r.pages_out(), baseline);
 }
 
 #[test]
 fn collections_through_the_allocator_api() {
     let r = rig(32, 1);
-    let _c = r.machine.cpu().bind(0).unwrap();
-    let heap = KmallocHeap::new(&r.slab);
+    let _c = r.bind(0);
+    let heap = KmallocHeap::new(r.slab());
     let mut v = allocator_api2::vec::Vec::new_in(&heap);
     for i in 0..10_000u32 {
         v.push(i);
@@ -87,13 +87,13 @@ fn collections_through_the_allocator_api() {
 #[test]
 fn strong_alignment_costs_only_what_it_needs() {
     let r = rig(32, 1);
-    let _c = r.machine.cpu().bind(0).unwrap();
-    let heap = KmallocHeap::new(&r.slab);
+    let _c = r.bind(0);
+    let heap = KmallocHeap::new(r.slab());
     let l = Layout::from_size_align(64, 8192).unwrap();
     // SAFETY: non-zero size.
     let p = unsafe { heap.alloc(l) };
     assert_eq!(p as usize % 8192, 0);
-    assert_eq!(r.slab.ksize(p), Ok(8192), "two pages, not 64");
+    assert_eq!(r.slab().ksize(p), Ok(8192), "two pages, not 64");
     // SAFETY: allocated above with this layout.
     unsafe { heap.dealloc(p, l) };
 }

@@ -2,16 +2,16 @@
 
 mod common;
 
-use common::{pages_out, rig};
+use common::rig;
 use kmm_buddy::Gfp;
 use kmm_slab::{Mempool, PoolSource, SlabError, SlabFlags};
 
 #[test]
 fn reserve_is_used_only_on_failure() {
     let r = rig(16, 1);
-    let _c = r.machine.cpu().bind(0).unwrap();
-    let s = &r.slab;
-    let baseline = pages_out(&r);
+    let _c = r.bind(0);
+    let s = r.slab();
+    let baseline = r.pages_out();
     let cache = s
         .kmem_cache_create("bio", 256, 0, SlabFlags::empty(), None)
         .unwrap();
@@ -22,7 +22,7 @@ fn reserve_is_used_only_on_failure() {
     assert_eq!(pool.reserved(), 4);
     // Exhaust the page allocator, then the pool dips into its reserve.
     let mut hog = Vec::new();
-    while let Some(p) = r.buddy.alloc_pages(Gfp::KERNEL, 0) {
+    while let Some(p) = r.buddy().alloc_pages(Gfp::KERNEL, 0) {
         hog.push(p);
     }
     let mut from_reserve = Vec::new();
@@ -50,7 +50,7 @@ fn reserve_is_used_only_on_failure() {
         ),
     };
     for p in hog {
-        r.buddy.free_pages_page(p, 0).unwrap();
+        r.buddy().free_pages_page(p, 0).unwrap();
     }
     for e in from_reserve {
         pool.free(e).unwrap();
@@ -61,15 +61,15 @@ fn reserve_is_used_only_on_failure() {
     // SAFETY: nothing uses the cache.
     unsafe { s.kmem_cache_destroy(cache) }.unwrap();
     s.shrink_all();
-    r.buddy.drain_local();
-    assert_eq!(pages_out(&r), baseline);
+    r.buddy().drain_local();
+    assert_eq!(r.pages_out(), baseline);
 }
 
 #[test]
 fn kmalloc_pools_check_their_elements() {
     let r = rig(16, 1);
-    let _c = r.machine.cpu().bind(0).unwrap();
-    let s = &r.slab;
+    let _c = r.bind(0);
+    let s = r.slab();
     assert_eq!(
         Mempool::create(s, 2, PoolSource::Kmalloc(0)).err(),
         Some(SlabError::BadSize)
@@ -94,15 +94,15 @@ fn kmalloc_pools_check_their_elements() {
 #[test]
 fn a_double_free_into_a_full_reserve_is_refused() {
     let r = rig(16, 1);
-    let _c = r.machine.cpu().bind(0).unwrap();
-    let s = &r.slab;
+    let _c = r.bind(0);
+    let s = r.slab();
     let cache = s
         .kmem_cache_create("elem", 64, 0, SlabFlags::empty(), None)
         .unwrap();
     let pool = Mempool::create(s, 2, PoolSource::Cache(cache)).unwrap();
     // Run the allocator dry so elements come from the reserve.
     let mut hog = Vec::new();
-    while let Some(p) = r.buddy.alloc_pages(Gfp::KERNEL, 0) {
+    while let Some(p) = r.buddy().alloc_pages(Gfp::KERNEL, 0) {
         hog.push(p);
     }
     let mut taken = Vec::new();
@@ -121,7 +121,7 @@ fn a_double_free_into_a_full_reserve_is_refused() {
     );
     assert_eq!(pool.reserved(), 2);
     for p in hog {
-        r.buddy.free_pages_page(p, 0).unwrap();
+        r.buddy().free_pages_page(p, 0).unwrap();
     }
     for e in taken {
         pool.free(e).unwrap();

@@ -7,7 +7,7 @@ mod common;
 use std::ptr::NonNull;
 use std::sync::Mutex;
 
-use common::{pages_out, rig, shrink_everywhere};
+use common::rig;
 use kmm_buddy::Gfp;
 use kmm_slab::SlabFlags;
 
@@ -23,15 +23,15 @@ fn next(s: &mut u64) -> u64 {
 #[test]
 fn cpus_share_caches() {
     let r = rig(64, 4);
-    let s = &r.slab;
-    let baseline = pages_out(&r);
+    let s = r.slab();
+    let baseline = r.pages_out();
     let cache = {
-        let _c = r.machine.cpu().bind(0).unwrap();
+        let _c = r.bind(0);
         s.kmem_cache_create("shared", 72, 0, SlabFlags::HWCACHE_ALIGN, None)
             .unwrap()
     };
     let handoff: Mutex<Vec<(usize, usize, u8, bool)>> = Mutex::new(Vec::new());
-    r.machine.cpu().run_on_each(|cpu| {
+    r.on_each_cpu(|cpu| {
         let mut seed = 0xDEAD_BEEF ^ (cpu as u64 + 7);
         let mut mine: Vec<(usize, usize, u8, bool)> = Vec::new();
         for round in 0..ROUNDS {
@@ -70,24 +70,24 @@ fn cpus_share_caches() {
         }
     });
     {
-        let _c = r.machine.cpu().bind(0).unwrap();
+        let _c = r.bind(0);
         for b in handoff.into_inner().unwrap() {
             free(&r, cache, b);
         }
     }
-    shrink_everywhere(&r);
+    r.shrink_everywhere();
     {
-        let _c = r.machine.cpu().bind(0).unwrap();
+        let _c = r.bind(0);
         // SAFETY: the CPU threads are done.
         unsafe { s.kmem_cache_destroy(cache) }.unwrap();
     }
-    shrink_everywhere(&r);
-    assert_eq!(pages_out(&r), baseline);
+    r.shrink_everywhere();
+    assert_eq!(r.pages_out(), baseline);
 }
 
 fn free(
-    r: &common::Rig,
-    cache: kmm_slab::Cache<'static>,
+    r: &kmm_testkit::TestMachine,
+    cache: kmm_slab::Cache<'_>,
     (p, size, tag, from_cache): (usize, usize, u8, bool),
 ) {
     // SAFETY: a live block of `size` bytes.
@@ -98,8 +98,8 @@ fn free(
     );
     let ptr = NonNull::new(p as *mut u8).unwrap();
     if from_cache {
-        r.slab.kmem_cache_free(cache, ptr).unwrap();
+        r.slab().kmem_cache_free(cache, ptr).unwrap();
     } else {
-        r.slab.kfree(ptr.as_ptr()).unwrap();
+        r.slab().kfree(ptr.as_ptr()).unwrap();
     }
 }

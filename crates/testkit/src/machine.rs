@@ -1,0 +1,489 @@
+//! [`TestMachine`]: a mock machine that owns its allocators.
+//!
+//! # The one unsafe part
+//! The allocators borrow what they are built on: `Buddy<'a>` lives in the
+//! machine's RAM for `'a`, `SlabAllocator<'a>` holds a `&'a Buddy<'a>`. To let a
+//! user return a machine from a helper and drop handles in any order, the
+//! machine, the buddy allocator and the slab allocator live together in one
+//! [`Arc`]'d [`Inner`], built with `'static` in their types. That `'static` is
+//! a promise kept by this module alone:
+//!
+//! - **Drop order.** `Inner`'s fields drop in declaration order: the slab
+//!   allocator, then the buddy allocator it borrows, then the machine whose RAM
+//!   (the direct map) holds `mem_map` and the zones.
+//! - **No move.** The buddy allocator sits inside the `Arc`'s allocation, which
+//!   never moves; the slab allocator's `&'static Buddy` points there. It is only
+//!   replaced through `&mut self` with the `Arc` unique
+//!   ([`TestMachine::rebuild`]), after the slab allocator is dropped.
+//! - **No escape.** Users never see a `'static` allocator: [`TestMachine::buddy`]
+//!   and [`TestMachine::slab`] hand out `&'h Buddy<'h>` and
+//!   `&'h SlabAllocator<'h>`, where `'h` is the borrow of the `TestMachine`, so
+//!   every page, cache handle or zone they return dies with that borrow
+//!   ([`reborrow`] says why shortening the lifetime is sound).
+
+use std::sync::{Arc, OnceLock};
+
+use kmm_buddy::{Buddy, BuddyConfig, MAX_ORDER};
+use kmm_hal::{Cpu, Pfn, PhysAddr};
+use kmm_mock::{Backing, BindError, CpuBinding, Machine, MockCpu, PagingMode};
+use kmm_page_frame::{Bootmem, MemMap, PgFlags, Region, RegionKind, ZoneType};
+use kmm_slab::{Cache, SlabAllocator};
+
+const MIB: u64 = 1 << 20;
+/// Node boundaries are rounded down to this (a 2-level large page).
+const NODE_ALIGN: u64 = 4 * MIB;
+
+/// What a [`TestMachine`] is built from; see the builder's methods.
+#[derive(Debug, Clone)]
+pub struct TestMachineBuilder {
+    ram: usize,
+    cpus: usize,
+    paging: PagingMode,
+    backing: Backing,
+    map: Option<Vec<Region>>,
+    bios_holes: bool,
+    nodes: usize,
+    highmem: Option<u64>,
+    reserved: Vec<(u64, u64)>,
+    config: BuddyConfig<'static>,
+}
+
+impl Default for TestMachineBuilder {
+    fn default() -> Self {
+        TestMachineBuilder {
+            ram: 64 << 20,
+            cpus: 1,
+            paging: PagingMode::TwoLevel,
+            backing: Backing::default_for_host(),
+            map: None,
+            bios_holes: false,
+            nodes: 1,
+            highmem: None,
+            reserved: vec![(MIB, MIB)],
+            config: BuddyConfig::default(),
+        }
+    }
+}
+
+impl TestMachineBuilder {
+    /// RAM in MiB. Default 64 MiB.
+    pub fn ram_mib(self, mib: u64) -> Self {
+        self.ram((mib << 20) as usize)
+    }
+
+    /// RAM in bytes (a multiple of 4 KiB).
+    pub fn ram(mut self, bytes: usize) -> Self {
+        self.ram = bytes;
+        self
+    }
+
+    /// Simulated CPUs. Default 1.
+    pub fn cpus(mut self, n: usize) -> Self {
+        self.cpus = n;
+        self
+    }
+
+    /// The i386 paging mode. Default 2-level.
+    pub fn paging(mut self, mode: PagingMode) -> Self {
+        self.paging = mode;
+        self
+    }
+
+    /// How RAM is backed. Default [`Backing::default_for_host`] (`Mmap`,
+    /// `Software` under Miri).
+    pub fn backing(mut self, backing: Backing) -> Self {
+        self.backing = backing;
+        self
+    }
+
+    /// The BIOS memory map of a PC: usable RAM with a hole at 640 KiB–1 MiB
+    /// and an unaligned ACPI NVS range at 5 MiB (the page holding it is
+    /// reserved).
+    pub fn bios_holes(mut self) -> Self {
+        self.bios_holes = true;
+        self
+    }
+
+    /// Splits the usable RAM into `n` nodes of equal size (boundaries rounded
+    /// down to 4 MiB). Default 1.
+    pub fn nodes(mut self, n: usize) -> Self {
+        self.nodes = n.max(1);
+        self
+    }
+
+    /// An explicit memory map, in place of the one [`Self::bios_holes`] and
+    /// [`Self::nodes`] describe.
+    pub fn memory_map(mut self, regions: Vec<Region>) -> Self {
+        self.map = Some(regions);
+        self
+    }
+
+    /// High memory from `mib` MiB on (default: where i386 puts it, 896 MiB),
+    /// so that small machines have all three zones.
+    pub fn highmem_mib(mut self, mib: u64) -> Self {
+        self.highmem = Some(mib << 20);
+        self
+    }
+
+    /// Reserves `len` bytes at `base` at boot, besides the kernel image at
+    /// 1–2 MiB (unless [`Self::without_kernel_image`]).
+    pub fn reserve(mut self, base: u64, len: u64) -> Self {
+        self.reserved.push((base, len));
+        self
+    }
+
+    /// Reserves nothing for a kernel image: every usable frame but the ones
+    /// `mem_map` and the zones take goes to the buddy allocator (as the
+    /// benches want, to compare with allocators that manage all of RAM).
+    /// Reservations made with [`Self::reserve`] after this stay.
+    pub fn without_kernel_image(mut self) -> Self {
+        self.reserved.retain(|&r| r != (MIB, MIB));
+        self
+    }
+
+    /// The buddy allocator's settings (default: `BuddyConfig::default()`).
+    /// Hooks and `cpu_nodes` are `'static`: a function, or a `static`.
+    pub fn buddy_config(mut self, config: BuddyConfig<'static>) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Zero watermarks (`min_free_kbytes: Some(0)`), so an allocation
+    /// succeeds exactly when a block exists.
+    pub fn no_reserve(self) -> Self {
+        self.min_free_kbytes(Some(0))
+    }
+
+    /// The buddy allocator's `min_free_kbytes` (`None`: Linux's default).
+    pub fn min_free_kbytes(mut self, kbytes: Option<usize>) -> Self {
+        self.config.min_free_kbytes = kbytes;
+        self
+    }
+
+    /// The node of each CPU (index = CPU id).
+    pub fn cpu_nodes(mut self, nodes: &'static [u8]) -> Self {
+        self.config.cpu_nodes = nodes;
+        self
+    }
+
+    /// Send order-0 requests past the per-CPU lists.
+    pub fn bypass_pcp(mut self, bypass: bool) -> Self {
+        self.config.bypass_pcp = bypass;
+        self
+    }
+
+    /// The memory map the machine boots with.
+    pub fn regions(&self) -> Vec<Region> {
+        if let Some(map) = &self.map {
+            return map.clone();
+        }
+        let top = self.ram as u64;
+        let mut v = Vec::new();
+        let low = if self.bios_holes {
+            v.push(Region::new(0, 0x9_fc00, RegionKind::Usable));
+            v.push(Region::new(0x9_fc00, 0x6_0400, RegionKind::Reserved));
+            v.push(Region::new(0x50_0100, 0x1800, RegionKind::AcpiNvs));
+            MIB
+        } else {
+            0
+        };
+        let n = self.nodes as u64;
+        let bound = |i: u64| {
+            if i == 0 {
+                low
+            } else if i == n {
+                top
+            } else {
+                (top * i / n) & !(NODE_ALIGN - 1)
+            }
+        };
+        for i in 0..n {
+            let (s, e) = (bound(i), bound(i + 1));
+            if e > s {
+                v.push(Region::new(s, e - s, RegionKind::Usable).on_node(i as u8));
+            }
+        }
+        v
+    }
+
+    /// Builds the machine and the buddy allocator on it (the slab allocator
+    /// comes with the first [`TestMachine::slab`]). Panics if the description
+    /// cannot boot: this is a test fixture.
+    pub fn build(self) -> TestMachine {
+        let machine = Machine::builder()
+            .ram(self.ram)
+            .cpus(self.cpus)
+            .paging(self.paging)
+            .backing(self.backing)
+            .build()
+            .expect("kmm-testkit: the mock machine");
+        let buddy = boot_buddy(&machine, &self, self.config);
+        TestMachine {
+            inner: Arc::new(Inner {
+                slab: OnceLock::new(),
+                buddy: Some(buddy),
+                machine,
+                desc: self,
+            }),
+        }
+    }
+}
+
+/// Boots `mem_map` and the buddy allocator on `machine` as a kernel does:
+/// bootmem over the memory map, the reservations, `MemMap::new`, `Buddy::new`.
+///
+/// The result claims `'static`; see the module docs for who keeps that promise
+/// (the caller stores it in an [`Inner`] beside a clone of `machine`).
+fn boot_buddy(
+    machine: &Machine,
+    desc: &TestMachineBuilder,
+    config: BuddyConfig<'static>,
+) -> Buddy<'static, MockCpu> {
+    let map = desc.regions();
+    let mut boot = Bootmem::new(&map, machine.lowmem_end()).expect("kmm-testkit: bootmem");
+    for &(base, len) in &desc.reserved {
+        boot.reserve(PhysAddr::new(base), len)
+            .expect("kmm-testkit: a reservation");
+    }
+    let layout = match desc.highmem {
+        Some(high) => machine.layout().with_highmem_start(high as usize),
+        None => *machine.layout(),
+    };
+    // SAFETY: the direct map is `machine`'s RAM, which is mapped for reading
+    // and writing and which nothing else uses (the machine is new, or the
+    // allocator that used it is gone: `TestMachine::rebuild`). It stays mapped
+    // as long as the allocator: the `Inner` that stores the result holds a
+    // clone of the machine and drops it last (module docs).
+    let mem = unsafe { MemMap::new(&mut boot, &layout) }.expect("kmm-testkit: mem_map");
+    // SAFETY: as above; the frames `mem` releases are unused.
+    unsafe { Buddy::new(mem, boot, machine.cpu().clone(), config) }.expect("kmm-testkit: buddy")
+}
+
+/// What a [`TestMachine`] owns. Fields drop in declaration order: slab,
+/// buddy, machine (module docs).
+struct Inner {
+    slab: OnceLock<SlabAllocator<'static, MockCpu>>,
+    /// Always `Some` but inside [`TestMachine::rebuild`].
+    buddy: Option<Buddy<'static, MockCpu>>,
+    machine: Machine,
+    desc: TestMachineBuilder,
+}
+
+/// Shortens the allocator's lifetime parameter to the borrow `'h`.
+///
+/// `Buddy<'a>` and `SlabAllocator<'a>` are invariant in `'a` (their locks hold
+/// `'a` data), so the compiler does not shorten it on its own. Shortening a
+/// shared reference's inner lifetime is sound here because no method reachable
+/// through `&Buddy<'h>` or `&SlabAllocator<'h>` stores a value of lifetime `'h`
+/// inside the allocator: pages are taken as `&Page` of any lifetime and checked
+/// against `mem_map`, cache handles are validated on every use, and the report
+/// hook is a `fn` pointer. What the allocators hand out with `'h` (pages, zones,
+/// cache handles) is valid for `'h`, as the allocator is.
+macro_rules! reborrow {
+    ($r:expr, $ty:ident) => {{
+        let r: &'h $ty<'static, MockCpu> = $r;
+        // SAFETY: see `reborrow`'s docs: the allocator outlives `'h`, and
+        // nothing of lifetime `'h` can be stored into it.
+        unsafe { &*(r as *const $ty<'static, MockCpu>).cast::<$ty<'h, MockCpu>>() }
+    }};
+}
+
+/// A mock machine with `mem_map`, the zones and the buddy allocator on it, and
+/// the slab allocator on first use. Cheap to clone (clones share it); `Send`
+/// and `Sync`; return it from helpers, keep it in a `static`, drop clones in
+/// any order: the allocators go when the last clone does, before the machine.
+#[derive(Clone)]
+pub struct TestMachine {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for TestMachine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestMachine")
+            .field("machine", &self.inner.machine)
+            .field("description", &self.inner.desc)
+            .field("slab", &self.inner.slab.get().is_some())
+            .finish()
+    }
+}
+
+impl TestMachine {
+    /// A builder with the defaults: 64 MiB of RAM in one usable region on one
+    /// node, 1 CPU, 2-level paging, the host's default backing, the kernel
+    /// image reserved at 1–2 MiB, `BuddyConfig::default()`.
+    pub fn builder() -> TestMachineBuilder {
+        TestMachineBuilder::default()
+    }
+
+    /// The description this machine was built from.
+    pub fn description(&self) -> &TestMachineBuilder {
+        &self.inner.desc
+    }
+
+    /// The mock machine (RAM, TLB checker, CPUs).
+    pub fn machine(&self) -> &Machine {
+        &self.inner.machine
+    }
+
+    /// The machine's CPUs.
+    pub fn cpu(&self) -> &MockCpu {
+        self.inner.machine.cpu()
+    }
+
+    /// Binds the calling thread to CPU `id` until the binding is dropped.
+    /// Panics if it cannot (no such CPU, taken, or this thread is bound).
+    pub fn bind(&self, id: usize) -> CpuBinding {
+        self.cpu()
+            .bind(id)
+            .unwrap_or_else(|e| panic!("kmm-testkit: bind CPU {id}: {e}"))
+    }
+
+    /// Runs `f(cpu)` on one thread per CPU, each bound to its CPU; the results
+    /// in CPU order.
+    pub fn on_each_cpu<T: Send>(&self, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+        self.cpu().run_on_each(f)
+    }
+
+    /// The buddy allocator, for as long as this handle is borrowed.
+    pub fn buddy<'h>(&'h self) -> &'h Buddy<'h, MockCpu> {
+        reborrow!(self.inner_buddy(), Buddy)
+    }
+
+    fn inner_buddy(&self) -> &Buddy<'static, MockCpu> {
+        self.inner
+            .buddy
+            .as_ref()
+            .expect("kmm-testkit: a buddy allocator outside rebuild")
+    }
+
+    /// The slab allocator, built on the buddy allocator the first time it is
+    /// asked for (on the calling thread's CPU, or on the first free CPU if the
+    /// thread is not bound).
+    pub fn slab<'h>(&'h self) -> &'h SlabAllocator<'h, MockCpu> {
+        let slab = self.inner.slab.get_or_init(|| {
+            let buddy: *const Buddy<'static, MockCpu> = self.inner_buddy();
+            // SAFETY: the slab allocator is stored in the same `Inner` as the
+            // buddy allocator, which sits in the `Arc`'s allocation (it never
+            // moves), is only replaced after the slab allocator is dropped
+            // (`rebuild`), and drops after it (field order; module docs).
+            let buddy: &'static Buddy<'static, MockCpu> = unsafe { &*buddy };
+            self.on_some_cpu(|| SlabAllocator::new(buddy).expect("kmm-testkit: slab allocator"))
+        });
+        reborrow!(slab, SlabAllocator)
+    }
+
+    /// Runs `f` on the calling thread as a CPU: the one it is bound to, or
+    /// the first free one for the duration of `f`.
+    pub fn on_some_cpu<T>(&self, f: impl FnOnce() -> T) -> T {
+        let mut free = None;
+        for id in 0..self.cpu().count() {
+            match self.cpu().bind(id) {
+                Ok(b) => {
+                    free = Some(b);
+                    break;
+                }
+                Err(BindError::AlreadyBound) => break,
+                Err(_) => {}
+            }
+        }
+        let r = f();
+        drop(free);
+        r
+    }
+
+    /// Throws the allocators away and boots a new buddy allocator with
+    /// `config` on the same machine (its RAM is reused, as a kernel reuses it
+    /// at the next boot). The slab allocator comes back on first use.
+    ///
+    /// Panics if this is not the only clone of the machine.
+    pub fn rebuild(&mut self, config: BuddyConfig<'static>) {
+        let inner = Arc::get_mut(&mut self.inner)
+            .expect("kmm-testkit: rebuild needs the only handle to the machine");
+        // The slab allocator borrows the buddy allocator: it goes first.
+        inner.slab = OnceLock::new();
+        inner.desc.config = config;
+        // The old buddy allocator is dropped before the new one is built
+        // over the same RAM.
+        inner.buddy = None;
+        inner.buddy = Some(boot_buddy(&inner.machine, &inner.desc, config));
+    }
+
+    /// Drains every CPU's per-CPU page lists (each CPU its own, on its own
+    /// thread).
+    pub fn drain_every_cpu(&self) {
+        self.on_each_cpu(|_| self.buddy().drain_local());
+    }
+
+    /// Every CPU drains its slab arrays and every cache gives its free slabs
+    /// back, then every CPU drains its page lists. Builds the slab allocator
+    /// if there is none yet.
+    pub fn shrink_everywhere(&self) {
+        let slab = self.slab();
+        self.on_each_cpu(|_| {
+            slab.shrink_all();
+            self.buddy().drain_local();
+        });
+    }
+
+    /// Pages the buddy allocator has handed out, less the slabs of the cache
+    /// of caches if the slab allocator exists (it keeps them, so stale cache
+    /// handles can always be checked).
+    pub fn pages_out(&self) -> usize {
+        let b = self.buddy();
+        let kept = self.inner.slab.get().map_or(0, |_| {
+            let s = self.slab();
+            let st = s
+                .cache_stats(s.cache_of_caches())
+                .expect("the cache of caches");
+            st.num_slabs << st.gfporder
+        });
+        b.managed_total() - b.free_pages_total() - kept
+    }
+
+    /// The number of slabs of a live cache.
+    pub fn slabs(&self, cache: Cache<'_>) -> usize {
+        let s = self.slab();
+        // The handle came from this machine's allocator (or is refused).
+        s.cache_stats(cache).expect("a live cache").num_slabs
+    }
+
+    /// The fewest blocks zone `zone` (an index into `buddy().zones()`) can form
+    /// from its free frames: each run of free frames split greedily into the
+    /// largest aligned blocks (what full coalescing gives).
+    pub fn ideal_free_area(&self, zone: usize) -> [usize; MAX_ORDER] {
+        let buddy = self.buddy();
+        let z = &buddy.zones()[zone];
+        let page = |pfn: usize| buddy.mem().pfn_to_page(Pfn::new(pfn)).expect("in mem_map");
+        let span = z.span();
+        let mut counts = [0; MAX_ORDER];
+        let mut pfn = span.start_pfn as usize;
+        let end = span.end_pfn() as usize;
+        while pfn < end {
+            if page(pfn).test(PgFlags::RESERVED) {
+                pfn += 1;
+                continue;
+            }
+            let mut run_end = pfn;
+            while run_end < end && !page(run_end).test(PgFlags::RESERVED) {
+                run_end += 1;
+            }
+            for (_, order) in kmm_buddy::aligned_blocks(pfn, run_end) {
+                counts[order] += 1;
+            }
+            pfn = run_end;
+        }
+        counts
+    }
+
+    /// Asserts that every zone is fully coalesced and every managed page free.
+    pub fn assert_fully_coalesced(&self) {
+        if let Err(e) = crate::model::buddy::fully_coalesced(self) {
+            panic!("{e}");
+        }
+    }
+}
+
+/// The zone index (into `Buddy::zones`) of a node's zone.
+pub fn zone_index(node: usize, zone: ZoneType) -> usize {
+    node * ZoneType::COUNT + zone as usize
+}

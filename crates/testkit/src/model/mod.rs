@@ -1,0 +1,115 @@
+//! Reference models of the allocators, one per crate, shared by the crate's
+//! property test (`tests/model.rs`) and its fuzz target.
+//!
+//! Each model keeps the live blocks and what is in them, applies one
+//! operation at a time to the allocator and to itself ([`buddy::Model::apply`],
+//! [`slab::Model::apply`]) and checks the allocator against itself after every
+//! step (`check`); `finish` gives everything back and checks that the
+//! allocator is where it started. Operations are enums whose `Debug` output
+//! reads as the call made (`Kmalloc { cpu: 1, size: 200, gfp: KERNEL | DMA }`),
+//! so a shrunk failure says what happened. A failed check is a [`Failure`]:
+//! it is a `std::error::Error`, so `?` turns it into a proptest `TestCaseError`, the fuzz targets panic.
+
+use std::fmt;
+
+use kmm_buddy::Gfp;
+
+pub mod buddy;
+pub mod slab;
+
+/// A check that failed: what the model expected and what the allocator did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure(pub String);
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// A model step's result.
+pub type Checked = Result<(), Failure>;
+
+/// Fails the check with a message unless `cond` holds.
+macro_rules! ensure {
+    ($cond:expr, $($msg:tt)+) => {
+        if !$cond {
+            return Err($crate::model::Failure(format!($($msg)+)));
+        }
+    };
+}
+
+/// Fails the check unless `left == right`, showing both.
+macro_rules! ensure_eq {
+    ($left:expr, $right:expr, $($msg:tt)+) => {{
+        let (l, r) = (&$left, &$right);
+        if l != r {
+            return Err($crate::model::Failure(format!(
+                "{}: left {:?}, right {:?} ({} == {})",
+                format!($($msg)+), l, r, stringify!($left), stringify!($right)
+            )));
+        }
+    }};
+}
+
+pub(crate) use {ensure, ensure_eq};
+
+/// GFP flags in an operation, shown by name: `KERNEL | DMA`, `HIGHUSER |
+/// ZERO`, `ATOMIC | COLD`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Flags(pub Gfp);
+
+impl fmt::Debug for Flags {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let g = self.0;
+        let mut rest = g;
+        let base = if g.contains(Gfp::HIGHUSER) {
+            rest.remove(Gfp::HIGHUSER);
+            "HIGHUSER"
+        } else if g.contains(Gfp::KERNEL) {
+            rest.remove(Gfp::KERNEL);
+            "KERNEL"
+        } else if g.contains(Gfp::ATOMIC) {
+            rest.remove(Gfp::ATOMIC);
+            "ATOMIC"
+        } else {
+            ""
+        };
+        f.write_str(base)?;
+        let mut sep = !base.is_empty();
+        for (name, flag) in rest.iter_names() {
+            let _ = flag;
+            if sep {
+                f.write_str(" | ")?;
+            }
+            f.write_str(name)?;
+            sep = true;
+        }
+        if !sep {
+            f.write_str("0")?;
+        }
+        Ok(())
+    }
+}
+
+/// Fills `len` bytes at `p` with `tag`.
+///
+/// # Safety
+/// `p..p + len` is a live block the caller owns.
+pub unsafe fn fill(p: *mut u8, len: usize, tag: u8) {
+    // SAFETY: forwarded from the caller.
+    unsafe { core::ptr::write_bytes(p, tag, len) };
+}
+
+/// Whether all `len` bytes at `p` are `tag`.
+///
+/// # Safety
+/// `p..p + len` is a live block the caller owns.
+pub unsafe fn intact(p: *const u8, len: usize, tag: u8) -> bool {
+    // SAFETY: forwarded from the caller.
+    unsafe { core::slice::from_raw_parts(p, len) }
+        .iter()
+        .all(|&b| b == tag)
+}

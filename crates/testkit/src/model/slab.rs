@@ -1,0 +1,580 @@
+//! The slab allocator's reference model: the caches made, and the live blocks
+//! (address, size, cache or kmalloc, fill pattern).
+//!
+//! Every live block is filled with a pattern (objects of a cache with a
+//! constructor keep byte 0 as the constructor left it) and checked when it is
+//! freed, reallocated or aimed at by a bad free. Checked after every step
+//! ([`Model::check`]), as the buddy model checks its allocator: no two live
+//! blocks overlap; the statistics agree with the model (each cache's
+//! `active_objs` is its live objects, `large_pages` the pages of live
+//! kmalloc blocks above `KMALLOC_MAX_CACHE_SIZE`); `validate_cache` passes for
+//! the model's caches, the general caches in use and the cache of caches.
+//! Checked by the steps: alignment, `ksize`, contents kept by `krealloc`, a
+//! block handed out once, a bad free refused with nothing changed (`WrongCache`
+//! for a kmalloc block freed to a cache). At the end ([`Model::finish`]): after
+//! freeing everything, destroying the caches and shrinking everywhere, every
+//! page is back in the buddy allocator and no debug report was made.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ptr::NonNull;
+
+use kmm_buddy::Gfp;
+use kmm_hal::PAGE_SIZE;
+use kmm_slab::{Cache, KMALLOC_MAX_CACHE_SIZE, SlabError, SlabFlags};
+
+use super::{Checked, Flags, ensure, ensure_eq, fill, intact};
+use crate::TestMachine;
+
+/// The byte a cache's constructor writes at the start of each object.
+pub const CTOR_BYTE: u8 = 0xC7;
+
+fn ctor(obj: *mut u8) {
+    // SAFETY: the allocator hands the constructor a whole object of at least
+    // one byte.
+    unsafe { obj.write(CTOR_BYTE) }
+}
+
+/// One step of the model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// `kmem_cache_create` on CPU 0.
+    CreateCache {
+        /// Object size.
+        size: usize,
+        /// Alignment (0: the default).
+        align: usize,
+        /// `SlabFlags::HWCACHE_ALIGN`.
+        hwcache_align: bool,
+        /// With a constructor that writes [`CTOR_BYTE`].
+        ctor: bool,
+    },
+    /// `kmem_cache_alloc` from the `cache`-th cache (modulo their number).
+    Alloc {
+        /// The CPU that allocates.
+        cpu: usize,
+        /// Which cache.
+        cache: usize,
+    },
+    /// `kmalloc(size, gfp)`.
+    Kmalloc {
+        /// The CPU that allocates.
+        cpu: usize,
+        /// Bytes asked for.
+        size: usize,
+        /// The flags.
+        gfp: Flags,
+    },
+    /// Frees the `pick`-th live block (`kmem_cache_free` or `kfree`).
+    Free {
+        /// The CPU that frees.
+        cpu: usize,
+        /// Which live block.
+        pick: usize,
+    },
+    /// `krealloc` of the `pick`-th live kmalloc block to `size` bytes.
+    Realloc {
+        /// The CPU that reallocates.
+        cpu: usize,
+        /// Which live kmalloc block.
+        pick: usize,
+        /// The new size.
+        size: usize,
+    },
+    /// A bad free on CPU 0 aimed at the `pick`-th live block: must be refused
+    /// and change nothing.
+    BadFree {
+        /// Which live block.
+        pick: usize,
+        /// What is wrong with it.
+        kind: BadFree,
+    },
+    /// `reap` on `cpu`.
+    Reap {
+        /// The CPU that reaps.
+        cpu: usize,
+    },
+}
+
+/// What is wrong with a [`Op::BadFree`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadFree {
+    /// `kfree` of the block's second byte (a one-byte block: as `Foreign`).
+    Interior,
+    /// `kmem_cache_free` to another cache than the block's: the
+    /// `other`-th cache, or the first one that differs (with no cache at
+    /// all: as `Foreign`).
+    WrongCache {
+        /// Which cache.
+        other: usize,
+    },
+    /// `kfree` of an address on the stack.
+    Foreign,
+}
+
+impl Op {
+    /// Decodes four fuzzer bytes into an operation on CPU 0 (the fuzz
+    /// target's grammar).
+    pub fn decode([k, a, b, c]: [u8; 4]) -> Op {
+        let wide = usize::from(u16::from_le_bytes([b, c]));
+        match k % 7 {
+            0 => Op::CreateCache {
+                size: 1 + wide % 5000,
+                align: [0usize, 8, 16, 64, 512, 4096][usize::from(a) % 6],
+                hwcache_align: a & 0x80 != 0,
+                ctor: a & 0x40 != 0,
+            },
+            1 => Op::Alloc {
+                cpu: 0,
+                cache: usize::from(a),
+            },
+            2 => Op::Kmalloc {
+                cpu: 0,
+                size: 1 + wide * (1 + usize::from(a % 8)),
+                gfp: Flags(if a & 0x80 != 0 {
+                    Gfp::KERNEL | Gfp::DMA
+                } else {
+                    Gfp::KERNEL
+                }),
+            },
+            3 => Op::Free { cpu: 0, pick: wide },
+            4 => Op::Realloc {
+                cpu: 0,
+                pick: usize::from(a),
+                size: 1 + wide * (1 + usize::from(c % 4)),
+            },
+            5 => Op::BadFree {
+                pick: wide,
+                kind: match a % 3 {
+                    0 => BadFree::Interior,
+                    1 => BadFree::WrongCache {
+                        other: usize::from(c),
+                    },
+                    _ => BadFree::Foreign,
+                },
+            },
+            _ => Op::Reap { cpu: 0 },
+        }
+    }
+}
+
+/// Strategies for the model's operations on `cpus` CPUs.
+#[cfg(feature = "proptest")]
+pub mod strategy {
+    use proptest::prelude::*;
+
+    use super::{BadFree, Op};
+    use crate::model::Flags;
+    use kmm_buddy::Gfp;
+
+    /// A `CreateCache`: sizes up to 3000 bytes, alignments up to a page.
+    pub fn create_cache() -> impl Strategy<Value = Op> {
+        (
+            1usize..3000,
+            prop_oneof![
+                Just(0usize),
+                Just(8),
+                Just(16),
+                Just(64),
+                Just(256),
+                Just(4096)
+            ],
+            any::<bool>(),
+            any::<bool>(),
+        )
+            .prop_map(|(size, align, hwcache_align, ctor)| Op::CreateCache {
+                size,
+                align,
+                hwcache_align,
+                ctor,
+            })
+    }
+
+    /// Any other operation, on `cpus` CPUs, with caches picked among `caches`.
+    pub fn op(cpus: usize, caches: usize) -> impl Strategy<Value = Op> {
+        let size = prop_oneof![8 => 1usize..300, 3 => 300usize..5000, 1 => 5000usize..40_000, 1 => 130_000usize..300_000];
+        let gfp = prop_oneof![Just(Gfp::KERNEL), Just(Gfp::KERNEL | Gfp::DMA)].prop_map(Flags);
+        let kind = prop_oneof![
+            Just(BadFree::Interior),
+            any::<usize>().prop_map(|other| BadFree::WrongCache { other }),
+            Just(BadFree::Foreign),
+        ];
+        prop_oneof![
+            4 => (0..cpus, 0..caches).prop_map(|(cpu, cache)| Op::Alloc { cpu, cache }),
+            4 => (0..cpus, size.clone(), gfp).prop_map(|(cpu, size, gfp)| Op::Kmalloc { cpu, size, gfp }),
+            6 => (0..cpus, any::<usize>()).prop_map(|(cpu, pick)| Op::Free { cpu, pick }),
+            2 => (0..cpus, any::<usize>(), size).prop_map(|(cpu, pick, size)| Op::Realloc { cpu, pick, size }),
+            1 => (any::<usize>(), kind).prop_map(|(pick, kind)| Op::BadFree { pick, kind }),
+            1 => (0..cpus).prop_map(|cpu| Op::Reap { cpu }),
+        ]
+    }
+}
+
+/// A cache the model made.
+#[derive(Debug, Clone, Copy)]
+struct ModelCache<'h> {
+    cache: Cache<'h>,
+    size: usize,
+    align: usize,
+    ctor: bool,
+}
+
+/// A live block.
+#[derive(Debug, Clone, Copy)]
+struct Live {
+    /// The block, with the provenance the allocator gave it.
+    ptr: *mut u8,
+    size: usize,
+    cache: Option<usize>,
+    /// `ksize` of a kmalloc block (0 for a cache object).
+    ksize: usize,
+    tag: u8,
+}
+
+/// How strict the model is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    /// Every cache creation, allocation and reallocation must succeed (a
+    /// machine large enough for the operations); otherwise a failure is
+    /// accepted and changes nothing in the model.
+    pub must_succeed: bool,
+    /// Most caches the model makes (`CreateCache` beyond it does nothing).
+    pub max_caches: usize,
+}
+
+/// The model, borrowing the slab allocator of a [`TestMachine`] for `'h`.
+#[derive(Debug)]
+pub struct Model<'h> {
+    host: &'h TestMachine,
+    config: Config,
+    caches: Vec<ModelCache<'h>>,
+    live: BTreeMap<usize, Live>,
+    tag: u8,
+    baseline: usize,
+}
+
+impl<'h> Model<'h> {
+    /// An empty model on `host`'s slab allocator; remembers the pages out
+    /// now, which [`Model::finish`] expects back.
+    pub fn new(host: &'h TestMachine, config: Config) -> Model<'h> {
+        host.slab();
+        Model {
+            host,
+            config,
+            caches: Vec::new(),
+            live: BTreeMap::new(),
+            tag: 0,
+            baseline: host.pages_out(),
+        }
+    }
+
+    /// Live blocks.
+    pub fn live(&self) -> usize {
+        self.live.len()
+    }
+
+    /// Applies `op` to the allocator and the model, then [`Model::check`]s.
+    /// The calling thread must not be bound to a CPU.
+    pub fn apply(&mut self, op: &Op) -> Checked {
+        self.tag = self.tag.wrapping_add(1).max(1);
+        let host = self.host;
+        let s = host.slab();
+        match *op {
+            Op::CreateCache {
+                size,
+                align,
+                hwcache_align,
+                ctor: with_ctor,
+            } => {
+                if self.caches.len() >= self.config.max_caches {
+                    return self.check();
+                }
+                let _c = host.bind(0);
+                let flags = if hwcache_align {
+                    SlabFlags::HWCACHE_ALIGN
+                } else {
+                    SlabFlags::empty()
+                };
+                let made = s.kmem_cache_create(
+                    "model",
+                    size,
+                    align,
+                    flags,
+                    with_ctor.then_some(ctor as fn(*mut u8)),
+                );
+                match made {
+                    Ok(cache) => self.caches.push(ModelCache {
+                        cache,
+                        size,
+                        align,
+                        ctor: with_ctor,
+                    }),
+                    Err(e) => ensure!(!self.config.must_succeed, "{op:?}: {e:?}"),
+                }
+            }
+            Op::Alloc { cpu, cache } => {
+                if self.caches.is_empty() {
+                    return self.check();
+                }
+                let i = cache % self.caches.len();
+                let c = self.caches[i];
+                let _c = host.bind(cpu);
+                match s.kmem_cache_alloc(c.cache, Gfp::KERNEL) {
+                    Ok(p) => {
+                        let p = p.as_ptr();
+                        if c.align > 0 {
+                            ensure_eq!(p.addr() % c.align, 0, "misaligned object");
+                        }
+                        if c.ctor {
+                            // The constructor ran when the slab was grown, and
+                            // users give objects back in their constructed
+                            // state (byte 0 is kept as the constructor left it).
+                            // SAFETY: a live object of at least one byte.
+                            let first = unsafe { p.read() };
+                            ensure_eq!(first, CTOR_BYTE, "object not constructed");
+                        }
+                        self.insert(p, c.size, Some(i))?;
+                    }
+                    Err(e) => ensure!(!self.config.must_succeed, "{op:?}: {e:?}"),
+                }
+            }
+            Op::Kmalloc { cpu, size, gfp } => {
+                let _c = host.bind(cpu);
+                match s.kmalloc(size, gfp.0) {
+                    Ok(p) => {
+                        let p = p.as_ptr();
+                        ensure!(s.ksize(p).expect("ksize") >= size, "ksize below {size}");
+                        if size >= 8 {
+                            ensure_eq!(p.addr() % 8, 0, "kmalloc alignment");
+                        }
+                        self.insert(p, size, None)?;
+                    }
+                    Err(e) => ensure!(!self.config.must_succeed, "{op:?}: {e:?}"),
+                }
+            }
+            Op::Free { cpu, pick } => {
+                if let Some((&p, &l)) = self.nth(pick) {
+                    let _c = host.bind(cpu);
+                    self.free(p, &l)?;
+                }
+            }
+            Op::Realloc { cpu, pick, size } => {
+                let kmallocd: Vec<usize> = self
+                    .live
+                    .iter()
+                    .filter(|(_, l)| l.cache.is_none())
+                    .map(|(&p, _)| p)
+                    .collect();
+                if !kmallocd.is_empty() {
+                    let p = kmallocd[pick % kmallocd.len()];
+                    let l = self.live[&p];
+                    let ptr = l.ptr;
+                    let _c = host.bind(cpu);
+                    // SAFETY: `ptr` is a live kmalloc block the model owns.
+                    match unsafe { s.krealloc(ptr, size, Gfp::KERNEL) } {
+                        Ok(q) => {
+                            let q = q.as_ptr();
+                            // SAFETY: `q` is live, at least `size` bytes.
+                            let kept = unsafe { intact(q, l.size.min(size), l.tag) };
+                            ensure!(kept, "krealloc lost the contents");
+                            self.live.remove(&p);
+                            self.insert(q, size, None)?;
+                        }
+                        Err(e) => ensure!(!self.config.must_succeed, "{op:?}: {e:?}"),
+                    }
+                }
+            }
+            Op::BadFree { pick, kind } => {
+                if let Some((&p, &l)) = self.nth(pick) {
+                    self.bad_free(p, &l, kind)?;
+                }
+            }
+            Op::Reap { cpu } => {
+                let _c = host.bind(cpu);
+                s.reap();
+            }
+        }
+        self.check()
+    }
+
+    fn nth(&self, pick: usize) -> Option<(&usize, &Live)> {
+        self.live.iter().nth(pick % self.live.len().max(1))
+    }
+
+    fn insert(&mut self, p: *mut u8, size: usize, cache: Option<usize>) -> Checked {
+        let tag = self.tag;
+        let ksize = match cache {
+            Some(_) => 0,
+            None => self.host.slab().ksize(p).expect("ksize of a kmalloc block"),
+        };
+        let with_ctor = cache.is_some_and(|i| self.caches[i].ctor);
+        // SAFETY: `p` is a live block of at least `size` bytes the model owns.
+        unsafe {
+            if with_ctor {
+                fill(p.add(1), size - 1, tag);
+            } else {
+                fill(p, size, tag);
+            }
+        }
+        let l = Live {
+            ptr: p,
+            size,
+            cache,
+            ksize,
+            tag,
+        };
+        ensure!(
+            self.live.insert(p.addr(), l).is_none(),
+            "handed out twice: {p:?}"
+        );
+        Ok(())
+    }
+
+    /// Whether a live block still carries its pattern.
+    fn intact(&self, l: &Live) -> bool {
+        let ptr = l.ptr;
+        // SAFETY: a live block of `l.size` bytes the model owns.
+        unsafe {
+            if l.cache.is_some_and(|i| self.caches[i].ctor) {
+                ptr.read() == CTOR_BYTE && intact(ptr.add(1), l.size - 1, l.tag)
+            } else {
+                intact(ptr, l.size, l.tag)
+            }
+        }
+    }
+
+    fn free(&mut self, p: usize, l: &Live) -> Checked {
+        let s = self.host.slab();
+        ensure!(self.intact(l), "block {p:#x} overwritten");
+        let ptr = NonNull::new(l.ptr).expect("non-null");
+        match l.cache {
+            Some(i) => ensure_eq!(
+                s.kmem_cache_free(self.caches[i].cache, ptr),
+                Ok(()),
+                "kmem_cache_free"
+            ),
+            None => ensure_eq!(s.kfree(ptr.as_ptr()), Ok(()), "kfree"),
+        }
+        self.live.remove(&p);
+        Ok(())
+    }
+
+    fn bad_free(&mut self, p: usize, l: &Live, kind: BadFree) -> Checked {
+        let host = self.host;
+        let s = host.slab();
+        let _c = host.bind(0);
+        let before = host.pages_out();
+        let ptr = l.ptr;
+        let other = match kind {
+            BadFree::WrongCache { other } if !self.caches.is_empty() => {
+                let n = self.caches.len();
+                let o = other % n;
+                if l.cache == Some(o) {
+                    (0..n).find(|&i| Some(i) != l.cache)
+                } else {
+                    Some(o)
+                }
+            }
+            _ => None,
+        };
+        let mut x = 0u64;
+        let res = match kind {
+            BadFree::Interior if l.size > 1 => s.kfree(ptr.wrapping_add(1)),
+            BadFree::WrongCache { .. } if other.is_some() => {
+                let c = self.caches[other.expect("some")].cache;
+                s.kmem_cache_free(c, NonNull::new(ptr).expect("non-null"))
+            }
+            _ => s.kfree((&raw mut x).cast()),
+        };
+        let in_slab = s.ksize(ptr).expect("ksize of a live block") <= KMALLOC_MAX_CACHE_SIZE;
+        if other.is_some() && l.cache.is_none() && in_slab {
+            ensure_eq!(res, Err(SlabError::WrongCache), "{kind:?}");
+        } else {
+            ensure!(res.is_err(), "bad free {kind:?} accepted: {res:?}");
+        }
+        ensure_eq!(host.pages_out(), before, "a refused free moved pages");
+        ensure!(self.intact(l), "a refused free damaged block {p:#x}");
+        Ok(())
+    }
+
+    /// The checks after every step (module docs).
+    pub fn check(&self) -> Checked {
+        let s = self.host.slab();
+        let mut end = 0;
+        for (&p, l) in &self.live {
+            ensure!(p >= end, "blocks overlap at {p:#x}");
+            end = p + l.size;
+        }
+        // Statistics against the model.
+        for (i, c) in self.caches.iter().enumerate() {
+            let live = self.live.values().filter(|l| l.cache == Some(i)).count();
+            let st = s.cache_stats(c.cache).expect("a live cache");
+            ensure_eq!(st.active_objs, live, "cache {i}'s active objects");
+        }
+        let large: usize = self
+            .live
+            .values()
+            .filter(|l| l.ksize > KMALLOC_MAX_CACHE_SIZE)
+            .map(|l| l.ksize / PAGE_SIZE)
+            .sum();
+        ensure_eq!(s.large_pages(), large, "pages of large kmalloc blocks");
+        // Consistency of every cache the model touches.
+        let mut caches: Vec<Cache<'_>> = self.caches.iter().map(|c| c.cache).collect();
+        caches.push(s.cache_of_caches());
+        let classes: BTreeSet<usize> = self.live.values().map(|l| l.ksize).collect();
+        for size in classes.into_iter().filter(|&k| k > 0) {
+            caches.extend(
+                [false, true]
+                    .iter()
+                    .filter_map(|&dma| s.kmalloc_cache(size, dma)),
+            );
+        }
+        for c in caches {
+            if let Err(r) = s.validate_cache(c) {
+                return Err(super::Failure(format!("validate_cache: {r:?}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Frees every live block, destroys the model's caches, shrinks
+    /// everywhere, and checks that every page is back and (with `debug`) no
+    /// report was made.
+    pub fn finish(mut self) -> Checked {
+        let host = self.host;
+        let s = host.slab();
+        let live: Vec<(usize, Live)> = self.live.iter().map(|(&p, &l)| (p, l)).collect();
+        {
+            let _c = host.bind(0);
+            for (p, l) in live {
+                self.free(p, &l)?;
+            }
+        }
+        host.shrink_everywhere();
+        {
+            let _c = host.bind(0);
+            for c in &self.caches {
+                // SAFETY: no CPU uses the cache any more: every object is
+                // free and the calling thread is the only one running.
+                let r = unsafe { s.kmem_cache_destroy(c.cache) };
+                ensure_eq!(r, Ok(()), "kmem_cache_destroy");
+            }
+        }
+        host.shrink_everywhere();
+        ensure_eq!(host.pages_out(), self.baseline, "pages not given back");
+        ensure_eq!(s.large_pages(), 0, "large pages");
+        let mut reports = [None; 16];
+        let n = s.reports(&mut reports);
+        ensure_eq!(n, 0, "debug reports: {:?}", reports[0]);
+        Ok(())
+    }
+}
+
+/// Runs `ops` on `host` through a fresh model, checking after every step, then
+/// [`Model::finish`]es.
+pub fn run(host: &TestMachine, config: Config, ops: &[Op]) -> Checked {
+    let mut m = Model::new(host, config);
+    for op in ops {
+        m.apply(op)?;
+    }
+    m.finish()
+}
