@@ -27,6 +27,10 @@ pub enum FreeError {
     NotAllocated,
     /// The block belongs to the SLAB allocator (free it there).
     Slab,
+    /// The block is a live `kmalloc` allocation the SLAB allocator took from
+    /// the page allocator (a large or strongly aligned request): free it with
+    /// `kfree`.
+    Kmalloc,
     /// The block was allocated with another order.
     WrongOrder {
         /// The order it was allocated with.
@@ -45,6 +49,7 @@ impl fmt::Display for FreeError {
             FreeError::DoubleFree => write!(f, "block already free"),
             FreeError::NotAllocated => write!(f, "page does not head an allocated block"),
             FreeError::Slab => write!(f, "block belongs to the SLAB allocator"),
+            FreeError::Kmalloc => write!(f, "block is a live kmalloc allocation"),
             FreeError::WrongOrder { allocated } => {
                 write!(
                     f,

@@ -21,8 +21,9 @@ impl<'a, C: Cpu> Buddy<'a, C> {
     ///
     /// Refused with a [`FreeError`], changing nothing, if `page` is not a
     /// descriptor of this allocator, lies in no zone, is reserved, is misaligned
-    /// for `order`, is already free, does not head an allocated block, or heads
-    /// one of another order.
+    /// for `order`, is already free, does not head an allocated block, heads
+    /// one of another order, or belongs to the SLAB allocator (a slab page, or
+    /// a block `kmalloc` handed out: [`FreeError::Slab`], [`FreeError::Kmalloc`]).
     pub fn free_pages_page(&self, page: &Page, order: usize) -> Result<Freed, FreeError> {
         self.put_block(page, order, false)
     }
@@ -90,7 +91,8 @@ impl<'a, C: Cpu> Buddy<'a, C> {
             .union(PgFlags::BUDDY)
             .union(PgFlags::PCP)
             .union(PgFlags::HEAD)
-            .union(PgFlags::SLAB);
+            .union(PgFlags::SLAB)
+            .union(PgFlags::KMALLOC);
         let aligned = pfn & ((1 << order) - 1) == 0;
         if !aligned || page.flags() & STATE != PgFlags::HEAD || page.private() != order {
             return Err(Self::refuse_free(page, aligned, order));
@@ -113,6 +115,8 @@ impl<'a, C: Cpu> Buddy<'a, C> {
             FreeError::NotAllocated
         } else if flags.contains(PgFlags::SLAB) {
             FreeError::Slab
+        } else if flags.contains(PgFlags::KMALLOC) {
+            FreeError::Kmalloc
         } else {
             debug_assert_ne!(page.private(), order);
             FreeError::WrongOrder {

@@ -30,6 +30,13 @@ bitflags::bitflags! {
         const ZEROED = 1 << 6;
         /// Allocated from the reserve below the `min` watermark.
         const RESERVE = 1 << 7;
+        /// Heads a block the SLAB allocator's `kmalloc` took from the page
+        /// allocator (a large or strongly aligned request): only `kfree` frees
+        /// it, the page allocator refuses to.
+        const KMALLOC = 1 << 8;
+        /// With `SLAB`: the slab holds the SLAB allocator's own objects (cache
+        /// descriptors), which no user may free.
+        const SLAB_INTERNAL = 1 << 9;
     }
 }
 

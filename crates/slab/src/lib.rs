@@ -77,7 +77,9 @@ mod stats;
 
 pub use allocator::SlabAllocator;
 pub use cache::{Cache, Ctor, KmemCache};
-pub use debug::{DebugReport, Offence, POISON_END, POISON_FREE, RED_ACTIVE, RED_INACTIVE};
+pub use debug::{
+    DebugReport, Offence, POISON_END, POISON_FREE, RED_ACTIVE, RED_INACTIVE, RED_SLACK,
+};
 pub use error::SlabError;
 pub use flags::{CACHE_LINE, SlabFlags};
 pub use global::KmallocHeap;
