@@ -357,9 +357,8 @@ fn zones_ok(c: &KmemCache, obj: usize, word: u64) -> bool {
         return true;
     }
     // SAFETY: as in `set_requested`; read only.
-    let size = unsafe {
-        core::ptr::with_exposed_provenance::<u64>(requested_addr(obj)).read_unaligned()
-    };
+    let size =
+        unsafe { core::ptr::with_exposed_provenance::<u64>(requested_addr(obj)).read_unaligned() };
     let end = back_zone(&c.geo) as u64;
     if size == 0 || size > c.geo.obj_size as u64 {
         return false;
