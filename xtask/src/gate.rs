@@ -227,6 +227,26 @@ fn steps() -> Vec<Step> {
             &root,
             &["test", "-p", "kmm-slab", "--features", "debug"],
         ),
+        cargo(
+            "clippy (kmm-slab with the hardened feature)",
+            &root,
+            &[
+                "clippy",
+                "-p",
+                "kmm-slab",
+                "--features",
+                "hardened",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        ),
+        cargo(
+            "cargo test (kmm-slab with the hardened feature)",
+            &root,
+            &["test", "-p", "kmm-slab", "--features", "hardened"],
+        ),
         step("rustdoc (workspace, warnings denied)", move || {
             let mut c = command(&root_for_doc, "cargo", ["doc", "--workspace", "--no-deps"]);
             c.env("RUSTDOCFLAGS", "-D warnings");

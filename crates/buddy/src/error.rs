@@ -30,6 +30,10 @@ pub enum FreeError {
     /// The page is still on a list of its owner's (linked through a
     /// `PageAdapter` list): unlink it first.
     Linked,
+    /// The block is a live `kmalloc` allocation the SLAB allocator took from
+    /// the page allocator (a large or strongly aligned request): free it with
+    /// `kfree`.
+    Kmalloc,
     /// The block was allocated with another order.
     WrongOrder {
         /// The order it was allocated with.
@@ -49,6 +53,7 @@ impl fmt::Display for FreeError {
             FreeError::NotAllocated => write!(f, "page does not head an allocated block"),
             FreeError::Slab => write!(f, "block belongs to the SLAB allocator"),
             FreeError::Linked => write!(f, "page still linked on a list"),
+            FreeError::Kmalloc => write!(f, "block is a live kmalloc allocation"),
             FreeError::WrongOrder { allocated } => {
                 write!(
                     f,

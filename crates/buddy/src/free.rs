@@ -39,8 +39,9 @@ impl<'a, C: Cpu> Buddy<'a, C> {
     /// Refused with a [`FreeError`], changing nothing, if `page` is not a
     /// descriptor of this allocator, lies in no zone, is reserved, is misaligned
     /// for `order`, is already free, does not head an allocated block, heads
-    /// one of another order, belongs to the slab allocator, or is still on a
-    /// list of its owner's ([`FreeError::Linked`]).
+    /// one of another order, belongs to the SLAB allocator (a slab page, or a
+    /// block `kmalloc` handed out: [`FreeError::Slab`], [`FreeError::Kmalloc`]),
+    /// or is still on a list of its owner's ([`FreeError::Linked`]).
     pub fn free_pages_page(&self, page: &Page, order: usize) -> Result<Freed, FreeError> {
         self.put_block(page, order, ListEnd::Hot)
     }
@@ -110,7 +111,8 @@ impl<'a, C: Cpu> Buddy<'a, C> {
             .union(PgFlags::PCP)
             .union(PgFlags::HEAD)
             .union(PgFlags::SLAB)
-            .union(PgFlags::LINKED);
+            .union(PgFlags::LINKED)
+            .union(PgFlags::KMALLOC);
         let aligned = pfn & ((1 << order) - 1) == 0;
         if !aligned || page.flags() & STATE != PgFlags::HEAD || page.private() != order {
             return Err(Self::refuse_free(page, aligned, order));
@@ -135,6 +137,8 @@ impl<'a, C: Cpu> Buddy<'a, C> {
             FreeError::Slab
         } else if flags.contains(PgFlags::LINKED) {
             FreeError::Linked
+        } else if flags.contains(PgFlags::KMALLOC) {
+            FreeError::Kmalloc
         } else {
             debug_assert_ne!(page.private(), order);
             FreeError::WrongOrder {

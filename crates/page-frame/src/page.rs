@@ -35,6 +35,13 @@ bitflags::bitflags! {
         /// On a list of its owner's, linked through a [`PageAdapter`] list; the
         /// buddy allocator refuses to free the page until it is unlinked.
         const LINKED = 1 << 8;
+        /// Heads a block the SLAB allocator's `kmalloc` took from the page
+        /// allocator (a large or strongly aligned request): only `kfree` frees
+        /// it, the page allocator refuses to.
+        const KMALLOC = 1 << 9;
+        /// With `SLAB`: the slab holds the SLAB allocator's own objects (cache
+        /// descriptors), which no user may free.
+        const SLAB_INTERNAL = 1 << 10;
     }
 }
 

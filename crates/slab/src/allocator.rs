@@ -109,8 +109,10 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             generation: 1,
             _mem: core::marker::PhantomData,
         };
-        // SAFETY: as above.
-        unsafe { (*cc).owner = cc.addr() };
+        // The cache of caches keeps `owner` 0: `cache` refuses its handle
+        // (`Internal`), so no user allocates a descriptor slot from it, frees
+        // one to it, or writes into one (a stale handle's generation lives
+        // where only the allocator writes).
         // SAFETY: as above.
         unsafe { (*cc).keep_slabs = true };
         let mut chain = LinkedList::new(CacheAdapter::NEW);
@@ -133,22 +135,46 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     }
 
     /// The cache of caches (it holds every cache descriptor and never gives
-    /// its slabs back).
+    /// its slabs back). For statistics only ([`Self::cache_stats`],
+    /// [`Self::validate_cache`], [`Self::slabinfo`]): allocating from it,
+    /// freeing to it, shrinking or destroying it is refused with
+    /// [`SlabError::Internal`], and so is freeing a cache descriptor.
     pub fn cache_of_caches(&self) -> Cache<'a> {
         self.cache_cache
     }
 
-    /// The cache a handle names, if it is one of this allocator's live caches.
+    /// The cache a user's handle names, if it is one of this allocator's live
+    /// caches (the cache of caches is not: `Internal`).
     #[inline]
     pub(crate) fn cache(&self, cache: Cache<'a>) -> Result<&'a KmemCache, SlabError> {
         match cache.get() {
             Some(c) if c.owner == self.cache_cache.ptr.as_ptr().addr() => Ok(c),
-            _ => Err(SlabError::NoSuchCache),
+            _ => Err(self.refuse_cache(cache)),
         }
     }
 
+    /// Why `cache` refused a handle (out of line: the check above is the
+    /// fast path of every `kmem_cache_*` call).
+    #[cold]
+    #[inline(never)]
+    fn refuse_cache(&self, cache: Cache<'a>) -> SlabError {
+        if cache == self.cache_cache {
+            SlabError::Internal
+        } else {
+            SlabError::NoSuchCache
+        }
+    }
+
+    /// The descriptor of the cache of caches.
+    #[inline]
+    pub(crate) fn cache_cache_desc(&self) -> &'a KmemCache {
+        // SAFETY: the cache of caches lives, with its descriptor, as long as
+        // the allocator ('a) and is never destroyed.
+        unsafe { self.cache_cache.ptr.as_ref() }
+    }
+
     /// The descriptor of a live cache of this allocator: its name, geometry,
-    /// tunables and error count.
+    /// tunables and error count (`None` for the cache of caches too).
     pub fn cache_info(&self, cache: Cache<'a>) -> Option<&'a KmemCache> {
         self.cache(cache).ok()
     }
@@ -208,7 +234,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         let meta_at = self.alloc_meta(meta, ready)?;
         // SAFETY: alloc_meta returned `meta` writable bytes, word-aligned.
         let cpu = unsafe { init_meta(meta_at, cpus, limit, batch, shared) };
-        let obj = match self.kmem_cache_alloc(self.cache_cache, Gfp::KERNEL) {
+        let obj = match self.alloc_object(self.cache_cache_desc(), Gfp::KERNEL, true) {
             Ok(o) => o.as_ptr().cast::<KmemCache>(),
             Err(e) => {
                 self.free_meta(meta_at, ready);
@@ -253,14 +279,15 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     /// Destroys a cache (Linux's `kmem_cache_destroy`): every free object and
     /// slab goes back, then the cache itself. Refused with
     /// [`SlabError::Busy`] — nothing changed but emptied arrays — while objects
-    /// are in use.
+    /// are in use, or for a general cache; with [`SlabError::Internal`] for the
+    /// cache of caches.
     ///
     /// # Safety
     /// No CPU may use the cache during the call (Linux's rule): its per-CPU
     /// arrays are emptied from this CPU.
     pub unsafe fn kmem_cache_destroy(&self, cache: Cache<'a>) -> Result<(), SlabError> {
         let c = self.cache(cache)?;
-        if cache == self.cache_cache || self.kmalloc.contains(cache) {
+        if self.kmalloc.contains(cache) {
             return Err(SlabError::Busy);
         }
         {
@@ -289,8 +316,10 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         }
         c.generation.store(0, Ordering::Release);
         self.free_meta(c.meta, c.meta_kmalloc);
-        let obj = NonNull::from(c).cast::<u8>();
-        self.kmem_cache_free(self.cache_cache, obj)
+        let obj = (c as *const KmemCache).addr();
+        let cc = self.cache_cache_desc();
+        let loc = self.locate_trusted(cc, obj);
+        self.free_located(loc, obj)
     }
 
     /// Gives `bytes` of metadata: from kmalloc once it works, from the arena

@@ -150,7 +150,8 @@ pub struct KmemCache {
     pub(crate) lists: spin::Mutex<Lists>,
     /// Cache for off-slab descriptors.
     pub(crate) slabp_cache: Option<Cache<'static>>,
-    /// The cache of caches of the allocator this cache belongs to.
+    /// The cache of caches of the allocator this cache belongs to; 0 in the
+    /// cache of caches itself (see [`Self::is_internal`]).
     pub(crate) owner: usize,
     /// `ncpu` per-CPU arrays.
     pub(crate) cpu: *const CpuArray,
@@ -219,6 +220,13 @@ impl KmemCache {
     /// Refused calls on this cache so far.
     pub fn errors(&self) -> usize {
         self.errors.load(Ordering::Relaxed)
+    }
+
+    /// The cache of caches: its objects are the allocator's own (cache
+    /// descriptors), its slab pages flagged `SLAB_INTERNAL`.
+    #[inline]
+    pub(crate) fn is_internal(&self) -> bool {
+        self.owner == 0
     }
 
     #[inline]

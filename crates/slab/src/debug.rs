@@ -17,6 +17,10 @@ use crate::{SlabError, SlabFlags};
 pub const RED_INACTIVE: u64 = 0x09F9_1102_9D74_E35B;
 /// Red-zone word of an allocated object.
 pub const RED_ACTIVE: u64 = 0xD841_56C5_6356_88C0;
+/// Fill of an allocated object's bytes past the size the caller asked for, up
+/// to the back red zone (SLUB's `SLUB_RED_ACTIVE`): checked on free like the
+/// red zones.
+pub const RED_SLACK: u8 = 0xcc;
 /// Poison byte of a free object.
 pub const POISON_FREE: u8 = 0x6b;
 /// Last poison byte of a free object.
@@ -109,22 +113,41 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     }
 
     /// Sets a function called with every report (a kernel prints it).
+    ///
+    /// The hook's contract: it is called after the report is recorded (so
+    /// [`Self::last_report`] already returns it), on the CPU that found the
+    /// problem, with no allocator lock held and no CPU's array borrowed —
+    /// neither the reports' own locks nor a cache's list lock (reports found
+    /// by [`Self::validate_cache`] are made once its lock is dropped). So it
+    /// may allocate and free (from any cache, the reported one included),
+    /// read the reports, and even cause another report, which calls it
+    /// again (nested: a hook that can report must bound its own recursion).
+    /// It may run with interrupts disabled when the caller had them so.
     pub fn set_report_hook(&self, hook: Option<fn(&DebugReport)>) {
         *self.reports.hook.lock() = hook;
     }
 
+    /// Records a report, then calls the hook with nothing held (see
+    /// [`Self::set_report_hook`]). Callers hold no allocator lock and no CPU's
+    /// array.
     pub(crate) fn debug_report(&self, c: &KmemCache, object: usize, offence: Offence) {
-        let r = DebugReport {
+        self.record_report(DebugReport {
             cache: c.name,
             object,
             offence,
-        };
+        });
+    }
+
+    fn record_report(&self, r: DebugReport) {
         {
             let mut ring = self.reports.ring.lock();
             let n = self.reports.count.fetch_add(1, Ordering::Relaxed);
             ring[n % KEEP] = Some(r);
         }
-        if let Some(h) = *self.reports.hook.lock() {
+        // The function pointer is copied out and the lock dropped before the
+        // call: the hook may report again.
+        let hook = *self.reports.hook.lock();
+        if let Some(h) = hook {
             h(&r);
         }
     }
@@ -158,7 +181,21 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
                 self.debug_report(c, obj, Offence::RedZone);
             }
             set_red(c, obj, RED_ACTIVE);
+            set_requested(c, obj, c.geo.obj_size);
         }
+    }
+
+    /// Records that the caller asked for `size` bytes of the object `obj` just
+    /// handed out (kmalloc's request, or krealloc's new size in place), so a
+    /// write past them is caught on free even inside the object (SLUB's
+    /// `orig_size`). `size` is at most the object size.
+    #[inline]
+    pub(crate) fn debug_set_requested(&self, c: &KmemCache, obj: usize, size: usize) {
+        if !cfg!(feature = "debug") || !c.geo.red_zone {
+            return;
+        }
+        debug_assert!(size <= c.geo.obj_size);
+        set_requested(c, obj, size);
     }
 
     /// Checks an object being freed: red zones active. A damaged object is
@@ -169,7 +206,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             return Ok(());
         }
         if c.geo.red_zone {
-            if red(c, obj) != (RED_ACTIVE, RED_ACTIVE) {
+            if !zones_ok(c, obj, RED_ACTIVE) {
                 self.debug_report(c, obj, Offence::RedZone);
                 c.errors.fetch_add(1, Ordering::Relaxed);
                 return Err(SlabError::Corrupted);
@@ -193,76 +230,72 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             object: 0,
             offence: Offence::Inconsistent,
         })?;
-        let l = c.lists.lock();
-        let mut checked = 0;
-        let lists = [
-            (&l.full, crate::slab_desc::SlabList::Full),
-            (&l.partial, crate::slab_desc::SlabList::Partial),
-            (&l.free, crate::slab_desc::SlabList::Free),
-        ];
-        for (list, kind) in lists {
-            for slab in list.iter() {
-                let bad = |object| {
-                    let r = DebugReport {
-                        cache: c.name,
-                        object,
-                        offence: Offence::Inconsistent,
-                    };
-                    self.debug_report(c, object, Offence::Inconsistent);
-                    r
-                };
-                let ok_list = match kind {
-                    crate::slab_desc::SlabList::Full => slab.inuse() == slab.num(),
-                    crate::slab_desc::SlabList::Partial => {
-                        slab.inuse() > 0 && slab.inuse() < slab.num()
-                    }
-                    crate::slab_desc::SlabList::Free => slab.inuse() == 0,
-                };
-                if !ok_list || slab.list() != kind {
-                    return Err(bad(slab.s_mem));
+        // The lists are checked under their lock; the problem is reported
+        // once the lock is dropped (the hook may allocate from this cache).
+        let r = {
+            let l = c.lists.lock();
+            check_lists(c, &l)
+        };
+        if let Err(report) = r {
+            self.record_report(report);
+        }
+        r
+    }
+}
+
+/// The checks of `validate_cache` on a cache's lists (their lock held).
+fn check_lists(c: &KmemCache, l: &crate::cache::Lists) -> Result<usize, DebugReport> {
+    let report = |object, offence| DebugReport {
+        cache: c.name,
+        object,
+        offence,
+    };
+    let mut checked = 0;
+    let lists = [
+        (&l.full, crate::slab_desc::SlabList::Full),
+        (&l.partial, crate::slab_desc::SlabList::Partial),
+        (&l.free, crate::slab_desc::SlabList::Free),
+    ];
+    for (list, kind) in lists {
+        for slab in list.iter() {
+            let ok_list = match kind {
+                crate::slab_desc::SlabList::Full => slab.inuse() == slab.num(),
+                crate::slab_desc::SlabList::Partial => {
+                    slab.inuse() > 0 && slab.inuse() < slab.num()
                 }
-                let mut allocated = 0;
-                for i in 0..slab.num() {
-                    let obj = slab.s_mem + i * c.geo.buffer_size + c.geo.obj_offset;
-                    match slab.state(i).load(Ordering::Relaxed) {
-                        OBJ_ALLOCATED => {
-                            allocated += 1;
-                            if cfg!(feature = "debug")
-                                && c.geo.red_zone
-                                && red(c, obj) != (RED_ACTIVE, RED_ACTIVE)
-                            {
-                                self.debug_report(c, obj, Offence::RedZone);
-                                return Err(DebugReport {
-                                    cache: c.name,
-                                    object: obj,
-                                    offence: Offence::RedZone,
-                                });
-                            }
+                crate::slab_desc::SlabList::Free => slab.inuse() == 0,
+            };
+            if !ok_list || slab.list() != kind {
+                return Err(report(slab.s_mem, Offence::Inconsistent));
+            }
+            let mut allocated = 0;
+            for i in 0..slab.num() {
+                let obj = slab.s_mem + i * c.geo.buffer_size + c.geo.obj_offset;
+                match slab.state(i).load(Ordering::Relaxed) {
+                    OBJ_ALLOCATED => {
+                        allocated += 1;
+                        if cfg!(feature = "debug") && !zones_ok(c, obj, RED_ACTIVE) {
+                            return Err(report(obj, Offence::RedZone));
                         }
-                        OBJ_FREE => {
-                            if cfg!(feature = "debug")
-                                && c.flags.contains(SlabFlags::POISON)
-                                && !poison_ok(c, obj)
-                            {
-                                self.debug_report(c, obj, Offence::UseAfterFree);
-                                return Err(DebugReport {
-                                    cache: c.name,
-                                    object: obj,
-                                    offence: Offence::UseAfterFree,
-                                });
-                            }
-                        }
-                        _ => return Err(bad(obj)),
                     }
-                    checked += 1;
+                    OBJ_FREE => {
+                        if cfg!(feature = "debug")
+                            && c.flags.contains(SlabFlags::POISON)
+                            && !poison_ok(c, obj)
+                        {
+                            return Err(report(obj, Offence::UseAfterFree));
+                        }
+                    }
+                    _ => return Err(report(obj, Offence::Inconsistent)),
                 }
-                if allocated > slab.inuse() {
-                    return Err(bad(slab.s_mem));
-                }
+                checked += 1;
+            }
+            if allocated > slab.inuse() {
+                return Err(report(slab.s_mem, Offence::Inconsistent));
             }
         }
-        Ok(checked)
     }
+    Ok(checked)
 }
 
 fn red(c: &KmemCache, obj: usize) -> (u64, u64) {
@@ -284,6 +317,61 @@ fn set_red(c: &KmemCache, obj: usize, v: u64) {
         core::ptr::with_exposed_provenance_mut::<u64>(front).write_unaligned(v);
         core::ptr::with_exposed_provenance_mut::<u64>(back).write_unaligned(v);
     }
+}
+
+/// Where an object's requested size is kept: the word before its front red
+/// zone (`geometry` makes the front of a zoned buffer two words).
+fn requested_addr(obj: usize) -> usize {
+    obj - 2 * crate::geometry::RED_ZONE
+}
+
+/// Records a request of `size` bytes and fills the bytes from there to the
+/// back red zone with [`RED_SLACK`].
+fn set_requested(c: &KmemCache, obj: usize, size: usize) {
+    let end = back_zone(&c.geo);
+    // SAFETY: the size word lies in the buffer's front (see `requested_addr`),
+    // the slack in the object and its padding before the back zone, all in a
+    // live slab; the object is being handed out, so nobody else writes it.
+    unsafe {
+        core::ptr::with_exposed_provenance_mut::<u64>(requested_addr(obj))
+            .write_unaligned(size as u64);
+        core::ptr::write_bytes(
+            core::ptr::with_exposed_provenance_mut::<u8>(obj + size),
+            RED_SLACK,
+            end - size,
+        );
+    }
+}
+
+/// The red zones hold `word` and, for an allocated object (`RED_ACTIVE`), the
+/// recorded request is sane and every byte past it up to the back zone still
+/// holds [`RED_SLACK`]. True for a cache without red zones.
+fn zones_ok(c: &KmemCache, obj: usize, word: u64) -> bool {
+    if !c.geo.red_zone {
+        return true;
+    }
+    if red(c, obj) != (word, word) {
+        return false;
+    }
+    if word != RED_ACTIVE {
+        return true;
+    }
+    // SAFETY: as in `set_requested`; read only.
+    let size =
+        unsafe { core::ptr::with_exposed_provenance::<u64>(requested_addr(obj)).read_unaligned() };
+    let end = back_zone(&c.geo) as u64;
+    if size == 0 || size > c.geo.obj_size as u64 {
+        return false;
+    }
+    let size = size as usize;
+    // SAFETY: as in `set_requested`; `size <= obj_size <= end`.
+    let slack = unsafe {
+        core::slice::from_raw_parts(
+            core::ptr::with_exposed_provenance::<u8>(obj + size),
+            end as usize - size,
+        )
+    };
+    slack.iter().all(|&b| b == RED_SLACK)
 }
 
 fn red_addrs(c: &KmemCache, obj: usize) -> (usize, usize) {
@@ -341,7 +429,10 @@ mod tests {
                         continue;
                     }
                     let back = g.obj_offset + super::back_zone(&g);
-                    assert!(g.obj_offset >= RED_ZONE, "{size}/{align}: front zone");
+                    assert!(
+                        g.obj_offset >= 2 * RED_ZONE,
+                        "{size}/{align}: requested size and front zone"
+                    );
                     assert!(
                         back >= g.obj_offset + size,
                         "{size}/{align}: back zone overlaps"

@@ -28,6 +28,10 @@ pub enum SlabError {
     NoSuchCache,
     /// The `debug` feature found a damaged object (see [`crate::DebugReport`]).
     Corrupted,
+    /// The cache or object is the allocator's own: the cache of caches (no
+    /// user allocates from it, frees to it or destroys it) or a cache
+    /// descriptor, an object of it (destroy the cache instead).
+    Internal,
 }
 
 impl fmt::Display for SlabError {
@@ -43,6 +47,7 @@ impl fmt::Display for SlabError {
             SlabError::Busy => "cache has objects in use",
             SlabError::NoSuchCache => "no such cache",
             SlabError::Corrupted => "object corrupted",
+            SlabError::Internal => "the allocator's own cache or object",
         })
     }
 }

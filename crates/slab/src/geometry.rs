@@ -27,7 +27,8 @@ pub struct Geometry {
     pub obj_size: usize,
     /// Distance between objects in a slab (object, alignment padding, red zones).
     pub buffer_size: usize,
-    /// Offset of the user's object inside its buffer (the front red zone).
+    /// Offset of the user's object inside its buffer (with red zones: the
+    /// requested size's word and the front red zone).
     pub obj_offset: usize,
     /// Red zones guard the objects (`debug` with `RED_ZONE`, when they fit).
     pub red_zone: bool,
@@ -156,11 +157,12 @@ pub fn compute(
     };
     ralign = ralign.max(align).max(word);
     let mut red = debug && flags.contains(SlabFlags::RED_ZONE);
-    // With red zones the object starts a word in; keep it aligned by making the
-    // front zone a whole alignment unit. Objects too big for zones go without
+    // With red zones the object starts two words in (the size the caller
+    // asked for, then the front zone); keep it aligned by making the front a
+    // whole number of alignment units. Objects too big for zones go without
     // them, as in Linux.
     let zoned = |red: bool| {
-        let off = if red { RED_ZONE.max(ralign) } else { 0 };
+        let off = if red { (2 * RED_ZONE).max(ralign) } else { 0 };
         let mut b = (off + size).next_multiple_of(ralign);
         if red {
             b = (b + RED_ZONE).next_multiple_of(ralign);
@@ -317,8 +319,8 @@ mod tests {
         let g = compute(100, 256, SlabFlags::empty(), false, true).unwrap();
         assert_eq!((g.align, g.buffer_size), (256, 256));
         let g = compute(24, 0, SlabFlags::RED_ZONE, true, true).unwrap();
-        assert_eq!(g.obj_offset, 8);
-        assert_eq!(g.buffer_size, 8 + 24 + 8);
+        assert_eq!(g.obj_offset, 16, "the requested size, then the front zone");
+        assert_eq!(g.buffer_size, 16 + 24 + 8);
         let g = compute(24, 0, SlabFlags::RED_ZONE, false, true).unwrap();
         assert_eq!(g.obj_offset, 0, "red zones only with the debug feature");
     }

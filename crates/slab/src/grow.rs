@@ -96,6 +96,13 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             }
         }
         let pfn = mem.page_to_pfn(head).expect("a buddy page").as_usize();
+        // The cache of caches' pages are the allocator's own: `locate` (so
+        // `kfree` and `kmem_cache_free`) refuses their objects.
+        let flags = if c.is_internal() {
+            PgFlags::SLAB | PgFlags::SLAB_INTERNAL
+        } else {
+            PgFlags::SLAB
+        };
         for p in 0..1usize << geo.gfporder {
             let page = mem
                 .pfn_to_page(kmm_hal::Pfn::new(pfn + p))
@@ -106,7 +113,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             unsafe {
                 page.set_owner(c as *const KmemCache as usize);
                 page.set_index(slab as *const SlabDesc as usize);
-                page.insert(PgFlags::SLAB);
+                page.insert(flags);
             }
         }
         let mut l = c.lists.lock();
@@ -134,7 +141,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             // its block is still ours; clearing SLAB first leaves no stale
             // back-pointer for `kfree` to follow.
             unsafe {
-                page.remove(PgFlags::SLAB);
+                page.remove(PgFlags::SLAB | PgFlags::SLAB_INTERNAL);
                 page.set_owner(0);
                 page.set_index(0);
             }

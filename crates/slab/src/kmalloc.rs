@@ -5,8 +5,8 @@ use core::ptr::NonNull;
 use core::sync::atomic::Ordering;
 
 use kmm_buddy::Gfp;
-use kmm_hal::{Cpu, PAGE_SIZE, VirtAddr};
-use kmm_page_frame::PgFlags;
+use kmm_hal::{Cpu, PAGE_SIZE, Pfn, VirtAddr};
+use kmm_page_frame::{Page, PgFlags};
 
 use crate::SlabError;
 use crate::allocator::SlabAllocator;
@@ -43,9 +43,8 @@ pub(crate) const fn class_align(size: usize) -> usize {
 /// The largest request served by a general cache.
 pub const KMALLOC_MAX_CACHE_SIZE: usize = MAX_OBJ_SIZE;
 
-/// Marks the head page of a large kmalloc block (in its `owner` word).
-const LARGE_MARK: usize = 0x6b6d_616c; // "kmal"
-/// Marks the head page of a large kmalloc block that was freed.
+/// Marks the head page of a large kmalloc block that was freed (in its `owner`
+/// word), so a second `kfree` is told apart from a foreign pointer.
 const LARGE_FREED: usize = 0x6b66_7265; // "kfre"
 
 /// The general caches, by size class.
@@ -152,6 +151,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         match self.kmalloc.desc_for(size, dma) {
             Some(c) => {
                 let p = self.alloc_object(c, gfp.difference(Gfp::ZERO), true)?;
+                self.debug_set_requested(c, p.as_ptr().addr(), size);
                 if gfp.contains(Gfp::ZERO) {
                     // SAFETY: the object is ours and at least `size` bytes.
                     unsafe { core::ptr::write_bytes(p.as_ptr(), 0, size) };
@@ -186,23 +186,31 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         let g = gfp.difference(Gfp::HIGHMEM);
         let page = match self.buddy.alloc_pages(g, order) {
             Some(p) => p,
-            // Dry: give back what the caches hold idle and try once more.
-            None => {
+            // Dry: give back what the caches hold idle and try once more — only
+            // if the caller may wait (Linux reclaims for no atomic allocation;
+            // the page allocator has already let it dip into the reserve).
+            None if gfp.contains(Gfp::WAIT) => {
                 self.reclaim();
                 self.buddy
                     .alloc_pages(g, order)
                     .ok_or(SlabError::OutOfMemory)?
             }
+            None => return Err(SlabError::OutOfMemory),
         };
-        // SAFETY: the owner contract of `Page`: the block was just allocated to
-        // kmalloc; LARGE_MARK is kmalloc's own mark, not a pointer.
-        unsafe { page.set_owner(LARGE_MARK) };
+        // Marked as kmalloc's: the page allocator refuses to free it
+        // (`FreeError::Kmalloc`) until `kfree` takes the mark off.
+        // SAFETY: the owner contract of `Page`: the block was just allocated
+        // to kmalloc, which owns it until `kfree`.
+        unsafe {
+            page.set_owner(0);
+            page.insert(PgFlags::KMALLOC);
+        }
         self.large_pages.fetch_add(1 << order, Ordering::Relaxed);
         let va = self
             .buddy
             .mem()
             .page_address(page)
-            .ok_or(SlabError::OutOfMemory)?;
+            .expect("blocks without HIGHMEM are direct-mapped");
         Ok(NonNull::new(va.as_mut_ptr()).expect("kernel addresses are not null"))
     }
 
@@ -224,38 +232,69 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     #[cold]
     #[inline(never)]
     fn kfree_large(&self, ptr: *mut u8) -> Result<(), SlabError> {
-        let page = self
-            .buddy
-            .mem()
-            .virt_to_page(VirtAddr::new(ptr.addr()))
-            .map_err(|_| SlabError::Foreign)?;
-        if page.owner() != LARGE_MARK || !page.test(PgFlags::HEAD) {
-            // The head of a large block freed before, or a page kmalloc never
-            // handed out.
-            return Err(if page.owner() == LARGE_FREED {
-                SlabError::DoubleFree
-            } else {
-                SlabError::Foreign
-            });
-        }
-        if !ptr.addr().is_multiple_of(PAGE_SIZE) {
-            return Err(SlabError::Interior);
-        }
+        let page = self.large_block(ptr)?;
         let order = page.private();
         // SAFETY: the owner contract of `Page`: a live large block (its mark
-        // and head checked above) is kmalloc's; LARGE_FREED is its own mark.
-        unsafe { page.set_owner(LARGE_FREED) };
+        // and head checked by `large_block`) is kmalloc's; LARGE_FREED is its
+        // own mark.
+        unsafe {
+            page.remove(PgFlags::KMALLOC);
+            page.set_owner(LARGE_FREED);
+        }
         match self.buddy.free_pages_page(page, order) {
             Ok(_) => {
                 self.large_pages.fetch_sub(1 << order, Ordering::Relaxed);
                 Ok(())
             }
-            Err(_) => {
-                // SAFETY: as above: the free was refused, the block is still
-                // kmalloc's.
-                unsafe { page.set_owner(LARGE_MARK) };
-                Err(SlabError::DoubleFree)
+            // Only a racing `kfree` of the same block gets here (it was a live
+            // head a moment ago): that one freed it.
+            Err(_) => Err(SlabError::DoubleFree),
+        }
+    }
+
+    /// The head page of the live large block `ptr` starts, for a pointer
+    /// `locate` found in no slab; otherwise why not: `Interior` anywhere inside
+    /// a live large block, `DoubleFree` at the start of one freed before,
+    /// `Internal` for the allocator's own objects (cache descriptors), else
+    /// `Foreign`. Cold: at most `MAX_ORDER` descriptor reads.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn large_block(&self, ptr: *mut u8) -> Result<&'a Page, SlabError> {
+        let mem = self.buddy.mem();
+        let page = mem
+            .virt_to_page(VirtAddr::new(ptr.addr()))
+            .map_err(|_| SlabError::Foreign)?;
+        let flags = page.flags();
+        if flags.contains(PgFlags::SLAB | PgFlags::SLAB_INTERNAL) {
+            return Err(SlabError::Internal);
+        }
+        if flags.contains(PgFlags::KMALLOC | PgFlags::HEAD) {
+            return if ptr.addr().is_multiple_of(PAGE_SIZE) {
+                Ok(page)
+            } else {
+                Err(SlabError::Interior)
+            };
+        }
+        // A later page of a live block: its head is the frame number rounded
+        // down to the block's order (blocks are aligned to their size).
+        let pfn = mem.page_to_pfn(page).map_err(|_| SlabError::Foreign)?;
+        let pfn = pfn.as_usize();
+        for o in 1..kmm_buddy::MAX_ORDER {
+            let head = pfn & !((1 << o) - 1);
+            if head == pfn {
+                continue;
             }
+            let Ok(h) = mem.pfn_to_page(Pfn::new(head)) else {
+                continue;
+            };
+            if h.test(PgFlags::KMALLOC | PgFlags::HEAD) && pfn - head < 1 << h.private() {
+                return Err(SlabError::Interior);
+            }
+        }
+        if page.owner() == LARGE_FREED && ptr.addr().is_multiple_of(PAGE_SIZE) {
+            Err(SlabError::DoubleFree)
+        } else {
+            Err(SlabError::Foreign)
         }
     }
 
@@ -264,19 +303,8 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         match self.locate(ptr) {
             Ok(loc) => live_size(&loc),
             Err(SlabError::Foreign) => {
-                let page = self
-                    .buddy
-                    .mem()
-                    .virt_to_page(VirtAddr::new(ptr.addr()))
-                    .map_err(|_| SlabError::Foreign)?;
-                if page.owner() == LARGE_MARK
-                    && page.test(PgFlags::HEAD)
-                    && ptr.addr().is_multiple_of(PAGE_SIZE)
-                {
-                    Ok(PAGE_SIZE << page.private())
-                } else {
-                    Err(SlabError::Foreign)
-                }
+                let page = self.large_block(ptr)?;
+                Ok(PAGE_SIZE << page.private())
             }
             Err(e) => Err(e),
         }
@@ -310,6 +338,8 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             Ok(loc) => {
                 let old = live_size(&loc)?;
                 if old >= new_size {
+                    // In place: the `debug` checks now guard the new size.
+                    self.debug_set_requested(loc.cache, ptr.addr(), new_size);
                     return NonNull::new(ptr).ok_or(SlabError::Foreign);
                 }
                 // SAFETY: forwarded from the caller; `loc` locates `ptr`, live.

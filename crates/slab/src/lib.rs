@@ -19,12 +19,26 @@
 //! - [`Mempool`]: a reserved minimum used when the underlying allocation fails.
 //! - [`KmallocHeap`]: a `GlobalAlloc` (for `#[global_allocator]`) and an
 //!   allocator-api2 `Allocator`.
-//! - The `debug` feature (like `slub_debug`): red zones, poisoning checked on
+//! - The `debug` feature (like `slub_debug`): red zones, the bytes past the
+//!   size the caller asked for ([`RED_SLACK`]), poisoning checked on
 //!   allocation, double-free reports, [`SlabAllocator::validate_cache`].
+//! - The `hardened` feature, lighter: a free claims the object with one atomic
+//!   exchange, so two CPUs freeing it at the same instant cannot both succeed
+//!   (`debug` does the same).
 //! - `/proc/slabinfo` text from [`SlabAllocator::slabinfo`].
 //!
-//! Every free checks its pointer: foreign, interior, wrong cache or double frees
-//! are refused with a [`SlabError`], changing nothing.
+//! Every free checks its pointer: foreign, interior (in an object or anywhere
+//! in a large block), wrong cache or double frees are refused with a
+//! [`SlabError`], changing nothing; the cache of caches and the cache
+//! descriptors in it are the allocator's own ([`SlabError::Internal`]). Large
+//! kmalloc blocks are flagged `KMALLOC` for as long as they live, so the page
+//! allocator refuses to free them (`FreeError::Kmalloc`).
+//!
+//! Hooks — the report hook ([`SlabAllocator::set_report_hook`]),
+//! constructors, and the page allocator's `on_low` when a slab refill grows a
+//! cache — run with no allocator lock held and no CPU's array borrowed, so
+//! they may allocate. An allocation that may not wait (without `Gfp::WAIT`)
+//! never reclaims.
 //!
 //! # Example
 //!
@@ -74,7 +88,9 @@ mod stats;
 
 pub use allocator::SlabAllocator;
 pub use cache::{Cache, Ctor, KmemCache};
-pub use debug::{DebugReport, Offence, POISON_END, POISON_FREE, RED_ACTIVE, RED_INACTIVE};
+pub use debug::{
+    DebugReport, Offence, POISON_END, POISON_FREE, RED_ACTIVE, RED_INACTIVE, RED_SLACK,
+};
 pub use error::SlabError;
 pub use flags::{CACHE_LINE, SlabFlags};
 pub use global::KmallocHeap;

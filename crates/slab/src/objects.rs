@@ -45,8 +45,9 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     }
 
     /// [`Self::kmem_cache_alloc`] on a cache, with or without reclaiming when
-    /// the page allocator is dry (not while a refill is under way: it holds
-    /// this CPU's array of another cache).
+    /// the page allocator is dry (never for an allocation that may not wait:
+    /// Linux reclaims for no atomic allocation; nor for an off-slab
+    /// descriptor while its slab grows: the outer allocation reclaims).
     ///
     /// The fast path pops this CPU's array and calls nothing; everything else
     /// (refill, a drain request, reclaim) is in [`Self::alloc_slow`], called in
@@ -98,15 +99,19 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     }
 
     /// The slow end of an allocation: this CPU's array is empty or another CPU
-    /// asked for it to be drained. Refills it; when the page allocator is dry,
-    /// gives back what the caches hold idle (Linux's slab shrinking under
-    /// memory pressure) and tries once more.
+    /// asked for it to be drained. Refills it; when the page allocator is dry
+    /// and the caller may wait (`Gfp::WAIT`), gives back what the caches hold
+    /// idle (Linux's slab shrinking under memory pressure) and tries once
+    /// more. An atomic allocation has already dipped into the page
+    /// allocator's reserve and fails cleanly.
     #[cold]
     #[inline(never)]
     fn alloc_slow(&self, c: &KmemCache, gfp: Gfp, reclaim: bool) -> Result<NonNull<u8>, SlabError> {
         let entry = match self.take_object(c, gfp) {
             Ok(e) => e,
-            Err(SlabError::OutOfMemory) if reclaim && self.reclaim() > 0 => {
+            Err(SlabError::OutOfMemory)
+                if reclaim && gfp.contains(Gfp::WAIT) && self.reclaim() > 0 =>
+            {
                 self.take_object(c, gfp)?
             }
             Err(e) => return Err(e),
@@ -114,16 +119,33 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         Ok(self.hand_out(c, gfp, entry))
     }
 
-    /// Pops an entry from this CPU's array, refilling it if empty.
+    /// Pops an entry from this CPU's array, refilling it if empty (Linux's
+    /// `cache_alloc_refill`). When the shared array and the slabs are empty
+    /// the cache grows by a slab with nothing held — no lock, no CPU's array
+    /// borrowed, interrupts as the caller had them — since the page
+    /// allocator may call its `on_low` hook, which may allocate from this
+    /// very cache; then the array is looked up again (the caller may have
+    /// moved to another CPU, or the hook filled it).
     fn take_object(&self, c: &KmemCache, gfp: Gfp) -> Result<crate::cache::Entry, SlabError> {
         let cpu = self.buddy.cpu();
-        let _irq = cpu.irq_guard();
-        // SAFETY: interrupts are off (the guard above) and the id is ours.
-        let ac = unsafe { self.local_array(c, cpu.id()) };
-        if ac.avail == 0 {
-            self.refill(c, ac, gfp)?;
+        loop {
+            {
+                let _irq = cpu.irq_guard();
+                // SAFETY: interrupts are off (the guard above) and the id is
+                // ours.
+                let ac = unsafe { self.local_array(c, cpu.id()) };
+                if ac.avail == 0 {
+                    self.refill(c, ac);
+                }
+                if ac.avail > 0 {
+                    return Ok(ac.pop());
+                }
+            }
+            // Another CPU may take a freshly grown slab's objects before we
+            // do: grow again until we get some; only the page allocator's
+            // failure ends the loop with an error.
+            self.grow(c, gfp)?;
         }
-        Ok(ac.pop())
     }
 
     /// Gives idle memory back to the page allocator when it has run dry: every
@@ -142,12 +164,28 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     #[inline]
     pub fn kmem_cache_free(&self, cache: Cache<'a>, ptr: NonNull<u8>) -> Result<(), SlabError> {
         let c = self.cache(cache)?;
-        let loc = self.locate(ptr.as_ptr())?;
+        let loc = match self.locate(ptr.as_ptr()) {
+            Ok(loc) => loc,
+            Err(SlabError::Foreign) => return Err(self.refuse_foreign(ptr.as_ptr())),
+            Err(e) => return Err(e),
+        };
         if !core::ptr::eq(loc.cache, c) {
             c.errors.fetch_add(1, Ordering::Relaxed);
             return Err(SlabError::WrongCache);
         }
         self.free_located(loc, ptr.as_ptr().addr())
+    }
+
+    /// Why `kmem_cache_free` refuses a pointer in no slab: `Internal` for a
+    /// cache descriptor, `Foreign` for anything else (a large kmalloc block
+    /// included: it is no cache's object).
+    #[cold]
+    #[inline(never)]
+    fn refuse_foreign(&self, ptr: *mut u8) -> SlabError {
+        match self.large_block(ptr) {
+            Err(SlabError::Internal) => SlabError::Internal,
+            _ => SlabError::Foreign,
+        }
     }
 
     /// Frees a located object: state check, debug checks, then this CPU's array.
@@ -158,9 +196,9 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         // The default build checks and clears the state with plain loads and
         // stores (no locked instruction on the hot path): a double free is
         // refused unless two CPUs free the same object at the same instant. The
-        // `debug` build claims the object with one atomic exchange, so even that
-        // race is caught.
-        let claimed = if cfg!(feature = "debug") {
+        // `hardened` and `debug` builds claim the object with one atomic
+        // exchange, so even that race is caught.
+        let claimed = if cfg!(any(feature = "hardened", feature = "debug")) {
             state
                 .compare_exchange(OBJ_ALLOCATED, OBJ_FREE, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
@@ -243,7 +281,9 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         let page = mem
             .virt_to_page(VirtAddr::new(ptr.addr()))
             .map_err(|_| SlabError::Foreign)?;
-        if !page.test(PgFlags::SLAB) {
+        // One mask test: a slab page, not one of the allocator's own (the
+        // cache of caches': `kfree` classifies those as `Internal`).
+        if page.flags() & (PgFlags::SLAB | PgFlags::SLAB_INTERNAL) != PgFlags::SLAB {
             return Err(SlabError::Foreign);
         }
         // A free racing with the slab's teardown (a double free on two CPUs)

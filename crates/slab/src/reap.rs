@@ -39,20 +39,15 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     }
 
     fn shrink_pass(&self) -> usize {
-        let caches = self.chain_snapshot();
         let mut pages = 0;
-        for &c in caches.as_slice() {
-            // SAFETY: caches on the chain are alive (destroy takes them off under
-            // the chain lock before they die; destroying one while shrinking is
-            // the caller's race, as in Linux).
-            let c = unsafe { &*(c as *const KmemCache) };
+        self.each_cache(|c| {
             pages += self.drain_local(c);
             self.request_drains(c);
             pages += self.drain_shared(c, usize::MAX);
             if !c.keep_slabs {
                 pages += self.free_slabs(c, usize::MAX);
             }
-        }
+        });
         pages
     }
 
@@ -61,11 +56,8 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     /// fifth of its limit, the shared array likewise, and some free slabs go
     /// back to the page allocator. Returns the pages given back.
     pub fn reap(&self) -> usize {
-        let caches = self.chain_snapshot();
         let mut pages = 0;
-        for &c in caches.as_slice() {
-            // SAFETY: as in `shrink_all`.
-            let c = unsafe { &*(c as *const KmemCache) };
+        self.each_cache(|c| {
             {
                 let cpu = self.buddy.cpu();
                 let _irq = cpu.irq_guard();
@@ -84,7 +76,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
                 let budget = c.free_limit.div_ceil(5 * n);
                 pages += self.free_slabs(c, budget);
             }
-        }
+        });
         pages
     }
 
@@ -118,41 +110,61 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     /// CPU `cpu` must not be in the allocator, and must not enter it until this
     /// returns.
     pub unsafe fn drain_offline_cpu(&self, cpu: usize) {
-        let caches = self.chain_snapshot();
-        let _irq = self.buddy.cpu().irq_guard();
-        for &c in caches.as_slice() {
-            // SAFETY: as in `shrink_all`.
-            let c = unsafe { &*(c as *const KmemCache) };
+        self.each_cache(|c| {
             if cpu < c.ncpu {
+                let _irq = self.buddy.cpu().irq_guard();
                 let pa = c.cpu_array(cpu);
                 pa.drain.store(false, Ordering::Relaxed);
                 // SAFETY: the caller guarantees the owner is not running.
                 let ac = unsafe { &mut **pa.ac.get() };
                 self.free_array(c, ac, usize::MAX);
             }
+        });
+    }
+
+    /// Calls `f` on every cache on the chain, however many there are, until
+    /// it returns an error. The chain lock is held only while a chunk of
+    /// caches is copied out, never while `f` runs (so `f` may take any lock,
+    /// allocate, or create a cache: one created meanwhile is reached too, as
+    /// caches join at the end of the chain).
+    ///
+    /// Caches on the chain are alive: destroy takes a cache off under the
+    /// chain lock before it dies, and destroying a cache while another CPU
+    /// shrinks or reaps is the caller's race, as in Linux. (Such a race can
+    /// at worst make this walk skip one cache: chunks are found by position.)
+    pub(crate) fn try_each_cache<E>(
+        &self,
+        mut f: impl FnMut(&'a KmemCache) -> Result<(), E>,
+    ) -> Result<(), E> {
+        const CHUNK: usize = 32;
+        let mut start = 0;
+        loop {
+            let mut chunk = [core::ptr::null::<KmemCache>(); CHUNK];
+            let mut n = 0;
+            {
+                let chain = self.chain.lock();
+                for c in chain.0.iter().skip(start).take(CHUNK) {
+                    chunk[n] = c;
+                    n += 1;
+                }
+            }
+            for &c in &chunk[..n] {
+                // SAFETY: see above: a cache on the chain, alive for 'a.
+                f(unsafe { &*c })?;
+            }
+            if n < CHUNK {
+                return Ok(());
+            }
+            start += n;
         }
     }
 
-    /// The caches on the chain, copied out (at most 256).
-    pub(crate) fn chain_snapshot(&self) -> CacheList {
-        let chain = self.chain.lock();
-        let mut l = CacheList { v: [0; 256], n: 0 };
-        for c in chain.0.iter().take(256) {
-            l.v[l.n] = c as *const KmemCache as usize;
-            l.n += 1;
-        }
-        l
-    }
-}
-
-/// Cache addresses copied off the chain.
-pub(crate) struct CacheList {
-    v: [usize; 256],
-    n: usize,
-}
-
-impl CacheList {
-    pub(crate) fn as_slice(&self) -> &[usize] {
-        &self.v[..self.n]
+    /// [`Self::try_each_cache`] with a function that cannot fail.
+    pub(crate) fn each_cache(&self, mut f: impl FnMut(&'a KmemCache)) {
+        let r: Result<(), core::convert::Infallible> = self.try_each_cache(|c| {
+            f(c);
+            Ok(())
+        });
+        let Ok(()) = r;
     }
 }

@@ -4,24 +4,19 @@
 //! objects back to their slabs (`free_block`).
 
 use intrusive_collections::UnsafeRef;
-use kmm_buddy::Gfp;
 use kmm_hal::Cpu;
 
-use crate::SlabError;
 use crate::allocator::SlabAllocator;
 use crate::cache::{ArrayCache, KmemCache};
 use crate::slab_desc::{SlabDesc, SlabList};
 
 impl<'a, C: Cpu> SlabAllocator<'a, C> {
-    /// Fills an empty array: from the shared array, else from the slabs, growing
-    /// the cache when they are exhausted (Linux's `cache_alloc_refill`).
+    /// Fills an empty array with a batch: from the shared array, else from the
+    /// slabs (Linux's `cache_alloc_refill`, without its `cache_grow`: the
+    /// caller grows the cache, with this array no longer borrowed, when this
+    /// leaves it empty).
     #[cold]
-    pub(crate) fn refill(
-        &self,
-        c: &KmemCache,
-        ac: &mut ArrayCache,
-        gfp: Gfp,
-    ) -> Result<(), SlabError> {
+    pub(crate) fn refill(&self, c: &KmemCache, ac: &mut ArrayCache) {
         let batch = ac.batchcount;
         {
             let mut sh = c.shared.lock();
@@ -40,20 +35,11 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
                     unsafe { core::ptr::copy_nonoverlapping(src, dst, n) };
                     shared.avail -= n;
                     ac.avail = n;
-                    return Ok(());
+                    return;
                 }
             }
         }
-        // Another CPU may take a freshly grown slab's objects before we do:
-        // grow again until we get some; only the page allocator's failure ends
-        // the loop with an error.
-        loop {
-            self.take_from_slabs(c, ac, batch);
-            if ac.avail > 0 {
-                return Ok(());
-            }
-            self.grow(c, gfp)?;
-        }
+        self.take_from_slabs(c, ac, batch);
     }
 
     /// Moves up to `batch` objects from the partial, then free, slabs.

@@ -66,16 +66,9 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
 
     /// Pages held by all caches' slabs.
     pub fn slab_pages(&self) -> usize {
-        let caches = self.chain_snapshot();
-        caches
-            .as_slice()
-            .iter()
-            .map(|&c| {
-                // SAFETY: caches on the chain are alive.
-                let c = unsafe { &*(c as *const KmemCache) };
-                c.lists.lock().slabs << c.geo.gfporder
-            })
-            .sum()
+        let mut pages = 0;
+        self.each_cache(|c| pages += c.lists.lock().slabs << c.geo.gfporder);
+        pages
     }
 
     /// Writes `/proc/slabinfo` (version 2.1 format).
@@ -85,10 +78,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             w,
             "# name            <active_objs> <num_objs> <objsize> <objperslab> <pagesperslab> : tunables <limit> <batchcount> <sharedfactor> : slabdata <active_slabs> <num_slabs> <sharedavail>"
         )?;
-        let caches = self.chain_snapshot();
-        for &c in caches.as_slice() {
-            // SAFETY: caches on the chain are alive.
-            let c = unsafe { &*(c as *const KmemCache) };
+        self.try_each_cache(|c| {
             let s = self.stats_of(c);
             let shared = {
                 let sh = c.shared.lock();
@@ -115,8 +105,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
                 s.active_slabs,
                 s.num_slabs,
                 shared.1,
-            )?;
-        }
-        Ok(())
+            )
+        })
     }
 }

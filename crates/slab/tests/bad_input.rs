@@ -47,7 +47,7 @@ fn bad_frees_are_refused() {
     );
     assert_eq!(
         s.kfree(big.as_ptr().wrapping_add(4096)),
-        Err(SlabError::Foreign),
+        Err(SlabError::Interior),
         "inside a large block"
     );
     assert_eq!(

@@ -1,0 +1,46 @@
+//! The free path refuses a block flagged `KMALLOC` (a live allocation the
+//! SLAB allocator's kmalloc took from the page allocator), as it refuses slab
+//! pages: a typed error, nothing changed, nothing lost.
+
+use kmm_buddy::{Buddy, BuddyConfig, FreeError, Freed, Gfp};
+use kmm_mock::{Backing, Machine};
+use kmm_page_frame::{Bootmem, MemMap, PgFlags, Region, RegionKind};
+
+#[test]
+fn a_kmalloc_block_is_refused_until_unmarked() {
+    let m = Machine::builder()
+        .ram(16 << 20)
+        .backing(Backing::default_for_host())
+        .build()
+        .unwrap();
+    let _cpu = m.cpu().bind(0).unwrap();
+    let map = [Region::new(0, 16 << 20, RegionKind::Usable)];
+    let mut boot = Bootmem::new(&map, m.lowmem_end()).unwrap();
+    // SAFETY: the machine's RAM is the direct map and outlives the allocator.
+    let mem = unsafe { MemMap::new(&mut boot, m.layout()) }.unwrap();
+    // SAFETY: as above.
+    let b = unsafe { Buddy::new(mem, boot, m.cpu().clone(), BuddyConfig::default()) }.unwrap();
+
+    let free_before = b.free_pages_total();
+    let page = b.alloc_pages(Gfp::KERNEL, 2).unwrap();
+    let va = b.mem().page_address(page).unwrap();
+    // What kmalloc's large path does to the head page of its block.
+    // SAFETY: the owner contract of `Page`: this test owns the block.
+    unsafe { page.insert(PgFlags::KMALLOC) };
+    let free_out = b.free_pages_total();
+
+    assert_eq!(b.free_pages_page(page, 2), Err(FreeError::Kmalloc));
+    assert_eq!(b.free_pages(va, 2), Err(FreeError::Kmalloc));
+    // The wrong order is still refused as a kmalloc block: the flag decides.
+    assert_eq!(b.free_pages_page(page, 1), Err(FreeError::Kmalloc));
+    assert_eq!(b.free_pages_total(), free_out, "nothing freed");
+    assert_eq!(page.count(), 1, "still referenced once");
+    assert!(page.test(PgFlags::HEAD | PgFlags::KMALLOC));
+
+    // kfree takes the mark off, then the free goes through.
+    // SAFETY: as above.
+    unsafe { page.remove(PgFlags::KMALLOC) };
+    assert_eq!(b.free_pages_page(page, 2), Ok(Freed::Released));
+    b.drain_local();
+    assert_eq!(b.free_pages_total(), free_before, "nothing lost");
+}
