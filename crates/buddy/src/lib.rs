@@ -95,6 +95,6 @@ pub use blocks::aligned_blocks;
 pub use buddy::{Buddy, BuddyConfig, Freed, MAX_CPUS};
 pub use error::{BuddyError, FreeError};
 pub use gfp::Gfp;
-pub use pcp::PerCpuPages;
+pub use pcp::{PerCpuLists, PerCpuPages};
 pub use watermark::{Watermark, WatermarkCheck, default_min_free_kbytes};
 pub use zone::Zone;

@@ -145,7 +145,9 @@ fn references_keep_a_block_alive() {
 
 #[test]
 fn exhaustion_returns_none_and_recovers() {
-    let r = rig(8, 8, 1, false, no_reserve());
+    // 16 MiB: a smaller mock layout is refused by `MemMap::new` (its DMA
+    // limit lies above the start of high memory).
+    let r = rig(16, 16, 1, false, no_reserve());
     let _cpu = r.machine.cpu().bind(0).unwrap();
     let b = &r.buddy;
     let mut live = Vec::new();
