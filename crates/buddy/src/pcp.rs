@@ -127,6 +127,13 @@ impl<'a> PerCpuLists<'a> {
         self.slots.get(cpu).map(PerCpu::shared)
     }
 
+    /// True while CPU `cpu`'s list is held by code running on that CPU (a
+    /// racy snapshot, for diagnostics and tests: a hook that sees its own
+    /// CPU's list busy runs inside the allocator's per-CPU path).
+    pub fn is_busy(&self, cpu: usize) -> bool {
+        self.slots.get(cpu).is_some_and(PerCpu::is_busy)
+    }
+
     /// The number of CPUs.
     #[inline]
     pub fn len(&self) -> usize {

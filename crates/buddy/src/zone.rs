@@ -150,6 +150,12 @@ impl<'a> Zone<'a> {
         self.low_events.load(Ordering::Relaxed)
     }
 
+    /// True if some CPU holds the zone lock (a racy snapshot, for diagnostics
+    /// and tests: a hook can check that it runs with the lock free).
+    pub fn is_locked(&self) -> bool {
+        self.area.is_locked()
+    }
+
     /// Pages on per-CPU lists, all CPUs (racy snapshot unless the lists are
     /// quiet).
     pub fn pcp_pages(&self) -> usize {
