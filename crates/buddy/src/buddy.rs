@@ -26,9 +26,27 @@ pub struct BuddyConfig<'h> {
     pub cpu_nodes: &'h [u8],
     /// Called when an allocation finds a zone below its low watermark: a kernel
     /// wakes its reclaim thread here (Linux's `wakeup_kswapd`).
+    ///
+    /// Contract: called from [`Buddy::alloc_pages_node`] (every allocation's
+    /// slow path), once per zone of the zonelist, on the allocating CPU, with
+    /// no zone lock held and no per-CPU list borrowed. It runs in the
+    /// allocation's context: from an interrupt handler (interrupts off) for
+    /// an atomic allocation made there, so it must not sleep or wait for
+    /// anything an interrupted thread holds. It may allocate from and free to
+    /// this allocator; an allocation it makes may find the zone low and call
+    /// it again, so it guards its own recursion. A panic in it propagates to
+    /// the allocating caller with nothing of the allocator's held.
     pub on_low: Option<&'h (dyn Fn(&Zone<'_>) + Sync)>,
     /// Zeroes a high-memory frame for `Gfp::ZERO` (a kernel maps it with
     /// `kmap_atomic`). Without it, zeroed allocations skip high memory.
+    ///
+    /// Contract: called once for each frame of a zeroed block that the direct
+    /// map does not reach, after the block left the allocator's lists and
+    /// before it is returned, on the allocating CPU, in the allocation's
+    /// context, with no zone lock held and no per-CPU list borrowed. It must
+    /// write zeros to the whole frame (the allocator hands the block out as
+    /// zeroed) and nothing else; it may allocate from and free to this
+    /// allocator.
     pub zero_highmem: Option<&'h (dyn Fn(Pfn) + Sync)>,
     /// Send order-0 requests straight to the zone free lists, as if every
     /// per-CPU list had `high` 0 (for measurement and debugging).
@@ -80,9 +98,9 @@ impl ZoneList {
 /// The zoned buddy allocator over a [`MemMap`].
 ///
 /// Zones are kept per node (DMA, NORMAL, HIGHMEM); each has `MAX_ORDER` free
-/// lists threaded through the page descriptors, a lock, watermarks and one
-/// per-CPU order-0 list per CPU. Every method can be called from several CPUs at
-/// once.
+/// lists threaded through the page descriptors, an IRQ-safe lock, watermarks
+/// and one per-CPU order-0 list per CPU. Every method can be called from
+/// several CPUs at once, and from interrupt handlers (with [`crate::Gfp::ATOMIC`]).
 pub struct Buddy<'a, C: Cpu> {
     pub(crate) mem: MemMap<'a>,
     pub(crate) zones: &'a [Zone<'a>],
