@@ -28,7 +28,8 @@ impl<'a, C: Cpu> Buddy<'a, C> {
 
     /// The order-0 fast path: the first zone of the CPU's zonelist, above its
     /// low watermark, through this CPU's list. `None` sends the caller down the
-    /// full path (which also handles every failure).
+    /// full path (which also handles every failure, and a list that is busy:
+    /// a re-entry on this CPU).
     #[inline]
     fn alloc_fast(&self, gfp: Gfp) -> Option<&'a Page> {
         if gfp.contains(Gfp::ZERO) {
@@ -36,39 +37,35 @@ impl<'a, C: Cpu> Buddy<'a, C> {
         }
         let class = gfp.zone();
         let page = {
-            let cpu = &self.cpu;
-            let _irq = cpu.irq_guard();
-            let id = cpu.id();
+            let irq = self.cpu.irq_guard();
             let node = if self.numa {
-                usize::from(*self.cpu_nodes.get(id)?)
+                usize::from(*self.cpu_nodes.get(self.cpu.id())?)
             } else {
                 0
             };
             let z =
                 &self.zones[usize::from(*self.zonelists[node][class as usize].as_slice().first()?)];
-            let pcp = z.pcp.get(id)?;
-            if pcp.drain.load(Ordering::Relaxed) {
-                return None;
-            }
-            // SAFETY: `Cpu` contract: interrupts are off (`irq_guard` really
-            // disables them) and `id()` is unique among running CPUs and stable
-            // while they are off, so nothing else touches this CPU's list (see
-            // `PerCpuPages`).
-            let p = unsafe { &mut *pcp.inner.get() };
-            // An empty list is refilled on the full path. Pages on the list are
-            // already out of the zone's free count; the watermark check only
-            // matters when the zone is low — leave that case to the full path.
-            if p.list.is_empty() || !z.watermark_ok(0, WatermarkCheck::new(Watermark::Low, class)) {
-                return None;
-            }
-            let page = if gfp.contains(Gfp::COLD) {
-                p.list.pop_back()
-            } else {
-                p.list.pop_front()
-            };
-            p.count -= 1;
-            pcp.set_count(p.count);
-            page?
+            z.pcp.with(&irq, |p, s| {
+                if s.drain.load(Ordering::Relaxed) {
+                    return None;
+                }
+                // An empty list is refilled on the full path. Pages on the
+                // list are already out of the zone's free count; the watermark
+                // check only matters when the zone is low — leave that case to
+                // the full path.
+                if p.list.is_empty()
+                    || !z.watermark_ok(0, WatermarkCheck::new(Watermark::Low, class))
+                {
+                    return None;
+                }
+                let page = if gfp.contains(Gfp::COLD) {
+                    p.list.pop_back()
+                } else {
+                    p.list.pop_front()
+                };
+                s.sub(p, 1);
+                page
+            })??
         };
         self.prep_new_page(page, 0, gfp, false);
         Some(page)
@@ -76,7 +73,11 @@ impl<'a, C: Cpu> Buddy<'a, C> {
 
     /// [`Buddy::alloc_pages`] with the zonelist of `node` (its zones first, then
     /// the other nodes in turn).
+    ///
+    /// The slow path: it may call the `on_low` hook and drain the per-CPU
+    /// lists, with no lock held and no per-CPU list borrowed.
     pub fn alloc_pages_node(&self, node: usize, gfp: Gfp, order: usize) -> Option<&'a Page> {
+        self.cpu.interrupt_point();
         if order >= MAX_ORDER {
             return None;
         }
@@ -92,7 +93,8 @@ impl<'a, C: Cpu> Buddy<'a, C> {
             return Some(p);
         }
         // Below low: wake reclaim, then dip to min (further for atomic and
-        // high-priority callers, as Linux's ALLOC_HARDER and ALLOC_HIGH).
+        // high-priority callers, as Linux's ALLOC_HARDER and ALLOC_HIGH). The
+        // hook runs with no zone lock held and no per-CPU list borrowed.
         for z in self.zonelist(node, class) {
             z.note_low();
             if let Some(hook) = self.on_low {
@@ -192,48 +194,45 @@ impl<'a, C: Cpu> Buddy<'a, C> {
     }
 
     /// Takes a block from zone `z`: order 0 through this CPU's list, larger
-    /// orders from the free lists (Linux's `buffered_rmqueue`).
+    /// orders (and order 0 when this CPU's list is busy: a re-entry) from the
+    /// free lists (Linux's `buffered_rmqueue`).
     #[inline]
     fn rmqueue(&self, z: &'a Zone<'a>, order: usize, gfp: Gfp) -> Option<&'a Page> {
-        let _irq = self.cpu.irq_guard();
-        if order == 0 && !self.bypass_pcp {
-            let id = self.cpu.id();
-            let pcp = &z.pcp[id];
-            // SAFETY: `Cpu` contract, as in `alloc_fast`: interrupts are off
-            // and `id()` is this CPU's unique id, so nothing else touches this
-            // CPU's list.
-            let p = unsafe { &mut *pcp.inner.get() };
-            if pcp.drain.load(Ordering::Relaxed) {
-                self.drain_pcp(z, pcp, p);
-            }
-            if p.list.is_empty() {
-                let mut locked = z.lock();
-                let batch = p.batch;
-                for _ in 0..batch {
-                    let Some(page) = locked.rmqueue(&self.mem, 0) else {
-                        break;
-                    };
-                    // SAFETY: the owner contract: the page left the zone's
-                    // free list under its lock and goes to this CPU's list
-                    // (which `FreeListAdapter` asks to flag PCP).
-                    unsafe { page.insert(PgFlags::PCP) };
-                    p.list.push_back(page);
-                    p.count += 1;
+        let irq = self.cpu.irq_guard();
+        if order == 0
+            && !self.bypass_pcp
+            && let Some(page) = z.pcp.with(&irq, |p, s| {
+                if s.drain.load(Ordering::Relaxed) {
+                    self.drain_pcp(z, s, p, &irq);
                 }
-            }
-            let page = if gfp.contains(Gfp::COLD) {
-                p.list.pop_back()
-            } else {
-                p.list.pop_front()
-            };
-            if page.is_some() {
-                p.count -= 1;
-            }
-            pcp.set_count(p.count);
-            page
-        } else {
-            z.lock().rmqueue(&self.mem, order)
+                if p.list.is_empty() {
+                    let mut locked = z.lock(&irq);
+                    for _ in 0..s.batch {
+                        let Some(page) = locked.rmqueue(&self.mem, 0) else {
+                            break;
+                        };
+                        // SAFETY: the owner contract: the page left the zone's
+                        // free list under its lock and goes to this CPU's list
+                        // (which `FreeListAdapter` asks to flag PCP).
+                        unsafe { page.insert(PgFlags::PCP) };
+                        p.list.push_back(page);
+                        s.add(p, 1);
+                    }
+                }
+                let page = if gfp.contains(Gfp::COLD) {
+                    p.list.pop_back()
+                } else {
+                    p.list.pop_front()
+                };
+                if page.is_some() {
+                    s.sub(p, 1);
+                }
+                page
+            })
+        {
+            return page;
         }
+        z.lock(&irq).rmqueue(&self.mem, order)
     }
 
     /// Makes a block ready for its user: head flag and order, count 1, zeroed

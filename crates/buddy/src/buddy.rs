@@ -2,11 +2,11 @@
 
 use core::sync::atomic::AtomicUsize;
 
-use kmm_hal::{Cpu, PAGE_SIZE, Pfn};
+use kmm_hal::{Cpu, CpuLocal, PAGE_SIZE, PerCpu, Pfn};
 use kmm_page_frame::{Bootmem, MAX_NUMNODES, MemMap, ZoneType};
 
 use crate::BuddyError;
-use crate::pcp::{PerCpuPages, batch_for};
+use crate::pcp::{Pcp, PcpSlot, PerCpuPages, batch_for};
 use crate::zone::Zone;
 
 /// Most CPUs the allocator keeps per-CPU lists for.
@@ -26,9 +26,27 @@ pub struct BuddyConfig<'h> {
     pub cpu_nodes: &'h [u8],
     /// Called when an allocation finds a zone below its low watermark: a kernel
     /// wakes its reclaim thread here (Linux's `wakeup_kswapd`).
+    ///
+    /// Contract: called from [`Buddy::alloc_pages_node`] (every allocation's
+    /// slow path), once per zone of the zonelist, on the allocating CPU, with
+    /// no zone lock held and no per-CPU list borrowed. It runs in the
+    /// allocation's context: from an interrupt handler (interrupts off) for
+    /// an atomic allocation made there, so it must not sleep or wait for
+    /// anything an interrupted thread holds. It may allocate from and free to
+    /// this allocator; an allocation it makes may find the zone low and call
+    /// it again, so it guards its own recursion. A panic in it propagates to
+    /// the allocating caller with nothing of the allocator's held.
     pub on_low: Option<&'h (dyn Fn(&Zone<'_>) + Sync)>,
     /// Zeroes a high-memory frame for `Gfp::ZERO` (a kernel maps it with
     /// `kmap_atomic`). Without it, zeroed allocations skip high memory.
+    ///
+    /// Contract: called once for each frame of a zeroed block that the direct
+    /// map does not reach, after the block left the allocator's lists and
+    /// before it is returned, on the allocating CPU, in the allocation's
+    /// context, with no zone lock held and no per-CPU list borrowed. It must
+    /// write zeros to the whole frame (the allocator hands the block out as
+    /// zeroed) and nothing else; it may allocate from and free to this
+    /// allocator.
     pub zero_highmem: Option<&'h (dyn Fn(Pfn) + Sync)>,
     /// Send order-0 requests straight to the zone free lists, as if every
     /// per-CPU list had `high` 0 (for measurement and debugging).
@@ -80,9 +98,9 @@ impl ZoneList {
 /// The zoned buddy allocator over a [`MemMap`].
 ///
 /// Zones are kept per node (DMA, NORMAL, HIGHMEM); each has `MAX_ORDER` free
-/// lists threaded through the page descriptors, a lock, watermarks and one
-/// per-CPU order-0 list per CPU. Every method can be called from several CPUs at
-/// once.
+/// lists threaded through the page descriptors, an IRQ-safe lock, watermarks
+/// and one per-CPU order-0 list per CPU. Every method can be called from
+/// several CPUs at once, and from interrupt handlers (with [`crate::Gfp::ATOMIC`]).
 pub struct Buddy<'a, C: Cpu> {
     pub(crate) mem: MemMap<'a>,
     pub(crate) zones: &'a [Zone<'a>],
@@ -146,10 +164,13 @@ unsafe fn boot_array<'a, T>(
 }
 
 /// Places the zones and their per-CPU lists in bootmem memory (zone `z`'s
-/// lists are `pcps[z * ncpu .. (z + 1) * ncpu]`).
+/// slots are `pcps[z * ncpu .. (z + 1) * ncpu]`, each on cache lines of its
+/// own: `PerCpu` is 64-byte aligned).
 ///
 /// # Safety
-/// As for [`Buddy::new`].
+/// As for [`Buddy::new`]; and every per-CPU access to the zones' lists must
+/// be made with guards of the one `Cpu` value the allocator is built with
+/// (the contract of `CpuLocal::new`).
 unsafe fn place_zones<'a>(
     boot: &mut Bootmem<'_>,
     mem: &MemMap<'a>,
@@ -157,24 +178,26 @@ unsafe fn place_zones<'a>(
 ) -> Result<&'a [Zone<'a>], BuddyError> {
     let nzones = mem.nr_node_ids() * ZoneType::COUNT;
     // SAFETY: forwarded from the caller.
-    let pcps: &'a [PerCpuPages<'a>] = unsafe {
+    let pcps: &'a [PcpSlot<'a>] = unsafe {
         boot_array(boot, mem, nzones * ncpu, |i| {
             let z = i / ncpu;
             let (n, t) = (z / ZoneType::COUNT, z % ZoneType::COUNT);
             let present = mem.node(n).map_or(0, |node| node.zones[t].present);
             let (high, batch) = batch_for(present as usize);
-            PerCpuPages::new(high, batch)
+            PerCpu::new(Pcp::new(), PerCpuPages::new(high, batch))
         })?
     };
+    let make_zone = |z: usize| {
+        let (n, t) = (z / ZoneType::COUNT, z % ZoneType::COUNT);
+        let span = mem.node(n).map(|node| node.zones[t]).unwrap_or_default();
+        let kind = ZoneType::from_index(t).expect("t < COUNT");
+        // SAFETY: `CpuLocal::new`'s contract is the caller's: the allocator
+        // passes only guards of its own `cpu` to these lists.
+        let lists = unsafe { CpuLocal::new(&pcps[z * ncpu..(z + 1) * ncpu]) };
+        Zone::new(kind, n, span, lists)
+    };
     // SAFETY: forwarded from the caller.
-    unsafe {
-        boot_array(boot, mem, nzones, |z| {
-            let (n, t) = (z / ZoneType::COUNT, z % ZoneType::COUNT);
-            let span = mem.node(n).map(|node| node.zones[t]).unwrap_or_default();
-            let kind = ZoneType::from_index(t).expect("t < COUNT");
-            Zone::new(kind, n, span, &pcps[z * ncpu..(z + 1) * ncpu])
-        })
-    }
+    unsafe { boot_array(boot, mem, nzones, make_zone) }
 }
 
 /// The node of each CPU, from the configuration; unknown nodes become 0.
@@ -189,7 +212,12 @@ fn cpu_node_table(cpu_nodes: &[u8], nr_node_ids: usize) -> [u8; MAX_CPUS] {
 /// Linux's `free_all_bootmem`: bootmem is done; every frame it did not keep
 /// goes to its zone, in runs cut at zone boundaries, as the largest aligned
 /// blocks that fit.
-fn free_all_bootmem<'a>(mem: &mut MemMap<'a>, boot: &Bootmem<'_>, zones: &'a [Zone<'a>]) {
+fn free_all_bootmem<'a, C: Cpu>(
+    mem: &mut MemMap<'a>,
+    boot: &Bootmem<'_>,
+    zones: &'a [Zone<'a>],
+    cpu: &C,
+) {
     mem.release_free(boot);
     let mut at = 0;
     while let Some(run) = boot.next_free_run(at) {
@@ -202,7 +230,7 @@ fn free_all_bootmem<'a>(mem: &mut MemMap<'a>, boot: &Bootmem<'_>, zones: &'a [Zo
             let zone = &zones[page.zone_index()];
             let end = run_end.min(zone.span().end_pfn() as usize);
             zone.add_managed(end - pfn);
-            let mut locked = zone.lock();
+            let mut locked = zone.lock_irqsave(cpu);
             for (s, order) in crate::aligned_blocks(pfn, end) {
                 locked.free_one(mem, s, order);
             }
@@ -235,10 +263,11 @@ impl<'a, C: Cpu> Buddy<'a, C> {
         if ncpu > MAX_CPUS {
             return Err(BuddyError::TooManyCpus);
         }
-        // SAFETY: forwarded from the caller.
+        // SAFETY: forwarded from the caller; the lists are reached only
+        // through this allocator, with guards of `cpu` (moved into it below).
         let zones = unsafe { place_zones(&mut boot, &mem, ncpu)? };
         let cpu_nodes = cpu_node_table(config.cpu_nodes, mem.nr_node_ids());
-        free_all_bootmem(&mut mem, &boot, zones);
+        free_all_bootmem(&mut mem, &boot, zones, &cpu);
         let mut b = Buddy {
             mem,
             zones,

@@ -3,7 +3,7 @@
 
 use core::sync::atomic::Ordering;
 
-use kmm_hal::Cpu;
+use kmm_hal::{Cpu, IrqGuard};
 use kmm_page_frame::PgFlags;
 
 use crate::buddy::Buddy;
@@ -12,16 +12,29 @@ use crate::zone::Zone;
 
 impl<'a, C: Cpu> Buddy<'a, C> {
     /// Moves up to `n` pages from the cold end of a per-CPU list to its zone
-    /// (Linux's `free_pcppages_bulk`). The caller owns the list.
-    pub(crate) fn spill(&self, zone: &'a Zone<'a>, p: &mut Pcp<'a>, n: usize) {
-        let mut locked = zone.lock();
+    /// (Linux's `free_pcppages_bulk`). The caller holds the list (`p`, from
+    /// `CpuLocal::with` or `with_offline`, with its shared part `s`) with
+    /// interrupts off (`irq`).
+    pub(crate) fn spill(
+        &self,
+        zone: &'a Zone<'a>,
+        s: &PerCpuPages,
+        p: &mut Pcp<'a>,
+        n: usize,
+        irq: &IrqGuard<'_, C>,
+    ) {
+        // No lock is held yet. With interrupts off (they are here) the mock
+        // delivers nothing; a `Cpu` whose interrupt point runs code meets
+        // this CPU's list busy and goes to the zones directly.
+        self.cpu.interrupt_point();
+        let mut locked = zone.lock(irq);
         for _ in 0..n {
             let Some(page) = p.list.pop_back() else {
                 break;
             };
-            p.count -= 1;
+            s.sub(p, 1);
             // SAFETY: the owner contract: the page just left the per-CPU list
-            // the caller owns and goes straight to the zone, under its lock.
+            // the caller holds and goes straight to the zone, under its lock.
             unsafe { page.remove(PgFlags::PCP) };
             let pfn = self.mem.page_to_pfn(page).expect("pcp page is in mem_map");
             locked.free_one(&self.mem, pfn.as_usize(), 0);
@@ -29,26 +42,25 @@ impl<'a, C: Cpu> Buddy<'a, C> {
     }
 
     /// Empties one per-CPU list into its zone and clears its drain request. The
-    /// caller owns the list.
-    pub(crate) fn drain_pcp(&self, zone: &'a Zone<'a>, pcp: &PerCpuPages<'a>, p: &mut Pcp<'a>) {
-        pcp.drain.store(false, Ordering::Relaxed);
-        let n = p.count;
-        self.spill(zone, p, n);
-        pcp.set_count(p.count);
+    /// caller holds the list (`p`, with its shared part `s`).
+    pub(crate) fn drain_pcp(
+        &self,
+        zone: &'a Zone<'a>,
+        s: &PerCpuPages,
+        p: &mut Pcp<'a>,
+        irq: &IrqGuard<'_, C>,
+    ) {
+        s.drain.store(false, Ordering::Relaxed);
+        self.spill(zone, s, p, s.count(), irq);
     }
 
-    /// Empties the calling CPU's lists in every zone.
+    /// Empties the calling CPU's lists in every zone. A list that is busy (this
+    /// call re-entered the allocator from code that holds it) is left to its
+    /// holder.
     pub fn drain_local(&self) {
-        let _irq = self.cpu.irq_guard();
-        let id = self.cpu.id();
+        let irq = self.cpu.irq_guard();
         for z in self.zones {
-            if let Some(pcp) = z.pcp.get(id) {
-                // SAFETY: `Cpu` contract: interrupts are off (`irq_guard`) and
-                // `id()` is this CPU's id, unique among running CPUs and
-                // stable while they are off: nothing else touches this list.
-                let p = unsafe { &mut *pcp.inner.get() };
-                self.drain_pcp(z, pcp, p);
-            }
+            let _ = z.pcp.with(&irq, |p, s| self.drain_pcp(z, s, p, &irq));
         }
     }
 
@@ -56,12 +68,13 @@ impl<'a, C: Cpu> Buddy<'a, C> {
     /// its own at its next entry into the allocator (Linux sends an IPI; here
     /// the request waits for the CPU, as the HAL has no IPI).
     pub fn drain_all_pages(&self) {
+        self.cpu.interrupt_point();
         let id = {
             let _g = self.cpu.preempt_guard();
             self.cpu.id()
         };
         for z in self.zones {
-            for (cpu, pcp) in z.pcp.iter().enumerate() {
+            for (cpu, pcp) in z.pcp().iter().enumerate() {
                 if cpu != id && pcp.count() > 0 {
                     pcp.drain.store(true, Ordering::Relaxed);
                 }
@@ -71,19 +84,27 @@ impl<'a, C: Cpu> Buddy<'a, C> {
     }
 
     /// Empties the lists of CPU `cpu` from another CPU (Linux's drain when a CPU
-    /// goes offline).
+    /// goes offline). Called for the calling CPU itself, it is
+    /// [`Buddy::drain_local`].
     ///
     /// # Safety
     /// CPU `cpu` must not be in the allocator and must not enter it until this
-    /// returns (it is offline, or parked).
+    /// returns (it is offline, or parked), and no other CPU may drain it at the
+    /// same time.
     pub unsafe fn drain_offline_cpu(&self, cpu: usize) {
-        let _irq = self.cpu.irq_guard();
+        let irq = self.cpu.irq_guard();
+        if cpu == self.cpu.id() {
+            drop(irq);
+            return self.drain_local();
+        }
         for z in self.zones {
-            if let Some(pcp) = z.pcp.get(cpu) {
-                // SAFETY: the caller guarantees the owner is not running.
-                let p = unsafe { &mut *pcp.inner.get() };
-                self.drain_pcp(z, pcp, p);
-            }
+            // SAFETY: `cpu` is not the calling CPU, and the caller guarantees
+            // it is not running in the allocator and no one else drains it:
+            // nothing else touches its lists (`CpuLocal::with_offline`).
+            let _ = unsafe {
+                z.pcp
+                    .with_offline(cpu, |p, s| self.drain_pcp(z, s, p, &irq))
+            };
         }
     }
 }

@@ -2,10 +2,11 @@
 
 use core::sync::atomic::Ordering;
 
-use kmm_hal::{Cpu, PAGE_SIZE, VirtAddr};
+use kmm_hal::{Cpu, IrqGuard, PAGE_SIZE, VirtAddr};
 use kmm_page_frame::{Page, PgFlags};
 
 use crate::buddy::{Buddy, Freed};
+use crate::pcp::{Pcp, PerCpuPages};
 use crate::zone::Zone;
 use crate::{FreeError, MAX_ORDER};
 
@@ -148,44 +149,61 @@ impl<'a, C: Cpu> Buddy<'a, C> {
     }
 
     /// Gives a block whose last reference went back: order 0 to this CPU's list
-    /// (spilling a batch to the zone above `high`), larger orders to the zone.
+    /// (spilling a batch to the zone above `high`), larger orders — and order
+    /// 0 when this CPU's list is busy (a re-entry) — to the zone.
     #[inline]
     fn free_block(&self, block: Checked<'a>, order: usize, end: ListEnd) {
         let Checked { zone, page, pfn } = block;
-        let _irq = self.cpu.irq_guard();
-        if order == 0 && !self.bypass_pcp {
-            // `private` is already 0: the order, checked.
-            let id = self.cpu.id();
-            let pcp = &zone.pcp[id];
-            // SAFETY: `Cpu` contract: interrupts are off (`irq_guard` really
-            // disables them) and `id()` is unique among running CPUs and
-            // stable while they are off, so nothing else touches this CPU's
-            // list (see `PerCpuPages`).
-            let p = unsafe { &mut *pcp.inner.get() };
-            // SAFETY: the owner contract: the last reference went, so the
-            // allocator owns the page; it goes on this CPU's list, flagged PCP
-            // as `FreeListAdapter` asks.
-            unsafe { page.replace_flags(PgFlags::HIGHMEM, PgFlags::PCP) };
-            if end == ListEnd::Cold {
-                p.list.push_back(page);
-            } else {
-                p.list.push_front(page);
-            }
-            p.count += 1;
-            if pcp.drain.load(Ordering::Relaxed) {
-                self.drain_pcp(zone, pcp, p);
-            } else if p.count >= p.high {
-                self.spill(zone, p, p.batch);
-            }
-            pcp.set_count(p.count);
+        let irq = self.cpu.irq_guard();
+        if order == 0
+            && !self.bypass_pcp
+            && zone
+                .pcp
+                .with(&irq, |p, s| {
+                    // `private` is already 0: the order, checked.
+                    // SAFETY: the owner contract: the last reference went, so
+                    // the allocator owns the page; it goes on this CPU's list,
+                    // flagged PCP as `FreeListAdapter` asks.
+                    unsafe { page.replace_flags(PgFlags::HIGHMEM, PgFlags::PCP) };
+                    if end == ListEnd::Cold {
+                        p.list.push_back(page);
+                    } else {
+                        p.list.push_front(page);
+                    }
+                    s.add(p, 1);
+                    if s.drain.load(Ordering::Relaxed) || s.count() >= s.high {
+                        self.trim_pcp(zone, s, p, &irq);
+                    }
+                })
+                .is_some()
+        {
+            return;
+        }
+        // SAFETY: the owner contract: the last reference went, so the
+        // allocator owns the block; `free_one` lists it under the lock.
+        unsafe {
+            page.set_private(0);
+            page.replace_flags(PgFlags::HIGHMEM, PgFlags::empty());
+        }
+        zone.lock(&irq).free_one(&self.mem, pfn, order);
+    }
+
+    /// A free left this CPU's list above `high`, or another CPU asked for a
+    /// drain: drain it, or spill a batch to the zone. Out of line, so the
+    /// free fast path keeps its registers.
+    #[cold]
+    #[inline(never)]
+    fn trim_pcp(
+        &self,
+        zone: &'a Zone<'a>,
+        s: &PerCpuPages,
+        p: &mut Pcp<'a>,
+        irq: &IrqGuard<'_, C>,
+    ) {
+        if s.drain.load(Ordering::Relaxed) {
+            self.drain_pcp(zone, s, p, irq);
         } else {
-            // SAFETY: the owner contract: the last reference went, so the
-            // allocator owns the block; `free_one` lists it under the lock.
-            unsafe {
-                page.set_private(0);
-                page.replace_flags(PgFlags::HIGHMEM, PgFlags::empty());
-            }
-            zone.lock().free_one(&self.mem, pfn, order);
+            self.spill(zone, s, p, s.batch, irq);
         }
     }
 }

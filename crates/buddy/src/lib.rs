@@ -9,28 +9,48 @@
 //!   hook.
 //! - Per-CPU order-0 lists (hot and cold ends, `high` and `batch`), drained on
 //!   demand and when an allocation fails.
-//! - Per-zone spin locks taken with interrupts off through the HAL [`Cpu`].
+//! - Per-zone IRQ-safe spin locks ([`IrqSpinLock`]): an atomic allocation
+//!   may come from an interrupt handler.
 //! - `/proc/buddyinfo` and `/proc/zoneinfo` text.
 //! - Every free checks its argument in O(1) and refuses bad input with a
 //!   [`FreeError`], changing nothing.
 //!
 //! [`Cpu`]: kmm_hal::Cpu
+//! [`IrqSpinLock`]: kmm_hal::sync::IrqSpinLock
 //!
 //! # Safety and locking
 //!
-//! - **Zone lock** (one spin lock per zone, always taken with interrupts off
-//!   through an `irq_guard` of the [`Cpu`]): protects the zone's free lists,
-//!   the `free` and `nr_free` counters and the BUDDY flag and order of the
-//!   pages on the lists. Inside the crate the lock's guard is the only way to
-//!   the lists and to the counters' writers, so nothing changes them unlocked
-//!   or under another zone's lock. Readers of the counters ([`Zone::free_pages`],
-//!   [`Zone::nr_free`], [`Zone::watermark_ok`]) take no lock and may see a
-//!   value a moment old. One zone lock at a time.
-//! - **Per-CPU lists** ([`PerCpuPages`]): no lock. Only the owning CPU touches
-//!   its list, with interrupts off; another CPU only sets its atomic drain
-//!   request. The order is per-CPU list, then zone lock.
-//!   [`Buddy::drain_offline_cpu`] is `unsafe`: the caller promises that CPU is
-//!   not running in the allocator.
+//! - **Zone lock** (one [`IrqSpinLock`] per zone, named `"zone lock"`): protects
+//!   the zone's free lists, the `free` and `nr_free` counters and the BUDDY
+//!   flag and order of the pages on the lists. Its type only lets it be taken
+//!   with interrupts off — under the caller's `IrqGuard` or with
+//!   `lock_irqsave` — so an interrupt handler that allocates never spins on a
+//!   lock its CPU holds, and the lock checker (debug builds, the mock) never
+//!   reports it. Inside the crate the lock's guard (`LockedZone`, around the
+//!   `SpinGuard`) is the only way to the lists and to the counters' writers,
+//!   so nothing changes them unlocked or under another zone's lock. Readers of
+//!   the counters ([`Zone::free_pages`], [`Zone::nr_free`],
+//!   [`Zone::watermark_ok`]) take no lock and may see a value a moment old. One
+//!   zone lock at a time. There is no other lock.
+//! - **Per-CPU lists**: one [`kmm_hal::CpuLocal`] per zone, one 64-byte
+//!   aligned `PerCpu` slot per CPU, placed with bootmem by [`Buddy::new`]. A
+//!   slot's list is touched only through `CpuLocal::with` under an
+//!   `IrqGuard` of the allocator's own `Cpu` (the contract of
+//!   `CpuLocal::new`), so only the owning CPU, with interrupts off, holds it;
+//!   its shared part ([`PerCpuPages`]: the count, the drain request, the
+//!   limits) is atomics anyone may read, and another CPU only sets the drain
+//!   request. If the list is already held on this CPU — code re-entered the
+//!   allocator from inside its per-CPU path — `with` refuses it and the
+//!   allocation or free takes the zone path instead (no panic, no aliasing);
+//!   drains leave such a list to its holder. The order is per-CPU list, then
+//!   zone lock. [`Buddy::drain_offline_cpu`] is `unsafe`: the caller promises
+//!   that CPU is not running in the allocator (`CpuLocal::with_offline`).
+//! - **Interrupts.** Interrupt handlers may allocate and free (with
+//!   [`Gfp::ATOMIC`]). Interrupts are off wherever a zone lock or a per-CPU
+//!   list is held; the slow paths ([`Buddy::alloc_pages_node`],
+//!   [`Buddy::drain_all_pages`], the spill of a per-CPU list) call
+//!   `Cpu::interrupt_point` on entry, with no lock held, so the mock can
+//!   deliver interrupts there.
 //! - **The `Cpu` contract**, which every per-CPU access relies on: `id()` is
 //!   unique among running CPUs, below `count()`, stable while interrupts or
 //!   preemption are off, and `irq_guard` really disables interrupts.
@@ -40,8 +60,11 @@
 //!   an owner keeps on a `PageAdapter` list is flagged LINKED, and every free
 //!   refuses it ([`FreeError::Linked`]) in the same mask test as the other
 //!   flags.
-//! - **Hooks** (`on_low`, `zero_highmem`) run with no zone lock held and no
-//!   per-CPU list borrowed.
+//! - **Hooks** ([`BuddyConfig::on_low`], [`BuddyConfig::zero_highmem`]) run
+//!   with no zone lock held and no per-CPU list borrowed, on the allocating
+//!   CPU, in the allocation's context (an interrupt handler's, for an atomic
+//!   allocation there): a hook may allocate from and free to the allocator.
+//!   Their contracts are on the fields.
 //! - **[`Buddy::new`]** is `unsafe`: the caller promises the direct map maps
 //!   the memory bootmem hands out, used by nothing else, for the allocator's
 //!   lifetime; that `boot` is the bootmem `mem` was built with, in its latest
@@ -93,6 +116,6 @@ pub use blocks::aligned_blocks;
 pub use buddy::{Buddy, BuddyConfig, Freed, MAX_CPUS};
 pub use error::{BuddyError, FreeError};
 pub use gfp::Gfp;
-pub use pcp::PerCpuPages;
+pub use pcp::{PerCpuLists, PerCpuPages};
 pub use watermark::{Watermark, WatermarkCheck, default_min_free_kbytes};
 pub use zone::Zone;

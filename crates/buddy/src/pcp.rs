@@ -1,57 +1,60 @@
-//! [`PerCpuPages`]: a CPU's cache of order-0 pages for one zone (Linux's
-//! `per_cpu_pages`), hot pages at the front, cold at the back.
+//! The per-CPU order-0 page lists (Linux's `per_cpu_pages`), on
+//! [`kmm_hal::CpuLocal`]: one [`PerCpu`] slot per CPU and zone, hot pages at
+//! the front of the list, cold at the back.
+//!
+//! A slot holds [`Pcp`] (the list, which only its CPU touches, through
+//! `CpuLocal::with` under an [`IrqGuard`](kmm_hal::IrqGuard)) and
+//! [`PerCpuPages`] (what anyone may read: the count mirror, the drain request,
+//! the limits).
 
-use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use intrusive_collections::LinkedList;
+use kmm_hal::{CpuLocal, PerCpu};
 use kmm_page_frame::FreeListAdapter;
 
-/// The list and its limits. Only the owning CPU touches it, with interrupts
-/// off (or anyone, for a CPU that is offline).
+/// The local part of a slot: the list. Only the owning CPU touches it, with
+/// interrupts off (`CpuLocal::with`), or another CPU for a CPU that is offline
+/// (`CpuLocal::with_offline`). Its length is [`PerCpuPages::count`], which
+/// only the list's holder writes.
 pub(crate) struct Pcp<'a> {
     pub(crate) list: LinkedList<FreeListAdapter<'a>>,
-    pub(crate) count: usize,
-    pub(crate) high: usize,
-    pub(crate) batch: usize,
 }
 
-/// One CPU's order-0 page cache for one zone, on cache lines of its own (the
-/// owning CPU writes it on every allocation and free).
-#[repr(align(64))]
-pub struct PerCpuPages<'a> {
-    pub(crate) inner: UnsafeCell<Pcp<'a>>,
-    /// Mirror of the list length, readable by anyone (statistics, tests).
+impl Pcp<'_> {
+    pub(crate) fn new() -> Self {
+        Pcp {
+            // SAFETY: the owner contract of `FreeListAdapter::new`: the list
+            // holds pages the allocator holds free, flagged PCP while linked
+            // (`rmqueue`, `free_block`; cleared by `spill`), and it is reached
+            // only through `CpuLocal::with` on the owning CPU with interrupts
+            // off, or `with_offline` for a CPU that is not running.
+            list: LinkedList::new(unsafe { FreeListAdapter::new() }),
+        }
+    }
+}
+
+/// The part of one CPU's order-0 page list for one zone that anyone may read:
+/// its length, a drain request from another CPU, and its limits.
+pub struct PerCpuPages {
+    /// The list length: written only by the list's holder (a plain load and
+    /// store, no locked instruction), read by anyone (statistics, drains).
     count: AtomicUsize,
     /// Set by another CPU's `drain_all_pages`: drain at the next entry.
     pub(crate) drain: AtomicBool,
+    /// Above this many pages a free spills `batch` pages to the zone.
+    pub(crate) high: usize,
+    /// Pages moved between the list and the zone at a time.
+    pub(crate) batch: usize,
 }
 
-// SAFETY: `inner` is only accessed by the owning CPU with interrupts disabled
-// (the allocator takes `Cpu::irq_guard` and indexes by `Cpu::id`; the `Cpu`
-// contract: `id()` is unique among running CPUs, below `count()`, stable while
-// interrupts are off, and `irq_guard` really disables them), or through
-// `Buddy::drain_offline_cpu`, whose caller guarantees the CPU is not running;
-// everything else is atomic.
-unsafe impl Sync for PerCpuPages<'_> {}
-// SAFETY: as above.
-unsafe impl Send for PerCpuPages<'_> {}
-
-impl<'a> PerCpuPages<'a> {
-    pub(crate) fn new(high: usize, batch: usize) -> Self {
+impl PerCpuPages {
+    pub(crate) const fn new(high: usize, batch: usize) -> Self {
         PerCpuPages {
-            inner: UnsafeCell::new(Pcp {
-                // SAFETY: the owner contract of `FreeListAdapter::new`: the
-                // list holds pages the allocator holds free, flagged PCP while
-                // linked, touched only by the owning CPU with interrupts off
-                // (see the `Sync` impl above).
-                list: LinkedList::new(unsafe { FreeListAdapter::new() }),
-                count: 0,
-                high,
-                batch,
-            }),
             count: AtomicUsize::new(0),
             drain: AtomicBool::new(false),
+            high,
+            batch,
         }
     }
 
@@ -61,21 +64,106 @@ impl<'a> PerCpuPages<'a> {
         self.count.load(Ordering::Relaxed)
     }
 
+    /// Adds `n` to the length. Only the holder of the list calls it (the
+    /// `&mut Pcp` it holds is the proof), so a load and a store suffice.
     #[inline]
-    pub(crate) fn set_count(&self, n: usize) {
-        self.count.store(n, Ordering::Relaxed);
+    pub(crate) fn add(&self, _holder: &mut Pcp<'_>, n: usize) {
+        self.count
+            .store(self.count.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+    }
+
+    /// Subtracts `n` from the length; as [`PerCpuPages::add`].
+    #[inline]
+    pub(crate) fn sub(&self, _holder: &mut Pcp<'_>, n: usize) {
+        self.count
+            .store(self.count.load(Ordering::Relaxed) - n, Ordering::Relaxed);
     }
 
     /// The list's high mark and batch size.
     pub fn limits(&self) -> (usize, usize) {
-        // SAFETY: `high` and `batch` are written only at construction.
-        let p = unsafe { &*self.inner.get() };
-        (p.high, p.batch)
+        (self.high, self.batch)
     }
 
     /// True if a drain was requested by another CPU and not yet done.
     pub fn drain_pending(&self) -> bool {
         self.drain.load(Ordering::Relaxed)
+    }
+}
+
+impl core::fmt::Debug for PerCpuPages {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PerCpuPages")
+            .field("count", &self.count())
+            .field("high", &self.high)
+            .field("batch", &self.batch)
+            .field("drain_pending", &self.drain_pending())
+            .finish()
+    }
+}
+
+/// One zone's slots, one per CPU.
+pub(crate) type PcpSlot<'a> = PerCpu<Pcp<'a>, PerCpuPages>;
+
+/// One zone's per-CPU lists.
+pub(crate) type PcpLists<'a> = CpuLocal<'a, Pcp<'a>, PerCpuPages>;
+
+/// The readable parts of one zone's per-CPU lists, indexed by CPU id
+/// ([`Zone::pcp`](crate::Zone::pcp)).
+#[derive(Clone, Copy)]
+pub struct PerCpuLists<'a> {
+    slots: &'a [PcpSlot<'a>],
+}
+
+impl<'a> PerCpuLists<'a> {
+    pub(crate) fn new(lists: PcpLists<'a>) -> Self {
+        PerCpuLists {
+            slots: lists.slots(),
+        }
+    }
+
+    /// CPU `cpu`'s list, if the allocator keeps one for it.
+    #[inline]
+    pub fn get(&self, cpu: usize) -> Option<&'a PerCpuPages> {
+        self.slots.get(cpu).map(PerCpu::shared)
+    }
+
+    /// True while CPU `cpu`'s list is held by code running on that CPU (a
+    /// racy snapshot, for diagnostics and tests: a hook that sees its own
+    /// CPU's list busy runs inside the allocator's per-CPU path).
+    pub fn is_busy(&self, cpu: usize) -> bool {
+        self.slots.get(cpu).is_some_and(PerCpu::is_busy)
+    }
+
+    /// The number of CPUs.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// True if there are no CPUs.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Every CPU's list, in CPU order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &'a PerCpuPages> + 'a {
+        self.slots.iter().map(PerCpu::shared)
+    }
+}
+
+impl<'a> core::ops::Index<usize> for PerCpuLists<'a> {
+    type Output = PerCpuPages;
+
+    /// CPU `cpu`'s list; panics if there is none (see [`PerCpuLists::get`]).
+    fn index(&self, cpu: usize) -> &PerCpuPages {
+        self.slots[cpu].shared()
+    }
+}
+
+impl core::fmt::Debug for PerCpuLists<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
     }
 }
 

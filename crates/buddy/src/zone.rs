@@ -2,16 +2,19 @@
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
+use core::ops::DerefMut;
+
 use intrusive_collections::LinkedList;
-use kmm_hal::Pfn;
+use kmm_hal::sync::{IrqSaveGuard, IrqSpinLock, SpinGuard};
+use kmm_hal::{Cpu, IrqGuard, Pfn};
 use kmm_page_frame::{FreeListAdapter, MemMap, Page, PgFlags, ZoneSpan, ZoneType};
 
-use crate::pcp::PerCpuPages;
+use crate::pcp::{PcpLists, PerCpuLists};
 use crate::{MAX_ORDER, Watermark, WatermarkCheck};
 
 /// The buddy lists of a zone (Linux's `free_area[MAX_ORDER]`), kept under the
 /// zone lock: reached only through a [`LockedZone`].
-struct FreeArea<'a> {
+pub(crate) struct FreeArea<'a> {
     lists: [LinkedList<FreeListAdapter<'a>>; MAX_ORDER],
 }
 
@@ -37,13 +40,15 @@ enum Counter {
     NrFree(usize),
 }
 
-/// A zone with its lock held (Linux's `spin_lock(&zone->lock)`): the only way
-/// to the free lists and to the writers of the counters the lock protects
-/// (`free`, `nr_free`), so nothing can change them unlocked or with another
-/// zone's lock.
-pub(crate) struct LockedZone<'z, 'a> {
+/// A zone with its lock held (Linux's `spin_lock_irqsave(&zone->lock)`): the
+/// only way to the free lists and to the writers of the counters the lock
+/// protects (`free`, `nr_free`), so nothing can change them unlocked or with
+/// another zone's lock. `G` is the lock's guard: a [`SpinGuard`] under the
+/// caller's [`IrqGuard`] ([`Zone::lock`]), or an [`IrqSaveGuard`] that also
+/// holds interrupts off ([`Zone::lock_irqsave`]).
+pub(crate) struct LockedZone<'z, 'a, G = SpinGuard<'z, FreeArea<'a>>> {
     zone: &'z Zone<'a>,
-    area: spin::MutexGuard<'z, FreeArea<'a>>,
+    area: G,
 }
 
 /// One zone of one node.
@@ -65,18 +70,15 @@ pub struct Zone<'a> {
     lowmem_reserve: [AtomicUsize; ZoneType::COUNT],
     /// Times an allocation found the zone below its low watermark.
     low_events: AtomicUsize,
-    /// The zone lock and the free lists it protects.
-    area: spin::Mutex<FreeArea<'a>>,
-    pub(crate) pcp: &'a [PerCpuPages<'a>],
+    /// The zone lock and the free lists it protects. IRQ-safe: atomic
+    /// allocations take it from interrupt handlers.
+    area: IrqSpinLock<FreeArea<'a>>,
+    /// The per-CPU order-0 lists, one slot per CPU.
+    pub(crate) pcp: PcpLists<'a>,
 }
 
 impl<'a> Zone<'a> {
-    pub(crate) fn new(
-        kind: ZoneType,
-        node: usize,
-        span: ZoneSpan,
-        pcp: &'a [PerCpuPages<'a>],
-    ) -> Self {
+    pub(crate) fn new(kind: ZoneType, node: usize, span: ZoneSpan, pcp: PcpLists<'a>) -> Self {
         Zone {
             kind,
             node,
@@ -87,7 +89,7 @@ impl<'a> Zone<'a> {
             wmark: core::array::from_fn(|_| AtomicUsize::new(0)),
             lowmem_reserve: core::array::from_fn(|_| AtomicUsize::new(0)),
             low_events: AtomicUsize::new(0),
-            area: spin::Mutex::new(FreeArea::new()),
+            area: IrqSpinLock::new("zone lock", FreeArea::new()),
             pcp,
         }
     }
@@ -148,15 +150,21 @@ impl<'a> Zone<'a> {
         self.low_events.load(Ordering::Relaxed)
     }
 
+    /// True if some CPU holds the zone lock (a racy snapshot, for diagnostics
+    /// and tests: a hook can check that it runs with the lock free).
+    pub fn is_locked(&self) -> bool {
+        self.area.is_locked()
+    }
+
     /// Pages on per-CPU lists, all CPUs (racy snapshot unless the lists are
     /// quiet).
     pub fn pcp_pages(&self) -> usize {
-        self.pcp.iter().map(PerCpuPages::count).sum()
+        self.pcp().iter().map(|p| p.count()).sum()
     }
 
-    /// The per-CPU lists.
-    pub fn pcp(&self) -> &'a [PerCpuPages<'a>] {
-        self.pcp
+    /// The per-CPU lists (what anyone may read of them), indexed by CPU id.
+    pub fn pcp(&self) -> PerCpuLists<'a> {
+        PerCpuLists::new(self.pcp)
     }
 
     pub(crate) fn set_watermarks(&self, min: usize) {
@@ -205,17 +213,33 @@ impl<'a> Zone<'a> {
         true
     }
 
-    /// Takes the zone lock.
+    /// Takes the zone lock; `irq` proves interrupts are off on this CPU and
+    /// keeps them off while the lock is held.
     #[inline]
-    pub(crate) fn lock(&self) -> LockedZone<'_, 'a> {
+    #[track_caller]
+    pub(crate) fn lock<'z, C: Cpu>(&'z self, irq: &'z IrqGuard<'_, C>) -> LockedZone<'z, 'a> {
         LockedZone {
             zone: self,
-            area: self.area.lock(),
+            area: self.area.lock(irq),
+        }
+    }
+
+    /// Disables interrupts on this CPU and takes the zone lock; both are
+    /// undone when the returned guard drops.
+    #[inline]
+    #[track_caller]
+    pub(crate) fn lock_irqsave<'z, C: Cpu>(
+        &'z self,
+        cpu: &'z C,
+    ) -> LockedZone<'z, 'a, IrqSaveGuard<'z, FreeArea<'a>, C>> {
+        LockedZone {
+            zone: self,
+            area: self.area.lock_irqsave(cpu),
         }
     }
 }
 
-impl<'a> LockedZone<'_, 'a> {
+impl<'a, G: DerefMut<Target = FreeArea<'a>>> LockedZone<'_, 'a, G> {
     /// Adds to a counter that only the zone-lock holder writes: a plain load
     /// and store, no locked instruction (readers without the lock see either
     /// value). `&mut self` is the proof that the lock is held.

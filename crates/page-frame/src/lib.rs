@@ -37,7 +37,11 @@
 //!   direct map maps RAM for reading and writing, that bootmem's memory is
 //!   used by nothing else, and that it stays mapped for the map's lifetime.
 //!   A `Bootmem` is `Clone`; the allocator above must be handed the bootmem
-//!   `mem_map` was placed with, in its latest state.
+//!   `mem_map` was placed with, in its latest state. The layout's values are
+//!   not trusted: `MemMap::new` runs [`kmm_hal::check_layout`] first and
+//!   refuses a layout that breaks the `KernelLayout` contract (overlapping
+//!   or wrapping regions, high memory starting past the direct map, …) with
+//!   [`MemMapError::Layout`], before it writes anything.
 //!
 //! # Example
 //!

@@ -4,7 +4,7 @@
 
 use core::fmt;
 
-use kmm_hal::{DirectMap, KernelLayout, PAGE_SIZE, Pfn, PhysAddr, VirtAddr};
+use kmm_hal::{DirectMap, KernelLayout, LayoutError, PAGE_SIZE, Pfn, PhysAddr, VirtAddr};
 
 use crate::bootmem::{Bootmem, BootmemError};
 use crate::memory_map::RegionKind;
@@ -23,6 +23,10 @@ pub enum MemMapError {
     OverlappingNodes,
     /// RAM extends past what a `usize` frame number can index on this target.
     TooMuchMemory,
+    /// The kernel layout breaks the [`KernelLayout`] contract
+    /// ([`kmm_hal::check_layout`]): overlapping or wrapping regions, physical
+    /// limits out of order (high memory starting past the direct map, say).
+    Layout(LayoutError),
 }
 
 impl fmt::Display for MemMapError {
@@ -32,6 +36,7 @@ impl fmt::Display for MemMapError {
             MemMapError::TooManyNodes => write!(f, "node id above MAX_NUMNODES"),
             MemMapError::OverlappingNodes => write!(f, "memory nodes overlap"),
             MemMapError::TooMuchMemory => write!(f, "RAM beyond the addressable frames"),
+            MemMapError::Layout(e) => write!(f, "{e}"),
         }
     }
 }
@@ -41,6 +46,12 @@ impl core::error::Error for MemMapError {}
 impl From<BootmemError> for MemMapError {
     fn from(e: BootmemError) -> Self {
         MemMapError::Bootmem(e)
+    }
+}
+
+impl From<LayoutError> for MemMapError {
+    fn from(e: LayoutError) -> Self {
+        MemMapError::Layout(e)
     }
 }
 
@@ -350,6 +361,10 @@ impl<'a> MemMap<'a> {
     /// `boot` in low memory and initialises every descriptor — reserved, with its
     /// zone and node. Frames stay reserved until [`MemMap::release_free`].
     ///
+    /// The layout is checked first ([`kmm_hal::check_layout`]): one that
+    /// breaks the [`KernelLayout`] contract is refused with
+    /// [`MemMapError::Layout`] before anything is written.
+    ///
     /// # Safety
     /// `layout.direct_map()` must map physical memory for reading and writing,
     /// the memory bootmem hands out must not be used by anything else, and it
@@ -358,6 +373,7 @@ impl<'a> MemMap<'a> {
         boot: &mut Bootmem<'_>,
         layout: &L,
     ) -> Result<MemMap<'a>, MemMapError> {
+        kmm_hal::check_layout(layout)?;
         let dm = layout.direct_map();
         let page = PAGE_SIZE as u64;
         boot.limit_ram(layout.phys_limit().min(PhysAddr::LIMIT));

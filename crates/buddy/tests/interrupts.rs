@@ -1,0 +1,394 @@
+//! Interrupts that allocate, and code that re-enters the allocator on the
+//! same CPU: the zone lock is IRQ-safe (the lock checker never reports it, no
+//! interrupt spins on it), the per-CPU lists are never handed out twice, and
+//! every page comes back.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kmm_buddy::{Buddy, BuddyConfig, Freed, Gfp};
+use kmm_hal::sync::LockReport;
+use kmm_hal::{Cpu, IrqState};
+use kmm_mock::{Backing, Machine, MockCpu, watchdog};
+use kmm_page_frame::{Bootmem, MemMap, Page, PgFlags, Region, RegionKind, ZoneType};
+
+const ROUNDS: usize = if cfg!(miri) { 20 } else { 1500 };
+
+/// A machine of `mib` MiB with `cpus` CPUs and high memory from `high_mib`.
+fn machine(mib: usize, cpus: usize) -> Machine {
+    Machine::builder()
+        .ram(mib << 20)
+        .cpus(cpus)
+        .backing(Backing::Software)
+        .build()
+        .expect("machine")
+}
+
+/// A buddy allocator over `m`'s RAM, with `ZONE_HIGHMEM` from `high_mib`, the
+/// CPUs `cpu` (the machine's, or a wrapper of them).
+fn buddy<'m, C: Cpu>(
+    m: &'m Machine,
+    high_mib: usize,
+    cpu: C,
+    config: BuddyConfig<'m>,
+) -> Buddy<'m, C> {
+    let map = [Region::new(0, m.ram_size() as u64, RegionKind::Usable)];
+    let mut boot = Bootmem::new(&map, m.lowmem_end()).expect("bootmem");
+    let layout = m.layout().with_highmem_start(high_mib << 20);
+    // SAFETY: the direct map is `m`'s RAM, which the returned allocator
+    // borrows (so `m` outlives it); nothing else uses the memory.
+    let mem = unsafe { MemMap::new(&mut boot, &layout) }.expect("mem_map");
+    // SAFETY: as above; `boot` is the bootmem `mem` was built with.
+    unsafe { Buddy::new(mem, boot, cpu, config) }.expect("buddy")
+}
+
+/// Every page is back in the zones' free lists.
+fn assert_all_back<C: Cpu>(b: &Buddy<'_, C>) {
+    for (i, z) in b.zones().iter().enumerate() {
+        assert_eq!(z.pcp_pages(), 0, "zone {i}: per-CPU lists not drained");
+        assert_eq!(z.free_pages(), z.managed(), "zone {i}: pages missing");
+    }
+}
+
+/// A tag in every 64th word of a low-memory block.
+fn fill(b: &Buddy<'_, MockCpu>, p: &Page, order: usize, tag: u64) {
+    if p.zone_type() == ZoneType::HighMem {
+        return;
+    }
+    let va = b.mem().page_address(p).unwrap();
+    // SAFETY: the block is ours, in the direct map, 4096 << order bytes.
+    let words = unsafe { std::slice::from_raw_parts_mut(va.as_mut_ptr::<u64>(), 512 << order) };
+    words.iter_mut().step_by(64).for_each(|w| *w = tag);
+}
+
+/// The tag is intact: nobody else was handed the block meanwhile.
+fn check(b: &Buddy<'_, MockCpu>, p: &Page, order: usize, tag: u64) {
+    if p.zone_type() == ZoneType::HighMem {
+        return;
+    }
+    let va = b.mem().page_address(p).unwrap();
+    // SAFETY: as in `fill`.
+    let words = unsafe { std::slice::from_raw_parts(va.as_ptr::<u64>(), 512 << order) };
+    assert!(
+        words.iter().step_by(64).all(|&w| w == tag),
+        "block overwritten: handed out twice"
+    );
+}
+
+/// CPU 0 allocates and frees blocks of orders 0..=3, drains its lists and
+/// every CPU's, while interrupts raised by both CPUs run a handler that
+/// allocates an atomic page and frees it. Interrupts land where CPU 0
+/// re-enables them (after every per-CPU operation) and on the slow paths'
+/// interrupt points (`alloc_pages_node`, `drain_all_pages`); the handler
+/// meets the zone locks and lists in every state an interrupt can see. The
+/// lock checker would panic on a zone lock taken with interrupts enabled.
+#[test]
+fn allocating_interrupts_on_every_path() {
+    let m = machine(64, 2);
+    let cpu = m.cpu();
+    let b = buddy(&m, 48, cpu.clone(), BuddyConfig::default());
+    let managed = b.managed_total();
+    let done = AtomicBool::new(false);
+    let (handled, failed) = watchdog("buddy under interrupts", Duration::from_secs(120), || {
+        std::thread::scope(|s| {
+            // CPU 1: traffic of its own, drain requests for CPU 0, and
+            // interrupts for CPU 0 raised from another thread.
+            let other = s.spawn(|| {
+                let _cpu1 = cpu.bind(1).unwrap();
+                let mut live: Vec<(&Page, usize, u64)> = Vec::new();
+                let mut i = 0u64;
+                while !done.load(Ordering::Relaxed) {
+                    cpu.raise_irq(0, 1);
+                    let order = (i % 4) as usize;
+                    if let Some(p) = b.alloc_pages(Gfp::KERNEL, order) {
+                        let tag = 1 << 48 | i;
+                        fill(&b, p, order, tag);
+                        live.push((p, order, tag));
+                    }
+                    if live.len() >= 16 {
+                        for (p, order, tag) in live.drain(..) {
+                            check(&b, p, order, tag);
+                            b.free_pages_page(p, order).unwrap();
+                        }
+                    }
+                    if i.is_multiple_of(64) {
+                        b.drain_all_pages();
+                    }
+                    i += 1;
+                    std::thread::yield_now();
+                }
+                for (p, order, tag) in live {
+                    check(&b, p, order, tag);
+                    b.free_pages_page(p, order).unwrap();
+                }
+                b.drain_local();
+            });
+
+            let _cpu0 = cpu.bind(0).unwrap();
+            let handled = Cell::new(0usize);
+            let failed = Cell::new(0usize);
+            // Set while CPU 0 is inside a slow path; the handler counts the
+            // interrupts that land there.
+            let in_slow_path = Cell::new(false);
+            let in_slow = Cell::new(0usize);
+            let handler = || {
+                assert!(cpu.in_interrupt() && cpu.irqs_disabled());
+                if in_slow_path.get() {
+                    in_slow.set(in_slow.get() + 1);
+                }
+                match b.alloc_pages(Gfp::ATOMIC, 0) {
+                    Some(p) => {
+                        let tag = 2 << 48 | handled.get() as u64;
+                        fill(&b, p, 0, tag);
+                        check(&b, p, 0, tag);
+                        assert_eq!(b.free_pages_page(p, 0), Ok(Freed::Released));
+                        handled.set(handled.get() + 1);
+                    }
+                    None => failed.set(failed.get() + 1),
+                }
+            };
+            // Raises an interrupt, then runs `f` as a slow path: the
+            // interrupt is delivered inside it (its interrupt point, or the
+            // first place it re-enables interrupts).
+            let slow = |f: &dyn Fn()| {
+                cpu.raise_irq(0, 1);
+                in_slow_path.set(true);
+                f();
+                in_slow_path.set(false);
+            };
+            cpu.with_irq_handler(&handler, || {
+                for round in 0..ROUNDS {
+                    cpu.raise_irq(0, 1);
+                    let mut live = Vec::new();
+                    for order in 0..4 {
+                        for gfp in [Gfp::KERNEL, Gfp::HIGHUSER, Gfp::KERNEL | Gfp::DMA] {
+                            let got = if order > 0 {
+                                // Orders above 0 go straight to
+                                // `alloc_pages_node`.
+                                let cell = Cell::new(None);
+                                slow(&|| cell.set(b.alloc_pages(gfp, order)));
+                                cell.get()
+                            } else {
+                                b.alloc_pages(gfp, order)
+                            };
+                            let p = got.expect("memory to spare");
+                            let tag = (round as u64) << 8 | order as u64;
+                            fill(&b, p, order, tag);
+                            live.push((p, order, tag));
+                        }
+                    }
+                    if round % 2 == 0 {
+                        live.reverse();
+                    }
+                    for (p, order, tag) in live {
+                        check(&b, p, order, tag);
+                        if order == 0 && round % 3 == 0 {
+                            b.free_cold_page(p).unwrap();
+                        } else {
+                            b.free_pages_page(p, order).unwrap();
+                        }
+                    }
+                    if round % 8 == 0 {
+                        b.drain_local();
+                    }
+                    if round % 32 == 0 {
+                        slow(&|| b.drain_all_pages());
+                    }
+                }
+            });
+            assert!(in_slow.get() > 0, "no interrupt landed in a slow path");
+            done.store(true, Ordering::Relaxed);
+            other.join().expect("CPU 1");
+            // Interrupts raised after CPU 0 left its handler stay pending.
+            b.drain_local();
+            (handled.get(), failed.get())
+        })
+    });
+    assert!(cpu.delivered_irqs(0) > 0, "no interrupt was delivered");
+    assert_eq!(handled, cpu.delivered_irqs(0) - failed);
+    assert_eq!(failed, 0, "atomic allocations failed with memory to spare");
+    assert_eq!(cpu.lockdep_reports(), Vec::<LockReport>::new());
+    assert_eq!(b.free_pages_total(), managed);
+    assert_all_back(&b);
+}
+
+/// What the probe does when the allocator reaches an interrupt point.
+#[derive(Default)]
+struct Probe {
+    /// The allocator (a `*const Buddy<'_, ProbeCpu>`), once built.
+    buddy: AtomicPtr<()>,
+    /// Run once at the next interrupt point.
+    armed: AtomicBool,
+    /// What the probe saw: (DMA list busy, DMA list count before, after).
+    seen: Mutex<Vec<(bool, usize, usize)>>,
+    /// Pages the probe got.
+    got: AtomicUsize,
+}
+
+/// The mock's CPUs, with a probe that runs at the allocator's interrupt
+/// points — also where this CPU's per-CPU list is held (the spill of a free).
+/// It stands for any code a hook or tracing point runs on the CPU, as an
+/// interrupt handler would if the allocator held its list with interrupts on.
+#[derive(Clone)]
+struct ProbeCpu {
+    inner: MockCpu,
+    probe: Arc<Probe>,
+}
+
+// SAFETY: every method forwards to `MockCpu`, which keeps the contract; the
+// probe is ordinary code run by the calling thread on its own CPU (no
+// interrupt handler: interrupt state, ids and preemption are untouched).
+unsafe impl Cpu for ProbeCpu {
+    fn count(&self) -> usize {
+        self.inner.count()
+    }
+    fn id(&self) -> usize {
+        self.inner.id()
+    }
+    fn irq_save(&self) -> IrqState {
+        self.inner.irq_save()
+    }
+    unsafe fn irq_restore(&self, state: IrqState) {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.inner.irq_restore(state) }
+    }
+    fn irqs_disabled(&self) -> bool {
+        self.inner.irqs_disabled()
+    }
+    fn preempt_disable(&self) {
+        self.inner.preempt_disable();
+    }
+    unsafe fn preempt_enable(&self) {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.inner.preempt_enable() }
+    }
+    fn preempt_count(&self) -> usize {
+        self.inner.preempt_count()
+    }
+    fn in_interrupt(&self) -> bool {
+        self.inner.in_interrupt()
+    }
+    fn lockdep_report(&self, report: &LockReport) {
+        self.inner.lockdep_report(report);
+    }
+    fn interrupt_point(&self) {
+        self.inner.interrupt_point();
+        if !self.probe.armed.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        let ptr = self.probe.buddy.load(Ordering::Acquire);
+        // SAFETY: set to the allocator once it is built, cleared before it
+        // is dropped, and only the test's thread (which owns it) gets here.
+        let b = unsafe { &*ptr.cast::<Buddy<'_, ProbeCpu>>() };
+        let dma = &b.zones()[ZoneType::Dma as usize];
+        let id = self.id();
+        let busy = dma.pcp().is_busy(id);
+        let before = dma.pcp()[id].count();
+        assert!(
+            b.zones().iter().all(|z| !z.is_locked()),
+            "no zone lock held"
+        );
+        // This CPU's DMA list is held by the code we interrupted: the
+        // allocator takes the zone path instead, and gets a page.
+        let p = b
+            .alloc_pages(Gfp::ATOMIC | Gfp::DMA, 0)
+            .expect("the zone path gives a page");
+        assert_eq!(p.zone_type(), ZoneType::Dma);
+        assert!(!p.test(PgFlags::PCP) && !p.test(PgFlags::BUDDY));
+        assert_eq!(p.count(), 1);
+        // Another zone's list is free: the fast path serves it.
+        let q = b.alloc_pages(Gfp::KERNEL, 0).expect("NORMAL page");
+        // Drains leave the held list to its holder.
+        b.drain_local();
+        b.drain_all_pages();
+        assert_eq!(b.free_pages_page(p, 0), Ok(Freed::Released));
+        assert_eq!(b.free_pages_page(q, 0), Ok(Freed::Released));
+        self.probe.got.fetch_add(2, Ordering::Relaxed);
+        let after = dma.pcp()[id].count();
+        self.probe.seen.lock().unwrap().push((busy, before, after));
+    }
+}
+
+/// Code that re-enters the allocator while this CPU's list is held (here: a
+/// free spilling its DMA list, which has `high` 0, to the zone) finds the
+/// list busy and takes the zone path: it gets a page, the held list is not
+/// touched, nothing panics, and every page comes back.
+#[test]
+fn reentry_with_the_list_held_takes_the_zone_path() {
+    let m = machine(64, 1);
+    let probe = Arc::new(Probe::default());
+    let cpu = ProbeCpu {
+        inner: m.cpu().clone(),
+        probe: probe.clone(),
+    };
+    let b = buddy(&m, 48, cpu, BuddyConfig::default());
+    probe
+        .buddy
+        .store(std::ptr::from_ref(&b).cast_mut().cast(), Ordering::Release);
+    let _cpu0 = m.cpu().bind(0).unwrap();
+    let managed = b.managed_total();
+    let dma = &b.zones()[ZoneType::Dma as usize];
+    assert_eq!(dma.pcp()[0].limits().0, 0, "DMA frees always spill");
+
+    for round in 0..4 {
+        let p = b.alloc_pages(Gfp::KERNEL | Gfp::DMA, 0).unwrap();
+        probe.armed.store(true, Ordering::Relaxed);
+        // The free puts `p` on the DMA list and spills it, with the list
+        // held: the probe runs there.
+        assert_eq!(b.free_pages_page(p, 0), Ok(Freed::Released));
+        assert!(
+            !probe.armed.load(Ordering::Relaxed),
+            "round {round}: probe ran"
+        );
+    }
+    let seen = probe.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 4);
+    for (busy, before, after) in seen {
+        assert!(busy, "the probe ran with this CPU's DMA list held");
+        assert_eq!(before, after, "the held list was not touched");
+    }
+    assert_eq!(probe.got.load(Ordering::Relaxed), 8);
+    b.drain_local();
+    assert_eq!(b.free_pages_total(), managed);
+    assert_all_back(&b);
+    probe.buddy.store(std::ptr::null_mut(), Ordering::Release);
+}
+
+/// A CPU that went away leaves pages on its lists; another CPU drains them
+/// (`with_offline`). Called for the calling CPU itself it is `drain_local`.
+#[test]
+fn drain_offline_cpu_returns_a_parked_cpus_pages() {
+    let m = machine(64, 2);
+    let cpu = m.cpu();
+    let b = buddy(&m, 48, cpu.clone(), BuddyConfig::default());
+    let managed = b.managed_total();
+    let normal = &b.zones()[ZoneType::Normal as usize];
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let _cpu1 = cpu.bind(1).unwrap();
+            let pages: Vec<_> = (0..8)
+                .map(|_| b.alloc_pages(Gfp::KERNEL, 0).unwrap())
+                .collect();
+            for p in pages {
+                b.free_pages_page(p, 0).unwrap();
+            }
+        })
+        .join()
+        .unwrap();
+    });
+    assert!(normal.pcp()[1].count() > 0, "CPU 1 left pages on its list");
+    let _cpu0 = cpu.bind(0).unwrap();
+    let p = b.alloc_pages(Gfp::KERNEL, 0).unwrap();
+    b.free_pages_page(p, 0).unwrap();
+    assert!(normal.pcp()[0].count() > 0);
+    // SAFETY: CPU 1's thread has finished: it is not in the allocator and
+    // will not enter it; no one else drains it.
+    unsafe { b.drain_offline_cpu(1) };
+    assert_eq!(normal.pcp()[1].count(), 0);
+    // SAFETY: CPU 0 is the calling CPU: drained as by `drain_local`.
+    unsafe { b.drain_offline_cpu(0) };
+    assert_eq!(b.free_pages_total(), managed);
+    assert_all_back(&b);
+}
