@@ -45,27 +45,32 @@ impl<'a, C: Cpu> Buddy<'a, C> {
             };
             let z =
                 &self.zones[usize::from(*self.zonelists[node][class as usize].as_slice().first()?)];
-            z.pcp.with(&irq, |p, s| {
-                if s.drain.load(Ordering::Relaxed) {
-                    return None;
-                }
-                // An empty list is refilled on the full path. Pages on the
-                // list are already out of the zone's free count; the watermark
-                // check only matters when the zone is low — leave that case to
-                // the full path.
-                if p.list.is_empty()
-                    || !z.watermark_ok(0, WatermarkCheck::new(Watermark::Low, class))
-                {
-                    return None;
-                }
-                let page = if gfp.contains(Gfp::COLD) {
-                    p.list.pop_back()
-                } else {
-                    p.list.pop_front()
-                };
-                s.sub(p, 1);
-                page
-            })??
+            // SAFETY: (`with_unchecked`) the closure only reads the zone's
+            // watermarks and pops the list: nothing in it can reach this
+            // CPU's lists again, and interrupts are off.
+            unsafe {
+                z.pcp.with_unchecked(&irq, |p, s| {
+                    if s.drain.load(Ordering::Relaxed) {
+                        return None;
+                    }
+                    // An empty list is refilled on the full path. Pages on the
+                    // list are already out of the zone's free count; the watermark
+                    // check only matters when the zone is low — leave that case to
+                    // the full path.
+                    if p.list.is_empty()
+                        || !z.watermark_ok(0, WatermarkCheck::new(Watermark::Low, class))
+                    {
+                        return None;
+                    }
+                    let page = if gfp.contains(Gfp::COLD) {
+                        p.list.pop_back()
+                    } else {
+                        p.list.pop_front()
+                    };
+                    s.sub(p, 1);
+                    page
+                })
+            }??
         };
         self.prep_new_page(page, 0, gfp, false);
         Some(page)

@@ -23,10 +23,9 @@ impl<'a, C: Cpu> Buddy<'a, C> {
         n: usize,
         irq: &IrqGuard<'_, C>,
     ) {
-        // No lock is held yet. With interrupts off (they are here) the mock
-        // delivers nothing; a `Cpu` whose interrupt point runs code meets
-        // this CPU's list busy and goes to the zones directly.
-        self.cpu.interrupt_point();
+        // No interrupt point here: the caller holds this CPU's list with
+        // interrupts off (the free fast path reaches here through
+        // `CpuLocal::with_unchecked`, whose promise is that nothing re-enters).
         let mut locked = zone.lock(irq);
         for _ in 0..n {
             let Some(page) = p.list.pop_back() else {

@@ -155,27 +155,29 @@ impl<'a, C: Cpu> Buddy<'a, C> {
     fn free_block(&self, block: Checked<'a>, order: usize, end: ListEnd) {
         let Checked { zone, page, pfn } = block;
         let irq = self.cpu.irq_guard();
+        let push = |p: &mut Pcp<'a>, s: &PerCpuPages| {
+            // `private` is already 0: the order, checked.
+            // SAFETY: the owner contract: the last reference went, so the
+            // allocator owns the page; it goes on this CPU's list, flagged PCP
+            // as `FreeListAdapter` asks.
+            unsafe { page.replace_flags(PgFlags::HIGHMEM, PgFlags::PCP) };
+            if end == ListEnd::Cold {
+                p.list.push_back(page);
+            } else {
+                p.list.push_front(page);
+            }
+            s.add(p, 1);
+            if s.drain.load(Ordering::Relaxed) || s.count() >= s.high {
+                self.trim_pcp(zone, s, p, &irq);
+            }
+        };
         if order == 0
             && !self.bypass_pcp
-            && zone
-                .pcp
-                .with(&irq, |p, s| {
-                    // `private` is already 0: the order, checked.
-                    // SAFETY: the owner contract: the last reference went, so
-                    // the allocator owns the page; it goes on this CPU's list,
-                    // flagged PCP as `FreeListAdapter` asks.
-                    unsafe { page.replace_flags(PgFlags::HIGHMEM, PgFlags::PCP) };
-                    if end == ListEnd::Cold {
-                        p.list.push_back(page);
-                    } else {
-                        p.list.push_front(page);
-                    }
-                    s.add(p, 1);
-                    if s.drain.load(Ordering::Relaxed) || s.count() >= s.high {
-                        self.trim_pcp(zone, s, p, &irq);
-                    }
-                })
-                .is_some()
+            // SAFETY: (`with_unchecked`) `push` pushes on the list and may
+            // spill to the zone (`trim_pcp`: the zone lock, no hook, no
+            // allocation), so nothing reaches this CPU's lists again; and
+            // interrupts are off.
+            && unsafe { zone.pcp.with_unchecked(&irq, push) }.is_some()
         {
             return;
         }

@@ -50,6 +50,9 @@ impl IrqState {
 ///   exactly while an interrupt handler runs on this CPU.
 /// - **A fixed count.** [`Cpu::count`] returns the same value for the life of
 ///   the object.
+/// - **No re-entry with interrupts off.** [`Cpu::interrupt_point`] and
+///   [`Cpu::lockdep_report`] run no code that calls into kmm while interrupts
+///   are disabled on the calling CPU.
 pub unsafe trait Cpu {
     /// The number of CPUs; ids are `0..count()`.
     fn count(&self) -> usize;
@@ -91,10 +94,15 @@ pub unsafe trait Cpu {
     }
 
     /// A point where the caller could be interrupted: the allocators call it on
-    /// entry to their slow paths (reap, shrink, refill, mempool calls). A real
-    /// CPU takes interrupts whenever they are enabled, so the default does
-    /// nothing; the host mock delivers pending simulated interrupts here when
-    /// interrupts are enabled, so tests can interrupt an allocator mid-call.
+    /// entry to their slow paths (reap, shrink, refill, mempool calls), with no
+    /// lock held and no per-CPU data borrowed. A real CPU takes interrupts
+    /// whenever they are enabled, so the default does nothing; the host mock
+    /// delivers pending simulated interrupts here when interrupts are enabled,
+    /// so tests can interrupt an allocator mid-call.
+    ///
+    /// Part of the trait's contract: with interrupts disabled on this CPU,
+    /// `interrupt_point` runs no code that could call into kmm (no interrupt
+    /// can be taken then, and kmm relies on it not re-entering).
     #[inline]
     fn interrupt_point(&self) {}
 

@@ -92,16 +92,6 @@ impl<T, S> PerCpu<T, S> {
     }
 }
 
-/// Marks a slot free again when dropped (also when the closure unwinds).
-struct Release<'a>(&'a AtomicBool);
-
-impl Drop for Release<'_> {
-    #[inline]
-    fn drop(&mut self) {
-        self.0.store(false, Ordering::Relaxed);
-    }
-}
-
 /// One [`PerCpu`] slot for each CPU, indexed by [`Cpu::id`].
 ///
 /// Access is by closure, on the calling CPU's slot, with the caller pinned
@@ -174,7 +164,11 @@ impl<'a, T, S> CpuLocal<'a, T, S> {
 
     /// Runs `f` on the calling CPU's slot. `None` if the CPU has no slot or its
     /// slot is already in use (a re-entry on this CPU).
-    #[inline]
+    ///
+    /// If `f` panics the slot stays marked in use: later calls get `None` and
+    /// take their slow paths (no drop guard on the fast path; a kernel's
+    /// panics do not unwind).
+    #[inline(always)]
     pub fn with<P: Pinned, R>(&self, pin: &P, f: impl FnOnce(&mut T, &'a S) -> R) -> Option<R> {
         debug_assert!(pin.pinned_ok(), "CpuLocal::with: the caller is not pinned");
         let slot = self.slots.get(pin.pinned_cpu())?;
@@ -182,7 +176,6 @@ impl<'a, T, S> CpuLocal<'a, T, S> {
             return None;
         }
         slot.busy.store(true, Ordering::Relaxed);
-        let _release = Release(&slot.busy);
         // SAFETY: `Cpu` contract: while `pin` lives the calling thread stays on
         // this CPU and no other running CPU of the same `Cpu` value (`new`'s
         // contract: all guards come from one) has its id, so no other CPU is
@@ -190,7 +183,46 @@ impl<'a, T, S> CpuLocal<'a, T, S> {
         // holds it either (interrupt handlers and hooks that re-enter see it
         // set). `with_offline` is only used for CPUs that are not running.
         let local = unsafe { &mut *slot.local.get() };
-        Some(f(local, &slot.shared))
+        let r = f(local, &slot.shared);
+        slot.busy.store(false, Ordering::Relaxed);
+        Some(r)
+    }
+
+    /// [`CpuLocal::with`] without the re-entry check, for fast paths whose
+    /// closure provably cannot re-enter: `None` only if the CPU has no slot.
+    /// Debug builds still check (and panic on a re-entry).
+    ///
+    /// # Safety
+    /// While `f` runs, nothing may reach this `CpuLocal` on this CPU: `f`
+    /// calls no hook, no allocator entry point and nothing else that could
+    /// call [`CpuLocal::with`] or `with_unchecked` on it (interrupt handlers
+    /// cannot: `pin` must then be an [`IrqGuard`]; with a [`PreemptGuard`], no
+    /// interrupt handler may use this `CpuLocal` at all).
+    #[inline(always)]
+    pub unsafe fn with_unchecked<P: Pinned, R>(
+        &self,
+        pin: &P,
+        f: impl FnOnce(&mut T, &'a S) -> R,
+    ) -> Option<R> {
+        debug_assert!(
+            pin.pinned_ok(),
+            "CpuLocal::with_unchecked: the caller is not pinned"
+        );
+        let slot = self.slots.get(pin.pinned_cpu())?;
+        #[cfg(debug_assertions)]
+        {
+            assert!(
+                !slot.busy.swap(true, Ordering::Relaxed),
+                "CpuLocal::with_unchecked re-entered"
+            );
+        }
+        // SAFETY: as in `with`, with the caller's promise that nothing
+        // re-enters while `f` runs standing in for the `busy` check.
+        let local = unsafe { &mut *slot.local.get() };
+        let r = f(local, &slot.shared);
+        #[cfg(debug_assertions)]
+        slot.busy.store(false, Ordering::Relaxed);
+        Some(r)
     }
 
     /// Runs `f` on CPU `cpu`'s slot from another CPU (Linux's drain of a CPU

@@ -22,7 +22,10 @@ thread_local! {
     /// The CPU id this thread runs as, if bound.
     static CURRENT: Cell<Option<usize>> = const { Cell::new(None) };
     /// Interrupts disabled on this thread's CPU.
-    static IRQS_OFF: Cell<bool> = const { Cell::new(false) };
+    /// This thread's CPU's interrupt state: [`OFF`] (interrupts disabled) and
+    /// [`HANDLER`] (an interrupt handler is installed), in one cell so the
+    /// guards' fast path reads one thread-local.
+    static IRQ: Cell<u8> = const { Cell::new(0) };
     /// Preemption count of this thread's CPU.
     static PREEMPT: Cell<usize> = const { Cell::new(0) };
     /// IRQ saves and preemption disables made by this thread (counted per thread
@@ -32,7 +35,20 @@ thread_local! {
     static IN_IRQ: Cell<bool> = const { Cell::new(false) };
     /// The interrupt handler installed by `with_irq_handler` on this thread,
     /// if any (the pointer is valid while `with_irq_handler` runs).
-    static HANDLER: Cell<Option<*const (dyn Fn() + '_)>> = const { Cell::new(None) };
+    static HANDLER_FN: Cell<Option<*const (dyn Fn() + '_)>> = const { Cell::new(None) };
+}
+
+/// [`IRQ`] bit: interrupts are disabled on this thread's CPU.
+const OFF: u8 = 1;
+/// [`IRQ`] bit: an interrupt handler is installed (`with_irq_handler`).
+const HANDLER: u8 = 2;
+
+fn irqs_off() -> bool {
+    IRQ.with(Cell::get) & OFF != 0
+}
+
+fn set_irqs_off(off: bool) {
+    IRQ.with(|c| c.set((c.get() & !OFF) | u8::from(off)));
 }
 
 struct Shared {
@@ -108,7 +124,7 @@ impl Drop for CpuBinding {
         // Leaving a CPU while pinned to it would let another thread take the
         // id while this one still uses the CPU's per-CPU data (the `Cpu`
         // contract's "stable while pinned"): refuse, whatever the build.
-        if IRQS_OFF.with(Cell::get) || PREEMPT.with(Cell::get) > 0 {
+        if irqs_off() || PREEMPT.with(Cell::get) > 0 {
             eprintln!(
                 "kmm-mock: CPU {} unbound with interrupts or preemption disabled",
                 self.id
@@ -208,7 +224,10 @@ impl MockCpu {
         struct Restore(Option<*const (dyn Fn() + 'static)>);
         impl Drop for Restore {
             fn drop(&mut self) {
-                HANDLER.with(|h| h.set(self.0));
+                HANDLER_FN.with(|h| h.set(self.0));
+                if self.0.is_none() {
+                    IRQ.with(|c| c.set(c.get() & !HANDLER));
+                }
             }
         }
         // SAFETY: only the lifetime is erased; the pointer is removed again
@@ -216,7 +235,12 @@ impl MockCpu {
         // and it is only dereferenced on this thread, while it is installed.
         let erased: *const (dyn Fn() + 'static) =
             unsafe { std::mem::transmute::<*const (dyn Fn() + '_), _>(handler) };
-        let _restore = Restore(HANDLER.with(|h| h.replace(Some(erased))));
+        assert!(
+            !irqs_off(),
+            "kmm-mock: install an interrupt handler with interrupts enabled"
+        );
+        let _restore = Restore(HANDLER_FN.with(|h| h.replace(Some(erased))));
+        IRQ.with(|c| c.set(c.get() | HANDLER));
         let r = body();
         self.interrupt_point();
         r
@@ -260,20 +284,20 @@ impl MockCpu {
         self.shared.lockdep_panics.store(panics, Ordering::Relaxed);
     }
 
-    /// Runs pending interrupts of this thread's CPU if it can take them now.
-    #[inline]
-    fn deliver(&self) {
-        if HANDLER.with(Cell::get).is_some() {
-            self.deliver_slow();
-        }
-    }
-
+    /// Runs pending interrupts of this thread's CPU: called where it has
+    /// interrupts enabled and a handler installed.
     #[cold]
     fn deliver_slow(&self) {
         let Some(id) = CURRENT.with(Cell::get) else {
             return;
         };
-        while !IRQS_OFF.with(Cell::get) && !IN_IRQ.with(Cell::get) {
+        if HANDLER_FN.with(Cell::get).is_none() {
+            // A guard saved while a handler was installed restored the stale
+            // bit after the handler went.
+            IRQ.with(|c| c.set(c.get() & !HANDLER));
+            return;
+        }
+        while !irqs_off() && !IN_IRQ.with(Cell::get) {
             let pending = &self.shared.pending[id];
             if pending
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
@@ -281,17 +305,17 @@ impl MockCpu {
             {
                 return;
             }
-            let Some(handler) = HANDLER.with(Cell::get) else {
+            let Some(handler) = HANDLER_FN.with(Cell::get) else {
                 return;
             };
             self.shared.delivered[id].fetch_add(1, Ordering::Relaxed);
-            IRQS_OFF.with(|c| c.set(true));
+            set_irqs_off(true);
             IN_IRQ.with(|c| c.set(true));
             struct Exit;
             impl Drop for Exit {
                 fn drop(&mut self) {
                     IN_IRQ.with(|c| c.set(false));
-                    IRQS_OFF.with(|c| c.set(false));
+                    set_irqs_off(false);
                 }
             }
             let _exit = Exit;
@@ -328,26 +352,32 @@ unsafe impl Cpu for MockCpu {
     #[inline]
     fn irq_save(&self) -> IrqState {
         GUARDS.with(|g| g.set((g.get().0 + 1, g.get().1)));
-        IrqState::from_raw(usize::from(IRQS_OFF.with(|c| c.replace(true))))
+        // The saved state is the whole cell: restoring it is one store.
+        IrqState::from_raw(usize::from(IRQ.with(|c| {
+            let v = c.get();
+            c.set(v | OFF);
+            v
+        })))
     }
 
     #[inline]
     unsafe fn irq_restore(&self, state: IrqState) {
         // Checked in test builds; benchmarks (release) measure the guard alone.
         debug_assert!(
-            IRQS_OFF.with(Cell::get),
+            irqs_off(),
             "kmm-mock: irq_restore with interrupts already enabled"
         );
-        let off = state.raw() != 0;
-        IRQS_OFF.with(|c| c.set(off));
-        if !off {
-            self.deliver();
+        // Truncation: the state is a value of the cell (`irq_save`).
+        let v = state.raw() as u8;
+        IRQ.with(|c| c.set(v));
+        if v == HANDLER {
+            self.deliver_slow();
         }
     }
 
     #[inline]
     fn irqs_disabled(&self) -> bool {
-        IRQS_OFF.with(Cell::get)
+        irqs_off()
     }
 
     #[inline]
@@ -377,8 +407,8 @@ unsafe impl Cpu for MockCpu {
 
     #[inline]
     fn interrupt_point(&self) {
-        if !IRQS_OFF.with(Cell::get) {
-            self.deliver();
+        if IRQ.with(Cell::get) == HANDLER {
+            self.deliver_slow();
         }
     }
 
