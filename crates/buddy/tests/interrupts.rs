@@ -85,6 +85,10 @@ fn check(b: &Buddy<'_, MockCpu>, p: &Page, order: usize, tag: u64) {
 /// meets the zone locks and lists in every state an interrupt can see. The
 /// lock checker would panic on a zone lock taken with interrupts enabled.
 #[test]
+#[cfg_attr(
+    not(debug_assertions),
+    ignore = "simulated interrupts and the lock checker need debug assertions"
+)]
 fn allocating_interrupts_on_every_path() {
     let m = machine(64, 2);
     let cpu = m.cpu();

@@ -38,6 +38,10 @@ thread_local! {
     static HANDLER_FN: Cell<Option<*const (dyn Fn() + '_)>> = const { Cell::new(None) };
 }
 
+/// Simulated interrupts are delivered in builds with debug assertions (every
+/// test build); release builds (the benchmarks) measure the guards alone.
+const DELIVER: bool = cfg!(debug_assertions);
+
 /// [`IRQ`] bit: interrupts are disabled on this thread's CPU.
 const OFF: u8 = 1;
 /// [`IRQ`] bit: an interrupt handler is installed (`with_irq_handler`).
@@ -220,6 +224,10 @@ impl MockCpu {
     /// thread's CPU: interrupts raised for that CPU ([`MockCpu::raise_irq`])
     /// run `handler` at the next point where the CPU has interrupts enabled.
     /// Handlers do not nest, and are not run by other threads.
+    ///
+    /// Interrupts are delivered only in builds with debug assertions (test
+    /// builds): release builds keep the guards' fast path as lean as a real
+    /// CPU's for the benchmarks. [`MockCpu::delivers_irqs`] tells which.
     pub fn with_irq_handler<R>(&self, handler: &(dyn Fn() + '_), body: impl FnOnce() -> R) -> R {
         struct Restore(Option<*const (dyn Fn() + 'static)>);
         impl Drop for Restore {
@@ -244,6 +252,11 @@ impl MockCpu {
         let r = body();
         self.interrupt_point();
         r
+    }
+
+    /// True if this build delivers simulated interrupts (debug assertions on).
+    pub const fn delivers_irqs() -> bool {
+        DELIVER
     }
 
     /// Makes `n` interrupts pending on CPU `cpu` (any thread may raise them).
@@ -370,7 +383,7 @@ unsafe impl Cpu for MockCpu {
         // Truncation: the state is a value of the cell (`irq_save`).
         let v = state.raw() as u8;
         IRQ.with(|c| c.set(v));
-        if v == HANDLER {
+        if DELIVER && v == HANDLER {
             self.deliver_slow();
         }
     }
@@ -407,7 +420,7 @@ unsafe impl Cpu for MockCpu {
 
     #[inline]
     fn interrupt_point(&self) {
-        if IRQ.with(Cell::get) == HANDLER {
+        if DELIVER && IRQ.with(Cell::get) == HANDLER {
             self.deliver_slow();
         }
     }

@@ -10,6 +10,10 @@ use kmm_hal::sync::{IrqSpinLock, SpinLock};
 use kmm_mock::{MockCpu, watchdog};
 
 #[test]
+#[cfg_attr(
+    not(debug_assertions),
+    ignore = "simulated interrupts and the lock checker need debug assertions"
+)]
 fn handlers_run_only_where_interrupts_are_enabled() {
     let cpu = MockCpu::new(2);
     let _b = cpu.bind(1).unwrap();
@@ -51,6 +55,10 @@ fn handlers_run_only_where_interrupts_are_enabled() {
 /// allocation refilling from the same list). The checker reports it even
 /// though the interrupt never landed while the lock was held.
 #[test]
+#[cfg_attr(
+    not(debug_assertions),
+    ignore = "simulated interrupts and the lock checker need debug assertions"
+)]
 fn lockdep_reports_a_lock_taken_in_irq_and_with_irqs_on() {
     let cpu = MockCpu::new(1);
     cpu.set_lockdep_panics(false);
@@ -74,6 +82,10 @@ fn lockdep_reports_a_lock_taken_in_irq_and_with_irqs_on() {
 }
 
 #[test]
+#[cfg_attr(
+    not(debug_assertions),
+    ignore = "simulated interrupts and the lock checker need debug assertions"
+)]
 fn irq_safe_locks_are_never_reported() {
     let cpu = MockCpu::new(1);
     let _b = cpu.bind(0).unwrap();
@@ -94,6 +106,10 @@ fn irq_safe_locks_are_never_reported() {
 
 #[test]
 #[should_panic(expected = "inconsistent lock state")]
+#[cfg_attr(
+    not(debug_assertions),
+    ignore = "simulated interrupts and the lock checker need debug assertions"
+)]
 fn lockdep_panics_by_default() {
     let cpu = MockCpu::new(1);
     let _b = cpu.bind(0).unwrap();
@@ -111,6 +127,10 @@ fn lockdep_panics_by_default() {
 /// takes the same lock would spin forever. IRQ-safe locks are already
 /// released there. Run under the watchdog, as every test that could deadlock.
 #[test]
+#[cfg_attr(
+    not(debug_assertions),
+    ignore = "simulated interrupts and the lock checker need debug assertions"
+)]
 fn an_interrupt_can_land_inside_a_plain_lock() {
     let cpu = MockCpu::new(1);
     cpu.set_lockdep_panics(false);
