@@ -17,6 +17,23 @@
 //! in a kernel (identity map before paging, `PAGE_OFFSET` after) and on the host
 //! over the simulated RAM of `kmm-mock`.
 //!
+//! # Safety and locking
+//!
+//! - [`Paging::new`] and [`Paging::from_root`] are `unsafe`: the tables are
+//!   read and written through the [`kmm_hal::DirectMap`] they are given, so the
+//!   caller vouches that it maps RAM the tables may use (and, for `new`, that
+//!   the [`kmm_hal::FrameSource`] keeps its contract). `set_direct_map` is
+//!   `unsafe` for the same reason. Everything after construction is safe and
+//!   keeps the [`kmm_hal::PageTable`] contract (`unsafe impl`): every change
+//!   is checked before the first write, all or nothing.
+//! - `Paging` has no lock: a change takes `&mut self`. A kernel whose CPUs
+//!   share one set of tables serialises changes itself (vmalloc's lock, say).
+//! - [`I386Layout`] keeps the [`kmm_hal::KernelLayout`] contract by
+//!   construction (Linux's regions, disjoint and aligned; its tests run
+//!   `check_layout` over every mode, size and CPU count).
+//! - `I386Cpu::new` (on x86) is `unsafe`: every `I386Cpu` answers CPU id 0, so
+//!   only one CPU may run kmm code with it.
+//!
 //! # Example
 //!
 //! A kernel would pass its boot frame allocator and direct map; here a

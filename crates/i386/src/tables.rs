@@ -57,6 +57,118 @@ struct Slot {
 }
 
 impl<M: Mode> Paging<M> {
+    /// `map_range`'s argument check: the page-aligned start and the last
+    /// byte of a non-empty range that ends below 4 GiB.
+    fn check_range(va: VirtAddr, len: usize) -> Result<(usize, usize), MapError> {
+        let start = Self::check_va(va, PAGE_SIZE)?;
+        if len == 0 || !len.is_multiple_of(PAGE_SIZE) {
+            return Err(MapError::BadLength);
+        }
+        // In u64, so a range past 4 GiB is the same error on a 32-bit and a
+        // 64-bit host.
+        match (start as u64).checked_add(len as u64 - 1) {
+            // Below 4 GiB: fits usize on any host.
+            Some(last) if last <= u64::from(u32::MAX) => Ok((start, last as usize)),
+            _ => Err(MapError::VirtOutOfRange),
+        }
+    }
+
+    /// The start of the large-page span after the one holding `v`, if any.
+    fn next_span(v: usize) -> Option<usize> {
+        (v | (Self::LARGE_PAGE_SIZE - 1)).checked_add(1)
+    }
+
+    /// `map_range` pass 1: nothing in `start..=last` may be mapped.
+    fn check_unmapped(&self, start: usize, last: usize) -> Result<(), MapError> {
+        let mut v = start;
+        while v <= last {
+            let pde = self.read_pde(Self::slot(v));
+            if pde & P != 0 {
+                if pde & PS != 0 {
+                    return Err(MapError::AlreadyMapped);
+                }
+                let table = self.table_of(pde);
+                let span_end = (v | (Self::LARGE_PAGE_SIZE - 1)).min(last);
+                for p in (v..=span_end).step_by(PAGE_SIZE) {
+                    // SAFETY: a present non-large PDE points to a table page in dm.
+                    if unsafe { M::read(table, Self::slot(p).pte) } & P != 0 {
+                        return Err(MapError::AlreadyMapped);
+                    }
+                }
+            }
+            let Some(n) = Self::next_span(v) else { break };
+            v = n;
+        }
+        Ok(())
+    }
+
+    /// `map_range` pass 2: allocates every missing table of `start..=last`,
+    /// marked `NEW_TABLE`; on failure gives back the ones this call took, so
+    /// the tables are as they were.
+    fn take_tables<F: FrameSource + ?Sized>(
+        &mut self,
+        start: usize,
+        last: usize,
+        frames: &mut F,
+    ) -> Result<(), MapError> {
+        let mut v = start;
+        while v <= last {
+            let s = Self::slot(v);
+            if self.read_pde(s) & P == 0 {
+                match self.take_frame(frames) {
+                    Ok(f) => {
+                        self.write_pde(s, f.as_u64() | TABLE_ENTRY | NEW_TABLE);
+                        self.table_pages += 1;
+                    }
+                    Err(e) => {
+                        self.drop_new_tables(start, v, frames);
+                        return Err(e);
+                    }
+                }
+            }
+            let Some(n) = Self::next_span(v) else { break };
+            v = n;
+        }
+        Ok(())
+    }
+
+    /// Gives back the tables `take_tables` allocated below `stop`.
+    fn drop_new_tables<F: FrameSource + ?Sized>(
+        &mut self,
+        start: usize,
+        stop: usize,
+        frames: &mut F,
+    ) {
+        let mut v = start;
+        while v < stop {
+            let s = Self::slot(v);
+            let pde = self.read_pde(s);
+            if pde & NEW_TABLE != 0 {
+                self.write_pde(s, 0);
+                self.table_pages -= 1;
+                frames.free_frame(PhysAddr::new(pde & M::ADDR_MASK));
+            }
+            v = (v | (Self::LARGE_PAGE_SIZE - 1)) + 1;
+        }
+    }
+
+    /// `map_range` pass 3: writes `pages` entries from `start` to the frames
+    /// from `pa`, and drops the new-table marks.
+    fn write_entries(&mut self, start: usize, pa: PhysAddr, pages: usize, bits: u64) {
+        for i in 0..pages {
+            let v = start + i * PAGE_SIZE;
+            let s = Self::slot(v);
+            let pde = self.read_pde(s);
+            if pde & NEW_TABLE != 0 {
+                self.write_pde(s, pde & !NEW_TABLE);
+            }
+            let table = self.table_of(pde);
+            let frame = pa.as_u64() + (i * PAGE_SIZE) as u64;
+            // SAFETY: pass 2 made the PDE point at a table page in dm.
+            unsafe { M::write(table, s.pte, frame | bits) };
+        }
+    }
+
     /// Size in bytes of a large page in this mode.
     pub const LARGE_PAGE_SIZE: usize = 1 << M::LARGE_SHIFT;
 
@@ -411,96 +523,12 @@ unsafe impl<M: Mode> PageTable for Paging<M> {
         flags: PageFlags,
         frames: &mut F,
     ) -> Result<Flush, MapError> {
-        let start = Self::check_va(va, PAGE_SIZE)?;
-        if len == 0 || !len.is_multiple_of(PAGE_SIZE) {
-            return Err(MapError::BadLength);
-        }
-        // In u64, so a range past 4 GiB is the same error on a 32-bit and a
-        // 64-bit host.
-        let last = match (start as u64).checked_add(len as u64 - 1) {
-            // Below 4 GiB: fits usize on any host.
-            Some(last) if last <= u64::from(u32::MAX) => last as usize,
-            _ => return Err(MapError::VirtOutOfRange),
-        };
+        let (start, last) = Self::check_range(va, len)?;
         Self::check_pa(pa, PAGE_SIZE, len)?;
         let bits = Self::check_flags(flags)?;
-        let pages = len / PAGE_SIZE;
-
-        // Pass 1: nothing in the range may be mapped.
-        let mut v = start;
-        while v <= last {
-            let s = Self::slot(v);
-            let pde = self.read_pde(s);
-            if pde & P != 0 {
-                if pde & PS != 0 {
-                    return Err(MapError::AlreadyMapped);
-                }
-                let table = self.table_of(pde);
-                let span_end = (v | (Self::LARGE_PAGE_SIZE - 1)).min(last);
-                for p in (v..=span_end).step_by(PAGE_SIZE) {
-                    // SAFETY: a present non-large PDE points to a table page in dm.
-                    if unsafe { M::read(table, Self::slot(p).pte) } & P != 0 {
-                        return Err(MapError::AlreadyMapped);
-                    }
-                }
-            }
-            v = match (v | (Self::LARGE_PAGE_SIZE - 1)).checked_add(1) {
-                Some(n) => n,
-                None => break,
-            };
-        }
-
-        // Pass 2: allocate every missing table; on failure give back the ones
-        // this call took, so the tables are as they were.
-        let mut v = start;
-        let mut failed = None;
-        while v <= last {
-            let s = Self::slot(v);
-            if self.read_pde(s) & P == 0 {
-                match self.take_frame(frames) {
-                    Ok(f) => {
-                        self.write_pde(s, f.as_u64() | TABLE_ENTRY | NEW_TABLE);
-                        self.table_pages += 1;
-                    }
-                    Err(e) => {
-                        failed = Some((e, v));
-                        break;
-                    }
-                }
-            }
-            v = match (v | (Self::LARGE_PAGE_SIZE - 1)).checked_add(1) {
-                Some(n) => n,
-                None => break,
-            };
-        }
-        if let Some((err, stop)) = failed {
-            let mut v = start;
-            while v < stop {
-                let s = Self::slot(v);
-                let pde = self.read_pde(s);
-                if pde & NEW_TABLE != 0 {
-                    self.write_pde(s, 0);
-                    self.table_pages -= 1;
-                    frames.free_frame(PhysAddr::new(pde & M::ADDR_MASK));
-                }
-                v = (v | (Self::LARGE_PAGE_SIZE - 1)) + 1;
-            }
-            return Err(err);
-        }
-
-        // Pass 3: write the entries, and drop the new-table marks.
-        for i in 0..pages {
-            let v = start + i * PAGE_SIZE;
-            let s = Self::slot(v);
-            let pde = self.read_pde(s);
-            if pde & NEW_TABLE != 0 {
-                self.write_pde(s, pde & !NEW_TABLE);
-            }
-            let table = self.table_of(pde);
-            let frame = pa.as_u64() + (i * PAGE_SIZE) as u64;
-            // SAFETY: pass 2 made the PDE point at a table page in dm.
-            unsafe { M::write(table, s.pte, frame | bits) };
-        }
+        self.check_unmapped(start, last)?;
+        self.take_tables(start, last, frames)?;
+        self.write_entries(start, pa, len / PAGE_SIZE, bits);
         Ok(Flush::new(va, len))
     }
 

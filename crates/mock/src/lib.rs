@@ -20,6 +20,23 @@
 //! - **fault injection**: [`MockFrames::fail_after`] runs the frame source dry;
 //! - **a pure-software mode** ([`Backing::Software`], the default under Miri).
 //!
+//! # Safety and locking
+//!
+//! - The mock implements the HAL's `unsafe trait`s, each with a `// SAFETY:`
+//!   saying why it keeps the contract: [`MockCpu`] gives each id to one
+//!   thread at a time (`bind`), and aborts if a thread leaves its CPU while
+//!   pinned; [`MockFrames`] hands out each frame once; [`MockLayout`] is the
+//!   i386 layout shifted by one page-aligned constant; [`MockPageTable`] is
+//!   the real i386 tables plus a mirror kept in step.
+//! - The host window's mirror is behind a `std` mutex; one kernel page table
+//!   exists per machine at a time, so its `&mut self` methods serialise
+//!   changes.
+//! - Interrupt and preemption state is per thread (per simulated CPU).
+//!   Simulated interrupts run on the thread of the CPU they were raised for,
+//!   with interrupts off, and are delivered only in builds with debug
+//!   assertions (release builds keep the guards to one store each, for the
+//!   benchmarks).
+//!
 //! # Example
 //!
 //! ```
