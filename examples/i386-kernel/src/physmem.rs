@@ -200,7 +200,7 @@ fn print_stats(buddy: &KernelBuddy<'_>) {
         for t in ZoneType::ALL {
             let span = node.zone(t);
             let zone = &buddy.zones()[node.id * ZoneType::COUNT + t as usize];
-            let (high, batch) = zone.pcp().first().map_or((0, 0), |p| p.limits());
+            let (high, batch) = zone.pcp().get(0).map_or((0, 0), |p| p.limits());
             kprintln!(
                 "kmm:   zone {:>7}: start_pfn={:#x} spanned={} present={} managed={} pcp high={high} batch={batch}",
                 t.name(),
