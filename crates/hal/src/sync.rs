@@ -172,13 +172,81 @@ impl<T: ?Sized + fmt::Debug> fmt::Debug for SpinGuard<'_, T> {
     }
 }
 
-/// A spin lock an interrupt handler may take (Linux's `spin_lock_irqsave`):
-/// it is only ever held with interrupts disabled on the holding CPU.
-pub struct IrqSpinLock<T: ?Sized> {
+/// A named spin lock that feeds the lock checker: what both lock types are.
+struct CheckedLock<T: ?Sized> {
     name: &'static str,
     dep: LockDep,
     inner: spin::Mutex<T>,
 }
+
+impl<T> CheckedLock<T> {
+    const fn new(name: &'static str, value: T) -> Self {
+        CheckedLock {
+            name,
+            dep: LockDep::new(),
+            inner: spin::Mutex::new(value),
+        }
+    }
+}
+
+impl<T: ?Sized> CheckedLock<T> {
+    /// Records the acquisition (before spinning), then takes the lock.
+    #[inline(always)]
+    fn acquire<C: Cpu + ?Sized>(
+        &self,
+        cpu: &C,
+        at: &'static Location<'static>,
+    ) -> SpinGuard<'_, T> {
+        self.dep.acquire(self.name, cpu, at);
+        SpinGuard {
+            inner: self.inner.lock(),
+        }
+    }
+}
+
+/// The methods both lock types share, forwarded to their `CheckedLock`.
+macro_rules! shared_lock_methods {
+    ($lock:ident) => {
+        impl<T> $lock<T> {
+            /// The value, when nothing else can hold the lock.
+            pub fn into_inner(self) -> T {
+                self.0.inner.into_inner()
+            }
+        }
+
+        impl<T: ?Sized> $lock<T> {
+            /// The value, through an exclusive borrow of the lock (no locking
+            /// needed).
+            #[inline]
+            pub fn get_mut(&mut self) -> &mut T {
+                self.0.inner.get_mut()
+            }
+
+            /// The lock's name.
+            pub fn name(&self) -> &'static str {
+                self.0.name
+            }
+
+            /// True if some CPU holds the lock (a racy snapshot, for
+            /// diagnostics).
+            pub fn is_locked(&self) -> bool {
+                self.0.inner.is_locked()
+            }
+        }
+
+        impl<T: ?Sized> fmt::Debug for $lock<T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($lock))
+                    .field("name", &self.0.name)
+                    .finish_non_exhaustive()
+            }
+        }
+    };
+}
+
+/// A spin lock an interrupt handler may take (Linux's `spin_lock_irqsave`):
+/// it is only ever held with interrupts disabled on the holding CPU.
+pub struct IrqSpinLock<T: ?Sized>(CheckedLock<T>);
 
 /// An [`IrqSpinLock`] held together with the interrupt guard it took: the
 /// lock is released first, then interrupts are restored.
@@ -205,16 +273,7 @@ impl<T: ?Sized, C: Cpu> DerefMut for IrqSaveGuard<'_, T, C> {
 impl<T> IrqSpinLock<T> {
     /// A lock named `name` (the checker's reports use the name) around `value`.
     pub const fn new(name: &'static str, value: T) -> Self {
-        IrqSpinLock {
-            name,
-            dep: LockDep::new(),
-            inner: spin::Mutex::new(value),
-        }
-    }
-
-    /// The value, when nothing else can hold the lock.
-    pub fn into_inner(self) -> T {
-        self.inner.into_inner()
+        IrqSpinLock(CheckedLock::new(name, value))
     }
 }
 
@@ -224,10 +283,7 @@ impl<T: ?Sized> IrqSpinLock<T> {
     #[inline]
     #[track_caller]
     pub fn lock<'a, C: Cpu>(&'a self, irq: &'a IrqGuard<'_, C>) -> SpinGuard<'a, T> {
-        self.dep.acquire(self.name, irq.cpu(), Location::caller());
-        SpinGuard {
-            inner: self.inner.lock(),
-        }
+        self.0.acquire(irq.cpu(), Location::caller())
     }
 
     /// Disables interrupts on this CPU, then takes the lock; both are undone
@@ -236,62 +292,24 @@ impl<T: ?Sized> IrqSpinLock<T> {
     #[track_caller]
     pub fn lock_irqsave<'a, C: Cpu>(&'a self, cpu: &'a C) -> IrqSaveGuard<'a, T, C> {
         let irq = cpu.irq_guard();
-        self.dep.acquire(self.name, cpu, Location::caller());
         IrqSaveGuard {
-            lock: SpinGuard {
-                inner: self.inner.lock(),
-            },
+            lock: self.0.acquire(cpu, Location::caller()),
             _irq: irq,
         }
     }
-
-    /// The value, through an exclusive borrow of the lock (no locking needed).
-    #[inline]
-    pub fn get_mut(&mut self) -> &mut T {
-        self.inner.get_mut()
-    }
-
-    /// The lock's name.
-    pub fn name(&self) -> &'static str {
-        self.name
-    }
-
-    /// True if some CPU holds the lock (a racy snapshot, for diagnostics).
-    pub fn is_locked(&self) -> bool {
-        self.inner.is_locked()
-    }
 }
 
-impl<T: ?Sized> fmt::Debug for IrqSpinLock<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("IrqSpinLock")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
-    }
-}
+shared_lock_methods!(IrqSpinLock);
 
 /// A plain spin lock, for data no interrupt handler can reach. Taking it from
 /// an interrupt handler as well as with interrupts enabled is what the lock
 /// checker reports.
-pub struct SpinLock<T: ?Sized> {
-    name: &'static str,
-    dep: LockDep,
-    inner: spin::Mutex<T>,
-}
+pub struct SpinLock<T: ?Sized>(CheckedLock<T>);
 
 impl<T> SpinLock<T> {
     /// A lock named `name` around `value`.
     pub const fn new(name: &'static str, value: T) -> Self {
-        SpinLock {
-            name,
-            dep: LockDep::new(),
-            inner: spin::Mutex::new(value),
-        }
-    }
-
-    /// The value, when nothing else can hold the lock.
-    pub fn into_inner(self) -> T {
-        self.inner.into_inner()
+        SpinLock(CheckedLock::new(name, value))
     }
 }
 
@@ -301,33 +319,8 @@ impl<T: ?Sized> SpinLock<T> {
     #[inline]
     #[track_caller]
     pub fn lock<C: Cpu + ?Sized>(&self, cpu: &C) -> SpinGuard<'_, T> {
-        self.dep.acquire(self.name, cpu, Location::caller());
-        SpinGuard {
-            inner: self.inner.lock(),
-        }
-    }
-
-    /// The value, through an exclusive borrow of the lock (no locking needed).
-    #[inline]
-    pub fn get_mut(&mut self) -> &mut T {
-        self.inner.get_mut()
-    }
-
-    /// The lock's name.
-    pub fn name(&self) -> &'static str {
-        self.name
-    }
-
-    /// True if some CPU holds the lock (a racy snapshot, for diagnostics).
-    pub fn is_locked(&self) -> bool {
-        self.inner.is_locked()
+        self.0.acquire(cpu, Location::caller())
     }
 }
 
-impl<T: ?Sized> fmt::Debug for SpinLock<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SpinLock")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
-    }
-}
+shared_lock_methods!(SpinLock);
