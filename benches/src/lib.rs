@@ -85,14 +85,7 @@ impl Host {
     /// workloads: each thread binds a CPU of its own).
     pub fn with_cpus(ram: usize, cpus: usize) -> Host {
         Host {
-            machine: TestMachine::builder()
-                .ram(ram)
-                .cpus(cpus)
-                .backing(Backing::Mmap)
-                .memory_map(vec![Region::new(0, ram as u64, RegionKind::Usable)])
-                .without_kernel_image()
-                .buddy_config(KmmPath::PerCpu.config())
-                .build(),
+            machine: kmm_machine(ram, cpus),
         }
     }
 
@@ -110,6 +103,21 @@ impl Host {
         self.machine.rebuild(config);
         self.machine.buddy()
     }
+}
+
+/// The machine every kmm benchmark runs on: `ram` bytes of sparse,
+/// `mmap`-backed RAM in one usable region, `cpus` simulated CPUs, no kernel
+/// image reserved (kmm manages all of RAM, as the peers do), and the buddy
+/// allocator with [`KmmPath::PerCpu`]'s configuration (no reserve).
+pub fn kmm_machine(ram: usize, cpus: usize) -> TestMachine {
+    TestMachine::builder()
+        .ram(ram)
+        .cpus(cpus)
+        .backing(Backing::Mmap)
+        .memory_map(vec![Region::new(0, ram as u64, RegionKind::Usable)])
+        .without_kernel_image()
+        .buddy_config(KmmPath::PerCpu.config())
+        .build()
 }
 
 /// Which order-0 path a [`Kmm`] takes.

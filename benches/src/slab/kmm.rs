@@ -10,18 +10,14 @@ use kmm_hal::PAGE_SIZE;
 use kmm_mock::{CpuBinding, MockCpu};
 use kmm_slab::{SlabAllocator, SlabFlags};
 
-use kmm_mock::Backing;
-use kmm_page_frame::{Region, RegionKind};
-use kmm_testkit::TestMachine;
-
-use crate::KmmPath;
+use crate::kmm_machine;
 
 use super::*;
 
 /// kmm's SLAB allocator over the buddy allocator of a fresh `ram`-byte host
-/// machine with `cpus` simulated CPUs, built by the test kit as for the
-/// `kmm-slab` doc example (`Backing::Mmap`, one usable region, `Bootmem`,
-/// `MemMap::new`, `Buddy::new` with `min_free_kbytes: Some(0)`,
+/// machine with `cpus` simulated CPUs ([`kmm_machine`], built by the test
+/// kit as for the `kmm-slab` doc example: `Backing::Mmap`, one usable region,
+/// `Bootmem`, `MemMap::new`, `Buddy::new` with `min_free_kbytes: Some(0)`,
 /// `SlabAllocator::new`), handed to `f` with the heap size and the calling
 /// thread's binding to CPU 0.
 ///
@@ -35,14 +31,7 @@ pub fn with_kmm<R>(
     cpus: usize,
     f: impl FnOnce(&SlabAllocator<'_, MockCpu>, usize, CpuBinding) -> R,
 ) -> R {
-    let host = TestMachine::builder()
-        .ram(ram)
-        .cpus(cpus)
-        .backing(Backing::Mmap)
-        .memory_map(vec![Region::new(0, ram as u64, RegionKind::Usable)])
-        .without_kernel_image()
-        .buddy_config(KmmPath::PerCpu.config())
-        .build();
+    let host = kmm_machine(ram, cpus);
     let cpu0 = host.bind(0);
     let heap = host.buddy().free_pages_total() * PAGE_SIZE;
     f(host.slab(), heap, cpu0)

@@ -1,25 +1,17 @@
 //! The allocator's hooks run with no zone lock held and no per-CPU list
 //! borrowed, so a hook may call back into the allocator.
+//!
+//! A hook is `'static` (a function), so it reaches the allocator through a
+//! `static` test machine that its test builds.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use kmm_buddy::{Buddy, BuddyConfig, Freed, Gfp, Zone};
 use kmm_hal::{Cpu, Pfn};
-use kmm_mock::{Backing, Machine, MockCpu};
-use kmm_page_frame::{Bootmem, MemMap, Region, RegionKind, ZoneType};
-
-/// A buddy allocator over `m`'s RAM, with `ZONE_HIGHMEM` from `high`.
-fn buddy<'m>(m: &'m Machine, high: usize, config: BuddyConfig<'m>) -> Buddy<'m, MockCpu> {
-    let map = [Region::new(0, m.ram_size() as u64, RegionKind::Usable)];
-    let mut boot = Bootmem::new(&map, m.lowmem_end()).expect("bootmem");
-    let layout = m.layout().with_highmem_start(high);
-    // SAFETY: the direct map is `m`'s RAM, which the returned allocator
-    // borrows (so `m` outlives it); nothing else uses the memory.
-    let mem = unsafe { MemMap::new(&mut boot, &layout) }.expect("mem_map");
-    // SAFETY: as above; `boot` is the bootmem `mem` was built with.
-    unsafe { Buddy::new(mem, boot, m.cpu().clone(), config) }.expect("buddy")
-}
+use kmm_mock::MockCpu;
+use kmm_page_frame::ZoneType;
+use kmm_testkit::{Backing, TestMachine};
 
 /// What every hook checks first: no zone lock is held, and this CPU holds no
 /// per-CPU list.
@@ -38,21 +30,16 @@ fn assert_nothing_held(b: &Buddy<'_, MockCpu>) {
 /// while the allocation that called it is still in progress.
 #[test]
 fn on_low_may_allocate() {
-    let m = Machine::builder()
-        .ram(32 << 20)
-        .backing(Backing::Software)
-        .build()
-        .unwrap();
-    let me: OnceLock<&Buddy<'_, MockCpu>> = OnceLock::new();
-    let calls = AtomicUsize::new(0);
-    let depth = AtomicUsize::new(0);
-    let on_low = |_: &Zone<'_>| {
-        calls.fetch_add(1, Ordering::Relaxed);
-        let b = me.get().expect("set before the first allocation");
+    static HOST: OnceLock<TestMachine> = OnceLock::new();
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+    static DEPTH: AtomicUsize = AtomicUsize::new(0);
+    fn on_low(_: &Zone<'_>) {
+        CALLS.fetch_add(1, Ordering::Relaxed);
+        let b = HOST.get().expect("set before the first allocation").buddy();
         assert_nothing_held(b);
         // An allocation from the hook may find the zone low too and call the
         // hook again: a hook guards against its own recursion.
-        if depth.fetch_add(1, Ordering::Relaxed) == 0 {
+        if DEPTH.fetch_add(1, Ordering::Relaxed) == 0 {
             for order in [0, 0, 2] {
                 let p = b
                     .alloc_pages(Gfp::ATOMIC, order)
@@ -61,20 +48,25 @@ fn on_low_may_allocate() {
             }
             b.drain_local();
         }
-        depth.fetch_sub(1, Ordering::Relaxed);
-    };
-    let config = BuddyConfig {
-        on_low: Some(&on_low),
-        ..BuddyConfig::default()
-    };
-    let b = buddy(&m, 32 << 20, config);
-    assert!(me.set(&b).is_ok(), "set once");
-    let _cpu0 = m.cpu().bind(0).unwrap();
+        DEPTH.fetch_sub(1, Ordering::Relaxed);
+    }
+    let host = HOST.get_or_init(|| {
+        TestMachine::builder()
+            .ram_mib(32)
+            .backing(Backing::Software)
+            .buddy_config(BuddyConfig {
+                on_low: Some(&on_low),
+                ..BuddyConfig::default()
+            })
+            .build()
+    });
+    let _cpu0 = host.bind(0);
+    let b = host.buddy();
     let managed = b.managed_total();
     // Blocks of 16 frames reach the low watermark in a few hundred calls
     // (Miri is slow).
     let mut live = Vec::new();
-    while calls.load(Ordering::Relaxed) == 0 {
+    while CALLS.load(Ordering::Relaxed) == 0 {
         live.push(b.alloc_pages(Gfp::KERNEL, 4).expect("above min"));
     }
     for p in live {
@@ -93,29 +85,31 @@ fn on_low_may_allocate() {
 #[test]
 #[cfg_attr(miri, ignore = "1 GiB of RAM: the mmap backing")]
 fn zero_highmem_may_allocate() {
-    // RAM above the 896 MiB direct map: real high memory.
-    let m = Machine::builder()
-        .ram(1 << 30)
-        .backing(Backing::Mmap)
-        .build()
-        .unwrap();
-    let me: OnceLock<&Buddy<'_, MockCpu>> = OnceLock::new();
-    let zeroed = AtomicUsize::new(0);
-    let zero = |pfn: Pfn| {
-        let b = me.get().expect("set before the first allocation");
+    static HOST: OnceLock<TestMachine> = OnceLock::new();
+    static ZEROED: AtomicUsize = AtomicUsize::new(0);
+    fn zero(pfn: Pfn) {
+        let host = HOST.get().expect("set before the first allocation");
+        let b = host.buddy();
         assert_nothing_held(b);
         let p = b.alloc_pages(Gfp::KERNEL, 0).expect("a low page");
         assert_eq!(b.free_pages_page(p, 0), Ok(Freed::Released));
-        assert!(m.write_phys(pfn.phys(), &[0; 4096]));
-        zeroed.fetch_add(1, Ordering::Relaxed);
-    };
-    let config = BuddyConfig {
-        zero_highmem: Some(&zero),
-        ..BuddyConfig::default()
-    };
-    let b = buddy(&m, 896 << 20, config);
-    assert!(me.set(&b).is_ok(), "set once");
-    let _cpu0 = m.cpu().bind(0).unwrap();
+        assert!(host.machine().write_phys(pfn.phys(), &[0; 4096]));
+        ZEROED.fetch_add(1, Ordering::Relaxed);
+    }
+    // RAM above the 896 MiB direct map: real high memory.
+    let host = HOST.get_or_init(|| {
+        TestMachine::builder()
+            .ram_mib(1024)
+            .backing(Backing::Mmap)
+            .highmem_mib(896)
+            .buddy_config(BuddyConfig {
+                zero_highmem: Some(&zero),
+                ..BuddyConfig::default()
+            })
+            .build()
+    });
+    let (m, b) = (host.machine(), host.buddy());
+    let _cpu0 = host.bind(0);
     // Dirty a high page and free it (to the hot end of this CPU's list); a
     // zeroed block of order 2 comes from the free lists, a zeroed page from
     // the list: the dirtied frame, zeroed through the hook.
@@ -126,13 +120,13 @@ fn zero_highmem_may_allocate() {
     b.free_pages_page(p, 0).unwrap();
     let q = b.alloc_pages(Gfp::HIGHUSER | Gfp::ZERO, 2).unwrap();
     assert_eq!(q.zone_type(), ZoneType::HighMem);
-    assert_eq!(zeroed.load(Ordering::Relaxed), 4, "one call per frame");
+    assert_eq!(ZEROED.load(Ordering::Relaxed), 4, "one call per frame");
     let qa = b.mem().page_to_phys(q).unwrap();
     let mut buf = vec![0xffu8; 4 << 12];
     assert!(m.read_phys(qa, &mut buf));
     assert!(buf.iter().all(|&x| x == 0));
     let r = b.alloc_pages(Gfp::HIGHUSER | Gfp::ZERO, 0).unwrap();
-    assert_eq!(zeroed.load(Ordering::Relaxed), 5);
+    assert_eq!(ZEROED.load(Ordering::Relaxed), 5);
     let ra = b.mem().page_to_phys(r).unwrap();
     assert_eq!(ra, pa, "the dirtied frame, from the hot end of the list");
     let mut page = vec![0xffu8; 4096];

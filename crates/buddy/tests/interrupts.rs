@@ -3,45 +3,31 @@
 //! interrupt spins on it), the per-CPU lists are never handed out twice, and
 //! every page comes back.
 
+mod common;
+
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use kmm_buddy::{Buddy, BuddyConfig, Freed, Gfp};
+use common::{check, fill};
+use kmm_buddy::{Buddy, Freed, Gfp};
 use kmm_hal::sync::LockReport;
 use kmm_hal::{Cpu, IrqState};
-use kmm_mock::{Backing, Machine, MockCpu, watchdog};
-use kmm_page_frame::{Bootmem, MemMap, Page, Region, RegionKind, ZoneType};
+use kmm_mock::{MockCpu, watchdog};
+use kmm_page_frame::{Page, ZoneType};
+use kmm_testkit::{Backing, TestMachine, TestMachineBuilder};
 
 const ROUNDS: usize = if cfg!(miri) { 20 } else { 1500 };
 
-/// A machine of `mib` MiB with `cpus` CPUs and high memory from `high_mib`.
-fn machine(mib: usize, cpus: usize) -> Machine {
-    Machine::builder()
-        .ram(mib << 20)
+/// A machine of 64 MiB, software-backed, with `cpus` CPUs and high memory
+/// from 48 MiB.
+fn machine(cpus: usize) -> TestMachineBuilder {
+    TestMachine::builder()
+        .ram_mib(64)
         .cpus(cpus)
+        .highmem_mib(48)
         .backing(Backing::Software)
-        .build()
-        .expect("machine")
-}
-
-/// A buddy allocator over `m`'s RAM, with `ZONE_HIGHMEM` from `high_mib`, the
-/// CPUs `cpu` (the machine's, or a wrapper of them).
-fn buddy<'m, C: Cpu>(
-    m: &'m Machine,
-    high_mib: usize,
-    cpu: C,
-    config: BuddyConfig<'m>,
-) -> Buddy<'m, C> {
-    let map = [Region::new(0, m.ram_size() as u64, RegionKind::Usable)];
-    let mut boot = Bootmem::new(&map, m.lowmem_end()).expect("bootmem");
-    let layout = m.layout().with_highmem_start(high_mib << 20);
-    // SAFETY: the direct map is `m`'s RAM, which the returned allocator
-    // borrows (so `m` outlives it); nothing else uses the memory.
-    let mem = unsafe { MemMap::new(&mut boot, &layout) }.expect("mem_map");
-    // SAFETY: as above; `boot` is the bootmem `mem` was built with.
-    unsafe { Buddy::new(mem, boot, cpu, config) }.expect("buddy")
 }
 
 /// Every page is back in the zones' free lists.
@@ -50,31 +36,6 @@ fn assert_all_back<C: Cpu>(b: &Buddy<'_, C>) {
         assert_eq!(z.pcp_pages(), 0, "zone {i}: per-CPU lists not drained");
         assert_eq!(z.free_pages(), z.managed(), "zone {i}: pages missing");
     }
-}
-
-/// A tag in every 64th word of a low-memory block.
-fn fill(b: &Buddy<'_, MockCpu>, p: &Page, order: usize, tag: u64) {
-    if p.zone_type() == ZoneType::HighMem {
-        return;
-    }
-    let va = b.mem().page_address(p).unwrap();
-    // SAFETY: the block is ours, in the direct map, 4096 << order bytes.
-    let words = unsafe { std::slice::from_raw_parts_mut(va.as_mut_ptr::<u64>(), 512 << order) };
-    words.iter_mut().step_by(64).for_each(|w| *w = tag);
-}
-
-/// The tag is intact: nobody else was handed the block meanwhile.
-fn check(b: &Buddy<'_, MockCpu>, p: &Page, order: usize, tag: u64) {
-    if p.zone_type() == ZoneType::HighMem {
-        return;
-    }
-    let va = b.mem().page_address(p).unwrap();
-    // SAFETY: as in `fill`.
-    let words = unsafe { std::slice::from_raw_parts(va.as_ptr::<u64>(), 512 << order) };
-    assert!(
-        words.iter().step_by(64).all(|&w| w == tag),
-        "block overwritten: handed out twice"
-    );
 }
 
 /// CPU 0 allocates and frees blocks of orders 0..=3, drains its lists and
@@ -90,9 +51,8 @@ fn check(b: &Buddy<'_, MockCpu>, p: &Page, order: usize, tag: u64) {
     ignore = "simulated interrupts and the lock checker need debug assertions"
 )]
 fn allocating_interrupts_on_every_path() {
-    let m = machine(64, 2);
-    let cpu = m.cpu();
-    let b = buddy(&m, 48, cpu.clone(), BuddyConfig::default());
+    let host = machine(2).build();
+    let (cpu, b) = (host.cpu(), host.buddy());
     let managed = b.managed_total();
     let done = AtomicBool::new(false);
     let (handled, failed) = watchdog("buddy under interrupts", Duration::from_secs(120), || {
@@ -108,12 +68,12 @@ fn allocating_interrupts_on_every_path() {
                     let order = (i % 4) as usize;
                     if let Some(p) = b.alloc_pages(Gfp::KERNEL, order) {
                         let tag = 1 << 48 | i;
-                        fill(&b, p, order, tag);
+                        fill(b, p, order, tag);
                         live.push((p, order, tag));
                     }
                     if live.len() >= 16 {
                         for (p, order, tag) in live.drain(..) {
-                            check(&b, p, order, tag);
+                            check(b, p, order, tag);
                             b.free_pages_page(p, order).unwrap();
                         }
                     }
@@ -124,7 +84,7 @@ fn allocating_interrupts_on_every_path() {
                     std::thread::yield_now();
                 }
                 for (p, order, tag) in live {
-                    check(&b, p, order, tag);
+                    check(b, p, order, tag);
                     b.free_pages_page(p, order).unwrap();
                 }
                 b.drain_local();
@@ -145,8 +105,8 @@ fn allocating_interrupts_on_every_path() {
                 match b.alloc_pages(Gfp::ATOMIC, 0) {
                     Some(p) => {
                         let tag = 2 << 48 | handled.get() as u64;
-                        fill(&b, p, 0, tag);
-                        check(&b, p, 0, tag);
+                        fill(b, p, 0, tag);
+                        check(b, p, 0, tag);
                         assert_eq!(b.free_pages_page(p, 0), Ok(Freed::Released));
                         handled.set(handled.get() + 1);
                     }
@@ -179,7 +139,7 @@ fn allocating_interrupts_on_every_path() {
                             };
                             let p = got.expect("memory to spare");
                             let tag = (round as u64) << 8 | order as u64;
-                            fill(&b, p, order, tag);
+                            fill(b, p, order, tag);
                             live.push((p, order, tag));
                         }
                     }
@@ -187,7 +147,7 @@ fn allocating_interrupts_on_every_path() {
                         live.reverse();
                     }
                     for (p, order, tag) in live {
-                        check(&b, p, order, tag);
+                        check(b, p, order, tag);
                         if order == 0 && round % 3 == 0 {
                             b.free_cold_page(p).unwrap();
                         } else {
@@ -215,14 +175,11 @@ fn allocating_interrupts_on_every_path() {
     assert_eq!(failed, 0, "atomic allocations failed with memory to spare");
     assert_eq!(cpu.lockdep_reports(), Vec::<LockReport>::new());
     assert_eq!(b.free_pages_total(), managed);
-    assert_all_back(&b);
+    assert_all_back(b);
 }
 
 /// What the probe does when the allocator reaches an interrupt point.
-#[derive(Default)]
 struct Probe {
-    /// The allocator (a `*const Buddy<'_, ProbeCpu>`), once built.
-    buddy: AtomicPtr<()>,
     /// Re-enter once, at the next interrupt point with interrupts on.
     armed: AtomicBool,
     /// What the probe saw at each interrupt point: (a list of this CPU
@@ -232,13 +189,24 @@ struct Probe {
     got: AtomicUsize,
 }
 
+/// The one probe, for the one test that builds the [`PROBED`] machine.
+static PROBE: Probe = Probe {
+    armed: AtomicBool::new(false),
+    seen: Mutex::new(Vec::new()),
+    got: AtomicUsize::new(0),
+};
+
+/// The machine whose allocator runs on [`ProbeCpu`], where the probe finds
+/// it (a `static`: the probe runs inside the allocator's own `Cpu`, which
+/// cannot borrow the machine); unset while the allocator is being built.
+static PROBED: OnceLock<TestMachine<ProbeCpu>> = OnceLock::new();
+
 /// The mock's CPUs, with a probe that runs at the allocator's interrupt
 /// points: it records what is held there and, once armed and with
 /// interrupts on, re-enters the allocator as an interrupt handler would.
 #[derive(Clone)]
 struct ProbeCpu {
     inner: MockCpu,
-    probe: Arc<Probe>,
 }
 
 // SAFETY: every method forwards to `MockCpu`, which keeps the contract; the
@@ -279,21 +247,18 @@ unsafe impl Cpu for ProbeCpu {
     }
     fn interrupt_point(&self) {
         self.inner.interrupt_point();
-        let ptr = self.probe.buddy.load(Ordering::Acquire);
-        if ptr.is_null() {
+        let Some(host) = PROBED.get() else {
             return;
-        }
-        // SAFETY: set to the allocator once it is built, cleared before it
-        // is dropped, and only the test's thread (which owns it) gets here.
-        let b = unsafe { &*ptr.cast::<Buddy<'_, ProbeCpu>>() };
+        };
+        let b = host.buddy();
         let id = self.id();
         // The allocator's promise at every interrupt point: nothing held.
         let busy = b.zones().iter().any(|z| z.pcp().is_busy(id));
         let locked = b.zones().iter().any(|z| z.is_locked());
-        self.probe.seen.lock().unwrap().push((busy, locked));
+        PROBE.seen.lock().unwrap().push((busy, locked));
         // The contract of `Cpu`: with interrupts off, no code that calls
         // into kmm runs here.
-        if self.irqs_disabled() || !self.probe.armed.swap(false, Ordering::Relaxed) {
+        if self.irqs_disabled() || !PROBE.armed.swap(false, Ordering::Relaxed) {
             return;
         }
         // Code an interrupt would run: re-enter the allocator.
@@ -305,7 +270,7 @@ unsafe impl Cpu for ProbeCpu {
         b.drain_all_pages();
         assert_eq!(b.free_pages_page(p, 0), Ok(Freed::Released));
         assert_eq!(b.free_pages_page(q, 0), Ok(Freed::Released));
-        self.probe.got.fetch_add(2, Ordering::Relaxed);
+        PROBE.got.fetch_add(2, Ordering::Relaxed);
     }
 }
 
@@ -315,21 +280,13 @@ unsafe impl Cpu for ProbeCpu {
 /// pages, nothing panics, and every page comes back.
 #[test]
 fn interrupt_points_hold_nothing_and_may_reenter() {
-    let m = machine(64, 1);
-    let probe = Arc::new(Probe::default());
-    let cpu = ProbeCpu {
-        inner: m.cpu().clone(),
-        probe: probe.clone(),
-    };
-    let b = buddy(&m, 48, cpu, BuddyConfig::default());
-    probe
-        .buddy
-        .store(std::ptr::from_ref(&b).cast_mut().cast(), Ordering::Release);
-    let _cpu0 = m.cpu().bind(0).unwrap();
+    let host = PROBED.get_or_init(|| machine(1).build_with_cpu(|inner| ProbeCpu { inner }));
+    let b = host.buddy();
+    let _cpu0 = host.bind(0);
     let managed = b.managed_total();
     let mut live = Vec::new();
     for round in 0..8 {
-        probe.armed.store(true, Ordering::Relaxed);
+        PROBE.armed.store(true, Ordering::Relaxed);
         // Orders above 0 take the slow path, which has an interrupt point.
         live.push((
             b.alloc_pages(Gfp::KERNEL | Gfp::DMA, 1 + round % 3)
@@ -342,26 +299,24 @@ fn interrupt_points_hold_nothing_and_may_reenter() {
     for (p, order) in live {
         assert_eq!(b.free_pages_page(p, order), Ok(Freed::Released));
     }
-    let seen = probe.seen.lock().unwrap().clone();
+    let seen = PROBE.seen.lock().unwrap().clone();
     assert!(seen.len() >= 16, "interrupt points reached: {}", seen.len());
     for (busy, locked) in seen {
         assert!(!busy, "an interrupt point with this CPU's list held");
         assert!(!locked, "an interrupt point with a zone lock held");
     }
-    assert_eq!(probe.got.load(Ordering::Relaxed), 16, "every re-entry ran");
-    probe.buddy.store(std::ptr::null_mut(), Ordering::Release);
+    assert_eq!(PROBE.got.load(Ordering::Relaxed), 16, "every re-entry ran");
     b.drain_local();
     assert_eq!(b.free_pages_total(), managed);
-    assert_all_back(&b);
+    assert_all_back(b);
 }
 
 /// A CPU that went away leaves pages on its lists; another CPU drains them
 /// (`with_offline`). Called for the calling CPU itself it is `drain_local`.
 #[test]
 fn drain_offline_cpu_returns_a_parked_cpus_pages() {
-    let m = machine(64, 2);
-    let cpu = m.cpu();
-    let b = buddy(&m, 48, cpu.clone(), BuddyConfig::default());
+    let host = machine(2).build();
+    let (cpu, b) = (host.cpu(), host.buddy());
     let managed = b.managed_total();
     let normal = &b.zones()[ZoneType::Normal as usize];
     std::thread::scope(|s| {
@@ -389,5 +344,5 @@ fn drain_offline_cpu_returns_a_parked_cpus_pages() {
     // SAFETY: CPU 0 is the calling CPU: drained as by `drain_local`.
     unsafe { b.drain_offline_cpu(0) };
     assert_eq!(b.free_pages_total(), managed);
-    assert_all_back(&b);
+    assert_all_back(b);
 }

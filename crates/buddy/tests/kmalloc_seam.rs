@@ -2,24 +2,15 @@
 //! SLAB allocator's kmalloc took from the page allocator), as it refuses slab
 //! pages: a typed error, nothing changed, nothing lost.
 
-use kmm_buddy::{Buddy, BuddyConfig, FreeError, Freed, Gfp};
-use kmm_mock::{Backing, Machine};
-use kmm_page_frame::{Bootmem, MemMap, PgFlags, Region, RegionKind};
+use kmm_buddy::{FreeError, Freed, Gfp};
+use kmm_page_frame::PgFlags;
+use kmm_testkit::TestMachine;
 
 #[test]
 fn a_kmalloc_block_is_refused_until_unmarked() {
-    let m = Machine::builder()
-        .ram(16 << 20)
-        .backing(Backing::default_for_host())
-        .build()
-        .unwrap();
-    let _cpu = m.cpu().bind(0).unwrap();
-    let map = [Region::new(0, 16 << 20, RegionKind::Usable)];
-    let mut boot = Bootmem::new(&map, m.lowmem_end()).unwrap();
-    // SAFETY: the machine's RAM is the direct map and outlives the allocator.
-    let mem = unsafe { MemMap::new(&mut boot, m.layout()) }.unwrap();
-    // SAFETY: as above.
-    let b = unsafe { Buddy::new(mem, boot, m.cpu().clone(), BuddyConfig::default()) }.unwrap();
+    let host = TestMachine::builder().ram_mib(16).build();
+    let _cpu = host.bind(0);
+    let b = host.buddy();
 
     let free_before = b.free_pages_total();
     let page = b.alloc_pages(Gfp::KERNEL, 2).unwrap();

@@ -5,30 +5,21 @@
 //! the frame was never seen again).
 
 use intrusive_collections::LinkedList;
-use kmm_buddy::{Buddy, BuddyConfig, FreeError, Freed, Gfp};
-use kmm_mock::{Backing, Machine, MockCpu};
-use kmm_page_frame::{Bootmem, MemMap, Page, PageAdapter, PgFlags, Region, RegionKind};
+use kmm_buddy::{Buddy, FreeError, Freed, Gfp};
+use kmm_mock::MockCpu;
+use kmm_page_frame::{Page, PageAdapter, PgFlags};
+use kmm_testkit::{Backing, TestMachine};
 
-/// A 32 MiB machine, software-backed, and the buddy allocator on it.
+/// A 32 MiB machine, software-backed, and the buddy allocator on it, with
+/// the calling thread as CPU 0.
 fn with_buddy(bypass_pcp: bool, f: impl FnOnce(&Buddy<'_, MockCpu>)) {
-    let m = Machine::builder()
-        .ram(32 << 20)
+    let host = TestMachine::builder()
+        .ram_mib(32)
         .backing(Backing::Software)
-        .build()
-        .unwrap();
-    let _cpu0 = m.cpu().bind(0).unwrap();
-    let map = [Region::new(0, 32 << 20, RegionKind::Usable)];
-    let mut boot = Bootmem::new(&map, m.lowmem_end()).unwrap();
-    // SAFETY: the machine's RAM is the direct map, used by nothing else, and
-    // outlives the allocator (dropped at the end of this function).
-    let mem = unsafe { MemMap::new(&mut boot, m.layout()) }.unwrap();
-    let config = BuddyConfig {
-        bypass_pcp,
-        ..BuddyConfig::default()
-    };
-    // SAFETY: as above; `boot` is the bootmem `mem` was built with.
-    let buddy = unsafe { Buddy::new(mem, boot, m.cpu().clone(), config) }.unwrap();
-    f(&buddy);
+        .bypass_pcp(bypass_pcp)
+        .build();
+    let _cpu0 = host.bind(0);
+    f(host.buddy());
 }
 
 /// What a refused free must leave as it was.

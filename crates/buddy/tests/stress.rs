@@ -6,9 +6,9 @@ mod common;
 
 use std::sync::Mutex;
 
-use common::rig;
+use common::{check, fill, rig};
 use kmm_buddy::{BuddyConfig, Gfp, MAX_ORDER};
-use kmm_page_frame::{Page, ZoneType};
+use kmm_page_frame::Page;
 
 const ROUNDS: usize = if cfg!(miri) { 40 } else { 4000 };
 
@@ -18,29 +18,6 @@ fn next(s: &mut u64) -> u64 {
     *s ^= *s >> 7;
     *s ^= *s << 17;
     *s
-}
-
-fn fill(b: &kmm_buddy::Buddy<'_, kmm_mock::MockCpu>, p: &Page, order: usize, tag: u64) {
-    if p.zone_type() == ZoneType::HighMem {
-        return;
-    }
-    let va = b.mem().page_address(p).unwrap();
-    // SAFETY: the block is ours, in the direct map, 4096 << order bytes.
-    let words = unsafe { std::slice::from_raw_parts_mut(va.as_mut_ptr::<u64>(), 512 << order) };
-    words.iter_mut().step_by(64).for_each(|w| *w = tag);
-}
-
-fn check(b: &kmm_buddy::Buddy<'_, kmm_mock::MockCpu>, p: &Page, order: usize, tag: u64) {
-    if p.zone_type() == ZoneType::HighMem {
-        return;
-    }
-    let va = b.mem().page_address(p).unwrap();
-    // SAFETY: as in `fill`.
-    let words = unsafe { std::slice::from_raw_parts(va.as_ptr::<u64>(), 512 << order) };
-    assert!(
-        words.iter().step_by(64).all(|&w| w == tag),
-        "block overwritten: overlap"
-    );
 }
 
 #[test]

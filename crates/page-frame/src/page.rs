@@ -304,45 +304,57 @@ impl<'a> PageAdapter<'a> {
     }
 }
 
-// SAFETY: `get_value` and `get_link` convert between a descriptor and its
-// `link` field (the same object), keeping the descriptor's provenance.
-unsafe impl<'a> Adapter for PageAdapter<'a> {
-    type LinkOps = PageLinkOps;
-    type PointerOps = DefaultPointerOps<&'a Page>;
+/// The [`Adapter`] impl of a page adapter `$adapter<'a>` (fields `link_ops:
+/// $link_ops` and `pointer_ops: DefaultPointerOps<&'a Page>`): the two adapters
+/// differ only in their link operations, so they share this code, which
+/// converts between a descriptor and its `link` with [`page_of`] and
+/// [`link_of`].
+macro_rules! page_adapter_impl {
+    ($adapter:ident, $link_ops:ty) => {
+        // SAFETY: `get_value` and `get_link` convert between a descriptor and
+        // its `link` field (the same object), keeping the descriptor's
+        // provenance.
+        unsafe impl<'a> Adapter for $adapter<'a> {
+            type LinkOps = $link_ops;
+            type PointerOps = DefaultPointerOps<&'a Page>;
 
-    #[inline]
-    unsafe fn get_value(
-        &self,
-        link: <Self::LinkOps as LinkOps>::LinkPtr,
-    ) -> *const <Self::PointerOps as PointerOps>::Value {
-        // SAFETY: `link` came from `get_link` (the trait's contract).
-        unsafe { page_of(link) }
-    }
+            #[inline]
+            unsafe fn get_value(
+                &self,
+                link: <Self::LinkOps as LinkOps>::LinkPtr,
+            ) -> *const <Self::PointerOps as PointerOps>::Value {
+                // SAFETY: `link` came from `get_link` (the trait's contract).
+                unsafe { page_of(link) }
+            }
 
-    #[inline]
-    unsafe fn get_link(
-        &self,
-        value: *const <Self::PointerOps as PointerOps>::Value,
-    ) -> <Self::LinkOps as LinkOps>::LinkPtr {
-        // SAFETY: `value` is a valid pointer (the trait's contract).
-        unsafe { link_of(value) }
-    }
+            #[inline]
+            unsafe fn get_link(
+                &self,
+                value: *const <Self::PointerOps as PointerOps>::Value,
+            ) -> <Self::LinkOps as LinkOps>::LinkPtr {
+                // SAFETY: `value` is a valid pointer (the trait's contract).
+                unsafe { link_of(value) }
+            }
 
-    #[inline]
-    fn link_ops(&self) -> &Self::LinkOps {
-        &self.link_ops
-    }
+            #[inline]
+            fn link_ops(&self) -> &Self::LinkOps {
+                &self.link_ops
+            }
 
-    #[inline]
-    fn link_ops_mut(&mut self) -> &mut Self::LinkOps {
-        &mut self.link_ops
-    }
+            #[inline]
+            fn link_ops_mut(&mut self) -> &mut Self::LinkOps {
+                &mut self.link_ops
+            }
 
-    #[inline]
-    fn pointer_ops(&self) -> &Self::PointerOps {
-        &self.pointer_ops
-    }
+            #[inline]
+            fn pointer_ops(&self) -> &Self::PointerOps {
+                &self.pointer_ops
+            }
+        }
+    };
 }
+
+page_adapter_impl!(PageAdapter, PageLinkOps);
 
 /// Threads free [`Page`]s on the page allocator's own lists (the buddy free
 /// lists and the per-CPU lists): plain links, no flag bookkeeping, so the hot
@@ -370,44 +382,7 @@ impl<'a> FreeListAdapter<'a> {
     }
 }
 
-// SAFETY: as for `PageAdapter`.
-unsafe impl<'a> Adapter for FreeListAdapter<'a> {
-    type LinkOps = linked_list::LinkOps;
-    type PointerOps = DefaultPointerOps<&'a Page>;
-
-    #[inline]
-    unsafe fn get_value(
-        &self,
-        link: <Self::LinkOps as LinkOps>::LinkPtr,
-    ) -> *const <Self::PointerOps as PointerOps>::Value {
-        // SAFETY: `link` came from `get_link` (the trait's contract).
-        unsafe { page_of(link) }
-    }
-
-    #[inline]
-    unsafe fn get_link(
-        &self,
-        value: *const <Self::PointerOps as PointerOps>::Value,
-    ) -> <Self::LinkOps as LinkOps>::LinkPtr {
-        // SAFETY: `value` is a valid pointer (the trait's contract).
-        unsafe { link_of(value) }
-    }
-
-    #[inline]
-    fn link_ops(&self) -> &Self::LinkOps {
-        &self.link_ops
-    }
-
-    #[inline]
-    fn link_ops_mut(&mut self) -> &mut Self::LinkOps {
-        &mut self.link_ops
-    }
-
-    #[inline]
-    fn pointer_ops(&self) -> &Self::PointerOps {
-        &self.pointer_ops
-    }
-}
+page_adapter_impl!(FreeListAdapter, linked_list::LinkOps);
 
 impl Page {
     /// A reserved descriptor of zone `zone` on node `node`, reference count 0.

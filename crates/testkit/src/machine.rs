@@ -9,8 +9,8 @@
 //! a promise kept by this module alone:
 //!
 //! - **Drop order.** `Inner`'s fields drop in declaration order: the slab
-//!   allocator, then the buddy allocator it borrows, then the machine whose RAM
-//!   (the direct map) holds `mem_map` and the zones.
+//!   allocator, then the buddy allocator it borrows, then the CPUs they ran on,
+//!   then the machine whose RAM (the direct map) holds `mem_map` and the zones.
 //! - **No move.** The buddy allocator sits inside the `Arc`'s allocation, which
 //!   never moves; the slab allocator's `&'static Buddy` points there. It is only
 //!   replaced through `&mut self` with the `Arc` unique
@@ -210,6 +210,57 @@ impl TestMachineBuilder {
     /// comes with the first [`TestMachine::slab`]). Panics if the description
     /// cannot boot: this is a test fixture.
     pub fn build(self) -> TestMachine {
+        self.build_with_cpu(|cpu| cpu)
+    }
+
+    /// [`Self::build`], with the allocators running on `wrap(cpus)` instead of
+    /// the machine's CPUs `cpus`: a [`Cpu`] of the test's own that forwards to
+    /// the mock's and adds to it (a probe at the allocator's interrupt points,
+    /// say). Threads still bind through the machine's CPUs
+    /// ([`TestMachine::bind`], [`TestMachine::on_each_cpu`]), so the wrapper
+    /// takes its ids from the [`MockCpu`] it wraps. Implementing `Cpu` is
+    /// `unsafe`: keeping its contract is the wrapper's promise.
+    ///
+    /// ```
+    /// use kmm_hal::sync::LockReport;
+    /// use kmm_hal::{Cpu, IrqState};
+    /// use kmm_mock::MockCpu;
+    /// use kmm_testkit::TestMachine;
+    ///
+    /// /// The mock's CPUs, under another name.
+    /// #[derive(Clone)]
+    /// struct MyCpu(MockCpu);
+    ///
+    /// // SAFETY: every method forwards to `MockCpu`, which keeps the contract.
+    /// unsafe impl Cpu for MyCpu {
+    ///     fn count(&self) -> usize { self.0.count() }
+    ///     fn id(&self) -> usize { self.0.id() }
+    ///     fn irq_save(&self) -> IrqState { self.0.irq_save() }
+    ///     unsafe fn irq_restore(&self, state: IrqState) {
+    ///         // SAFETY: forwarded from the caller.
+    ///         unsafe { self.0.irq_restore(state) }
+    ///     }
+    ///     fn irqs_disabled(&self) -> bool { self.0.irqs_disabled() }
+    ///     fn preempt_disable(&self) { self.0.preempt_disable() }
+    ///     unsafe fn preempt_enable(&self) {
+    ///         // SAFETY: forwarded from the caller.
+    ///         unsafe { self.0.preempt_enable() }
+    ///     }
+    ///     fn preempt_count(&self) -> usize { self.0.preempt_count() }
+    ///     fn in_interrupt(&self) -> bool { self.0.in_interrupt() }
+    ///     fn interrupt_point(&self) { self.0.interrupt_point() }
+    ///     fn lockdep_report(&self, report: &LockReport) { self.0.lockdep_report(report) }
+    /// }
+    ///
+    /// let host = TestMachine::builder().ram_mib(16).build_with_cpu(MyCpu);
+    /// let _cpu0 = host.bind(0);
+    /// let page = host.buddy().alloc_pages(kmm_buddy::Gfp::KERNEL, 0).unwrap();
+    /// host.buddy().free_pages_page(page, 0).unwrap();
+    /// ```
+    pub fn build_with_cpu<C: Cpu + Clone + Send + Sync + 'static>(
+        self,
+        wrap: impl FnOnce(MockCpu) -> C,
+    ) -> TestMachine<C> {
         let machine = Machine::builder()
             .ram(self.ram)
             .cpus(self.cpus)
@@ -217,11 +268,13 @@ impl TestMachineBuilder {
             .backing(self.backing)
             .build()
             .expect("kmm-testkit: the mock machine");
-        let buddy = boot_buddy(&machine, &self, self.config);
+        let cpu = wrap(machine.cpu().clone());
+        let buddy = boot_buddy(&machine, &self, cpu.clone(), self.config);
         TestMachine {
             inner: Arc::new(Inner {
                 slab: OnceLock::new(),
                 buddy: Some(buddy),
+                cpu,
                 machine,
                 desc: self,
             }),
@@ -234,11 +287,12 @@ impl TestMachineBuilder {
 ///
 /// The result claims `'static`; see the module docs for who keeps that promise
 /// (the caller stores it in an [`Inner`] beside a clone of `machine`).
-fn boot_buddy(
+fn boot_buddy<C: Cpu>(
     machine: &Machine,
     desc: &TestMachineBuilder,
+    cpu: C,
     config: BuddyConfig<'static>,
-) -> Buddy<'static, MockCpu> {
+) -> Buddy<'static, C> {
     let map = desc.regions();
     let mut boot = Bootmem::new(&map, machine.lowmem_end()).expect("kmm-testkit: bootmem");
     for &(base, len) in &desc.reserved {
@@ -255,16 +309,21 @@ fn boot_buddy(
     // as long as the allocator: the `Inner` that stores the result holds a
     // clone of the machine and drops it last (module docs).
     let mem = unsafe { MemMap::new(&mut boot, &layout) }.expect("kmm-testkit: mem_map");
-    // SAFETY: as above; the frames `mem` releases are unused.
-    unsafe { Buddy::new(mem, boot, machine.cpu().clone(), config) }.expect("kmm-testkit: buddy")
+    // SAFETY: as above; the frames `mem` releases are unused, `boot` is the
+    // bootmem `mem` was built with, and `cpu` keeps the `Cpu` contract (its
+    // type's `unsafe impl`).
+    unsafe { Buddy::new(mem, boot, cpu, config) }.expect("kmm-testkit: buddy")
 }
 
 /// What a [`TestMachine`] owns. Fields drop in declaration order: slab,
-/// buddy, machine (module docs).
-struct Inner {
-    slab: OnceLock<SlabAllocator<'static, MockCpu>>,
+/// buddy, CPUs, machine (module docs).
+struct Inner<C: Cpu + 'static> {
+    slab: OnceLock<SlabAllocator<'static, C>>,
     /// Always `Some` but inside [`TestMachine::rebuild`].
-    buddy: Option<Buddy<'static, MockCpu>>,
+    buddy: Option<Buddy<'static, C>>,
+    /// The CPUs the allocators run on (the machine's, or a test's wrapper of
+    /// them); a copy for [`TestMachine::rebuild`].
+    cpu: C,
     machine: Machine,
     desc: TestMachineBuilder,
 }
@@ -278,26 +337,37 @@ struct Inner {
 /// inside the allocator: pages are taken as `&Page` of any lifetime and checked
 /// against `mem_map`, cache handles are validated on every use, and the report
 /// hook is a `fn` pointer. What the allocators hand out with `'h` (pages, zones,
-/// cache handles) is valid for `'h`, as the allocator is.
+/// cache handles) is valid for `'h`, as the allocator is. The CPU type `C` is
+/// `'static` and the same on both sides.
 macro_rules! reborrow {
     ($r:expr, $ty:ident) => {{
-        let r: &'h $ty<'static, MockCpu> = $r;
+        let r: &'h $ty<'static, C> = $r;
         // SAFETY: see `reborrow`'s docs: the allocator outlives `'h`, and
         // nothing of lifetime `'h` can be stored into it.
-        unsafe { &*(r as *const $ty<'static, MockCpu>).cast::<$ty<'h, MockCpu>>() }
+        unsafe { &*(r as *const $ty<'static, C>).cast::<$ty<'h, C>>() }
     }};
 }
 
 /// A mock machine with `mem_map`, the zones and the buddy allocator on it, and
 /// the slab allocator on first use. Cheap to clone (clones share it); `Send`
-/// and `Sync`; return it from helpers, keep it in a `static`, drop clones in
+/// and `Sync` (with a wrapper `C`, when `C` is); return it from helpers, keep it in a `static`, drop clones in
 /// any order: the allocators go when the last clone does, before the machine.
-#[derive(Clone)]
-pub struct TestMachine {
-    inner: Arc<Inner>,
+///
+/// `C` is the CPU type the allocators run on: the machine's [`MockCpu`], or a
+/// test's wrapper of it ([`TestMachineBuilder::build_with_cpu`]).
+pub struct TestMachine<C: Cpu + 'static = MockCpu> {
+    inner: Arc<Inner<C>>,
 }
 
-impl std::fmt::Debug for TestMachine {
+impl<C: Cpu + 'static> Clone for TestMachine<C> {
+    fn clone(&self) -> Self {
+        TestMachine {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<C: Cpu + 'static> std::fmt::Debug for TestMachine<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TestMachine")
             .field("machine", &self.inner.machine)
@@ -315,6 +385,15 @@ impl TestMachine {
         TestMachineBuilder::default()
     }
 
+    /// Asserts that every zone is fully coalesced and every managed page free.
+    pub fn assert_fully_coalesced(&self) {
+        if let Err(e) = crate::model::buddy::fully_coalesced(self) {
+            panic!("{e}");
+        }
+    }
+}
+
+impl<C: Cpu + Clone + Send + Sync + 'static> TestMachine<C> {
     /// The description this machine was built from.
     pub fn description(&self) -> &TestMachineBuilder {
         &self.inner.desc
@@ -325,7 +404,7 @@ impl TestMachine {
         &self.inner.machine
     }
 
-    /// The machine's CPUs.
+    /// The machine's CPUs (the ones threads bind to).
     pub fn cpu(&self) -> &MockCpu {
         self.inner.machine.cpu()
     }
@@ -345,11 +424,11 @@ impl TestMachine {
     }
 
     /// The buddy allocator, for as long as this handle is borrowed.
-    pub fn buddy<'h>(&'h self) -> &'h Buddy<'h, MockCpu> {
+    pub fn buddy<'h>(&'h self) -> &'h Buddy<'h, C> {
         reborrow!(self.inner_buddy(), Buddy)
     }
 
-    fn inner_buddy(&self) -> &Buddy<'static, MockCpu> {
+    fn inner_buddy(&self) -> &Buddy<'static, C> {
         self.inner
             .buddy
             .as_ref()
@@ -359,14 +438,14 @@ impl TestMachine {
     /// The slab allocator, built on the buddy allocator the first time it is
     /// asked for (on the calling thread's CPU, or on the first free CPU if the
     /// thread is not bound).
-    pub fn slab<'h>(&'h self) -> &'h SlabAllocator<'h, MockCpu> {
+    pub fn slab<'h>(&'h self) -> &'h SlabAllocator<'h, C> {
         let slab = self.inner.slab.get_or_init(|| {
-            let buddy: *const Buddy<'static, MockCpu> = self.inner_buddy();
+            let buddy: *const Buddy<'static, C> = self.inner_buddy();
             // SAFETY: the slab allocator is stored in the same `Inner` as the
             // buddy allocator, which sits in the `Arc`'s allocation (it never
             // moves), is only replaced after the slab allocator is dropped
             // (`rebuild`), and drops after it (field order; module docs).
-            let buddy: &'static Buddy<'static, MockCpu> = unsafe { &*buddy };
+            let buddy: &'static Buddy<'static, C> = unsafe { &*buddy };
             self.on_some_cpu(|| SlabAllocator::new(buddy).expect("kmm-testkit: slab allocator"))
         });
         reborrow!(slab, SlabAllocator)
@@ -405,7 +484,8 @@ impl TestMachine {
         // The old buddy allocator is dropped before the new one is built
         // over the same RAM.
         inner.buddy = None;
-        inner.buddy = Some(boot_buddy(&inner.machine, &inner.desc, config));
+        let cpu = inner.cpu.clone();
+        inner.buddy = Some(boot_buddy(&inner.machine, &inner.desc, cpu, config));
     }
 
     /// Drains every CPU's per-CPU page lists (each CPU its own, on its own
@@ -473,13 +553,6 @@ impl TestMachine {
             pfn = run_end;
         }
         counts
-    }
-
-    /// Asserts that every zone is fully coalesced and every managed page free.
-    pub fn assert_fully_coalesced(&self) {
-        if let Err(e) = crate::model::buddy::fully_coalesced(self) {
-            panic!("{e}");
-        }
     }
 }
 
