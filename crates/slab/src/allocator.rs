@@ -5,6 +5,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 use intrusive_collections::{LinkedList, LinkedListLink, UnsafeRef};
 use kmm_buddy::{Buddy, Gfp};
+use kmm_hal::sync::IrqSpinLock;
 use kmm_hal::{Cpu, PAGE_SIZE};
 
 use crate::cache::{ArrayCache, Cache, CacheAdapter, CpuArray, Ctor, KmemCache, Lists, Shared};
@@ -31,9 +32,9 @@ pub(crate) struct Arena {
 pub struct SlabAllocator<'a, C: Cpu> {
     pub(crate) buddy: &'a Buddy<'a, C>,
     pub(crate) cache_cache: Cache<'a>,
-    pub(crate) chain: spin::Mutex<ChainList>,
+    pub(crate) chain: IrqSpinLock<ChainList>,
     pub(crate) kmalloc: Kmalloc,
-    pub(crate) arena: spin::Mutex<Arena>,
+    pub(crate) arena: IrqSpinLock<Arena>,
     pub(crate) kmalloc_ready: AtomicBool,
     pub(crate) next_gen: AtomicU32,
     pub(crate) reports: Reports,
@@ -121,9 +122,9 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         let mut s = SlabAllocator {
             buddy,
             cache_cache,
-            chain: spin::Mutex::new(ChainList(chain)),
+            chain: IrqSpinLock::new("slab cache chain", ChainList(chain)),
             kmalloc: Kmalloc::empty(),
-            arena: spin::Mutex::new(Arena { next: 0, end: 0 }),
+            arena: IrqSpinLock::new("slab arena", Arena { next: 0, end: 0 }),
             kmalloc_ready: AtomicBool::new(false),
             next_gen: AtomicU32::new(2),
             reports: Reports::new(),
@@ -187,7 +188,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     /// Caches on the chain (the cache of caches and the general caches
     /// included).
     pub fn cache_count(&self) -> usize {
-        self.chain.lock().0.iter().count()
+        self.chain.lock_irqsave(self.buddy.cpu()).0.iter().count()
     }
 
     /// Creates a cache of `size`-byte objects aligned to `align` (0: the
@@ -265,7 +266,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         unsafe { (*obj).owner = self.cache_cache.ptr.as_ptr().addr() };
         // SAFETY: initialised above; the object stays until destroy.
         self.chain
-            .lock()
+            .lock_irqsave(self.buddy.cpu())
             .0
             .push_back(unsafe { UnsafeRef::from_raw(obj) });
         Ok(Cache {
@@ -300,7 +301,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             self.drain_shared(c, usize::MAX);
         }
         {
-            let l = c.lists.lock();
+            let l = c.lists.lock_irqsave(self.buddy.cpu());
             if !l.full.is_empty() || !l.partial.is_empty() {
                 return Err(SlabError::Busy);
             }
@@ -308,7 +309,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         self.free_slabs(c, usize::MAX);
         // Off the chain, dead, and its memory back.
         {
-            let mut chain = self.chain.lock();
+            let mut chain = self.chain.lock_irqsave(self.buddy.cpu());
             // SAFETY: the cache is on the chain (it was created and not yet
             // destroyed: its generation matched).
             let mut cur = unsafe { chain.0.cursor_mut_from_ptr(c) };
@@ -328,8 +329,11 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         if kmalloc {
             return self.kmalloc(bytes, Gfp::KERNEL).map(|p| p.as_ptr().addr());
         }
-        let mut a = self.arena.lock();
-        if a.next + bytes > a.end {
+        let cpu = self.buddy.cpu();
+        let fits = |a: &Arena| a.next + bytes <= a.end;
+        if !fits(&self.arena.lock_irqsave(cpu)) {
+            // A new block, taken with the arena's lock dropped (the page
+            // allocator may call its `on_low` hook).
             let order = bytes
                 .div_ceil(PAGE_SIZE)
                 .next_power_of_two()
@@ -338,8 +342,22 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
                 .buddy
                 .get_free_pages(Gfp::KERNEL | Gfp::ZERO, order)
                 .ok_or(SlabError::OutOfMemory)?;
-            a.next = va.as_usize();
-            a.end = a.next + (PAGE_SIZE << order);
+            let mut a = self.arena.lock_irqsave(cpu);
+            if !fits(&a) {
+                a.next = va.as_usize();
+                a.end = a.next + (PAGE_SIZE << order);
+            } else {
+                // Another CPU made room meanwhile: the block goes back.
+                drop(a);
+                let r = self.buddy.free_pages(va, order);
+                debug_assert!(r.is_ok(), "a block just taken goes back");
+            }
+        }
+        let mut a = self.arena.lock_irqsave(cpu);
+        if !fits(&a) {
+            // Taken by another CPU since: an arena is only used while the
+            // allocator boots, on one CPU; refuse rather than loop.
+            return Err(SlabError::OutOfMemory);
         }
         let at = a.next;
         // Cache-line aligned: the per-CPU arrays must not share lines.
@@ -454,21 +472,27 @@ fn new_cache(
         index: crate::geometry::ObjIndex::new(geo.buffer_size, geo.num),
         flags,
         ctor,
-        lists: spin::Mutex::new(Lists {
-            full: LinkedList::new(SlabAdapter::NEW),
-            partial: LinkedList::new(SlabAdapter::NEW),
-            free: LinkedList::new(SlabAdapter::NEW),
-            free_objects: 0,
-            colour_next: 0,
-            slabs: 0,
-            grown: 0,
-            reaped: 0,
-        }),
+        lists: IrqSpinLock::new(
+            "kmem_cache list lock",
+            Lists {
+                full: LinkedList::new(SlabAdapter::NEW),
+                partial: LinkedList::new(SlabAdapter::NEW),
+                free: LinkedList::new(SlabAdapter::NEW),
+                free_objects: 0,
+                colour_next: 0,
+                slabs: 0,
+                grown: 0,
+                reaped: 0,
+            },
+        ),
         slabp_cache,
         owner: 0,
         cpu,
         ncpu,
-        shared: spin::Mutex::new(Shared(core::ptr::with_exposed_provenance_mut(shared_at))),
+        shared: IrqSpinLock::new(
+            "kmem_cache shared array",
+            Shared(core::ptr::with_exposed_provenance_mut(shared_at)),
+        ),
         limit,
         batchcount,
         free_limit: (1 + ncpu) * batchcount + geo.num,

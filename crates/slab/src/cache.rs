@@ -8,6 +8,7 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 use intrusive_collections::{LinkedList, LinkedListLink, UnsafeRef, intrusive_adapter};
+use kmm_hal::sync::IrqSpinLock;
 
 use crate::SlabFlags;
 use crate::geometry::Geometry;
@@ -147,7 +148,7 @@ pub struct KmemCache {
     pub(crate) index: crate::geometry::ObjIndex,
     pub(crate) flags: SlabFlags,
     pub(crate) ctor: Option<Ctor>,
-    pub(crate) lists: spin::Mutex<Lists>,
+    pub(crate) lists: IrqSpinLock<Lists>,
     /// Cache for off-slab descriptors.
     pub(crate) slabp_cache: Option<Cache<'static>>,
     /// The cache of caches of the allocator this cache belongs to; 0 in the
@@ -156,7 +157,7 @@ pub struct KmemCache {
     /// `ncpu` per-CPU arrays.
     pub(crate) cpu: *const CpuArray,
     pub(crate) ncpu: usize,
-    pub(crate) shared: spin::Mutex<Shared>,
+    pub(crate) shared: IrqSpinLock<Shared>,
     pub(crate) limit: usize,
     pub(crate) batchcount: usize,
     pub(crate) free_limit: usize,

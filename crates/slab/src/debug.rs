@@ -7,6 +7,7 @@ use core::fmt;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use kmm_hal::Cpu;
+use kmm_hal::sync::IrqSpinLock;
 
 use crate::allocator::SlabAllocator;
 use crate::cache::{Cache, KmemCache};
@@ -71,17 +72,17 @@ const KEEP: usize = 16;
 
 /// The last reports.
 pub(crate) struct Reports {
-    ring: spin::Mutex<[Option<DebugReport>; KEEP]>,
+    ring: IrqSpinLock<[Option<DebugReport>; KEEP]>,
     count: AtomicUsize,
-    hook: spin::Mutex<Option<fn(&DebugReport)>>,
+    hook: IrqSpinLock<Option<fn(&DebugReport)>>,
 }
 
 impl Reports {
     pub(crate) const fn new() -> Reports {
         Reports {
-            ring: spin::Mutex::new([None; KEEP]),
+            ring: IrqSpinLock::new("slab debug reports", [None; KEEP]),
             count: AtomicUsize::new(0),
-            hook: spin::Mutex::new(None),
+            hook: IrqSpinLock::new("slab report hook", None),
         }
     }
 }
@@ -90,7 +91,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     /// Every report so far, oldest first (up to the last 16).
     pub fn reports(&self, out: &mut [Option<DebugReport>; KEEP]) -> usize {
         let n = self.reports.count.load(Ordering::Relaxed);
-        let ring = self.reports.ring.lock();
+        let ring = self.reports.ring.lock_irqsave(self.buddy.cpu());
         let kept = n.min(KEEP);
         for (i, slot) in out.iter_mut().enumerate() {
             *slot = if i < kept {
@@ -108,7 +109,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         if n == 0 {
             None
         } else {
-            self.reports.ring.lock()[(n - 1) % KEEP]
+            self.reports.ring.lock_irqsave(self.buddy.cpu())[(n - 1) % KEEP]
         }
     }
 
@@ -124,7 +125,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     /// again (nested: a hook that can report must bound its own recursion).
     /// It may run with interrupts disabled when the caller had them so.
     pub fn set_report_hook(&self, hook: Option<fn(&DebugReport)>) {
-        *self.reports.hook.lock() = hook;
+        *self.reports.hook.lock_irqsave(self.buddy.cpu()) = hook;
     }
 
     /// Records a report, then calls the hook with nothing held (see
@@ -140,13 +141,13 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
 
     fn record_report(&self, r: DebugReport) {
         {
-            let mut ring = self.reports.ring.lock();
+            let mut ring = self.reports.ring.lock_irqsave(self.buddy.cpu());
             let n = self.reports.count.fetch_add(1, Ordering::Relaxed);
             ring[n % KEEP] = Some(r);
         }
         // The function pointer is copied out and the lock dropped before the
         // call: the hook may report again.
-        let hook = *self.reports.hook.lock();
+        let hook = *self.reports.hook.lock_irqsave(self.buddy.cpu());
         if let Some(h) = hook {
             h(&r);
         }
@@ -233,7 +234,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         // The lists are checked under their lock; the problem is reported
         // once the lock is dropped (the hook may allocate from this cache).
         let r = {
-            let l = c.lists.lock();
+            let l = c.lists.lock_irqsave(self.buddy.cpu());
             check_lists(c, &l)
         };
         if let Err(report) = r {

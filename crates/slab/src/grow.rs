@@ -20,7 +20,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         let mut pages = 0;
         for _ in 0..max {
             let slab = {
-                let mut l = c.lists.lock();
+                let mut l = c.lists.lock_irqsave(self.buddy.cpu());
                 let Some(r) = l.free.pop_back() else { break };
                 l.free_objects -= r.num();
                 l.slabs -= 1;
@@ -39,9 +39,10 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     /// objects constructed, the pages pointed back at the cache and slab.
     #[cold]
     pub(crate) fn grow(&self, c: &KmemCache, gfp: Gfp) -> Result<(), SlabError> {
+        self.buddy.cpu().interrupt_point();
         let geo = c.geo;
         let colour = {
-            let mut l = c.lists.lock();
+            let mut l = c.lists.lock_irqsave(self.buddy.cpu());
             let off = l.colour_next;
             if geo.colour > 0 {
                 l.colour_next = (l.colour_next + 1) % geo.colour;
@@ -116,7 +117,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
                 page.insert(flags);
             }
         }
-        let mut l = c.lists.lock();
+        let mut l = c.lists.lock_irqsave(self.buddy.cpu());
         slab.set_list(SlabList::Free);
         // SAFETY: the descriptor lives until `destroy_slab`.
         l.free.push_back(unsafe { UnsafeRef::from_raw(slab) });

@@ -6,6 +6,7 @@ use core::ptr::NonNull;
 
 use kmm_buddy::Gfp;
 use kmm_hal::Cpu;
+use kmm_hal::sync::IrqSpinLock;
 
 use crate::SlabError;
 use crate::allocator::SlabAllocator;
@@ -34,7 +35,9 @@ pub struct Mempool<'s, 'a, C: Cpu> {
     slab: &'s SlabAllocator<'a, C>,
     source: PoolSource<'a>,
     min_nr: usize,
-    reserve: spin::Mutex<Reserve>,
+    /// Taken with interrupts off: an atomic `alloc` or a `free` in an
+    /// interrupt handler takes it too.
+    reserve: IrqSpinLock<Reserve>,
 }
 
 impl<C: Cpu> core::fmt::Debug for Mempool<'_, '_, C> {
@@ -80,12 +83,12 @@ impl<'s, 'a, C: Cpu> Mempool<'s, 'a, C> {
             slab,
             source,
             min_nr,
-            reserve: spin::Mutex::new(Reserve { slots, curr: 0 }),
+            reserve: IrqSpinLock::new("mempool reserve", Reserve { slots, curr: 0 }),
         };
         for _ in 0..min_nr {
             match pool.raw_alloc(Gfp::KERNEL) {
                 Ok(e) => {
-                    let mut r = pool.reserve.lock();
+                    let mut r = pool.reserve.lock_irqsave(slab.buddy().cpu());
                     // SAFETY: curr < min_nr slots.
                     unsafe { r.slots.add(r.curr).write(e.as_ptr().addr()) };
                     r.curr += 1;
@@ -115,7 +118,7 @@ impl<'s, 'a, C: Cpu> Mempool<'s, 'a, C> {
 
     /// Elements in the reserve.
     pub fn reserved(&self) -> usize {
-        self.reserve.lock().curr
+        self.reserve.lock_irqsave(self.slab.buddy().cpu()).curr
     }
 
     /// The guaranteed minimum.
@@ -127,10 +130,11 @@ impl<'s, 'a, C: Cpu> Mempool<'s, 'a, C> {
     /// or, if that fails, from the reserve. `Err(OutOfMemory)` when both are
     /// empty — a kernel that can sleep waits for a `free` and retries.
     pub fn alloc(&self, gfp: Gfp) -> Result<NonNull<u8>, SlabError> {
+        self.slab.buddy().cpu().interrupt_point();
         if let Ok(e) = self.raw_alloc(gfp) {
             return Ok(e);
         }
-        let mut r = self.reserve.lock();
+        let mut r = self.reserve.lock_irqsave(self.slab.buddy().cpu());
         if r.curr == 0 {
             return Err(SlabError::OutOfMemory);
         }
@@ -145,8 +149,9 @@ impl<'s, 'a, C: Cpu> Mempool<'s, 'a, C> {
     /// the allocator would refuse (foreign, double free) is refused here too,
     /// before it can enter the reserve.
     pub fn free(&self, e: NonNull<u8>) -> Result<(), SlabError> {
+        self.slab.buddy().cpu().interrupt_point();
         self.check(e)?;
-        let mut r = self.reserve.lock();
+        let mut r = self.reserve.lock_irqsave(self.slab.buddy().cpu());
         // Reserve elements are still allocated in their cache, so the checks
         // above pass for them: look for the element in the reserve itself.
         let reserved = (0..r.curr).any(|i| {
@@ -190,7 +195,7 @@ impl<'s, 'a, C: Cpu> Mempool<'s, 'a, C> {
     }
 
     fn release_all(&self) {
-        let mut r = self.reserve.lock();
+        let mut r = self.reserve.lock_irqsave(self.slab.buddy().cpu());
         while r.curr > 0 {
             r.curr -= 1;
             // SAFETY: slot `curr` holds an element.

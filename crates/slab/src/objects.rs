@@ -107,6 +107,8 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     #[cold]
     #[inline(never)]
     fn alloc_slow(&self, c: &KmemCache, gfp: Gfp, reclaim: bool) -> Result<NonNull<u8>, SlabError> {
+        // Linux's cache_alloc_refill: a point where an interrupt may land.
+        self.buddy.cpu().interrupt_point();
         let entry = match self.take_object(c, gfp) {
             Ok(e) => e,
             Err(SlabError::OutOfMemory)
@@ -130,12 +132,12 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         let cpu = self.buddy.cpu();
         loop {
             {
-                let _irq = cpu.irq_guard();
+                let irq = cpu.irq_guard();
                 // SAFETY: interrupts are off (the guard above) and the id is
                 // ours.
                 let ac = unsafe { self.local_array(c, cpu.id()) };
                 if ac.avail == 0 {
-                    self.refill(c, ac);
+                    self.refill(c, ac, &irq);
                 }
                 if ac.avail > 0 {
                     return Ok(ac.pop());
@@ -243,11 +245,12 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     #[inline(never)]
     fn free_slow(&self, c: &KmemCache, obj: usize, state: usize) {
         let cpu = self.buddy.cpu();
-        let _irq = cpu.irq_guard();
+        cpu.interrupt_point();
+        let irq = cpu.irq_guard();
         // SAFETY: interrupts are off (the guard above) and the id is ours.
         let ac = unsafe { self.local_array(c, cpu.id()) };
         if ac.avail == ac.limit {
-            self.flush_array(c, ac);
+            self.flush_array(c, ac, &irq);
         }
         ac.push(obj, state);
     }

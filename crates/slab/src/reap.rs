@@ -15,6 +15,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     /// number of pages given back.
     pub fn kmem_cache_shrink(&self, cache: Cache<'a>) -> Result<usize, SlabError> {
         let c = self.cache(cache)?;
+        self.buddy.cpu().interrupt_point();
         let mut pages = self.drain_local(c);
         self.request_drains(c);
         pages += self.drain_shared(c, usize::MAX);
@@ -28,6 +29,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     /// large-object cache frees its off-slab descriptor into a small cache, so
     /// the caches are swept until a sweep gives nothing back.
     pub fn shrink_all(&self) -> usize {
+        self.buddy.cpu().interrupt_point();
         let mut total = 0;
         loop {
             let pages = self.shrink_pass();
@@ -56,6 +58,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     /// fifth of its limit, the shared array likewise, and some free slabs go
     /// back to the page allocator. Returns the pages given back.
     pub fn reap(&self) -> usize {
+        self.buddy.cpu().interrupt_point();
         let mut pages = 0;
         self.each_cache(|c| {
             {
@@ -142,7 +145,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             let mut chunk = [core::ptr::null::<KmemCache>(); CHUNK];
             let mut n = 0;
             {
-                let chain = self.chain.lock();
+                let chain = self.chain.lock_irqsave(self.buddy.cpu());
                 for c in chain.0.iter().skip(start).take(CHUNK) {
                     chunk[n] = c;
                     n += 1;

@@ -4,7 +4,7 @@
 //! objects back to their slabs (`free_block`).
 
 use intrusive_collections::UnsafeRef;
-use kmm_hal::Cpu;
+use kmm_hal::{Cpu, IrqGuard};
 
 use crate::allocator::SlabAllocator;
 use crate::cache::{ArrayCache, KmemCache};
@@ -16,10 +16,10 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     /// caller grows the cache, with this array no longer borrowed, when this
     /// leaves it empty).
     #[cold]
-    pub(crate) fn refill(&self, c: &KmemCache, ac: &mut ArrayCache) {
+    pub(crate) fn refill(&self, c: &KmemCache, ac: &mut ArrayCache, irq: &IrqGuard<'_, C>) {
         let batch = ac.batchcount;
         {
-            let mut sh = c.shared.lock();
+            let mut sh = c.shared.lock(irq);
             if !sh.0.is_null() {
                 // SAFETY: the shared array lives in the cache's metadata; we
                 // hold its lock.
@@ -39,13 +39,19 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
                 }
             }
         }
-        self.take_from_slabs(c, ac, batch);
+        self.take_from_slabs(c, ac, batch, irq);
     }
 
     /// Moves up to `batch` objects from the partial, then free, slabs.
     #[cold]
-    fn take_from_slabs(&self, c: &KmemCache, ac: &mut ArrayCache, batch: usize) {
-        let mut l = c.lists.lock();
+    fn take_from_slabs(
+        &self,
+        c: &KmemCache,
+        ac: &mut ArrayCache,
+        batch: usize,
+        irq: &IrqGuard<'_, C>,
+    ) {
+        let mut l = c.lists.lock(irq);
         let mut want = batch;
         while want > 0 {
             let from_partial = !l.partial.is_empty();
@@ -96,10 +102,10 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     /// Empties a full array by a batch: into the shared array if it has room,
     /// else back to the slabs (Linux's `cache_flusharray`).
     #[cold]
-    pub(crate) fn flush_array(&self, c: &KmemCache, ac: &mut ArrayCache) {
+    pub(crate) fn flush_array(&self, c: &KmemCache, ac: &mut ArrayCache, irq: &IrqGuard<'_, C>) {
         let batch = ac.batchcount.min(ac.avail);
         {
-            let mut sh = c.shared.lock();
+            let mut sh = c.shared.lock(irq);
             if !sh.0.is_null() {
                 // SAFETY: as in `refill`.
                 let shared = unsafe { &mut *sh.0 };
@@ -140,16 +146,36 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         pages
     }
 
-    /// Empties up to `max` objects of the shared array back to the slabs;
-    /// returns the pages given back.
+    /// Empties up to `max` objects of the shared array back to the slabs, a
+    /// chunk at a time: each chunk is taken out under the shared array's lock
+    /// and given back with that lock dropped, so slabs go back to the page
+    /// allocator with no slab lock held. Returns the pages given back.
     pub(crate) fn drain_shared(&self, c: &KmemCache, max: usize) -> usize {
-        let mut sh = c.shared.lock();
-        if sh.0.is_null() {
-            return 0;
+        let cpu = self.buddy.cpu();
+        let mut left = max;
+        let mut pages = 0;
+        while left > 0 {
+            let chunk = {
+                let mut sh = c.shared.lock_irqsave(cpu);
+                if sh.0.is_null() {
+                    return pages;
+                }
+                // SAFETY: as in `refill`.
+                let shared = unsafe { &mut *sh.0 };
+                let n = shared.avail.min(left).min(64);
+                let chunk = shared.entries()[..n].to_owned_array();
+                let avail = shared.avail;
+                shared.entries().copy_within(n..avail, 0);
+                shared.avail -= n;
+                chunk
+            };
+            if chunk.as_slice().is_empty() {
+                break;
+            }
+            left -= chunk.as_slice().len();
+            pages += self.free_objects(c, &chunk);
         }
-        // SAFETY: as in `refill`.
-        let shared = unsafe { &mut *sh.0 };
-        self.free_array(c, shared, max)
+        pages
     }
 
     /// Returns objects to their slabs; slabs that become free are kept up to
@@ -158,7 +184,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     fn free_objects(&self, c: &KmemCache, objs: &ObjBatch) -> usize {
         let mut doomed = ObjBatch::new();
         {
-            let mut l = c.lists.lock();
+            let mut l = c.lists.lock_irqsave(self.buddy.cpu());
             for &obj in objs.as_slice() {
                 let loc = self.locate_trusted(c, obj);
                 let slab = loc.slab;

@@ -42,13 +42,13 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             in_arrays += unsafe { (**c.cpu_array(id).ac.get()).avail };
         }
         {
-            let sh = c.shared.lock();
+            let sh = c.shared.lock_irqsave(self.buddy.cpu());
             if !sh.0.is_null() {
                 // SAFETY: shared array under its lock.
                 in_arrays += unsafe { (*sh.0).avail };
             }
         }
-        let l = c.lists.lock();
+        let l = c.lists.lock_irqsave(self.buddy.cpu());
         let num_slabs = l.slabs;
         let free_slabs = l.free.iter().count();
         let num_objs = num_slabs * c.geo.num;
@@ -67,7 +67,9 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     /// Pages held by all caches' slabs.
     pub fn slab_pages(&self) -> usize {
         let mut pages = 0;
-        self.each_cache(|c| pages += c.lists.lock().slabs << c.geo.gfporder);
+        self.each_cache(|c| {
+            pages += c.lists.lock_irqsave(self.buddy.cpu()).slabs << c.geo.gfporder
+        });
         pages
     }
 
@@ -81,7 +83,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         self.try_each_cache(|c| {
             let s = self.stats_of(c);
             let shared = {
-                let sh = c.shared.lock();
+                let sh = c.shared.lock_irqsave(self.buddy.cpu());
                 if sh.0.is_null() {
                     (0, 0)
                 } else {
