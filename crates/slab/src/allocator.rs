@@ -6,13 +6,13 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use intrusive_collections::{LinkedList, LinkedListLink, UnsafeRef};
 use kmm_buddy::{Buddy, Gfp};
 use kmm_hal::sync::IrqSpinLock;
-use kmm_hal::{Cpu, PAGE_SIZE};
+use kmm_hal::{Cpu, PAGE_SIZE, PerCpu};
 
-use crate::cache::{ArrayCache, Cache, CacheAdapter, CpuArray, Ctor, KmemCache, Lists, Shared};
+use crate::array::{ArrayCache, ArraySlot, ArrayStatus, Entry, SharedArray, entry_bytes};
+use crate::cache::{Cache, CacheAdapter, Ctor, KmemCache, Lists};
 use crate::debug::Reports;
 use crate::geometry::{self, Geometry};
 use crate::kmalloc::{KMALLOC_SIZES, Kmalloc};
-use crate::slab_desc::SlabAdapter;
 use crate::{SlabError, SlabFlags};
 
 /// Pages of metadata (per-CPU arrays of the first caches) taken before kmalloc
@@ -60,65 +60,10 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     /// Bootstraps the allocator on `buddy`: the cache of caches (its descriptor
     /// in a page of its own), then the general caches for `kmalloc`.
     pub fn new(buddy: &'a Buddy<'a, C>) -> Result<SlabAllocator<'a, C>, SlabError> {
-        let cpus = buddy.cpu().count();
-        let geo = geometry::compute(
-            core::mem::size_of::<KmemCache>(),
-            0,
-            SlabFlags::HWCACHE_ALIGN,
-            false,
-            false,
-        )
-        .ok_or(SlabError::BadSize)?;
-        // The cache of caches' own descriptor and arrays: one page-block.
-        let (limit, batch, _) = geometry::array_sizes(geo.buffer_size, cpus);
-        let meta = meta_bytes(cpus, limit, 0);
-        let own = core::mem::size_of::<KmemCache>().next_multiple_of(64);
-        let order = (own + meta)
-            .div_ceil(PAGE_SIZE)
-            .next_power_of_two()
-            .trailing_zeros() as usize;
-        let va = buddy
-            .get_free_pages(Gfp::KERNEL | Gfp::ZERO, order)
-            .ok_or(SlabError::OutOfMemory)?;
-        let cc = va.as_mut_ptr::<KmemCache>();
-        let meta_at = va.as_usize() + own;
-        // SAFETY: the block is ours, zeroed, big enough for the descriptor and
-        // the arrays (computed above), and page-aligned.
-        let cpu = unsafe { init_meta(meta_at, cpus, limit, batch, 0) };
-        // SAFETY: as above; `cc` is page-aligned.
-        unsafe {
-            cc.write(new_cache(
-                "kmem_cache",
-                geo,
-                SlabFlags::HWCACHE_ALIGN,
-                None,
-                None,
-                cpu,
-                cpus,
-                limit,
-                batch,
-                0,
-                meta_at,
-                false,
-                1,
-            ));
-        }
-        // SAFETY: just written; `cc` is a page address, not null.
-        let ptr = unsafe { NonNull::new_unchecked(cc) };
-        let cache_cache = Cache {
-            ptr,
-            generation: 1,
-            _mem: core::marker::PhantomData,
-        };
-        // The cache of caches keeps `owner` 0: `cache` refuses its handle
-        // (`Internal`), so no user allocates a descriptor slot from it, frees
-        // one to it, or writes into one (a stale handle's generation lives
-        // where only the allocator writes).
-        // SAFETY: as above.
-        unsafe { (*cc).keep_slabs = true };
+        let cache_cache = bootstrap_cache_of_caches(buddy)?;
         let mut chain = LinkedList::new(CacheAdapter::NEW);
         // SAFETY: the cache of caches lives as long as the allocator.
-        chain.push_back(unsafe { UnsafeRef::from_raw(cc) });
+        chain.push_back(unsafe { UnsafeRef::from_raw(cache_cache.ptr.as_ptr()) });
         let mut s = SlabAllocator {
             buddy,
             cache_cache,
@@ -205,23 +150,9 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         if align != 0 && (!align.is_power_of_two() || align > PAGE_SIZE) {
             return Err(SlabError::BadAlign);
         }
-        let debug = cfg!(feature = "debug");
-        // Like slub_debug, the debug feature checks every cache.
-        let flags = if debug {
-            flags | SlabFlags::RED_ZONE | SlabFlags::POISON
-        } else {
-            flags
-        };
-        // Poisoning would overwrite what the constructor set up.
-        let flags = if ctor.is_some() {
-            flags.difference(SlabFlags::POISON)
-        } else {
-            flags
-        };
-        let ready = self.kmalloc_ready.load(Ordering::Acquire);
-        let geo = geometry::compute(size, align, flags, debug, true).ok_or(SlabError::BadSize)?;
-        let cpus = self.buddy.cpu().count();
-        let (limit, batch, shared) = geometry::array_sizes(geo.buffer_size, cpus);
+        let flags = creation_flags(flags, ctor);
+        let geo = geometry::compute(size, align, flags, cfg!(feature = "debug"), true)
+            .ok_or(SlabError::BadSize)?;
         let slabp_cache = if geo.off_slab {
             Some(
                 self.kmalloc
@@ -231,47 +162,41 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         } else {
             None
         };
-        let meta = meta_bytes(cpus, limit, shared);
-        let meta_at = self.alloc_meta(meta, ready)?;
-        // SAFETY: alloc_meta returned `meta` writable bytes, word-aligned.
-        let cpu = unsafe { init_meta(meta_at, cpus, limit, batch, shared) };
+        let layout = MetaLayout::new(geo.buffer_size, self.buddy.cpu().count());
+        let ready = self.kmalloc_ready.load(Ordering::Acquire);
+        let meta = self.alloc_meta(layout.bytes(), ready)?;
         let obj = match self.alloc_object(self.cache_cache_desc(), Gfp::KERNEL, true) {
-            Ok(o) => o.as_ptr().cast::<KmemCache>(),
+            Ok(o) => o.cast::<KmemCache>(),
             Err(e) => {
-                self.free_meta(meta_at, ready);
+                self.free_meta(meta, ready);
                 return Err(e);
             }
         };
         let generation = self.next_gen.fetch_add(1, Ordering::Relaxed).max(2);
-        // SAFETY: `obj` is a fresh object of the cache of caches: sized and
-        // aligned for a KmemCache.
-        unsafe {
-            obj.write(new_cache(
-                name,
-                geo,
-                flags,
-                ctor,
-                slabp_cache,
-                cpu,
-                cpus,
-                limit,
-                batch,
-                shared,
-                meta_at,
-                ready,
-                generation,
-            ));
-        }
-        // SAFETY: `obj` was initialised above.
-        unsafe { (*obj).owner = self.cache_cache.ptr.as_ptr().addr() };
+        let new = NewCache {
+            name,
+            geo,
+            flags,
+            ctor,
+            slabp_cache,
+            layout,
+            meta,
+            meta_kmalloc: ready,
+            generation,
+            owner: self.cache_cache.ptr.as_ptr().addr(),
+        };
+        // SAFETY: `obj` is a fresh object of the cache of caches, sized and
+        // aligned for a KmemCache; `meta` is a fresh block of
+        // `layout.bytes()` bytes from `alloc_meta` (cache-line aligned),
+        // freed only when the cache is destroyed.
+        unsafe { obj.write(new.build()) };
         // SAFETY: initialised above; the object stays until destroy.
         self.chain
             .lock_irqsave(self.buddy.cpu())
             .0
-            .push_back(unsafe { UnsafeRef::from_raw(obj) });
+            .push_back(unsafe { UnsafeRef::from_raw(obj.as_ptr()) });
         Ok(Cache {
-            // SAFETY: not null: it came from the allocator.
-            ptr: unsafe { NonNull::new_unchecked(obj) },
+            ptr: obj,
             generation,
             _mem: core::marker::PhantomData,
         })
@@ -291,15 +216,11 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         if self.kmalloc.contains(cache) {
             return Err(SlabError::Busy);
         }
-        {
-            let _irq = self.buddy.cpu().irq_guard();
-            for id in 0..c.ncpu {
-                // SAFETY: the caller guarantees no CPU uses the cache now.
-                let ac = unsafe { &mut **c.cpu_array(id).ac.get() };
-                self.free_array(c, ac, usize::MAX);
-            }
-            self.drain_shared(c, usize::MAX);
+        for id in 0..c.ncpu {
+            // SAFETY: the caller guarantees that no CPU uses the cache now.
+            unsafe { self.drain_offline_array(c, id) };
         }
+        self.drain_shared(c, usize::MAX);
         {
             let l = c.lists.lock_irqsave(self.buddy.cpu());
             if !l.full.is_empty() || !l.partial.is_empty() {
@@ -325,9 +246,14 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
 
     /// Gives `bytes` of metadata: from kmalloc once it works, from the arena
     /// before.
-    fn alloc_meta(&self, bytes: usize, kmalloc: bool) -> Result<usize, SlabError> {
+    /// Cache-line aligned, as the per-CPU array slots need.
+    fn alloc_meta(&self, bytes: usize, kmalloc: bool) -> Result<NonNull<u8>, SlabError> {
         if kmalloc {
-            return self.kmalloc(bytes, Gfp::KERNEL).map(|p| p.as_ptr().addr());
+            // kmalloc objects are naturally aligned; metadata blocks are at
+            // least two cache lines, so their class is cache-line aligned.
+            let p = self.kmalloc(bytes, Gfp::KERNEL)?;
+            debug_assert!(p.as_ptr().addr().is_multiple_of(crate::flags::CACHE_LINE));
+            return Ok(p);
         }
         let cpu = self.buddy.cpu();
         let fits = |a: &Arena| a.next + bytes <= a.end;
@@ -362,17 +288,17 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         let at = a.next;
         // Cache-line aligned: the per-CPU arrays must not share lines.
         a.next = (a.next + bytes).next_multiple_of(crate::flags::CACHE_LINE);
-        let _ = core::ptr::with_exposed_provenance::<u8>(at);
-        Ok(at)
+        // The arena's pages are direct-mapped RAM the page allocator handed
+        // out (its exposed provenance).
+        NonNull::new(core::ptr::with_exposed_provenance_mut::<u8>(at)).ok_or(SlabError::OutOfMemory)
     }
 
-    fn free_meta(&self, at: usize, kmalloc: bool) {
+    /// Gives a metadata block back (arena blocks stay: their caches are
+    /// never destroyed).
+    fn free_meta(&self, at: NonNull<u8>, kmalloc: bool) {
         if kmalloc {
-            let p = NonNull::new(core::ptr::with_exposed_provenance_mut::<u8>(at));
-            if let Some(p) = p {
-                let r = self.kfree(p.as_ptr());
-                debug_assert!(r.is_ok(), "metadata came from kmalloc");
-            }
+            let r = self.kfree(at.as_ptr());
+            debug_assert!(r.is_ok(), "metadata came from kmalloc");
         }
     }
 
@@ -391,115 +317,198 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     }
 }
 
-/// Bytes of a metadata block: `cpus` array headers and arrays, and a shared
-/// array.
-fn meta_bytes(cpus: usize, limit: usize, shared: usize) -> usize {
-    let heads = cpus * core::mem::size_of::<CpuArray>();
-    heads
-        + cpus * ArrayCache::bytes(limit)
-        + if shared > 0 {
-            ArrayCache::bytes(shared)
-        } else {
-            0
-        }
+/// The flags a cache is created with: every cache checked under `debug`
+/// (like slub_debug), and no poisoning where a constructor set objects up.
+fn creation_flags(flags: SlabFlags, ctor: Option<Ctor>) -> SlabFlags {
+    let flags = if cfg!(feature = "debug") {
+        flags | SlabFlags::RED_ZONE | SlabFlags::POISON
+    } else {
+        flags
+    };
+    if ctor.is_some() {
+        flags.difference(SlabFlags::POISON)
+    } else {
+        flags
+    }
 }
 
-/// Lays out a metadata block at `at`; returns the per-CPU array headers.
-///
-/// # Safety
-/// `at` must be valid for `meta_bytes(cpus, limit, shared)` bytes, aligned for
-/// `usize`.
-unsafe fn init_meta(
-    at: usize,
+/// Builds the cache of caches: its descriptor and metadata in one block of
+/// pages of their own (there is no cache to take them from yet), its slabs
+/// never given back, and its `owner` 0, so that `cache` refuses its handle
+/// (`Internal`): no user allocates a descriptor slot from it, frees one to
+/// it, or writes into one (a stale handle's generation lives where only the
+/// allocator writes).
+fn bootstrap_cache_of_caches<'a, C: Cpu>(buddy: &'a Buddy<'a, C>) -> Result<Cache<'a>, SlabError> {
+    let geo = geometry::compute(
+        core::mem::size_of::<KmemCache>(),
+        0,
+        SlabFlags::HWCACHE_ALIGN,
+        false,
+        false,
+    )
+    .ok_or(SlabError::BadSize)?;
+    let mut layout = MetaLayout::new(geo.buffer_size, buddy.cpu().count());
+    layout.shared = 0;
+    let own = core::mem::size_of::<KmemCache>().next_multiple_of(crate::flags::CACHE_LINE);
+    let order = (own + layout.bytes())
+        .div_ceil(PAGE_SIZE)
+        .next_power_of_two()
+        .trailing_zeros() as usize;
+    let va = buddy
+        .get_free_pages(Gfp::KERNEL | Gfp::ZERO, order)
+        .ok_or(SlabError::OutOfMemory)?;
+    // The block is direct-mapped RAM the page allocator handed out (its
+    // exposed provenance); not null.
+    let cc = NonNull::new(va.as_mut_ptr::<KmemCache>()).ok_or(SlabError::OutOfMemory)?;
+    let new = NewCache {
+        name: "kmem_cache",
+        geo,
+        flags: SlabFlags::HWCACHE_ALIGN,
+        ctor: None,
+        slabp_cache: None,
+        layout,
+        // SAFETY: `own < PAGE_SIZE << order`: inside the block.
+        meta: unsafe { cc.cast::<u8>().byte_add(own) },
+        meta_kmalloc: false,
+        generation: 1,
+        owner: 0,
+    };
+    // SAFETY: the block is ours, page-aligned and big enough for the
+    // descriptor followed by the metadata (computed above), which starts on
+    // a cache line; it is never given back (the cache of caches lives as long
+    // as the allocator).
+    unsafe {
+        let mut desc = new.build();
+        desc.keep_slabs = true;
+        cc.write(desc);
+    }
+    Ok(Cache {
+        ptr: cc,
+        generation: 1,
+        _mem: core::marker::PhantomData,
+    })
+}
+
+/// A cache's metadata block: the per-CPU array slots, then each CPU's
+/// entries, then the shared array's entries.
+#[derive(Debug, Clone, Copy)]
+struct MetaLayout {
     cpus: usize,
     limit: usize,
     batch: usize,
     shared: usize,
-) -> *const CpuArray {
-    let heads = core::ptr::with_exposed_provenance_mut::<CpuArray>(at);
-    let mut arrays = at + cpus * core::mem::size_of::<CpuArray>();
-    for i in 0..cpus {
-        let ac = core::ptr::with_exposed_provenance_mut::<ArrayCache>(arrays);
-        // SAFETY: inside the block (see `meta_bytes`), aligned for usize.
-        unsafe {
-            ArrayCache::init(ac, limit, batch);
-            heads.add(i).write(CpuArray {
-                ac: core::cell::UnsafeCell::new(ac),
-                drain: AtomicBool::new(false),
-            });
-        }
-        arrays += ArrayCache::bytes(limit);
-    }
-    if shared > 0 {
-        // SAFETY: the shared array is the block's tail.
-        unsafe {
-            ArrayCache::init(
-                core::ptr::with_exposed_provenance_mut(arrays),
-                shared,
-                batch,
-            )
-        };
-    }
-    heads
 }
 
-/// A cache value, ready to be written into its object.
-#[allow(clippy::too_many_arguments)]
-fn new_cache(
+impl MetaLayout {
+    /// The arrays of a cache of `buffer_size`-byte objects on `cpus` CPUs
+    /// (Linux's `enable_cpucache`).
+    fn new(buffer_size: usize, cpus: usize) -> MetaLayout {
+        let (limit, batch, shared) = geometry::array_sizes(buffer_size, cpus);
+        MetaLayout {
+            cpus,
+            limit,
+            batch,
+            shared,
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        let shared = if self.shared > 0 {
+            entry_bytes(self.shared)
+        } else {
+            0
+        };
+        self.cpus * (core::mem::size_of::<ArraySlot>() + entry_bytes(self.limit)) + shared
+    }
+
+    /// Writes empty arrays into the block at `at`; returns the slots and the
+    /// shared array.
+    ///
+    /// # Safety
+    /// `at` must be valid for writing `self.bytes()` bytes, aligned to a
+    /// cache line, and used by nothing else for as long as the arrays are.
+    unsafe fn init(&self, at: NonNull<u8>) -> (NonNull<ArraySlot>, SharedArray) {
+        let slots = at.cast::<ArraySlot>();
+        let first = self.cpus * core::mem::size_of::<ArraySlot>();
+        for i in 0..self.cpus {
+            // SAFETY: inside the block (see `bytes`); slots are a multiple of
+            // a cache line apart and the block starts on one; each CPU's
+            // entries lie behind the slots, apart from each other.
+            unsafe {
+                let entries = at
+                    .byte_add(first + i * entry_bytes(self.limit))
+                    .cast::<Entry>();
+                slots.add(i).write(PerCpu::new(
+                    ArrayCache::new(entries, self.limit, self.batch),
+                    ArrayStatus::new(),
+                ));
+            }
+        }
+        let shared = if self.shared > 0 {
+            // SAFETY: the shared array's entries are the block's tail.
+            unsafe {
+                let entries = at
+                    .byte_add(first + self.cpus * entry_bytes(self.limit))
+                    .cast::<Entry>();
+                SharedArray::new(entries, self.shared)
+            }
+        } else {
+            SharedArray::none()
+        };
+        (slots, shared)
+    }
+}
+
+/// What a new cache is made of, before it is written into its descriptor.
+struct NewCache {
     name: &'static str,
     geo: Geometry,
     flags: SlabFlags,
     ctor: Option<Ctor>,
     slabp_cache: Option<Cache<'static>>,
-    cpu: *const CpuArray,
-    ncpu: usize,
-    limit: usize,
-    batchcount: usize,
-    shared: usize,
-    meta: usize,
+    layout: MetaLayout,
+    /// The metadata block, `layout.bytes()` bytes, and whether it came from
+    /// kmalloc (else from the arena or the cache of caches' own pages).
+    meta: NonNull<u8>,
     meta_kmalloc: bool,
     generation: u32,
-) -> KmemCache {
-    let shared_at = if shared > 0 {
-        meta + ncpu * core::mem::size_of::<CpuArray>() + ncpu * ArrayCache::bytes(limit)
-    } else {
-        0
-    };
-    KmemCache {
-        generation: AtomicU32::new(generation),
-        name,
-        geo,
-        index: crate::geometry::ObjIndex::new(geo.buffer_size, geo.num),
-        flags,
-        ctor,
-        lists: IrqSpinLock::new(
-            "kmem_cache list lock",
-            Lists {
-                full: LinkedList::new(SlabAdapter::NEW),
-                partial: LinkedList::new(SlabAdapter::NEW),
-                free: LinkedList::new(SlabAdapter::NEW),
-                free_objects: 0,
-                colour_next: 0,
-                slabs: 0,
-                grown: 0,
-                reaped: 0,
-            },
-        ),
-        slabp_cache,
-        owner: 0,
-        cpu,
-        ncpu,
-        shared: IrqSpinLock::new(
-            "kmem_cache shared array",
-            Shared(core::ptr::with_exposed_provenance_mut(shared_at)),
-        ),
-        limit,
-        batchcount,
-        free_limit: (1 + ncpu) * batchcount + geo.num,
-        meta,
-        meta_kmalloc,
-        link: LinkedListLink::new(),
-        keep_slabs: false,
-        errors: AtomicUsize::new(0),
+    /// See [`KmemCache::is_internal`].
+    owner: usize,
+}
+
+impl NewCache {
+    /// The descriptor, with empty arrays written into the metadata block.
+    ///
+    /// # Safety
+    /// `meta` must be as [`MetaLayout::init`] requires, for as long as the
+    /// cache lives.
+    unsafe fn build(self) -> KmemCache {
+        // SAFETY: forwarded from the caller.
+        let (arrays, shared) = unsafe { self.layout.init(self.meta) };
+        let MetaLayout {
+            cpus, limit, batch, ..
+        } = self.layout;
+        KmemCache {
+            generation: AtomicU32::new(self.generation),
+            name: self.name,
+            geo: self.geo,
+            index: crate::geometry::ObjIndex::new(self.geo.buffer_size, self.geo.num),
+            flags: self.flags,
+            ctor: self.ctor,
+            lists: IrqSpinLock::new("kmem_cache list lock", Lists::new()),
+            slabp_cache: self.slabp_cache,
+            owner: self.owner,
+            arrays,
+            ncpu: cpus,
+            shared: IrqSpinLock::new("kmem_cache shared array", shared),
+            limit,
+            batchcount: batch,
+            free_limit: (1 + cpus) * batch + self.geo.num,
+            meta: self.meta,
+            meta_kmalloc: self.meta_kmalloc,
+            link: LinkedListLink::new(),
+            keep_slabs: false,
+            errors: AtomicUsize::new(0),
+        }
     }
 }

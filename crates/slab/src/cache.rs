@@ -1,119 +1,36 @@
 //! [`KmemCache`]: a cache of same-size objects — its geometry, slab lists and
 //! per-CPU arrays — and the [`Cache`] handle users hold.
 
-use core::cell::UnsafeCell;
 use core::fmt;
 use core::marker::PhantomData;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use intrusive_collections::{LinkedList, LinkedListLink, UnsafeRef, intrusive_adapter};
 use kmm_hal::sync::IrqSpinLock;
 
 use crate::SlabFlags;
+use crate::array::{ArraySlot, CpuArrays, SharedArray};
 use crate::geometry::Geometry;
 use crate::slab_desc::SlabAdapter;
 
 /// A constructor, run once on every object when its slab is created.
 pub type Ctor = fn(*mut u8);
 
-/// A per-CPU (or shared) array of free objects, LIFO (Linux's `array_cache`).
-/// The entries follow the header in memory. Each entry is an object's address
-/// and the address of its state byte, so handing an object out needs no slab
-/// lookup.
-#[repr(C)]
-pub(crate) struct ArrayCache {
-    pub(crate) avail: usize,
-    pub(crate) limit: usize,
-    pub(crate) batchcount: usize,
-    pub(crate) touched: bool,
-}
-
-impl ArrayCache {
-    /// Bytes of an array of `limit` entries, rounded up to whole cache lines
-    /// (each CPU's array starts on a line of its own: no false sharing).
-    pub(crate) const fn bytes(limit: usize) -> usize {
-        (core::mem::size_of::<ArrayCache>() + limit * core::mem::size_of::<Entry>())
-            .next_multiple_of(64)
-    }
-
-    /// The entries. They follow the header and are reached by address (with the
-    /// provenance the allocator exposed for its memory), not through `self`,
-    /// whose provenance covers only the header.
-    #[inline]
-    pub(crate) fn entries(&mut self) -> &mut [Entry] {
-        let p = self.entry_ptr(0);
-        // SAFETY: `limit` entries follow the header (see `init`), and `&mut self`
-        // gives exclusive access to the array they belong to.
-        unsafe { core::slice::from_raw_parts_mut(p, self.limit) }
-    }
-
-    /// Takes the most recently added entry. The array must not be empty.
-    #[inline(always)]
-    pub(crate) fn pop(&mut self) -> Entry {
-        debug_assert!(
-            self.avail > 0 && self.avail <= self.limit,
-            "array underflow"
-        );
-        self.touched = true;
-        self.avail -= 1;
-        // SAFETY: 0 < avail ≤ limit (checked by the callers; the array never
-        // holds more than `limit`): one of the `limit` entries after the header
-        // (see `entries`).
-        unsafe { self.entry_ptr(self.avail).read() }
-    }
-
-    /// Adds an entry. The array must not be full.
-    #[inline(always)]
-    pub(crate) fn push(&mut self, obj: usize, state: usize) {
-        debug_assert!(self.avail < self.limit, "array overflow");
-        let at = self.entry_ptr(self.avail).cast::<usize>();
-        // SAFETY: avail < limit (checked by the callers): as for `pop`. Two
-        // word stores, not one of an `Entry` built on the stack: the compiler
-        // would write it as two words and read it back as one wide load, which
-        // the CPU cannot forward (a stall of a dozen cycles per free).
-        unsafe {
-            at.write(obj);
-            at.add(1).write(state);
+impl Lists {
+    /// No slabs.
+    pub(crate) fn new() -> Lists {
+        Lists {
+            full: LinkedList::new(SlabAdapter::NEW),
+            partial: LinkedList::new(SlabAdapter::NEW),
+            free: LinkedList::new(SlabAdapter::NEW),
+            free_objects: 0,
+            colour_next: 0,
+            slabs: 0,
+            grown: 0,
+            reaped: 0,
         }
-        self.avail += 1;
     }
-
-    /// The address of entry `i`, reached as in `entries`.
-    #[inline(always)]
-    fn entry_ptr(&mut self, i: usize) -> *mut Entry {
-        let at = (self as *mut ArrayCache).addr()
-            + core::mem::size_of::<ArrayCache>()
-            + i * core::mem::size_of::<Entry>();
-        core::ptr::with_exposed_provenance_mut::<Entry>(at)
-    }
-
-    /// Writes an empty array at `at`.
-    ///
-    /// # Safety
-    /// `at` must be valid for `bytes(limit)` bytes, aligned for `usize`.
-    pub(crate) unsafe fn init(at: *mut ArrayCache, limit: usize, batchcount: usize) {
-        // SAFETY: guaranteed by the caller.
-        unsafe {
-            at.write(ArrayCache {
-                avail: 0,
-                limit,
-                batchcount,
-                touched: false,
-            })
-        };
-    }
-}
-
-/// An array entry: an object's address and its state byte's address.
-pub(crate) type Entry = [usize; 2];
-
-/// One CPU's array for a cache, and a drain request from other CPUs. Each
-/// sits on a cache line of its own, so CPUs do not share lines they write.
-#[repr(C, align(64))]
-pub(crate) struct CpuArray {
-    pub(crate) ac: UnsafeCell<*mut ArrayCache>,
-    pub(crate) drain: AtomicBool,
 }
 
 /// The slab lists of a cache, under its lock.
@@ -132,12 +49,6 @@ pub(crate) struct Lists {
     pub(crate) reaped: usize,
 }
 
-/// The shared array (a pointer into the cache's metadata block).
-pub(crate) struct Shared(pub(crate) *mut ArrayCache);
-
-// SAFETY: the shared array is only touched under its mutex.
-unsafe impl Send for Shared {}
-
 /// A cache of same-size objects. Lives in a slab of the cache of caches.
 pub struct KmemCache {
     /// Generation: non-zero while the cache exists; handles carry it.
@@ -154,15 +65,15 @@ pub struct KmemCache {
     /// The cache of caches of the allocator this cache belongs to; 0 in the
     /// cache of caches itself (see [`Self::is_internal`]).
     pub(crate) owner: usize,
-    /// `ncpu` per-CPU arrays.
-    pub(crate) cpu: *const CpuArray,
+    /// `ncpu` per-CPU array slots, in the metadata block.
+    pub(crate) arrays: NonNull<ArraySlot>,
     pub(crate) ncpu: usize,
-    pub(crate) shared: IrqSpinLock<Shared>,
+    pub(crate) shared: IrqSpinLock<SharedArray>,
     pub(crate) limit: usize,
     pub(crate) batchcount: usize,
     pub(crate) free_limit: usize,
     /// The metadata block (arrays) and how it was allocated.
-    pub(crate) meta: usize,
+    pub(crate) meta: NonNull<u8>,
     pub(crate) meta_kmalloc: bool,
     /// Links the cache on the cache chain.
     pub(crate) link: LinkedListLink,
@@ -172,10 +83,11 @@ pub struct KmemCache {
     pub(crate) errors: AtomicUsize,
 }
 
-// SAFETY: the lists and shared array are behind mutexes; a CPU's array is only
-// touched by that CPU with interrupts off (or by `destroy`/offline drains whose
-// callers guarantee no concurrent use); the chain link is only touched under
-// the chain lock; the rest is immutable after creation or atomic.
+// SAFETY: the lists and shared array are behind their locks; a CPU's array is
+// reached only through `CpuLocal` (`arrays`: by its CPU, pinned, or by
+// `destroy`/offline drains whose callers guarantee the CPU is not using it);
+// the chain link is only touched under the chain lock; the rest is immutable
+// after creation or atomic.
 unsafe impl Sync for KmemCache {}
 // SAFETY: as above.
 unsafe impl Send for KmemCache {}
@@ -230,12 +142,14 @@ impl KmemCache {
         self.owner == 0
     }
 
-    #[inline]
-    pub(crate) fn cpu_array(&self, id: usize) -> &CpuArray {
-        assert!(id < self.ncpu, "CPU id beyond the cache's arrays");
-        // SAFETY: `cpu` points at `ncpu` initialised arrays in the metadata
-        // block, which lives as long as the cache.
-        unsafe { &*self.cpu.add(id) }
+    /// The per-CPU arrays.
+    #[inline(always)]
+    pub(crate) fn arrays(&self) -> CpuArrays<'_> {
+        // SAFETY: `arrays` points at `ncpu` slots initialised when the cache
+        // was created, in its metadata block, which lives as long as the
+        // cache. `CpuLocal::new`'s contract: the cache belongs to one
+        // allocator, which passes only guards of its buddy allocator's `Cpu`.
+        unsafe { CpuArrays::from_raw_parts(self.arrays.as_ptr(), self.ncpu) }
     }
 }
 

@@ -219,6 +219,9 @@ pub fn compute(
     })
 }
 
+/// The largest per-CPU array limit [`array_sizes`] gives.
+pub const MAX_ARRAY_LIMIT: usize = 120;
+
 /// Per-CPU array sizes for objects of `size` bytes (Linux's
 /// `enable_cpucache`): (limit, batchcount, shared limit).
 pub fn array_sizes(size: usize, cpus: usize) -> (usize, usize, usize) {
@@ -231,7 +234,7 @@ pub fn array_sizes(size: usize, cpus: usize) -> (usize, usize, usize) {
     } else if size > 256 {
         54
     } else {
-        120
+        MAX_ARRAY_LIMIT
     };
     let batch = limit.div_ceil(2);
     let shared = if cpus > 1 && size <= PAGE_SIZE {

@@ -71,6 +71,7 @@
 #![no_std]
 
 mod allocator;
+mod array;
 mod cache;
 mod debug;
 mod error;

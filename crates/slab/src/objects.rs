@@ -6,12 +6,13 @@ use core::ptr::NonNull;
 use core::sync::atomic::Ordering;
 
 use kmm_buddy::Gfp;
-use kmm_hal::{Cpu, VirtAddr};
+use kmm_hal::{Cpu, IrqGuard, VirtAddr};
 use kmm_page_frame::PgFlags;
 
 use crate::SlabError;
 use crate::allocator::SlabAllocator;
-use crate::cache::{ArrayCache, Cache, KmemCache};
+use crate::array::{Entry, NO_ENTRY, ObjBatch};
+use crate::cache::{Cache, KmemCache};
 use crate::slab_desc::{OBJ_ALLOCATED, OBJ_FREE, SlabDesc};
 
 /// Where an object lives. Made only by `locate`, which checks that `idx` is
@@ -59,29 +60,25 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         gfp: Gfp,
         reclaim: bool,
     ) -> Result<NonNull<u8>, SlabError> {
-        let entry = {
-            let cpu = self.buddy.cpu();
-            let _irq = cpu.irq_guard();
-            let pa = c.cpu_array(cpu.id());
-            // SAFETY: interrupts are off (the guard above) and the array is this
-            // CPU's: nothing else touches it while the borrow lives.
-            let ac = unsafe { &mut **pa.ac.get() };
-            if ac.avail == 0 || pa.drain.load(Ordering::Relaxed) {
-                None
-            } else {
-                Some(ac.pop())
-            }
-        };
-        match entry {
-            Some(e) => Ok(self.hand_out(c, gfp, e)),
-            None => self.alloc_slow(c, gfp, reclaim),
+        let irq = self.buddy.cpu().irq_guard();
+        let entry = c
+            .arrays()
+            .with(&irq, |ac, st| ac.pop(st))
+            .unwrap_or(NO_ENTRY);
+        if entry[0] == 0 {
+            // Empty, a drain requested, or this CPU's array already held (a
+            // re-entry): the slow path sorts it out. It gets the guard, so
+            // the fast path restores interrupts in one place.
+            return self.alloc_slow(c, gfp, reclaim, irq);
         }
+        drop(irq);
+        Ok(self.hand_out(c, gfp, entry))
     }
 
     /// Marks a popped entry's object allocated and hands it out (zeroed for
     /// `Gfp::ZERO`).
     #[inline(always)]
-    fn hand_out(&self, c: &KmemCache, gfp: Gfp, [obj, state]: crate::cache::Entry) -> NonNull<u8> {
+    fn hand_out(&self, c: &KmemCache, gfp: Gfp, [obj, state]: Entry) -> NonNull<u8> {
         // SAFETY: the entry holds the address of the object's state byte in its
         // live slab's management area (an AtomicU8).
         let state =
@@ -106,7 +103,14 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     /// allocator's reserve and fails cleanly.
     #[cold]
     #[inline(never)]
-    fn alloc_slow(&self, c: &KmemCache, gfp: Gfp, reclaim: bool) -> Result<NonNull<u8>, SlabError> {
+    fn alloc_slow(
+        &self,
+        c: &KmemCache,
+        gfp: Gfp,
+        reclaim: bool,
+        irq: IrqGuard<'_, C>,
+    ) -> Result<NonNull<u8>, SlabError> {
+        drop(irq);
         // Linux's cache_alloc_refill: a point where an interrupt may land.
         self.buddy.cpu().interrupt_point();
         let entry = match self.take_object(c, gfp) {
@@ -122,26 +126,47 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     }
 
     /// Pops an entry from this CPU's array, refilling it if empty (Linux's
-    /// `cache_alloc_refill`). When the shared array and the slabs are empty
-    /// the cache grows by a slab with nothing held — no lock, no CPU's array
-    /// borrowed, interrupts as the caller had them — since the page
-    /// allocator may call its `on_low` hook, which may allocate from this
-    /// very cache; then the array is looked up again (the caller may have
-    /// moved to another CPU, or the hook filled it).
-    fn take_object(&self, c: &KmemCache, gfp: Gfp) -> Result<crate::cache::Entry, SlabError> {
+    /// `cache_alloc_refill`), with interrupts off. When the shared array and
+    /// the slabs are empty the cache grows by a slab with nothing held — no
+    /// lock, no CPU's array, interrupts as the caller had them — since the
+    /// page allocator may call its `on_low` hook, which may allocate from
+    /// this very cache; then the array is looked up again (the caller may
+    /// have moved to another CPU, or the hook filled it).
+    ///
+    /// If this CPU's array is already held (a re-entry: an interrupt handler
+    /// that landed while reap or shrink drains it, a hook), the object comes
+    /// straight from the slab lists instead. A drain another CPU asked for
+    /// is done first; the drained objects go back to their slabs once the
+    /// array is released.
+    fn take_object(&self, c: &KmemCache, gfp: Gfp) -> Result<Entry, SlabError> {
         let cpu = self.buddy.cpu();
         loop {
-            {
+            let (got, drained) = {
                 let irq = cpu.irq_guard();
-                // SAFETY: interrupts are off (the guard above) and the id is
-                // ours.
-                let ac = unsafe { self.local_array(c, cpu.id()) };
-                if ac.avail == 0 {
-                    self.refill(c, ac, &irq);
-                }
-                if ac.avail > 0 {
-                    return Ok(ac.pop());
-                }
+                let held = c.arrays().with(&irq, |ac, st| {
+                    let drained = if st.drain_requested() {
+                        st.drain.store(false, Ordering::Relaxed);
+                        ac.with_lifo(st, |a| a.take_oldest(usize::MAX))
+                    } else {
+                        ObjBatch::new()
+                    };
+                    let batch = ac.batchcount;
+                    ac.touched = true;
+                    let got = ac.with_lifo(st, |a| {
+                        if a.is_empty() {
+                            self.refill(c, a, batch, &irq);
+                        }
+                        a.pop()
+                    });
+                    (got, drained)
+                });
+                held.unwrap_or_else(|| (self.take_one(c, &irq), ObjBatch::new()))
+            };
+            if !drained.is_empty() {
+                self.free_objects(c, drained.as_slice());
+            }
+            if let Some(e) = got {
+                return Ok(e);
             }
             // Another CPU may take a freshly grown slab's objects before we
             // do: grow again until we get some; only the page allocator's
@@ -165,17 +190,44 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     /// interior pointer, another cache's object, or already free.
     #[inline]
     pub fn kmem_cache_free(&self, cache: Cache<'a>, ptr: NonNull<u8>) -> Result<(), SlabError> {
-        let c = self.cache(cache)?;
-        let loc = match self.locate(ptr.as_ptr()) {
-            Ok(loc) => loc,
-            Err(SlabError::Foreign) => return Err(self.refuse_foreign(ptr.as_ptr())),
-            Err(e) => return Err(e),
-        };
-        if !core::ptr::eq(loc.cache, c) {
-            c.errors.fetch_add(1, Ordering::Relaxed);
-            return Err(SlabError::WrongCache);
+        match self.locate(ptr.as_ptr()) {
+            // The object's cache is the one the handle names, and the handle
+            // is current. That is all `cache` would check: `locate` found the
+            // cache through a slab page of this allocator, and the cache of
+            // caches' pages are refused there.
+            Ok(loc)
+                if core::ptr::eq(loc.cache, cache.ptr.as_ptr())
+                    && loc.cache.generation.load(Ordering::Acquire) == cache.generation =>
+            {
+                self.free_located(loc, ptr.as_ptr().addr())
+            }
+            r => Err(self.refuse_free(cache, ptr.as_ptr(), r.map(|loc| loc.cache))),
         }
-        self.free_located(loc, ptr.as_ptr().addr())
+    }
+
+    /// Why `kmem_cache_free` refuses: the handle first (`NoSuchCache`,
+    /// `Internal`), then the pointer (`WrongCache` for another cache's
+    /// object, counted on the handle's cache; else `locate`'s verdict).
+    #[cold]
+    #[inline(never)]
+    fn refuse_free(
+        &self,
+        cache: Cache<'a>,
+        ptr: *mut u8,
+        located: Result<&KmemCache, SlabError>,
+    ) -> SlabError {
+        let c = match self.cache(cache) {
+            Ok(c) => c,
+            Err(e) => return e,
+        };
+        match located {
+            Ok(_) => {
+                c.errors.fetch_add(1, Ordering::Relaxed);
+                SlabError::WrongCache
+            }
+            Err(SlabError::Foreign) => self.refuse_foreign(ptr),
+            Err(e) => e,
+        }
     }
 
     /// Why `kmem_cache_free` refuses a pointer in no slab: `Internal` for a
@@ -219,58 +271,60 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         }
         state.store(OBJ_FREE, Ordering::Relaxed);
         let state = (state as *const core::sync::atomic::AtomicU8).addr();
-        let pushed = {
-            let cpu = self.buddy.cpu();
-            let _irq = cpu.irq_guard();
-            let pa = c.cpu_array(cpu.id());
-            // SAFETY: interrupts are off (the guard above) and the array is this
-            // CPU's: nothing else touches it while the borrow lives.
-            let ac = unsafe { &mut **pa.ac.get() };
-            if ac.avail == ac.limit || pa.drain.load(Ordering::Relaxed) {
-                false
-            } else {
-                ac.push(obj, state);
-                true
-            }
-        };
+        let irq = self.buddy.cpu().irq_guard();
+        let pushed = c
+            .arrays()
+            .with(&irq, |ac, st| ac.push(st, obj, state))
+            .unwrap_or(false);
         if !pushed {
-            self.free_slow(c, obj, state);
+            // Full, a drain requested, or this CPU's array already held: the
+            // slow path gets the guard, as in `alloc_object`.
+            self.free_slow(c, obj, state, irq);
         }
         Ok(())
     }
 
-    /// The slow end of a free: this CPU's array is full (flushed by a batch
-    /// first) or another CPU asked for it to be drained.
+    /// The slow end of a free (Linux's `cache_flusharray`): this CPU's array
+    /// is full (a batch goes to the shared array, or is taken out and given
+    /// back to its slabs once the array is released), another CPU asked for
+    /// it to be drained (all of it goes back, the same way), or it is already
+    /// held (a re-entry: the object goes straight back to its slab).
     #[cold]
     #[inline(never)]
-    fn free_slow(&self, c: &KmemCache, obj: usize, state: usize) {
+    fn free_slow(&self, c: &KmemCache, obj: usize, state: usize, irq: IrqGuard<'_, C>) {
+        drop(irq);
         let cpu = self.buddy.cpu();
         cpu.interrupt_point();
-        let irq = cpu.irq_guard();
-        // SAFETY: interrupts are off (the guard above) and the id is ours.
-        let ac = unsafe { self.local_array(c, cpu.id()) };
-        if ac.avail == ac.limit {
-            self.flush_array(c, ac, &irq);
+        let out = {
+            let irq = cpu.irq_guard();
+            c.arrays().with(&irq, |ac, st| {
+                let drain = st.drain_requested();
+                if drain {
+                    st.drain.store(false, Ordering::Relaxed);
+                }
+                let batch = ac.batchcount;
+                ac.with_lifo(st, |a| {
+                    let out = if drain {
+                        a.take_oldest(usize::MAX)
+                    } else if a.room() == 0 {
+                        self.flush(c, a, batch, &irq)
+                    } else {
+                        ObjBatch::new()
+                    };
+                    a.push([obj, state]);
+                    out
+                })
+            })
+        };
+        match out {
+            Some(out) if out.is_empty() => {}
+            Some(out) => {
+                self.free_objects(c, out.as_slice());
+            }
+            None => {
+                self.free_objects(c, &[obj]);
+            }
         }
-        ac.push(obj, state);
-    }
-
-    /// The array of CPU `id` for `c`, emptied first if another CPU asked for it.
-    ///
-    /// # Safety
-    /// Interrupts must be off and `id` must be the calling CPU's: then nothing
-    /// else touches the array (see `KmemCache`) while the borrow lives.
-    #[inline]
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn local_array<'c>(&self, c: &'c KmemCache, id: usize) -> &'c mut ArrayCache {
-        let pa = c.cpu_array(id);
-        // SAFETY: exclusive by the contract above.
-        let ac = unsafe { &mut **pa.ac.get() };
-        if pa.drain.load(Ordering::Relaxed) {
-            pa.drain.store(false, Ordering::Relaxed);
-            self.free_array(c, ac, usize::MAX);
-        }
-        ac
     }
 
     /// Finds the cache, slab and index of an object pointer, checking that it is

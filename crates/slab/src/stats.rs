@@ -36,18 +36,14 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     }
 
     fn stats_of(&self, c: &KmemCache) -> CacheStats {
-        let mut in_arrays = 0;
-        for id in 0..c.ncpu {
-            // SAFETY: a racy read of a count, for statistics only.
-            in_arrays += unsafe { (**c.cpu_array(id).ac.get()).avail };
-        }
-        {
-            let sh = c.shared.lock_irqsave(self.buddy.cpu());
-            if !sh.0.is_null() {
-                // SAFETY: shared array under its lock.
-                in_arrays += unsafe { (*sh.0).avail };
-            }
-        }
+        // The per-CPU counts are read without their CPUs' cooperation.
+        let mut in_arrays: usize = c
+            .arrays()
+            .slots()
+            .iter()
+            .map(|slot| slot.shared().avail())
+            .sum();
+        in_arrays += c.shared.lock_irqsave(self.buddy.cpu()).avail();
         let l = c.lists.lock_irqsave(self.buddy.cpu());
         let num_slabs = l.slabs;
         let free_slabs = l.free.iter().count();
@@ -62,6 +58,18 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             reaped: l.reaped,
             gfporder: c.geo.gfporder,
         }
+    }
+
+    /// True while CPU `cpu` holds its array of `cache` (inside an allocation,
+    /// a free, or a drain by reap or shrink); `None` for a handle that is not
+    /// live or a CPU without an array. For diagnostics and tests: code that
+    /// re-enters the allocator on that CPU meanwhile (an interrupt handler
+    /// that lands while a drain runs with interrupts on, a hook) finds the
+    /// array held and takes its objects from, and gives them to, the slab
+    /// lists instead.
+    pub fn array_busy(&self, cache: Cache<'a>, cpu: usize) -> Option<bool> {
+        let c = cache.get()?;
+        c.arrays().slots().get(cpu).map(|slot| slot.is_busy())
     }
 
     /// Pages held by all caches' slabs.
@@ -84,13 +92,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             let s = self.stats_of(c);
             let shared = {
                 let sh = c.shared.lock_irqsave(self.buddy.cpu());
-                if sh.0.is_null() {
-                    (0, 0)
-                } else {
-                    // SAFETY: the shared array, under its lock.
-                    let a = unsafe { &*sh.0 };
-                    (a.limit / c.batchcount.max(1), a.avail)
-                }
+                (sh.limit() / c.batchcount.max(1), sh.avail())
             };
             writeln!(
                 w,
