@@ -9,10 +9,11 @@ use kmm_hal::sync::IrqSpinLock;
 use kmm_hal::{Cpu, PAGE_SIZE, PerCpu};
 
 use crate::array::{ArrayCache, ArraySlot, ArrayStatus, Entry, SharedArray, entry_bytes};
-use crate::cache::{Cache, CacheAdapter, Ctor, KmemCache, Lists};
+use crate::cache::{Cache, CacheAdapter, Ctor, KmemCache};
 use crate::debug::Reports;
 use crate::geometry::{self, Geometry};
 use crate::kmalloc::{KMALLOC_SIZES, Kmalloc};
+use crate::slab_desc::Lists;
 use crate::{SlabError, SlabFlags};
 
 /// Pages of metadata (per-CPU arrays of the first caches) taken before kmalloc
@@ -45,7 +46,7 @@ pub struct SlabAllocator<'a, C: Cpu> {
 pub(crate) struct ChainList(pub(crate) LinkedList<CacheAdapter>);
 
 // SAFETY: the list only holds pointers to caches, which are Sync; it is only
-// touched under the chain mutex.
+// touched under the chain lock.
 unsafe impl Send for ChainList {}
 
 impl<'a, C: Cpu> core::fmt::Debug for SlabAllocator<'a, C> {

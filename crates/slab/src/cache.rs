@@ -6,48 +6,16 @@ use core::marker::PhantomData;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
-use intrusive_collections::{LinkedList, LinkedListLink, UnsafeRef, intrusive_adapter};
+use intrusive_collections::{LinkedListLink, UnsafeRef, intrusive_adapter};
 use kmm_hal::sync::IrqSpinLock;
 
 use crate::SlabFlags;
 use crate::array::{ArraySlot, CpuArrays, SharedArray};
 use crate::geometry::Geometry;
-use crate::slab_desc::SlabAdapter;
+use crate::slab_desc::Lists;
 
 /// A constructor, run once on every object when its slab is created.
 pub type Ctor = fn(*mut u8);
-
-impl Lists {
-    /// No slabs.
-    pub(crate) fn new() -> Lists {
-        Lists {
-            full: LinkedList::new(SlabAdapter::NEW),
-            partial: LinkedList::new(SlabAdapter::NEW),
-            free: LinkedList::new(SlabAdapter::NEW),
-            free_objects: 0,
-            colour_next: 0,
-            slabs: 0,
-            grown: 0,
-            reaped: 0,
-        }
-    }
-}
-
-/// The slab lists of a cache, under its lock.
-pub(crate) struct Lists {
-    pub(crate) full: LinkedList<SlabAdapter>,
-    pub(crate) partial: LinkedList<SlabAdapter>,
-    pub(crate) free: LinkedList<SlabAdapter>,
-    /// Free objects in the slabs (not counting arrays).
-    pub(crate) free_objects: usize,
-    /// Colour of the next slab.
-    pub(crate) colour_next: usize,
-    /// Slabs in the cache.
-    pub(crate) slabs: usize,
-    /// Slabs ever created, and destroyed.
-    pub(crate) grown: usize,
-    pub(crate) reaped: usize,
-}
 
 /// A cache of same-size objects. Lives in a slab of the cache of caches.
 pub struct KmemCache {

@@ -245,7 +245,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
 }
 
 /// The checks of `validate_cache` on a cache's lists (their lock held).
-fn check_lists(c: &KmemCache, l: &crate::cache::Lists) -> Result<usize, DebugReport> {
+fn check_lists(c: &KmemCache, l: &crate::slab_desc::Lists) -> Result<usize, DebugReport> {
     let report = |object, offence| DebugReport {
         cache: c.name,
         object,
@@ -260,13 +260,13 @@ fn check_lists(c: &KmemCache, l: &crate::cache::Lists) -> Result<usize, DebugRep
     for (list, kind) in lists {
         for slab in list.iter() {
             let ok_list = match kind {
-                crate::slab_desc::SlabList::Full => slab.inuse() == slab.num(),
+                crate::slab_desc::SlabList::Full => slab.inuse(l) == slab.num(),
                 crate::slab_desc::SlabList::Partial => {
-                    slab.inuse() > 0 && slab.inuse() < slab.num()
+                    slab.inuse(l) > 0 && slab.inuse(l) < slab.num()
                 }
-                crate::slab_desc::SlabList::Free => slab.inuse() == 0,
+                crate::slab_desc::SlabList::Free => slab.inuse(l) == 0,
             };
-            if !ok_list || slab.list() != kind {
+            if !ok_list || slab.list(l) != kind {
                 return Err(report(slab.s_mem, Offence::Inconsistent));
             }
             let mut allocated = 0;
@@ -291,7 +291,7 @@ fn check_lists(c: &KmemCache, l: &crate::cache::Lists) -> Result<usize, DebugRep
                 }
                 checked += 1;
             }
-            if allocated > slab.inuse() {
+            if allocated > slab.inuse(l) {
                 return Err(report(slab.s_mem, Offence::Inconsistent));
             }
         }

@@ -118,7 +118,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             }
         }
         let mut l = c.lists.lock_irqsave(self.buddy.cpu());
-        slab.set_list(SlabList::Free);
+        slab.set_list(SlabList::Free, &mut l);
         // SAFETY: the descriptor lives until `destroy_slab`.
         l.free.push_back(unsafe { UnsafeRef::from_raw(slab) });
         l.free_objects += geo.num;

@@ -62,7 +62,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             // SAFETY: the slab is on one of our lists (lock held).
             let slab = unsafe { &*slab };
             while taken < out.len() {
-                let Some(i) = slab.get_obj() else { break };
+                let Some(i) = slab.get_obj(&mut l) else { break };
                 let obj = slab.s_mem + i * c.geo.buffer_size + c.geo.obj_offset;
                 let state = (slab.state(i) as *const core::sync::atomic::AtomicU8).addr();
                 out[taken] = [obj, state];
@@ -70,7 +70,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
                 taken += 1;
             }
             // Move the slab to the list that fits it now.
-            let now = if slab.inuse() == slab.num() {
+            let now = if slab.inuse(&l) == slab.num() {
                 SlabList::Full
             } else {
                 SlabList::Partial
@@ -87,7 +87,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
                     l.free.pop_front()
                 };
                 let r = r.expect("the slab was at the front");
-                slab.set_list(now);
+                slab.set_list(now, &mut l);
                 match now {
                     SlabList::Full => l.full.push_front(r),
                     _ => l.partial.push_front(r),
@@ -153,10 +153,10 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             for &obj in chunk {
                 let loc = self.locate_trusted(c, obj);
                 let slab = loc.slab;
-                let before = slab.list();
-                slab.put_obj(loc.idx);
+                let before = slab.list(&l);
+                slab.put_obj(loc.idx, &mut l);
                 l.free_objects += 1;
-                let now = if slab.inuse() == 0 {
+                let now = if slab.inuse(&l) == 0 {
                     SlabList::Free
                 } else {
                     SlabList::Partial
@@ -180,7 +180,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
                     doomed.push(slab as *const SlabDesc as usize);
                     let _ = UnsafeRef::into_raw(r);
                 } else {
-                    slab.set_list(now);
+                    slab.set_list(now, &mut l);
                     match now {
                         SlabList::Free => l.free.push_front(r),
                         _ => l.partial.push_front(r),
