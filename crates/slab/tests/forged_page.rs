@@ -5,27 +5,19 @@
 //! examples in `kmm_page_frame::Page`'s docs). What safe code still can do —
 //! hand `kfree` a page it got from the page allocator — is refused.
 
-use kmm_buddy::{Buddy, BuddyConfig, Freed, Gfp};
-use kmm_mock::{Backing, Machine};
-use kmm_page_frame::{Bootmem, MemMap, PgFlags, Region, RegionKind};
-use kmm_slab::{SlabAllocator, SlabError};
+use kmm_buddy::{Freed, Gfp};
+use kmm_page_frame::PgFlags;
+use kmm_slab::SlabError;
+use kmm_testkit::{Backing, TestMachine};
 
 #[test]
 fn kfree_of_a_page_allocator_page_is_refused() {
-    let m = Machine::builder()
-        .ram(32 << 20)
+    let host = TestMachine::builder()
+        .ram_mib(32)
         .backing(Backing::Software)
-        .build()
-        .unwrap();
-    let _cpu0 = m.cpu().bind(0).unwrap();
-    let map = [Region::new(0, 32 << 20, RegionKind::Usable)];
-    let mut boot = Bootmem::new(&map, m.lowmem_end()).unwrap();
-    // SAFETY: the machine's RAM is the direct map, used by nothing else, and
-    // outlives the allocators (dropped at the end of this test).
-    let mem = unsafe { MemMap::new(&mut boot, m.layout()) }.unwrap();
-    // SAFETY: as above; `boot` is the bootmem `mem` was built with.
-    let buddy = unsafe { Buddy::new(mem, boot, m.cpu().clone(), BuddyConfig::default()) }.unwrap();
-    let slab = SlabAllocator::new(&buddy).unwrap();
+        .build();
+    let _cpu0 = host.bind(0);
+    let (buddy, slab) = (host.buddy(), host.slab());
 
     for order in [0, 2] {
         let page = buddy.alloc_pages(Gfp::KERNEL, order).unwrap();
