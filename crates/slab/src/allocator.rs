@@ -1,19 +1,18 @@
 //! [`SlabAllocator`]: the cache chain, the cache of caches, and bootstrap.
 
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
-use intrusive_collections::{LinkedList, LinkedListLink, UnsafeRef};
+use intrusive_collections::{LinkedList, UnsafeRef};
 use kmm_buddy::{Buddy, Gfp};
 use kmm_hal::sync::IrqSpinLock;
-use kmm_hal::{Cpu, PAGE_SIZE, PerCpu};
+use kmm_hal::{Cpu, PAGE_SIZE};
 
-use crate::array::{ArrayCache, ArraySlot, ArrayStatus, Entry, SharedArray, entry_bytes};
-use crate::cache::{Cache, CacheAdapter, Ctor, KmemCache};
-use crate::debug::Reports;
-use crate::geometry::{self, Geometry};
+use crate::array::MetaLayout;
+use crate::cache::{Cache, CacheAdapter, CacheParts, Ctor, KmemCache};
+use crate::debug::{DebugReport, Offence, Reports};
+use crate::geometry::{self, Geometry, Request};
 use crate::kmalloc::{KMALLOC_SIZES, Kmalloc};
-use crate::slab_desc::Lists;
 use crate::{SlabError, SlabFlags};
 
 /// Pages of metadata (per-CPU arrays of the first caches) taken before kmalloc
@@ -31,15 +30,20 @@ pub(crate) struct Arena {
 /// (with 96 and 192), in normal and DMA variants; larger requests go to the page
 /// allocator. Every method may be called from several CPUs at once.
 pub struct SlabAllocator<'a, C: Cpu> {
-    pub(crate) buddy: &'a Buddy<'a, C>,
-    pub(crate) cache_cache: Cache<'a>,
-    pub(crate) chain: IrqSpinLock<ChainList>,
-    pub(crate) kmalloc: Kmalloc,
-    pub(crate) arena: IrqSpinLock<Arena>,
-    pub(crate) kmalloc_ready: AtomicBool,
-    pub(crate) next_gen: AtomicU32,
-    pub(crate) reports: Reports,
-    pub(crate) large_pages: AtomicUsize,
+    // Touched on every call: the page allocator (and through it the CPU),
+    // the handle check's owner, the kmalloc size classes.
+    buddy: &'a Buddy<'a, C>,
+    cache_cache: Cache<'a>,
+    kmalloc: Kmalloc,
+    // The cache chain (shrink, reap, slabinfo walk it).
+    chain: IrqSpinLock<ChainList>,
+    // Creating caches: the bootstrap arena, whether kmalloc works yet, the
+    // next handle generation.
+    arena: IrqSpinLock<Arena>,
+    kmalloc_ready: AtomicBool,
+    next_gen: AtomicU32,
+    // The `debug` reports and their hook.
+    reports: Reports,
 }
 
 /// The cache chain (behind the chain lock).
@@ -74,7 +78,6 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             kmalloc_ready: AtomicBool::new(false),
             next_gen: AtomicU32::new(2),
             reports: Reports::new(),
-            large_pages: AtomicUsize::new(0),
         };
         s.create_general_caches()?;
         s.kmalloc_ready.store(true, Ordering::Release);
@@ -95,7 +98,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     #[inline]
     pub(crate) fn cache(&self, cache: Cache<'a>) -> Result<&'a KmemCache, SlabError> {
         match cache.get() {
-            Some(c) if c.owner == self.cache_cache.ptr.as_ptr().addr() => Ok(c),
+            Some(c) if c.owner() == self.cache_cache.ptr.as_ptr().addr() => Ok(c),
             _ => Err(self.refuse_cache(cache)),
         }
     }
@@ -127,8 +130,20 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     }
 
     /// The page allocator.
+    #[inline(always)]
     pub fn buddy(&self) -> &'a Buddy<'a, C> {
         self.buddy
+    }
+
+    /// The kmalloc size classes and large blocks.
+    #[inline(always)]
+    pub(crate) fn kmalloc_table(&self) -> &Kmalloc {
+        &self.kmalloc
+    }
+
+    /// The `debug` reports and their hook.
+    pub(crate) fn report_ring(&self) -> &Reports {
+        &self.reports
     }
 
     /// Caches on the chain (the cache of caches and the general caches
@@ -152,8 +167,8 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             return Err(SlabError::BadAlign);
         }
         let flags = creation_flags(flags, ctor);
-        let geo = geometry::compute(size, align, flags, cfg!(feature = "debug"), true)
-            .ok_or(SlabError::BadSize)?;
+        let req = Request::new(size, align, flags).red_zones(cfg!(feature = "debug"));
+        let geo = geometry::compute(req).ok_or(SlabError::BadSize)?;
         let slabp_cache = if geo.off_slab {
             Some(
                 self.kmalloc
@@ -185,6 +200,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             meta_kmalloc: ready,
             generation,
             owner: self.cache_cache.ptr.as_ptr().addr(),
+            keep_slabs: false,
         };
         // SAFETY: `obj` is a fresh object of the cache of caches, sized and
         // aligned for a KmemCache; `meta` is a fresh block of
@@ -217,13 +233,13 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         if self.kmalloc.contains(cache) {
             return Err(SlabError::Busy);
         }
-        for id in 0..c.ncpu {
+        for id in 0..c.arrays().len() {
             // SAFETY: the caller guarantees that no CPU uses the cache now.
             unsafe { self.drain_offline_array(c, id) };
         }
         self.drain_shared(c, usize::MAX);
         {
-            let l = c.lists.lock_irqsave(self.buddy.cpu());
+            let l = c.lists().lock_irqsave(self.buddy.cpu());
             if !l.full.is_empty() || !l.partial.is_empty() {
                 return Err(SlabError::Busy);
             }
@@ -237,12 +253,72 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             let mut cur = unsafe { chain.0.cursor_mut_from_ptr(c) };
             cur.remove();
         }
-        c.generation.store(0, Ordering::Release);
-        self.free_meta(c.meta, c.meta_kmalloc);
+        c.kill();
+        let (meta, kmalloc) = c.meta();
+        self.free_meta(meta, kmalloc);
         let obj = (c as *const KmemCache).addr();
         let cc = self.cache_cache_desc();
         let loc = self.locate_trusted(cc, obj);
         self.free_located(loc, obj)
+    }
+
+    /// Records a report of the `debug` checks (or a refused double free) and
+    /// calls the report hook, with nothing held.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn report(&self, c: &KmemCache, object: usize, offence: Offence) {
+        let r = DebugReport {
+            cache: c.name(),
+            object,
+            offence,
+        };
+        self.reports.record(self.buddy.cpu(), r);
+    }
+
+    /// Calls `f` on every cache on the chain, however many there are, until
+    /// it returns an error. The chain lock is held only while a chunk of
+    /// caches is copied out, never while `f` runs (so `f` may take any lock,
+    /// allocate, or create a cache: one created meanwhile is reached too, as
+    /// caches join at the end of the chain).
+    ///
+    /// Caches on the chain are alive: destroy takes a cache off under the
+    /// chain lock before it dies, and destroying a cache while another CPU
+    /// shrinks or reaps is the caller's race, as in Linux. (Such a race can
+    /// at worst make this walk skip one cache: chunks are found by position.)
+    pub(crate) fn try_each_cache<E>(
+        &self,
+        mut f: impl FnMut(&'a KmemCache) -> Result<(), E>,
+    ) -> Result<(), E> {
+        const CHUNK: usize = 32;
+        let mut start = 0;
+        loop {
+            let mut chunk = [core::ptr::null::<KmemCache>(); CHUNK];
+            let mut n = 0;
+            {
+                let chain = self.chain.lock_irqsave(self.buddy.cpu());
+                for c in chain.0.iter().skip(start).take(CHUNK) {
+                    chunk[n] = c;
+                    n += 1;
+                }
+            }
+            for &c in &chunk[..n] {
+                // SAFETY: see above: a cache on the chain, alive for 'a.
+                f(unsafe { &*c })?;
+            }
+            if n < CHUNK {
+                return Ok(());
+            }
+            start += n;
+        }
+    }
+
+    /// [`Self::try_each_cache`] with a function that cannot fail.
+    pub(crate) fn each_cache(&self, mut f: impl FnMut(&'a KmemCache)) {
+        let r: Result<(), core::convert::Infallible> = self.try_each_cache(|c| {
+            f(c);
+            Ok(())
+        });
+        let Ok(()) = r;
     }
 
     /// Gives `bytes` of metadata: from kmalloc once it works, from the arena
@@ -340,14 +416,12 @@ fn creation_flags(flags: SlabFlags, ctor: Option<Ctor>) -> SlabFlags {
 /// it, or writes into one (a stale handle's generation lives where only the
 /// allocator writes).
 fn bootstrap_cache_of_caches<'a, C: Cpu>(buddy: &'a Buddy<'a, C>) -> Result<Cache<'a>, SlabError> {
-    let geo = geometry::compute(
+    let req = Request::new(
         core::mem::size_of::<KmemCache>(),
         0,
         SlabFlags::HWCACHE_ALIGN,
-        false,
-        false,
-    )
-    .ok_or(SlabError::BadSize)?;
+    );
+    let geo = geometry::compute(req.on_slab_only()).ok_or(SlabError::BadSize)?;
     let mut layout = MetaLayout::new(geo.buffer_size, buddy.cpu().count());
     layout.shared = 0;
     let own = core::mem::size_of::<KmemCache>().next_multiple_of(crate::flags::CACHE_LINE);
@@ -373,91 +447,18 @@ fn bootstrap_cache_of_caches<'a, C: Cpu>(buddy: &'a Buddy<'a, C>) -> Result<Cach
         meta_kmalloc: false,
         generation: 1,
         owner: 0,
+        keep_slabs: true,
     };
     // SAFETY: the block is ours, page-aligned and big enough for the
     // descriptor followed by the metadata (computed above), which starts on
     // a cache line; it is never given back (the cache of caches lives as long
     // as the allocator).
-    unsafe {
-        let mut desc = new.build();
-        desc.keep_slabs = true;
-        cc.write(desc);
-    }
+    unsafe { cc.write(new.build()) };
     Ok(Cache {
         ptr: cc,
         generation: 1,
         _mem: core::marker::PhantomData,
     })
-}
-
-/// A cache's metadata block: the per-CPU array slots, then each CPU's
-/// entries, then the shared array's entries.
-#[derive(Debug, Clone, Copy)]
-struct MetaLayout {
-    cpus: usize,
-    limit: usize,
-    batch: usize,
-    shared: usize,
-}
-
-impl MetaLayout {
-    /// The arrays of a cache of `buffer_size`-byte objects on `cpus` CPUs
-    /// (Linux's `enable_cpucache`).
-    fn new(buffer_size: usize, cpus: usize) -> MetaLayout {
-        let (limit, batch, shared) = geometry::array_sizes(buffer_size, cpus);
-        MetaLayout {
-            cpus,
-            limit,
-            batch,
-            shared,
-        }
-    }
-
-    fn bytes(&self) -> usize {
-        let shared = if self.shared > 0 {
-            entry_bytes(self.shared)
-        } else {
-            0
-        };
-        self.cpus * (core::mem::size_of::<ArraySlot>() + entry_bytes(self.limit)) + shared
-    }
-
-    /// Writes empty arrays into the block at `at`; returns the slots and the
-    /// shared array.
-    ///
-    /// # Safety
-    /// `at` must be valid for writing `self.bytes()` bytes, aligned to a
-    /// cache line, and used by nothing else for as long as the arrays are.
-    unsafe fn init(&self, at: NonNull<u8>) -> (NonNull<ArraySlot>, SharedArray) {
-        let slots = at.cast::<ArraySlot>();
-        let first = self.cpus * core::mem::size_of::<ArraySlot>();
-        for i in 0..self.cpus {
-            // SAFETY: inside the block (see `bytes`); slots are a multiple of
-            // a cache line apart and the block starts on one; each CPU's
-            // entries lie behind the slots, apart from each other.
-            unsafe {
-                let entries = at
-                    .byte_add(first + i * entry_bytes(self.limit))
-                    .cast::<Entry>();
-                slots.add(i).write(PerCpu::new(
-                    ArrayCache::new(entries, self.limit, self.batch),
-                    ArrayStatus::new(),
-                ));
-            }
-        }
-        let shared = if self.shared > 0 {
-            // SAFETY: the shared array's entries are the block's tail.
-            unsafe {
-                let entries = at
-                    .byte_add(first + self.cpus * entry_bytes(self.limit))
-                    .cast::<Entry>();
-                SharedArray::new(entries, self.shared)
-            }
-        } else {
-            SharedArray::none()
-        };
-        (slots, shared)
-    }
 }
 
 /// What a new cache is made of, before it is written into its descriptor.
@@ -475,6 +476,7 @@ struct NewCache {
     generation: u32,
     /// See [`KmemCache::is_internal`].
     owner: usize,
+    keep_slabs: bool,
 }
 
 impl NewCache {
@@ -486,30 +488,22 @@ impl NewCache {
     unsafe fn build(self) -> KmemCache {
         // SAFETY: forwarded from the caller.
         let (arrays, shared) = unsafe { self.layout.init(self.meta) };
-        let MetaLayout {
-            cpus, limit, batch, ..
-        } = self.layout;
-        KmemCache {
-            generation: AtomicU32::new(self.generation),
+        KmemCache::new(CacheParts {
             name: self.name,
             geo: self.geo,
-            index: crate::geometry::ObjIndex::new(self.geo.buffer_size, self.geo.num),
             flags: self.flags,
             ctor: self.ctor,
-            lists: IrqSpinLock::new("kmem_cache list lock", Lists::new()),
             slabp_cache: self.slabp_cache,
-            owner: self.owner,
             arrays,
-            ncpu: cpus,
-            shared: IrqSpinLock::new("kmem_cache shared array", shared),
-            limit,
-            batchcount: batch,
-            free_limit: (1 + cpus) * batch + self.geo.num,
+            shared,
+            ncpu: self.layout.cpus,
+            limit: self.layout.limit,
+            batchcount: self.layout.batch,
             meta: self.meta,
             meta_kmalloc: self.meta_kmalloc,
-            link: LinkedListLink::new(),
-            keep_slabs: false,
-            errors: AtomicUsize::new(0),
-        }
+            generation: self.generation,
+            owner: self.owner,
+            keep_slabs: self.keep_slabs,
+        })
     }
 }

@@ -229,6 +229,77 @@ impl SharedArray {
     }
 }
 
+/// A cache's metadata block: the per-CPU array slots, then each CPU's
+/// entries, then the shared array's entries.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MetaLayout {
+    pub(crate) cpus: usize,
+    pub(crate) limit: usize,
+    pub(crate) batch: usize,
+    pub(crate) shared: usize,
+}
+
+impl MetaLayout {
+    /// The arrays of a cache of `buffer_size`-byte objects on `cpus` CPUs
+    /// (Linux's `enable_cpucache`).
+    pub(crate) fn new(buffer_size: usize, cpus: usize) -> MetaLayout {
+        let (limit, batch, shared) = crate::geometry::array_sizes(buffer_size, cpus);
+        MetaLayout {
+            cpus,
+            limit,
+            batch,
+            shared,
+        }
+    }
+
+    /// Bytes of the block.
+    pub(crate) fn bytes(&self) -> usize {
+        let shared = if self.shared > 0 {
+            entry_bytes(self.shared)
+        } else {
+            0
+        };
+        self.cpus * (core::mem::size_of::<ArraySlot>() + entry_bytes(self.limit)) + shared
+    }
+
+    /// Writes empty arrays into the block at `at`; returns the slots and the
+    /// shared array.
+    ///
+    /// # Safety
+    /// `at` must be valid for writing `self.bytes()` bytes, aligned to a
+    /// cache line, and used by nothing else for as long as the arrays are.
+    pub(crate) unsafe fn init(&self, at: NonNull<u8>) -> (NonNull<ArraySlot>, SharedArray) {
+        let slots = at.cast::<ArraySlot>();
+        let first = self.cpus * core::mem::size_of::<ArraySlot>();
+        for i in 0..self.cpus {
+            // SAFETY: inside the block (see `bytes`); slots are a multiple of
+            // a cache line apart and the block starts on one; each CPU's
+            // entries lie behind the slots, apart from each other.
+            unsafe {
+                let entries = at
+                    .byte_add(first + i * entry_bytes(self.limit))
+                    .cast::<Entry>();
+                slots.add(i).write(PerCpu::new(
+                    ArrayCache::new(entries, self.limit, self.batch),
+                    ArrayStatus::new(),
+                ));
+            }
+        }
+        let shared = if self.shared > 0 {
+            // SAFETY: the shared array's entries are the block's tail.
+            unsafe {
+                let entries = at
+                    .byte_add(first + self.cpus * entry_bytes(self.limit))
+                    .cast::<Entry>();
+                SharedArray::new(entries, self.shared)
+            }
+        } else {
+            SharedArray::none()
+        };
+        (slots, shared)
+    }
+}
+
 /// An array as the slow paths see it: `avail` entries at the bottom of
 /// `entries`, the most recent on top.
 pub(crate) struct Lifo<'x> {

@@ -1,6 +1,8 @@
-//! Object allocation and freeing: the per-CPU fast path, its cold ends, and
-//! finding an object's cache and slab from its address (batches to and from
-//! the slabs are in `refill`, whole slabs in `grow`).
+//! Object allocation and freeing — `kmem_cache_alloc`/`kmem_cache_free` and
+//! `kmalloc`/`kfree` with `ksize` and `krealloc`: the per-CPU fast path, its
+//! cold ends, and finding an object's cache and slab from its address
+//! (batches to and from the slabs are in `refill`, whole slabs in `grow`, the
+//! size classes and large blocks in `kmalloc`).
 
 use core::ptr::NonNull;
 use core::sync::atomic::Ordering;
@@ -13,6 +15,8 @@ use crate::SlabError;
 use crate::allocator::SlabAllocator;
 use crate::array::{Entry, NO_ENTRY, ObjBatch};
 use crate::cache::{Cache, KmemCache};
+use crate::debug::{self, Offence};
+use crate::kmalloc::Kmalloc;
 use crate::slab_desc::{OBJ_ALLOCATED, OBJ_FREE, SlabDesc};
 
 /// Where an object lives. Made only by `locate`, which checks that `idx` is
@@ -60,7 +64,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         gfp: Gfp,
         reclaim: bool,
     ) -> Result<NonNull<u8>, SlabError> {
-        let irq = self.buddy.cpu().irq_guard();
+        let irq = self.buddy().cpu().irq_guard();
         let entry = c
             .arrays()
             .with(&irq, |ac, st| ac.pop(st))
@@ -84,12 +88,12 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         let state =
             unsafe { &*core::ptr::with_exposed_provenance::<core::sync::atomic::AtomicU8>(state) };
         state.store(OBJ_ALLOCATED, Ordering::Relaxed);
-        self.debug_on_alloc(c, obj);
+        debug::on_alloc(c, obj, |o| self.report(c, obj, o));
         if gfp.contains(Gfp::ZERO) {
             // Linux's `kmem_cache_zalloc`.
             let p = core::ptr::with_exposed_provenance_mut::<u8>(obj);
             // SAFETY: the object is now ours: `obj_size` bytes.
-            unsafe { core::ptr::write_bytes(p, 0, c.geo.obj_size) };
+            unsafe { core::ptr::write_bytes(p, 0, c.geo().obj_size) };
         }
         // SAFETY: objects are never at address 0.
         unsafe { NonNull::new_unchecked(core::ptr::with_exposed_provenance_mut(obj)) }
@@ -112,7 +116,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     ) -> Result<NonNull<u8>, SlabError> {
         drop(irq);
         // Linux's cache_alloc_refill: a point where an interrupt may land.
-        self.buddy.cpu().interrupt_point();
+        self.buddy().cpu().interrupt_point();
         let entry = match self.take_object(c, gfp) {
             Ok(e) => e,
             Err(SlabError::OutOfMemory)
@@ -139,7 +143,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     /// is done first; the drained objects go back to their slabs once the
     /// array is released.
     fn take_object(&self, c: &KmemCache, gfp: Gfp) -> Result<Entry, SlabError> {
-        let cpu = self.buddy.cpu();
+        let cpu = self.buddy().cpu();
         loop {
             let (got, drained) = {
                 let irq = cpu.irq_guard();
@@ -181,7 +185,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     #[cold]
     pub(crate) fn reclaim(&self) -> usize {
         let n = self.shrink_all();
-        self.buddy.drain_local();
+        self.buddy().drain_local();
         n
     }
 
@@ -197,7 +201,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             // caches' pages are refused there.
             Ok(loc)
                 if core::ptr::eq(loc.cache, cache.ptr.as_ptr())
-                    && loc.cache.generation.load(Ordering::Acquire) == cache.generation =>
+                    && loc.cache.is_generation(cache.generation) =>
             {
                 self.free_located(loc, ptr.as_ptr().addr())
             }
@@ -222,7 +226,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         };
         match located {
             Ok(_) => {
-                c.errors.fetch_add(1, Ordering::Relaxed);
+                c.count_error();
                 SlabError::WrongCache
             }
             Err(SlabError::Foreign) => self.refuse_foreign(ptr),
@@ -236,7 +240,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     #[cold]
     #[inline(never)]
     fn refuse_foreign(&self, ptr: *mut u8) -> SlabError {
-        match self.large_block(ptr) {
+        match self.kmalloc_table().large_block(self.buddy().mem(), ptr) {
             Err(SlabError::Internal) => SlabError::Internal,
             _ => SlabError::Foreign,
         }
@@ -260,18 +264,18 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             state.load(Ordering::Relaxed) == OBJ_ALLOCATED
         };
         if !claimed {
-            c.errors.fetch_add(1, Ordering::Relaxed);
-            self.debug_report(c, obj, crate::debug::Offence::DoubleFree);
+            c.count_error();
+            self.report(c, obj, Offence::DoubleFree);
             return Err(SlabError::DoubleFree);
         }
-        if let Err(e) = self.debug_on_free(c, obj) {
+        if let Err(e) = debug::on_free(c, obj, |o| self.report(c, obj, o)) {
             // Damaged: reported, and left allocated.
             state.store(OBJ_ALLOCATED, Ordering::Relaxed);
             return Err(e);
         }
         state.store(OBJ_FREE, Ordering::Relaxed);
         let state = (state as *const core::sync::atomic::AtomicU8).addr();
-        let irq = self.buddy.cpu().irq_guard();
+        let irq = self.buddy().cpu().irq_guard();
         let pushed = c
             .arrays()
             .with(&irq, |ac, st| ac.push(st, obj, state))
@@ -293,7 +297,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     #[inline(never)]
     fn free_slow(&self, c: &KmemCache, obj: usize, state: usize, irq: IrqGuard<'_, C>) {
         drop(irq);
-        let cpu = self.buddy.cpu();
+        let cpu = self.buddy().cpu();
         cpu.interrupt_point();
         let out = {
             let irq = cpu.irq_guard();
@@ -334,7 +338,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         if ptr.is_null() {
             return Err(SlabError::Foreign);
         }
-        let mem = self.buddy.mem();
+        let mem = self.buddy().mem();
         let page = mem
             .virt_to_page(VirtAddr::new(ptr.addr()))
             .map_err(|_| SlabError::Foreign)?;
@@ -356,10 +360,10 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         // An index below `num` (the slab's span checked), and the offset into
         // that buffer, which must be the object's.
         let (idx, rem) = c
-            .index
+            .index()
             .split(ptr.addr().wrapping_sub(slab.s_mem))
             .ok_or(SlabError::Interior)?;
-        if rem != c.geo.obj_offset {
+        if rem != c.geo().obj_offset {
             return Err(SlabError::Interior);
         }
         // The cache's geometry bounds `idx` by its `num`, which is the slab's;
@@ -380,18 +384,211 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     #[inline]
     pub(crate) fn locate_trusted(&self, c: &KmemCache, obj: usize) -> Located<'_> {
         let page = self
-            .buddy
+            .buddy()
             .mem()
             .virt_to_page(VirtAddr::new(obj))
             .expect("slab objects are direct-mapped");
         // SAFETY: as in `locate`.
         let slab = unsafe { &*(page.index() as *const SlabDesc) };
         let (idx, _) = c
-            .index
+            .index()
             .split(obj - slab.s_mem)
             .expect("an object of this slab");
         // SAFETY: the cache outlives this call (the caller holds it).
         let cache = unsafe { &*(c as *const KmemCache) };
         Located { cache, slab, idx }
+    }
+}
+
+/// The usable size of a located object that is live; a free one was freed
+/// before.
+#[inline(always)]
+fn live_size(loc: &Located<'_>) -> Result<usize, SlabError> {
+    if loc.state().load(Ordering::Relaxed) != OBJ_ALLOCATED {
+        return Err(SlabError::DoubleFree);
+    }
+    Ok(loc.cache.geo().obj_size)
+}
+
+// --- kmalloc and friends, over the general caches and large blocks ---------
+
+impl<'a, C: Cpu> SlabAllocator<'a, C> {
+    /// Allocates `size` bytes (Linux's `kmalloc`): from the smallest general
+    /// cache that fits (the DMA ones for `Gfp::DMA`), or straight from the page
+    /// allocator above 128 KiB. Zero and overflowing sizes are
+    /// [`SlabError::BadSize`].
+    #[inline]
+    pub fn kmalloc(&self, size: usize, gfp: Gfp) -> Result<NonNull<u8>, SlabError> {
+        if size == 0 {
+            return Err(SlabError::BadSize);
+        }
+        let dma = gfp.contains(Gfp::DMA);
+        match self.kmalloc_table().desc_for(size, dma) {
+            Some(c) => {
+                let p = self.alloc_object(c, gfp.difference(Gfp::ZERO), true)?;
+                debug::set_requested(c, p.as_ptr().addr(), size);
+                if gfp.contains(Gfp::ZERO) {
+                    // SAFETY: the object is ours and at least `size` bytes.
+                    unsafe { core::ptr::write_bytes(p.as_ptr(), 0, size) };
+                }
+                Ok(p)
+            }
+            None => self.kmalloc_large(size, gfp),
+        }
+    }
+
+    /// Allocates `size` zeroed bytes (Linux's `kzalloc`).
+    pub fn kzalloc(&self, size: usize, gfp: Gfp) -> Result<NonNull<u8>, SlabError> {
+        self.kmalloc(size, gfp | Gfp::ZERO)
+    }
+
+    /// Allocates an array of `n` elements of `size` bytes, zeroed (Linux's
+    /// `kcalloc`); an overflowing product is [`SlabError::BadSize`].
+    pub fn kcalloc(&self, n: usize, size: usize, gfp: Gfp) -> Result<NonNull<u8>, SlabError> {
+        let bytes = n.checked_mul(size).ok_or(SlabError::BadSize)?;
+        self.kzalloc(bytes, gfp)
+    }
+
+    /// `size` bytes straight from the page allocator (marked for `kfree`), in
+    /// the smallest block that holds them.
+    #[cold]
+    pub(crate) fn kmalloc_large(&self, size: usize, gfp: Gfp) -> Result<NonNull<u8>, SlabError> {
+        let order = Kmalloc::large_order(size)?;
+        let g = gfp.difference(Gfp::HIGHMEM);
+        let page = match self.buddy().alloc_pages(g, order) {
+            Some(p) => p,
+            // Dry: give back what the caches hold idle and try once more — only
+            // if the caller may wait (Linux reclaims for no atomic allocation;
+            // the page allocator has already let it dip into the reserve).
+            None if gfp.contains(Gfp::WAIT) => {
+                self.reclaim();
+                self.buddy()
+                    .alloc_pages(g, order)
+                    .ok_or(SlabError::OutOfMemory)?
+            }
+            None => return Err(SlabError::OutOfMemory),
+        };
+        Ok(self
+            .kmalloc_table()
+            .adopt_large(self.buddy().mem(), page, order))
+    }
+
+    /// Frees what `kmalloc` returned (Linux's `kfree`). A null pointer is fine.
+    /// Refused, with nothing changed: pointers no allocator handed out,
+    /// interior pointers, double frees.
+    #[inline]
+    pub fn kfree(&self, ptr: *mut u8) -> Result<(), SlabError> {
+        if ptr.is_null() {
+            return Ok(());
+        }
+        match self.locate(ptr) {
+            Ok(loc) => self.free_located(loc, ptr.addr()),
+            Err(SlabError::Foreign) => self.kfree_large(ptr),
+            Err(e) => Err(e),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn kfree_large(&self, ptr: *mut u8) -> Result<(), SlabError> {
+        self.kmalloc_table().free_large(self.buddy(), ptr)
+    }
+
+    /// The usable size of a kmalloc'd block (Linux's `ksize`).
+    pub fn ksize(&self, ptr: *mut u8) -> Result<usize, SlabError> {
+        match self.locate(ptr) {
+            Ok(loc) => live_size(&loc),
+            Err(SlabError::Foreign) => self.kmalloc_table().large_size(self.buddy().mem(), ptr),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Resizes a kmalloc'd block (Linux's `krealloc`): the same block if it is
+    /// big enough, else a new one with the contents copied and the old one
+    /// freed. A null pointer allocates. A zero size is [`SlabError::BadSize`],
+    /// and on any error the old block is untouched. A pointer kmalloc did not
+    /// hand out (or already freed) is refused before it is read.
+    ///
+    /// # Safety
+    /// `ptr` must be null or a block the caller owns: no other thread may use
+    /// it during the call (its bytes are copied).
+    #[inline]
+    pub unsafe fn krealloc(
+        &self,
+        ptr: *mut u8,
+        new_size: usize,
+        gfp: Gfp,
+    ) -> Result<NonNull<u8>, SlabError> {
+        if new_size == 0 {
+            return Err(SlabError::BadSize);
+        }
+        if ptr.is_null() {
+            return self.kmalloc(new_size, gfp);
+        }
+        // One lookup serves the size check and the free. A block that is big
+        // enough is kept without a call; a move is out of line.
+        match self.locate(ptr) {
+            Ok(loc) => {
+                let old = live_size(&loc)?;
+                if old >= new_size {
+                    // In place: the `debug` checks now guard the new size.
+                    debug::set_requested(loc.cache, ptr.addr(), new_size);
+                    return NonNull::new(ptr).ok_or(SlabError::Foreign);
+                }
+                // SAFETY: forwarded from the caller; `loc` locates `ptr`, live.
+                unsafe { self.krealloc_move(ptr, Some(loc), old, new_size, gfp) }
+            }
+            Err(SlabError::Foreign) => {
+                let old = self.ksize(ptr)?;
+                if old >= new_size {
+                    return NonNull::new(ptr).ok_or(SlabError::Foreign);
+                }
+                // SAFETY: forwarded from the caller; `ptr` is a live large block.
+                unsafe { self.krealloc_move(ptr, None, old, new_size, gfp) }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The moving end of `krealloc`: a new block, the `old` live bytes copied,
+    /// the old block freed (through `loc` when it is a slab object).
+    ///
+    /// # Safety
+    /// As for `krealloc`; `ptr` is a live block of `old` usable bytes
+    /// (`old < new_size`), located at `loc` if it is a slab object.
+    #[inline(never)]
+    unsafe fn krealloc_move(
+        &self,
+        ptr: *mut u8,
+        loc: Option<Located<'_>>,
+        old: usize,
+        new_size: usize,
+        gfp: Gfp,
+    ) -> Result<NonNull<u8>, SlabError> {
+        let new = self.kmalloc(new_size, gfp)?;
+        // SAFETY: both blocks are live and at least `old` bytes (new_size > old).
+        unsafe { core::ptr::copy_nonoverlapping(ptr, new.as_ptr(), old) };
+        let freed = match loc {
+            Some(l) => self.free_located(l, ptr.addr()),
+            None => self.kfree(ptr),
+        };
+        if let Err(e) = freed {
+            // The old block was refused (damaged under `debug`, or freed by a
+            // racing call): it stays as it was, and the new one goes back.
+            let r = self.kfree(new.as_ptr());
+            debug_assert!(r.is_ok());
+            return Err(e);
+        }
+        Ok(new)
+    }
+
+    /// The general cache for `size` bytes (`dma` for the DMA variant).
+    pub fn kmalloc_cache(&self, size: usize, dma: bool) -> Option<Cache<'a>> {
+        self.kmalloc_table().cache_for(size, dma)
+    }
+
+    /// Pages held by kmalloc requests above 128 KiB.
+    pub fn large_pages(&self) -> usize {
+        self.kmalloc_table().large_pages()
     }
 }

@@ -24,11 +24,11 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     /// number of pages given back.
     pub fn kmem_cache_shrink(&self, cache: Cache<'a>) -> Result<usize, SlabError> {
         let c = self.cache(cache)?;
-        self.buddy.cpu().interrupt_point();
+        self.buddy().cpu().interrupt_point();
         let mut pages = self.drain_local(c);
         self.request_drains(c);
         pages += self.drain_shared(c, usize::MAX);
-        if !c.keep_slabs {
+        if !c.keeps_slabs() {
             pages += self.free_slabs(c, usize::MAX);
         }
         Ok(pages)
@@ -38,7 +38,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     /// large-object cache frees its off-slab descriptor into a small cache, so
     /// the caches are swept until a sweep gives nothing back.
     pub fn shrink_all(&self) -> usize {
-        self.buddy.cpu().interrupt_point();
+        self.buddy().cpu().interrupt_point();
         let mut total = 0;
         loop {
             let pages = self.shrink_pass();
@@ -55,7 +55,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             pages += self.drain_local(c);
             self.request_drains(c);
             pages += self.drain_shared(c, usize::MAX);
-            if !c.keep_slabs {
+            if !c.keeps_slabs() {
                 pages += self.free_slabs(c, usize::MAX);
             }
         });
@@ -67,14 +67,14 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     /// fifth of its limit, the shared array likewise, and some free slabs go
     /// back to the page allocator. Returns the pages given back.
     pub fn reap(&self) -> usize {
-        self.buddy.cpu().interrupt_point();
+        self.buddy().cpu().interrupt_point();
         let mut pages = 0;
         self.each_cache(|c| {
             pages += self.drain_array(c, Drain::Reap);
-            pages += self.drain_shared(c, c.limit.div_ceil(5));
-            if !c.keep_slabs {
-                let n = c.geo.num.max(1);
-                let budget = c.free_limit.div_ceil(5 * n);
+            pages += self.drain_shared(c, c.tunables().0.div_ceil(5));
+            if !c.keeps_slabs() {
+                let n = c.geo().num.max(1);
+                let budget = c.free_limit().div_ceil(5 * n);
                 pages += self.free_slabs(c, budget);
             }
         });
@@ -97,7 +97,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     /// array is already held (this is a re-entry), its holder drains it: this
     /// does nothing.
     fn drain_array(&self, c: &KmemCache, how: Drain) -> usize {
-        let cpu = self.buddy.cpu();
+        let cpu = self.buddy().cpu();
         let pin = cpu.preempt_guard();
         c.arrays()
             .with(&pin, |ac, st| {
@@ -128,7 +128,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
 
     /// Asks every other CPU to empty its array of `c` at its next use.
     fn request_drains(&self, c: &KmemCache) {
-        let pin = self.buddy.cpu().preempt_guard();
+        let pin = self.buddy().cpu().preempt_guard();
         let me = pin.cpu_id();
         for (id, slot) in c.arrays().slots().iter().enumerate() {
             if id != me {
@@ -165,51 +165,5 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             // SAFETY: forwarded from the caller.
             unsafe { self.drain_offline_array(c, cpu) };
         });
-    }
-
-    /// Calls `f` on every cache on the chain, however many there are, until
-    /// it returns an error. The chain lock is held only while a chunk of
-    /// caches is copied out, never while `f` runs (so `f` may take any lock,
-    /// allocate, or create a cache: one created meanwhile is reached too, as
-    /// caches join at the end of the chain).
-    ///
-    /// Caches on the chain are alive: destroy takes a cache off under the
-    /// chain lock before it dies, and destroying a cache while another CPU
-    /// shrinks or reaps is the caller's race, as in Linux. (Such a race can
-    /// at worst make this walk skip one cache: chunks are found by position.)
-    pub(crate) fn try_each_cache<E>(
-        &self,
-        mut f: impl FnMut(&'a KmemCache) -> Result<(), E>,
-    ) -> Result<(), E> {
-        const CHUNK: usize = 32;
-        let mut start = 0;
-        loop {
-            let mut chunk = [core::ptr::null::<KmemCache>(); CHUNK];
-            let mut n = 0;
-            {
-                let chain = self.chain.lock_irqsave(self.buddy.cpu());
-                for c in chain.0.iter().skip(start).take(CHUNK) {
-                    chunk[n] = c;
-                    n += 1;
-                }
-            }
-            for &c in &chunk[..n] {
-                // SAFETY: see above: a cache on the chain, alive for 'a.
-                f(unsafe { &*c })?;
-            }
-            if n < CHUNK {
-                return Ok(());
-            }
-            start += n;
-        }
-    }
-
-    /// [`Self::try_each_cache`] with a function that cannot fail.
-    pub(crate) fn each_cache(&self, mut f: impl FnMut(&'a KmemCache)) {
-        let r: Result<(), core::convert::Infallible> = self.try_each_cache(|c| {
-            f(c);
-            Ok(())
-        });
-        let Ok(()) = r;
     }
 }

@@ -27,7 +27,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     ) {
         let batch = batch.min(a.room());
         {
-            let mut sh = c.shared.lock(irq);
+            let mut sh = c.shared().lock(irq);
             let n = batch.min(sh.avail());
             if n > 0 {
                 sh.lifo().move_top(a, n);
@@ -50,7 +50,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     /// how many it took.
     #[cold]
     fn take_from_slabs(&self, c: &KmemCache, out: &mut [Entry], irq: &IrqGuard<'_, C>) -> usize {
-        let mut l = c.lists.lock(irq);
+        let mut l = c.lists().lock(irq);
         let mut taken = 0;
         while taken < out.len() {
             let from_partial = !l.partial.is_empty();
@@ -63,7 +63,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             let slab = unsafe { &*slab };
             while taken < out.len() {
                 let Some(i) = slab.get_obj(&mut l) else { break };
-                let obj = slab.s_mem + i * c.geo.buffer_size + c.geo.obj_offset;
+                let obj = slab.s_mem + i * c.geo().buffer_size + c.geo().obj_offset;
                 let state = (slab.state(i) as *const core::sync::atomic::AtomicU8).addr();
                 out[taken] = [obj, state];
                 l.free_objects -= 1;
@@ -111,7 +111,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     ) -> ObjBatch {
         let batch = batch.min(a.len());
         {
-            let mut sh = c.shared.lock(irq);
+            let mut sh = c.shared().lock(irq);
             let mut shared = sh.lifo();
             let n = batch.min(shared.room());
             if n > 0 {
@@ -127,11 +127,11 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     /// and given back with that lock dropped, so slabs go back to the page
     /// allocator with no slab lock held. Returns the pages given back.
     pub(crate) fn drain_shared(&self, c: &KmemCache, max: usize) -> usize {
-        let cpu = self.buddy.cpu();
+        let cpu = self.buddy().cpu();
         let mut left = max;
         let mut pages = 0;
         while left > 0 {
-            let chunk = c.shared.lock_irqsave(cpu).lifo().take_oldest(left);
+            let chunk = c.shared().lock_irqsave(cpu).lifo().take_oldest(left);
             if chunk.is_empty() {
                 break;
             }
@@ -149,7 +149,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         let mut pages = 0;
         for chunk in objs.chunks(ObjBatch::CAP) {
             let mut doomed = ObjBatch::new();
-            let mut l = c.lists.lock_irqsave(self.buddy.cpu());
+            let mut l = c.lists().lock_irqsave(self.buddy().cpu());
             for &obj in chunk {
                 let loc = self.locate_trusted(c, obj);
                 let slab = loc.slab;
@@ -173,7 +173,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
                     }
                 }
                 .expect("the slab is on its list");
-                if now == SlabList::Free && l.free_objects > c.free_limit && !c.keep_slabs {
+                if now == SlabList::Free && l.free_objects > c.free_limit() && !c.keeps_slabs() {
                     l.free_objects -= slab.num();
                     l.slabs -= 1;
                     l.reaped += 1;
@@ -193,7 +193,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
                 // alone.
                 self.destroy_slab(c, unsafe { &*(s as *const SlabDesc) });
             }
-            pages += doomed.len() << c.geo.gfporder;
+            pages += doomed.len() << c.geo().gfporder;
         }
         pages
     }
