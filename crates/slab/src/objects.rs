@@ -194,18 +194,21 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     /// interior pointer, another cache's object, or already free.
     #[inline]
     pub fn kmem_cache_free(&self, cache: Cache<'a>, ptr: NonNull<u8>) -> Result<(), SlabError> {
-        match self.locate(ptr.as_ptr()) {
+        // Only whether `locate` succeeded counts here (the error values are
+        // dead code on the fast path): a refusal is classified again, out of
+        // line.
+        match self.locate(ptr.as_ptr()).ok() {
             // The object's cache is the one the handle names, and the handle
             // is current. That is all `cache` would check: `locate` found the
             // cache through a slab page of this allocator, and the cache of
             // caches' pages are refused there.
-            Ok(loc)
+            Some(loc)
                 if core::ptr::eq(loc.cache, cache.ptr.as_ptr())
                     && loc.cache.is_generation(cache.generation) =>
             {
                 self.free_located(loc, ptr.as_ptr().addr())
             }
-            r => Err(self.refuse_free(cache, ptr.as_ptr(), r.map(|loc| loc.cache))),
+            _ => Err(self.refuse_free(cache, ptr.as_ptr())),
         }
     }
 
@@ -214,17 +217,14 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     /// object, counted on the handle's cache; else `locate`'s verdict).
     #[cold]
     #[inline(never)]
-    fn refuse_free(
-        &self,
-        cache: Cache<'a>,
-        ptr: *mut u8,
-        located: Result<&KmemCache, SlabError>,
-    ) -> SlabError {
+    fn refuse_free(&self, cache: Cache<'a>, ptr: *mut u8) -> SlabError {
         let c = match self.cache(cache) {
             Ok(c) => c,
             Err(e) => return e,
         };
-        match located {
+        match self.locate(ptr) {
+            // Another cache's object (or, racing with a wild free, an object
+            // of this one now: refused all the same, nothing changed).
             Ok(_) => {
                 c.count_error();
                 SlabError::WrongCache
@@ -481,17 +481,25 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         if ptr.is_null() {
             return Ok(());
         }
-        match self.locate(ptr) {
-            Ok(loc) => self.free_located(loc, ptr.addr()),
-            Err(SlabError::Foreign) => self.kfree_large(ptr),
-            Err(e) => Err(e),
+        // As in `kmem_cache_free`: the verdict is worked out again out of
+        // line.
+        match self.locate(ptr).ok() {
+            Some(loc) => self.free_located(loc, ptr.addr()),
+            None => self.kfree_slow(ptr),
         }
     }
 
+    /// `kfree` of a pointer in no slab: a large block, or refused.
     #[cold]
     #[inline(never)]
-    fn kfree_large(&self, ptr: *mut u8) -> Result<(), SlabError> {
-        self.kmalloc_table().free_large(self.buddy(), ptr)
+    fn kfree_slow(&self, ptr: *mut u8) -> Result<(), SlabError> {
+        match self.locate(ptr) {
+            Err(SlabError::Foreign) => self.kmalloc_table().free_large(self.buddy(), ptr),
+            Err(e) => Err(e),
+            // A slab object now: only a wild free racing with the page
+            // changing hands gets here; it is refused, nothing changed.
+            Ok(_) => Err(SlabError::Foreign),
+        }
     }
 
     /// The usable size of a kmalloc'd block (Linux's `ksize`).
