@@ -1,17 +1,18 @@
 //! [`SlabAllocator`]: the cache chain, the cache of caches, and bootstrap.
 
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
-use intrusive_collections::{LinkedList, LinkedListLink, UnsafeRef};
+use intrusive_collections::{LinkedList, UnsafeRef};
 use kmm_buddy::{Buddy, Gfp};
+use kmm_hal::sync::IrqSpinLock;
 use kmm_hal::{Cpu, PAGE_SIZE};
 
-use crate::cache::{ArrayCache, Cache, CacheAdapter, CpuArray, Ctor, KmemCache, Lists, Shared};
-use crate::debug::Reports;
-use crate::geometry::{self, Geometry};
+use crate::array::MetaLayout;
+use crate::cache::{Cache, CacheAdapter, CacheParts, Ctor, KmemCache};
+use crate::debug::{DebugReport, Offence, Reports};
+use crate::geometry::{self, Geometry, Request};
 use crate::kmalloc::{KMALLOC_SIZES, Kmalloc};
-use crate::slab_desc::SlabAdapter;
 use crate::{SlabError, SlabFlags};
 
 /// Pages of metadata (per-CPU arrays of the first caches) taken before kmalloc
@@ -29,22 +30,27 @@ pub(crate) struct Arena {
 /// (with 96 and 192), in normal and DMA variants; larger requests go to the page
 /// allocator. Every method may be called from several CPUs at once.
 pub struct SlabAllocator<'a, C: Cpu> {
-    pub(crate) buddy: &'a Buddy<'a, C>,
-    pub(crate) cache_cache: Cache<'a>,
-    pub(crate) chain: spin::Mutex<ChainList>,
-    pub(crate) kmalloc: Kmalloc,
-    pub(crate) arena: spin::Mutex<Arena>,
-    pub(crate) kmalloc_ready: AtomicBool,
-    pub(crate) next_gen: AtomicU32,
-    pub(crate) reports: Reports,
-    pub(crate) large_pages: AtomicUsize,
+    // Touched on every call: the page allocator (and through it the CPU),
+    // the handle check's owner, the kmalloc size classes.
+    buddy: &'a Buddy<'a, C>,
+    cache_cache: Cache<'a>,
+    kmalloc: Kmalloc,
+    // The cache chain (shrink, reap, slabinfo walk it).
+    chain: IrqSpinLock<ChainList>,
+    // Creating caches: the bootstrap arena, whether kmalloc works yet, the
+    // next handle generation.
+    arena: IrqSpinLock<Arena>,
+    kmalloc_ready: AtomicBool,
+    next_gen: AtomicU32,
+    // The `debug` reports and their hook.
+    reports: Reports,
 }
 
 /// The cache chain (behind the chain lock).
 pub(crate) struct ChainList(pub(crate) LinkedList<CacheAdapter>);
 
 // SAFETY: the list only holds pointers to caches, which are Sync; it is only
-// touched under the chain mutex.
+// touched under the chain lock.
 unsafe impl Send for ChainList {}
 
 impl<'a, C: Cpu> core::fmt::Debug for SlabAllocator<'a, C> {
@@ -59,75 +65,19 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     /// Bootstraps the allocator on `buddy`: the cache of caches (its descriptor
     /// in a page of its own), then the general caches for `kmalloc`.
     pub fn new(buddy: &'a Buddy<'a, C>) -> Result<SlabAllocator<'a, C>, SlabError> {
-        let cpus = buddy.cpu().count();
-        let geo = geometry::compute(
-            core::mem::size_of::<KmemCache>(),
-            0,
-            SlabFlags::HWCACHE_ALIGN,
-            false,
-            false,
-        )
-        .ok_or(SlabError::BadSize)?;
-        // The cache of caches' own descriptor and arrays: one page-block.
-        let (limit, batch, _) = geometry::array_sizes(geo.buffer_size, cpus);
-        let meta = meta_bytes(cpus, limit, 0);
-        let own = core::mem::size_of::<KmemCache>().next_multiple_of(64);
-        let order = (own + meta)
-            .div_ceil(PAGE_SIZE)
-            .next_power_of_two()
-            .trailing_zeros() as usize;
-        let va = buddy
-            .get_free_pages(Gfp::KERNEL | Gfp::ZERO, order)
-            .ok_or(SlabError::OutOfMemory)?;
-        let cc = va.as_mut_ptr::<KmemCache>();
-        let meta_at = va.as_usize() + own;
-        // SAFETY: the block is ours, zeroed, big enough for the descriptor and
-        // the arrays (computed above), and page-aligned.
-        let cpu = unsafe { init_meta(meta_at, cpus, limit, batch, 0) };
-        // SAFETY: as above; `cc` is page-aligned.
-        unsafe {
-            cc.write(new_cache(
-                "kmem_cache",
-                geo,
-                SlabFlags::HWCACHE_ALIGN,
-                None,
-                None,
-                cpu,
-                cpus,
-                limit,
-                batch,
-                0,
-                meta_at,
-                false,
-                1,
-            ));
-        }
-        // SAFETY: just written; `cc` is a page address, not null.
-        let ptr = unsafe { NonNull::new_unchecked(cc) };
-        let cache_cache = Cache {
-            ptr,
-            generation: 1,
-            _mem: core::marker::PhantomData,
-        };
-        // The cache of caches keeps `owner` 0: `cache` refuses its handle
-        // (`Internal`), so no user allocates a descriptor slot from it, frees
-        // one to it, or writes into one (a stale handle's generation lives
-        // where only the allocator writes).
-        // SAFETY: as above.
-        unsafe { (*cc).keep_slabs = true };
+        let cache_cache = bootstrap_cache_of_caches(buddy)?;
         let mut chain = LinkedList::new(CacheAdapter::NEW);
         // SAFETY: the cache of caches lives as long as the allocator.
-        chain.push_back(unsafe { UnsafeRef::from_raw(cc) });
+        chain.push_back(unsafe { UnsafeRef::from_raw(cache_cache.ptr.as_ptr()) });
         let mut s = SlabAllocator {
             buddy,
             cache_cache,
-            chain: spin::Mutex::new(ChainList(chain)),
+            chain: IrqSpinLock::new("slab cache chain", ChainList(chain)),
             kmalloc: Kmalloc::empty(),
-            arena: spin::Mutex::new(Arena { next: 0, end: 0 }),
+            arena: IrqSpinLock::new("slab arena", Arena { next: 0, end: 0 }),
             kmalloc_ready: AtomicBool::new(false),
             next_gen: AtomicU32::new(2),
             reports: Reports::new(),
-            large_pages: AtomicUsize::new(0),
         };
         s.create_general_caches()?;
         s.kmalloc_ready.store(true, Ordering::Release);
@@ -148,7 +98,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     #[inline]
     pub(crate) fn cache(&self, cache: Cache<'a>) -> Result<&'a KmemCache, SlabError> {
         match cache.get() {
-            Some(c) if c.owner == self.cache_cache.ptr.as_ptr().addr() => Ok(c),
+            Some(c) if c.owner() == self.cache_cache.ptr.as_ptr().addr() => Ok(c),
             _ => Err(self.refuse_cache(cache)),
         }
     }
@@ -180,14 +130,26 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     }
 
     /// The page allocator.
+    #[inline(always)]
     pub fn buddy(&self) -> &'a Buddy<'a, C> {
         self.buddy
+    }
+
+    /// The kmalloc size classes and large blocks.
+    #[inline(always)]
+    pub(crate) fn kmalloc_table(&self) -> &Kmalloc {
+        &self.kmalloc
+    }
+
+    /// The `debug` reports and their hook.
+    pub(crate) fn report_ring(&self) -> &Reports {
+        &self.reports
     }
 
     /// Caches on the chain (the cache of caches and the general caches
     /// included).
     pub fn cache_count(&self) -> usize {
-        self.chain.lock().0.iter().count()
+        self.chain.lock_irqsave(self.buddy.cpu()).0.iter().count()
     }
 
     /// Creates a cache of `size`-byte objects aligned to `align` (0: the
@@ -204,23 +166,9 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         if align != 0 && (!align.is_power_of_two() || align > PAGE_SIZE) {
             return Err(SlabError::BadAlign);
         }
-        let debug = cfg!(feature = "debug");
-        // Like slub_debug, the debug feature checks every cache.
-        let flags = if debug {
-            flags | SlabFlags::RED_ZONE | SlabFlags::POISON
-        } else {
-            flags
-        };
-        // Poisoning would overwrite what the constructor set up.
-        let flags = if ctor.is_some() {
-            flags.difference(SlabFlags::POISON)
-        } else {
-            flags
-        };
-        let ready = self.kmalloc_ready.load(Ordering::Acquire);
-        let geo = geometry::compute(size, align, flags, debug, true).ok_or(SlabError::BadSize)?;
-        let cpus = self.buddy.cpu().count();
-        let (limit, batch, shared) = geometry::array_sizes(geo.buffer_size, cpus);
+        let flags = creation_flags(flags, ctor);
+        let req = Request::new(size, align, flags).red_zones(cfg!(feature = "debug"));
+        let geo = geometry::compute(req).ok_or(SlabError::BadSize)?;
         let slabp_cache = if geo.off_slab {
             Some(
                 self.kmalloc
@@ -230,47 +178,42 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         } else {
             None
         };
-        let meta = meta_bytes(cpus, limit, shared);
-        let meta_at = self.alloc_meta(meta, ready)?;
-        // SAFETY: alloc_meta returned `meta` writable bytes, word-aligned.
-        let cpu = unsafe { init_meta(meta_at, cpus, limit, batch, shared) };
+        let layout = MetaLayout::new(geo.buffer_size, self.buddy.cpu().count());
+        let ready = self.kmalloc_ready.load(Ordering::Acquire);
+        let meta = self.alloc_meta(layout.bytes(), ready)?;
         let obj = match self.alloc_object(self.cache_cache_desc(), Gfp::KERNEL, true) {
-            Ok(o) => o.as_ptr().cast::<KmemCache>(),
+            Ok(o) => o.cast::<KmemCache>(),
             Err(e) => {
-                self.free_meta(meta_at, ready);
+                self.free_meta(meta, ready);
                 return Err(e);
             }
         };
         let generation = self.next_gen.fetch_add(1, Ordering::Relaxed).max(2);
-        // SAFETY: `obj` is a fresh object of the cache of caches: sized and
-        // aligned for a KmemCache.
-        unsafe {
-            obj.write(new_cache(
-                name,
-                geo,
-                flags,
-                ctor,
-                slabp_cache,
-                cpu,
-                cpus,
-                limit,
-                batch,
-                shared,
-                meta_at,
-                ready,
-                generation,
-            ));
-        }
-        // SAFETY: `obj` was initialised above.
-        unsafe { (*obj).owner = self.cache_cache.ptr.as_ptr().addr() };
+        let new = NewCache {
+            name,
+            geo,
+            flags,
+            ctor,
+            slabp_cache,
+            layout,
+            meta,
+            meta_kmalloc: ready,
+            generation,
+            owner: self.cache_cache.ptr.as_ptr().addr(),
+            keep_slabs: false,
+        };
+        // SAFETY: `obj` is a fresh object of the cache of caches, sized and
+        // aligned for a KmemCache; `meta` is a fresh block of
+        // `layout.bytes()` bytes from `alloc_meta` (cache-line aligned),
+        // freed only when the cache is destroyed.
+        unsafe { obj.write(new.build()) };
         // SAFETY: initialised above; the object stays until destroy.
         self.chain
-            .lock()
+            .lock_irqsave(self.buddy.cpu())
             .0
-            .push_back(unsafe { UnsafeRef::from_raw(obj) });
+            .push_back(unsafe { UnsafeRef::from_raw(obj.as_ptr()) });
         Ok(Cache {
-            // SAFETY: not null: it came from the allocator.
-            ptr: unsafe { NonNull::new_unchecked(obj) },
+            ptr: obj,
             generation,
             _mem: core::marker::PhantomData,
         })
@@ -290,17 +233,13 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         if self.kmalloc.contains(cache) {
             return Err(SlabError::Busy);
         }
-        {
-            let _irq = self.buddy.cpu().irq_guard();
-            for id in 0..c.ncpu {
-                // SAFETY: the caller guarantees no CPU uses the cache now.
-                let ac = unsafe { &mut **c.cpu_array(id).ac.get() };
-                self.free_array(c, ac, usize::MAX);
-            }
-            self.drain_shared(c, usize::MAX);
+        for id in 0..c.arrays().len() {
+            // SAFETY: the caller guarantees that no CPU uses the cache now.
+            unsafe { self.drain_offline_array(c, id) };
         }
+        self.drain_shared(c, usize::MAX);
         {
-            let l = c.lists.lock();
+            let l = c.lists().lock_irqsave(self.buddy.cpu());
             if !l.full.is_empty() || !l.partial.is_empty() {
                 return Err(SlabError::Busy);
             }
@@ -308,28 +247,96 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         self.free_slabs(c, usize::MAX);
         // Off the chain, dead, and its memory back.
         {
-            let mut chain = self.chain.lock();
+            let mut chain = self.chain.lock_irqsave(self.buddy.cpu());
             // SAFETY: the cache is on the chain (it was created and not yet
             // destroyed: its generation matched).
             let mut cur = unsafe { chain.0.cursor_mut_from_ptr(c) };
             cur.remove();
         }
-        c.generation.store(0, Ordering::Release);
-        self.free_meta(c.meta, c.meta_kmalloc);
+        c.kill();
+        let (meta, kmalloc) = c.meta();
+        self.free_meta(meta, kmalloc);
         let obj = (c as *const KmemCache).addr();
         let cc = self.cache_cache_desc();
         let loc = self.locate_trusted(cc, obj);
         self.free_located(loc, obj)
     }
 
+    /// Records a report of the `debug` checks (or a refused double free) and
+    /// calls the report hook, with nothing held.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn report(&self, c: &KmemCache, object: usize, offence: Offence) {
+        let r = DebugReport {
+            cache: c.name(),
+            object,
+            offence,
+        };
+        self.reports.record(self.buddy.cpu(), r);
+    }
+
+    /// Calls `f` on every cache on the chain, however many there are, until
+    /// it returns an error. The chain lock is held only while a chunk of
+    /// caches is copied out, never while `f` runs (so `f` may take any lock,
+    /// allocate, or create a cache: one created meanwhile is reached too, as
+    /// caches join at the end of the chain).
+    ///
+    /// Caches on the chain are alive: destroy takes a cache off under the
+    /// chain lock before it dies, and destroying a cache while another CPU
+    /// shrinks or reaps is the caller's race, as in Linux. (Such a race can
+    /// at worst make this walk skip one cache: chunks are found by position.)
+    pub(crate) fn try_each_cache<E>(
+        &self,
+        mut f: impl FnMut(&'a KmemCache) -> Result<(), E>,
+    ) -> Result<(), E> {
+        const CHUNK: usize = 32;
+        let mut start = 0;
+        loop {
+            let mut chunk = [core::ptr::null::<KmemCache>(); CHUNK];
+            let mut n = 0;
+            {
+                let chain = self.chain.lock_irqsave(self.buddy.cpu());
+                for c in chain.0.iter().skip(start).take(CHUNK) {
+                    chunk[n] = c;
+                    n += 1;
+                }
+            }
+            for &c in &chunk[..n] {
+                // SAFETY: see above: a cache on the chain, alive for 'a.
+                f(unsafe { &*c })?;
+            }
+            if n < CHUNK {
+                return Ok(());
+            }
+            start += n;
+        }
+    }
+
+    /// [`Self::try_each_cache`] with a function that cannot fail.
+    pub(crate) fn each_cache(&self, mut f: impl FnMut(&'a KmemCache)) {
+        let r: Result<(), core::convert::Infallible> = self.try_each_cache(|c| {
+            f(c);
+            Ok(())
+        });
+        let Ok(()) = r;
+    }
+
     /// Gives `bytes` of metadata: from kmalloc once it works, from the arena
     /// before.
-    fn alloc_meta(&self, bytes: usize, kmalloc: bool) -> Result<usize, SlabError> {
+    /// Cache-line aligned, as the per-CPU array slots need.
+    fn alloc_meta(&self, bytes: usize, kmalloc: bool) -> Result<NonNull<u8>, SlabError> {
         if kmalloc {
-            return self.kmalloc(bytes, Gfp::KERNEL).map(|p| p.as_ptr().addr());
+            // kmalloc objects are naturally aligned; metadata blocks are at
+            // least two cache lines, so their class is cache-line aligned.
+            let p = self.kmalloc(bytes, Gfp::KERNEL)?;
+            debug_assert!(p.as_ptr().addr().is_multiple_of(crate::flags::CACHE_LINE));
+            return Ok(p);
         }
-        let mut a = self.arena.lock();
-        if a.next + bytes > a.end {
+        let cpu = self.buddy.cpu();
+        let fits = |a: &Arena| a.next + bytes <= a.end;
+        if !fits(&self.arena.lock_irqsave(cpu)) {
+            // A new block, taken with the arena's lock dropped (the page
+            // allocator may call its `on_low` hook).
             let order = bytes
                 .div_ceil(PAGE_SIZE)
                 .next_power_of_two()
@@ -338,23 +345,37 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
                 .buddy
                 .get_free_pages(Gfp::KERNEL | Gfp::ZERO, order)
                 .ok_or(SlabError::OutOfMemory)?;
-            a.next = va.as_usize();
-            a.end = a.next + (PAGE_SIZE << order);
+            let mut a = self.arena.lock_irqsave(cpu);
+            if !fits(&a) {
+                a.next = va.as_usize();
+                a.end = a.next + (PAGE_SIZE << order);
+            } else {
+                // Another CPU made room meanwhile: the block goes back.
+                drop(a);
+                let r = self.buddy.free_pages(va, order);
+                debug_assert!(r.is_ok(), "a block just taken goes back");
+            }
+        }
+        let mut a = self.arena.lock_irqsave(cpu);
+        if !fits(&a) {
+            // Taken by another CPU since: an arena is only used while the
+            // allocator boots, on one CPU; refuse rather than loop.
+            return Err(SlabError::OutOfMemory);
         }
         let at = a.next;
         // Cache-line aligned: the per-CPU arrays must not share lines.
         a.next = (a.next + bytes).next_multiple_of(crate::flags::CACHE_LINE);
-        let _ = core::ptr::with_exposed_provenance::<u8>(at);
-        Ok(at)
+        // The arena's pages are direct-mapped RAM the page allocator handed
+        // out (its exposed provenance).
+        NonNull::new(core::ptr::with_exposed_provenance_mut::<u8>(at)).ok_or(SlabError::OutOfMemory)
     }
 
-    fn free_meta(&self, at: usize, kmalloc: bool) {
+    /// Gives a metadata block back (arena blocks stay: their caches are
+    /// never destroyed).
+    fn free_meta(&self, at: NonNull<u8>, kmalloc: bool) {
         if kmalloc {
-            let p = NonNull::new(core::ptr::with_exposed_provenance_mut::<u8>(at));
-            if let Some(p) = p {
-                let r = self.kfree(p.as_ptr());
-                debug_assert!(r.is_ok(), "metadata came from kmalloc");
-            }
+            let r = self.kfree(at.as_ptr());
+            debug_assert!(r.is_ok(), "metadata came from kmalloc");
         }
     }
 
@@ -373,109 +394,116 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     }
 }
 
-/// Bytes of a metadata block: `cpus` array headers and arrays, and a shared
-/// array.
-fn meta_bytes(cpus: usize, limit: usize, shared: usize) -> usize {
-    let heads = cpus * core::mem::size_of::<CpuArray>();
-    heads
-        + cpus * ArrayCache::bytes(limit)
-        + if shared > 0 {
-            ArrayCache::bytes(shared)
-        } else {
-            0
-        }
+/// The flags a cache is created with: every cache checked under `debug`
+/// (like slub_debug), and no poisoning where a constructor set objects up.
+fn creation_flags(flags: SlabFlags, ctor: Option<Ctor>) -> SlabFlags {
+    let flags = if cfg!(feature = "debug") {
+        flags | SlabFlags::RED_ZONE | SlabFlags::POISON
+    } else {
+        flags
+    };
+    if ctor.is_some() {
+        flags.difference(SlabFlags::POISON)
+    } else {
+        flags
+    }
 }
 
-/// Lays out a metadata block at `at`; returns the per-CPU array headers.
-///
-/// # Safety
-/// `at` must be valid for `meta_bytes(cpus, limit, shared)` bytes, aligned for
-/// `usize`.
-unsafe fn init_meta(
-    at: usize,
-    cpus: usize,
-    limit: usize,
-    batch: usize,
-    shared: usize,
-) -> *const CpuArray {
-    let heads = core::ptr::with_exposed_provenance_mut::<CpuArray>(at);
-    let mut arrays = at + cpus * core::mem::size_of::<CpuArray>();
-    for i in 0..cpus {
-        let ac = core::ptr::with_exposed_provenance_mut::<ArrayCache>(arrays);
-        // SAFETY: inside the block (see `meta_bytes`), aligned for usize.
-        unsafe {
-            ArrayCache::init(ac, limit, batch);
-            heads.add(i).write(CpuArray {
-                ac: core::cell::UnsafeCell::new(ac),
-                drain: AtomicBool::new(false),
-            });
-        }
-        arrays += ArrayCache::bytes(limit);
-    }
-    if shared > 0 {
-        // SAFETY: the shared array is the block's tail.
-        unsafe {
-            ArrayCache::init(
-                core::ptr::with_exposed_provenance_mut(arrays),
-                shared,
-                batch,
-            )
-        };
-    }
-    heads
+/// Builds the cache of caches: its descriptor and metadata in one block of
+/// pages of their own (there is no cache to take them from yet), its slabs
+/// never given back, and its `owner` 0, so that `cache` refuses its handle
+/// (`Internal`): no user allocates a descriptor slot from it, frees one to
+/// it, or writes into one (a stale handle's generation lives where only the
+/// allocator writes).
+fn bootstrap_cache_of_caches<'a, C: Cpu>(buddy: &'a Buddy<'a, C>) -> Result<Cache<'a>, SlabError> {
+    let req = Request::new(
+        core::mem::size_of::<KmemCache>(),
+        0,
+        SlabFlags::HWCACHE_ALIGN,
+    );
+    let geo = geometry::compute(req.on_slab_only()).ok_or(SlabError::BadSize)?;
+    let mut layout = MetaLayout::new(geo.buffer_size, buddy.cpu().count());
+    layout.shared = 0;
+    let own = core::mem::size_of::<KmemCache>().next_multiple_of(crate::flags::CACHE_LINE);
+    let order = (own + layout.bytes())
+        .div_ceil(PAGE_SIZE)
+        .next_power_of_two()
+        .trailing_zeros() as usize;
+    let va = buddy
+        .get_free_pages(Gfp::KERNEL | Gfp::ZERO, order)
+        .ok_or(SlabError::OutOfMemory)?;
+    // The block is direct-mapped RAM the page allocator handed out (its
+    // exposed provenance); not null.
+    let cc = NonNull::new(va.as_mut_ptr::<KmemCache>()).ok_or(SlabError::OutOfMemory)?;
+    let new = NewCache {
+        name: "kmem_cache",
+        geo,
+        flags: SlabFlags::HWCACHE_ALIGN,
+        ctor: None,
+        slabp_cache: None,
+        layout,
+        // SAFETY: `own < PAGE_SIZE << order`: inside the block.
+        meta: unsafe { cc.cast::<u8>().byte_add(own) },
+        meta_kmalloc: false,
+        generation: 1,
+        owner: 0,
+        keep_slabs: true,
+    };
+    // SAFETY: the block is ours, page-aligned and big enough for the
+    // descriptor followed by the metadata (computed above), which starts on
+    // a cache line; it is never given back (the cache of caches lives as long
+    // as the allocator).
+    unsafe { cc.write(new.build()) };
+    Ok(Cache {
+        ptr: cc,
+        generation: 1,
+        _mem: core::marker::PhantomData,
+    })
 }
 
-/// A cache value, ready to be written into its object.
-#[allow(clippy::too_many_arguments)]
-fn new_cache(
+/// What a new cache is made of, before it is written into its descriptor.
+struct NewCache {
     name: &'static str,
     geo: Geometry,
     flags: SlabFlags,
     ctor: Option<Ctor>,
     slabp_cache: Option<Cache<'static>>,
-    cpu: *const CpuArray,
-    ncpu: usize,
-    limit: usize,
-    batchcount: usize,
-    shared: usize,
-    meta: usize,
+    layout: MetaLayout,
+    /// The metadata block, `layout.bytes()` bytes, and whether it came from
+    /// kmalloc (else from the arena or the cache of caches' own pages).
+    meta: NonNull<u8>,
     meta_kmalloc: bool,
     generation: u32,
-) -> KmemCache {
-    let shared_at = if shared > 0 {
-        meta + ncpu * core::mem::size_of::<CpuArray>() + ncpu * ArrayCache::bytes(limit)
-    } else {
-        0
-    };
-    KmemCache {
-        generation: AtomicU32::new(generation),
-        name,
-        geo,
-        index: crate::geometry::ObjIndex::new(geo.buffer_size, geo.num),
-        flags,
-        ctor,
-        lists: spin::Mutex::new(Lists {
-            full: LinkedList::new(SlabAdapter::NEW),
-            partial: LinkedList::new(SlabAdapter::NEW),
-            free: LinkedList::new(SlabAdapter::NEW),
-            free_objects: 0,
-            colour_next: 0,
-            slabs: 0,
-            grown: 0,
-            reaped: 0,
-        }),
-        slabp_cache,
-        owner: 0,
-        cpu,
-        ncpu,
-        shared: spin::Mutex::new(Shared(core::ptr::with_exposed_provenance_mut(shared_at))),
-        limit,
-        batchcount,
-        free_limit: (1 + ncpu) * batchcount + geo.num,
-        meta,
-        meta_kmalloc,
-        link: LinkedListLink::new(),
-        keep_slabs: false,
-        errors: AtomicUsize::new(0),
+    /// See [`KmemCache::is_internal`].
+    owner: usize,
+    keep_slabs: bool,
+}
+
+impl NewCache {
+    /// The descriptor, with empty arrays written into the metadata block.
+    ///
+    /// # Safety
+    /// `meta` must be as [`MetaLayout::init`] requires, for as long as the
+    /// cache lives.
+    unsafe fn build(self) -> KmemCache {
+        // SAFETY: forwarded from the caller.
+        let (arrays, shared) = unsafe { self.layout.init(self.meta) };
+        KmemCache::new(CacheParts {
+            name: self.name,
+            geo: self.geo,
+            flags: self.flags,
+            ctor: self.ctor,
+            slabp_cache: self.slabp_cache,
+            arrays,
+            shared,
+            ncpu: self.layout.cpus,
+            limit: self.layout.limit,
+            batchcount: self.layout.batch,
+            meta: self.meta,
+            meta_kmalloc: self.meta_kmalloc,
+            generation: self.generation,
+            owner: self.owner,
+            keep_slabs: self.keep_slabs,
+        })
     }
 }

@@ -1,180 +1,100 @@
 //! [`KmemCache`]: a cache of same-size objects — its geometry, slab lists and
 //! per-CPU arrays — and the [`Cache`] handle users hold.
 
-use core::cell::UnsafeCell;
 use core::fmt;
 use core::marker::PhantomData;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
-use intrusive_collections::{LinkedList, LinkedListLink, UnsafeRef, intrusive_adapter};
+use intrusive_collections::{LinkedListLink, UnsafeRef, intrusive_adapter};
+use kmm_hal::sync::IrqSpinLock;
 
 use crate::SlabFlags;
-use crate::geometry::Geometry;
-use crate::slab_desc::SlabAdapter;
+use crate::array::{ArraySlot, CpuArrays, SharedArray};
+use crate::geometry::{Geometry, ObjIndex};
+use crate::slab_desc::Lists;
 
 /// A constructor, run once on every object when its slab is created.
 pub type Ctor = fn(*mut u8);
 
-/// A per-CPU (or shared) array of free objects, LIFO (Linux's `array_cache`).
-/// The entries follow the header in memory. Each entry is an object's address
-/// and the address of its state byte, so handing an object out needs no slab
-/// lookup.
+/// A cache of same-size objects (Linux's `struct kmem_cache`). Lives in a slab
+/// of the cache of caches.
+///
+/// Its fields are grouped as Linux groups them, from what every allocation
+/// and free touches to statistics, and laid out in that order.
 #[repr(C)]
-pub(crate) struct ArrayCache {
-    pub(crate) avail: usize,
-    pub(crate) limit: usize,
-    pub(crate) batchcount: usize,
-    pub(crate) touched: bool,
-}
-
-impl ArrayCache {
-    /// Bytes of an array of `limit` entries, rounded up to whole cache lines
-    /// (each CPU's array starts on a line of its own: no false sharing).
-    pub(crate) const fn bytes(limit: usize) -> usize {
-        (core::mem::size_of::<ArrayCache>() + limit * core::mem::size_of::<Entry>())
-            .next_multiple_of(64)
-    }
-
-    /// The entries. They follow the header and are reached by address (with the
-    /// provenance the allocator exposed for its memory), not through `self`,
-    /// whose provenance covers only the header.
-    #[inline]
-    pub(crate) fn entries(&mut self) -> &mut [Entry] {
-        let p = self.entry_ptr(0);
-        // SAFETY: `limit` entries follow the header (see `init`), and `&mut self`
-        // gives exclusive access to the array they belong to.
-        unsafe { core::slice::from_raw_parts_mut(p, self.limit) }
-    }
-
-    /// Takes the most recently added entry. The array must not be empty.
-    #[inline(always)]
-    pub(crate) fn pop(&mut self) -> Entry {
-        debug_assert!(
-            self.avail > 0 && self.avail <= self.limit,
-            "array underflow"
-        );
-        self.touched = true;
-        self.avail -= 1;
-        // SAFETY: 0 < avail ≤ limit (checked by the callers; the array never
-        // holds more than `limit`): one of the `limit` entries after the header
-        // (see `entries`).
-        unsafe { self.entry_ptr(self.avail).read() }
-    }
-
-    /// Adds an entry. The array must not be full.
-    #[inline(always)]
-    pub(crate) fn push(&mut self, obj: usize, state: usize) {
-        debug_assert!(self.avail < self.limit, "array overflow");
-        let at = self.entry_ptr(self.avail).cast::<usize>();
-        // SAFETY: avail < limit (checked by the callers): as for `pop`. Two
-        // word stores, not one of an `Entry` built on the stack: the compiler
-        // would write it as two words and read it back as one wide load, which
-        // the CPU cannot forward (a stall of a dozen cycles per free).
-        unsafe {
-            at.write(obj);
-            at.add(1).write(state);
-        }
-        self.avail += 1;
-    }
-
-    /// The address of entry `i`, reached as in `entries`.
-    #[inline(always)]
-    fn entry_ptr(&mut self, i: usize) -> *mut Entry {
-        let at = (self as *mut ArrayCache).addr()
-            + core::mem::size_of::<ArrayCache>()
-            + i * core::mem::size_of::<Entry>();
-        core::ptr::with_exposed_provenance_mut::<Entry>(at)
-    }
-
-    /// Writes an empty array at `at`.
-    ///
-    /// # Safety
-    /// `at` must be valid for `bytes(limit)` bytes, aligned for `usize`.
-    pub(crate) unsafe fn init(at: *mut ArrayCache, limit: usize, batchcount: usize) {
-        // SAFETY: guaranteed by the caller.
-        unsafe {
-            at.write(ArrayCache {
-                avail: 0,
-                limit,
-                batchcount,
-                touched: false,
-            })
-        };
-    }
-}
-
-/// An array entry: an object's address and its state byte's address.
-pub(crate) type Entry = [usize; 2];
-
-/// One CPU's array for a cache, and a drain request from other CPUs. Each
-/// sits on a cache line of its own, so CPUs do not share lines they write.
-#[repr(C, align(64))]
-pub(crate) struct CpuArray {
-    pub(crate) ac: UnsafeCell<*mut ArrayCache>,
-    pub(crate) drain: AtomicBool,
-}
-
-/// The slab lists of a cache, under its lock.
-pub(crate) struct Lists {
-    pub(crate) full: LinkedList<SlabAdapter>,
-    pub(crate) partial: LinkedList<SlabAdapter>,
-    pub(crate) free: LinkedList<SlabAdapter>,
-    /// Free objects in the slabs (not counting arrays).
-    pub(crate) free_objects: usize,
-    /// Colour of the next slab.
-    pub(crate) colour_next: usize,
-    /// Slabs in the cache.
-    pub(crate) slabs: usize,
-    /// Slabs ever created, and destroyed.
-    pub(crate) grown: usize,
-    pub(crate) reaped: usize,
-}
-
-/// The shared array (a pointer into the cache's metadata block).
-pub(crate) struct Shared(pub(crate) *mut ArrayCache);
-
-// SAFETY: the shared array is only touched under its mutex.
-unsafe impl Send for Shared {}
-
-/// A cache of same-size objects. Lives in a slab of the cache of caches.
 pub struct KmemCache {
-    /// Generation: non-zero while the cache exists; handles carry it.
-    pub(crate) generation: AtomicU32,
-    pub(crate) name: &'static str,
-    pub(crate) geo: Geometry,
-    /// Object index from an offset in a slab (no division).
-    pub(crate) index: crate::geometry::ObjIndex,
-    pub(crate) flags: SlabFlags,
-    pub(crate) ctor: Option<Ctor>,
-    pub(crate) lists: spin::Mutex<Lists>,
-    /// Cache for off-slab descriptors.
-    pub(crate) slabp_cache: Option<Cache<'static>>,
+    // 1. Touched on every allocation and free: the per-CPU arrays, the
+    //    handle check, and finding an object from its address.
+    /// `ncpu` per-CPU array slots, in the metadata block.
+    arrays: NonNull<ArraySlot>,
+    ncpu: usize,
+    /// Non-zero while the cache exists; handles carry it.
+    generation: AtomicU32,
     /// The cache of caches of the allocator this cache belongs to; 0 in the
     /// cache of caches itself (see [`Self::is_internal`]).
-    pub(crate) owner: usize,
-    /// `ncpu` per-CPU arrays.
-    pub(crate) cpu: *const CpuArray,
-    pub(crate) ncpu: usize,
-    pub(crate) shared: spin::Mutex<Shared>,
-    pub(crate) limit: usize,
-    pub(crate) batchcount: usize,
-    pub(crate) free_limit: usize,
-    /// The metadata block (arrays) and how it was allocated.
-    pub(crate) meta: usize,
-    pub(crate) meta_kmalloc: bool,
+    owner: usize,
+    /// Object index from an offset in a slab (no division).
+    index: ObjIndex,
+
+    // 2. The slab lists and the shared array, and the limits of the batches
+    //    moved between them and the per-CPU arrays.
+    lists: IrqSpinLock<Lists>,
+    shared: IrqSpinLock<SharedArray>,
+    limit: usize,
+    batchcount: usize,
+    /// Free objects the slabs keep before free slabs go back.
+    free_limit: usize,
+    /// Never give free slabs back (the cache of caches: handles stay
+    /// checkable).
+    keep_slabs: bool,
+
+    // 3. Geometry, and what growing a slab needs.
+    geo: Geometry,
+    flags: SlabFlags,
+    ctor: Option<Ctor>,
+    /// Cache for off-slab descriptors.
+    slabp_cache: Option<Cache<'static>>,
+
+    // 4. Identity: the name, the chain link, the metadata block.
+    name: &'static str,
     /// Links the cache on the cache chain.
-    pub(crate) link: LinkedListLink,
-    /// Never give free slabs back (the cache of caches: handles stay checkable).
-    pub(crate) keep_slabs: bool,
+    link: LinkedListLink,
+    /// The metadata block (arrays) and whether it came from kmalloc.
+    meta: NonNull<u8>,
+    meta_kmalloc: bool,
+
+    // 5. Statistics.
     /// Allocation and free errors refused on this cache.
-    pub(crate) errors: AtomicUsize,
+    errors: AtomicUsize,
 }
 
-// SAFETY: the lists and shared array are behind mutexes; a CPU's array is only
-// touched by that CPU with interrupts off (or by `destroy`/offline drains whose
-// callers guarantee no concurrent use); the chain link is only touched under
-// the chain lock; the rest is immutable after creation or atomic.
+/// What a new cache is made of ([`KmemCache::new`]).
+pub(crate) struct CacheParts {
+    pub(crate) name: &'static str,
+    pub(crate) geo: Geometry,
+    pub(crate) flags: SlabFlags,
+    pub(crate) ctor: Option<Ctor>,
+    pub(crate) slabp_cache: Option<Cache<'static>>,
+    /// The per-CPU array slots and the shared array, written into `meta`.
+    pub(crate) arrays: NonNull<ArraySlot>,
+    pub(crate) shared: SharedArray,
+    pub(crate) ncpu: usize,
+    pub(crate) limit: usize,
+    pub(crate) batchcount: usize,
+    pub(crate) meta: NonNull<u8>,
+    pub(crate) meta_kmalloc: bool,
+    pub(crate) generation: u32,
+    /// See [`KmemCache::is_internal`].
+    pub(crate) owner: usize,
+    pub(crate) keep_slabs: bool,
+}
+
+// SAFETY: the lists and shared array are behind their locks; a CPU's array is
+// reached only through `CpuLocal` (`arrays`: by its CPU, pinned, or by
+// `destroy`/offline drains whose callers guarantee the CPU is not using it);
+// the chain link is only touched under the chain lock; the rest is immutable
+// after creation or atomic.
 unsafe impl Sync for KmemCache {}
 // SAFETY: as above.
 unsafe impl Send for KmemCache {}
@@ -192,6 +112,32 @@ mod adapter {
 pub(crate) use adapter::CacheAdapter;
 
 impl KmemCache {
+    /// A cache from its parts, with no slabs.
+    pub(crate) fn new(p: CacheParts) -> KmemCache {
+        KmemCache {
+            arrays: p.arrays,
+            ncpu: p.ncpu,
+            generation: AtomicU32::new(p.generation),
+            owner: p.owner,
+            index: ObjIndex::new(p.geo.buffer_size, p.geo.num),
+            lists: IrqSpinLock::new("kmem_cache list lock", Lists::new()),
+            shared: IrqSpinLock::new("kmem_cache shared array", p.shared),
+            limit: p.limit,
+            batchcount: p.batchcount,
+            free_limit: (1 + p.ncpu) * p.batchcount + p.geo.num,
+            keep_slabs: p.keep_slabs,
+            geo: p.geo,
+            flags: p.flags,
+            ctor: p.ctor,
+            slabp_cache: p.slabp_cache,
+            name: p.name,
+            link: LinkedListLink::new(),
+            meta: p.meta,
+            meta_kmalloc: p.meta_kmalloc,
+            errors: AtomicUsize::new(0),
+        }
+    }
+
     /// The name given at creation.
     pub fn name(&self) -> &'static str {
         self.name
@@ -222,6 +168,40 @@ impl KmemCache {
         self.errors.load(Ordering::Relaxed)
     }
 
+    /// Counts a refused call.
+    #[cold]
+    pub(crate) fn count_error(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The per-CPU arrays.
+    #[inline(always)]
+    pub(crate) fn arrays(&self) -> CpuArrays<'_> {
+        // SAFETY: `arrays` points at `ncpu` slots initialised when the cache
+        // was created, in its metadata block, which lives as long as the
+        // cache. `CpuLocal::new`'s contract: the cache belongs to one
+        // allocator, which passes only guards of its buddy allocator's `Cpu`.
+        unsafe { CpuArrays::from_raw_parts(self.arrays.as_ptr(), self.ncpu) }
+    }
+
+    /// True if a handle of generation `generation` names this cache.
+    #[inline(always)]
+    pub(crate) fn is_generation(&self, generation: u32) -> bool {
+        self.generation.load(Ordering::Acquire) == generation
+    }
+
+    /// Marks the cache dead: every handle to it is refused from now on.
+    pub(crate) fn kill(&self) {
+        self.generation.store(0, Ordering::Release);
+    }
+
+    /// The allocator the cache belongs to (the address of its cache of
+    /// caches; 0 for the cache of caches itself).
+    #[inline(always)]
+    pub(crate) fn owner(&self) -> usize {
+        self.owner
+    }
+
     /// The cache of caches: its objects are the allocator's own (cache
     /// descriptors), its slab pages flagged `SLAB_INTERNAL`.
     #[inline]
@@ -229,12 +209,54 @@ impl KmemCache {
         self.owner == 0
     }
 
+    /// Finds an object's index from its offset in a slab.
+    #[inline(always)]
+    pub(crate) fn index(&self) -> &ObjIndex {
+        &self.index
+    }
+
+    /// The slab lists, behind the list lock.
     #[inline]
-    pub(crate) fn cpu_array(&self, id: usize) -> &CpuArray {
-        assert!(id < self.ncpu, "CPU id beyond the cache's arrays");
-        // SAFETY: `cpu` points at `ncpu` initialised arrays in the metadata
-        // block, which lives as long as the cache.
-        unsafe { &*self.cpu.add(id) }
+    pub(crate) fn lists(&self) -> &IrqSpinLock<Lists> {
+        &self.lists
+    }
+
+    /// The shared array, behind its lock.
+    #[inline]
+    pub(crate) fn shared(&self) -> &IrqSpinLock<SharedArray> {
+        &self.shared
+    }
+
+    /// Free objects the slabs keep before free slabs go back to the page
+    /// allocator.
+    pub(crate) fn free_limit(&self) -> usize {
+        self.free_limit
+    }
+
+    /// Never gives free slabs back.
+    pub(crate) fn keeps_slabs(&self) -> bool {
+        self.keep_slabs
+    }
+
+    /// The layout, borrowed.
+    #[inline(always)]
+    pub(crate) fn geo(&self) -> &Geometry {
+        &self.geo
+    }
+
+    /// The constructor.
+    pub(crate) fn ctor(&self) -> Option<Ctor> {
+        self.ctor
+    }
+
+    /// The cache off-slab descriptors come from.
+    pub(crate) fn slabp_cache(&self) -> Option<Cache<'static>> {
+        self.slabp_cache
+    }
+
+    /// The metadata block and whether it came from kmalloc.
+    pub(crate) fn meta(&self) -> (NonNull<u8>, bool) {
+        (self.meta, self.meta_kmalloc)
     }
 }
 

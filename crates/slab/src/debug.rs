@@ -1,15 +1,17 @@
 //! The `debug` feature, like `slub_debug`: red zones around objects, poisoning
 //! of free objects checked when they are handed out again, double-free reports,
 //! and full cache validation. Every report names the cache, the object and the
-//! offence; the last few are kept and can be read back.
+//! offence; the last few are kept in [`Reports`] (this module's ring) and can
+//! be read back. The checks are functions of a cache and an object; the
+//! allocator calls them and records what they find.
 
 use core::fmt;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use kmm_hal::Cpu;
+use kmm_hal::sync::IrqSpinLock;
 
-use crate::allocator::SlabAllocator;
-use crate::cache::{Cache, KmemCache};
+use crate::cache::KmemCache;
 use crate::slab_desc::{OBJ_ALLOCATED, OBJ_FREE};
 use crate::{SlabError, SlabFlags};
 
@@ -67,30 +69,33 @@ impl fmt::Display for DebugReport {
     }
 }
 
-const KEEP: usize = 16;
+/// Reports kept for reading back.
+pub(crate) const KEEP: usize = 16;
 
-/// The last reports.
+/// The report ring: the last [`KEEP`] reports, how many there were, and the
+/// hook called with each. Both locks are IRQ-safe: a report can be made in
+/// an interrupt handler (a double free there).
 pub(crate) struct Reports {
-    ring: spin::Mutex<[Option<DebugReport>; KEEP]>,
+    ring: IrqSpinLock<[Option<DebugReport>; KEEP]>,
     count: AtomicUsize,
-    hook: spin::Mutex<Option<fn(&DebugReport)>>,
+    hook: IrqSpinLock<Option<fn(&DebugReport)>>,
 }
 
 impl Reports {
+    /// No reports, no hook.
     pub(crate) const fn new() -> Reports {
         Reports {
-            ring: spin::Mutex::new([None; KEEP]),
+            ring: IrqSpinLock::new("slab debug reports", [None; KEEP]),
             count: AtomicUsize::new(0),
-            hook: spin::Mutex::new(None),
+            hook: IrqSpinLock::new("slab report hook", None),
         }
     }
-}
 
-impl<'a, C: Cpu> SlabAllocator<'a, C> {
-    /// Every report so far, oldest first (up to the last 16).
-    pub fn reports(&self, out: &mut [Option<DebugReport>; KEEP]) -> usize {
-        let n = self.reports.count.load(Ordering::Relaxed);
-        let ring = self.reports.ring.lock();
+    /// Every report so far into `out`, oldest first (up to the last
+    /// [`KEEP`]); returns how many there were in all.
+    pub(crate) fn read<C: Cpu>(&self, cpu: &C, out: &mut [Option<DebugReport>; KEEP]) -> usize {
+        let ring = self.ring.lock_irqsave(cpu);
+        let n = self.count.load(Ordering::Relaxed);
         let kept = n.min(KEEP);
         for (i, slot) in out.iter_mut().enumerate() {
             *slot = if i < kept {
@@ -103,150 +108,116 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     }
 
     /// The most recent report.
-    pub fn last_report(&self) -> Option<DebugReport> {
-        let n = self.reports.count.load(Ordering::Relaxed);
-        if n == 0 {
-            None
-        } else {
-            self.reports.ring.lock()[(n - 1) % KEEP]
-        }
+    pub(crate) fn last<C: Cpu>(&self, cpu: &C) -> Option<DebugReport> {
+        let ring = self.ring.lock_irqsave(cpu);
+        let n = self.count.load(Ordering::Relaxed);
+        n.checked_sub(1).and_then(|i| ring[i % KEEP])
     }
 
-    /// Sets a function called with every report (a kernel prints it).
-    ///
-    /// The hook's contract: it is called after the report is recorded (so
-    /// [`Self::last_report`] already returns it), on the CPU that found the
-    /// problem, with no allocator lock held and no CPU's array borrowed —
-    /// neither the reports' own locks nor a cache's list lock (reports found
-    /// by [`Self::validate_cache`] are made once its lock is dropped). So it
-    /// may allocate and free (from any cache, the reported one included),
-    /// read the reports, and even cause another report, which calls it
-    /// again (nested: a hook that can report must bound its own recursion).
-    /// It may run with interrupts disabled when the caller had them so.
-    pub fn set_report_hook(&self, hook: Option<fn(&DebugReport)>) {
-        *self.reports.hook.lock() = hook;
+    /// Sets the function called with every report.
+    pub(crate) fn set_hook<C: Cpu>(&self, cpu: &C, hook: Option<fn(&DebugReport)>) {
+        *self.hook.lock_irqsave(cpu) = hook;
     }
 
-    /// Records a report, then calls the hook with nothing held (see
-    /// [`Self::set_report_hook`]). Callers hold no allocator lock and no CPU's
-    /// array.
-    pub(crate) fn debug_report(&self, c: &KmemCache, object: usize, offence: Offence) {
-        self.record_report(DebugReport {
-            cache: c.name,
-            object,
-            offence,
-        });
-    }
-
-    fn record_report(&self, r: DebugReport) {
+    /// Records a report, then calls the hook with nothing held: the
+    /// function pointer is copied out and both locks dropped before the
+    /// call, so the hook may allocate, read the reports or report again
+    /// (see `SlabAllocator::set_report_hook`). Callers hold no allocator lock
+    /// and no CPU's array.
+    pub(crate) fn record<C: Cpu>(&self, cpu: &C, r: DebugReport) {
         {
-            let mut ring = self.reports.ring.lock();
-            let n = self.reports.count.fetch_add(1, Ordering::Relaxed);
+            let mut ring = self.ring.lock_irqsave(cpu);
+            let n = self.count.fetch_add(1, Ordering::Relaxed);
             ring[n % KEEP] = Some(r);
         }
-        // The function pointer is copied out and the lock dropped before the
-        // call: the hook may report again.
-        let hook = *self.reports.hook.lock();
+        let hook = *self.hook.lock_irqsave(cpu);
         if let Some(h) = hook {
             h(&r);
         }
     }
+}
 
-    /// Prepares a buffer of a new slab (red zones, poison).
-    #[inline]
-    pub(crate) fn debug_on_new(&self, c: &KmemCache, buf: usize) {
-        if !cfg!(feature = "debug") {
-            return;
-        }
-        let obj = buf + c.geo.obj_offset;
-        if c.geo.red_zone {
-            set_red(c, obj, RED_INACTIVE);
-        }
-        if c.flags.contains(SlabFlags::POISON) {
-            poison(c, obj);
-        }
+/// Prepares a buffer of a new slab (red zones, poison).
+#[inline]
+pub(crate) fn on_new(c: &KmemCache, buf: usize) {
+    if !cfg!(feature = "debug") {
+        return;
     }
-
-    /// Checks an object being handed out: poison intact, red zones inactive.
-    #[inline]
-    pub(crate) fn debug_on_alloc(&self, c: &KmemCache, obj: usize) {
-        if !cfg!(feature = "debug") {
-            return;
-        }
-        if c.flags.contains(SlabFlags::POISON) && !poison_ok(c, obj) {
-            self.debug_report(c, obj, Offence::UseAfterFree);
-        }
-        if c.geo.red_zone {
-            if red(c, obj) != (RED_INACTIVE, RED_INACTIVE) {
-                self.debug_report(c, obj, Offence::RedZone);
-            }
-            set_red(c, obj, RED_ACTIVE);
-            set_requested(c, obj, c.geo.obj_size);
-        }
+    let obj = buf + c.geo().obj_offset;
+    if c.geo().red_zone {
+        set_red(c, obj, RED_INACTIVE);
     }
-
-    /// Records that the caller asked for `size` bytes of the object `obj` just
-    /// handed out (kmalloc's request, or krealloc's new size in place), so a
-    /// write past them is caught on free even inside the object (SLUB's
-    /// `orig_size`). `size` is at most the object size.
-    #[inline]
-    pub(crate) fn debug_set_requested(&self, c: &KmemCache, obj: usize, size: usize) {
-        if !cfg!(feature = "debug") || !c.geo.red_zone {
-            return;
-        }
-        debug_assert!(size <= c.geo.obj_size);
-        set_requested(c, obj, size);
-    }
-
-    /// Checks an object being freed: red zones active. A damaged object is
-    /// reported and not freed.
-    #[inline]
-    pub(crate) fn debug_on_free(&self, c: &KmemCache, obj: usize) -> Result<(), SlabError> {
-        if !cfg!(feature = "debug") {
-            return Ok(());
-        }
-        if c.geo.red_zone {
-            if !zones_ok(c, obj, RED_ACTIVE) {
-                self.debug_report(c, obj, Offence::RedZone);
-                c.errors.fetch_add(1, Ordering::Relaxed);
-                return Err(SlabError::Corrupted);
-            }
-            set_red(c, obj, RED_INACTIVE);
-        }
-        if c.flags.contains(SlabFlags::POISON) {
-            poison(c, obj);
-        }
-        Ok(())
-    }
-
-    /// Full validation of a cache (the `debug` feature's consistency check,
-    /// also available without it for the bookkeeping part): every slab's
-    /// counts agree with its state bytes and its list; with `debug`, free
-    /// objects keep their poison and allocated ones their red zones. Returns
-    /// the number of objects checked, or the first problem (also reported).
-    pub fn validate_cache(&self, cache: Cache<'a>) -> Result<usize, DebugReport> {
-        let c = cache.get().ok_or(DebugReport {
-            cache: "?",
-            object: 0,
-            offence: Offence::Inconsistent,
-        })?;
-        // The lists are checked under their lock; the problem is reported
-        // once the lock is dropped (the hook may allocate from this cache).
-        let r = {
-            let l = c.lists.lock();
-            check_lists(c, &l)
-        };
-        if let Err(report) = r {
-            self.record_report(report);
-        }
-        r
+    if c.flags().contains(SlabFlags::POISON) {
+        poison(c, obj);
     }
 }
 
+/// Checks an object being handed out — poison intact, red zones inactive —
+/// and passes each problem found to `report`; then marks the red zones
+/// active.
+#[inline]
+pub(crate) fn on_alloc(c: &KmemCache, obj: usize, mut report: impl FnMut(Offence)) {
+    if !cfg!(feature = "debug") {
+        return;
+    }
+    if c.flags().contains(SlabFlags::POISON) && !poison_ok(c, obj) {
+        report(Offence::UseAfterFree);
+    }
+    if c.geo().red_zone {
+        if red(c, obj) != (RED_INACTIVE, RED_INACTIVE) {
+            report(Offence::RedZone);
+        }
+        set_red(c, obj, RED_ACTIVE);
+        set_requested_unchecked(c, obj, c.geo().obj_size);
+    }
+}
+
+/// Records that the caller asked for `size` bytes of the object `obj` just
+/// handed out (kmalloc's request, or krealloc's new size in place), so a
+/// write past them is caught on free even inside the object (SLUB's
+/// `orig_size`). `size` is at most the object size.
+#[inline]
+pub(crate) fn set_requested(c: &KmemCache, obj: usize, size: usize) {
+    if !cfg!(feature = "debug") || !c.geo().red_zone {
+        return;
+    }
+    debug_assert!(size <= c.geo().obj_size);
+    set_requested_unchecked(c, obj, size);
+}
+
+/// Checks an object being freed: red zones active. A damaged object is
+/// passed to `report`, counted, and not freed (`Corrupted`); a sound one is
+/// poisoned.
+#[inline]
+pub(crate) fn on_free(
+    c: &KmemCache,
+    obj: usize,
+    report: impl FnOnce(Offence),
+) -> Result<(), SlabError> {
+    if !cfg!(feature = "debug") {
+        return Ok(());
+    }
+    if c.geo().red_zone {
+        if !zones_ok(c, obj, RED_ACTIVE) {
+            report(Offence::RedZone);
+            c.count_error();
+            return Err(SlabError::Corrupted);
+        }
+        set_red(c, obj, RED_INACTIVE);
+    }
+    if c.flags().contains(SlabFlags::POISON) {
+        poison(c, obj);
+    }
+    Ok(())
+}
+
 /// The checks of `validate_cache` on a cache's lists (their lock held).
-fn check_lists(c: &KmemCache, l: &crate::cache::Lists) -> Result<usize, DebugReport> {
+pub(crate) fn check_lists(
+    c: &KmemCache,
+    l: &crate::slab_desc::Lists,
+) -> Result<usize, DebugReport> {
     let report = |object, offence| DebugReport {
-        cache: c.name,
+        cache: c.name(),
         object,
         offence,
     };
@@ -259,18 +230,18 @@ fn check_lists(c: &KmemCache, l: &crate::cache::Lists) -> Result<usize, DebugRep
     for (list, kind) in lists {
         for slab in list.iter() {
             let ok_list = match kind {
-                crate::slab_desc::SlabList::Full => slab.inuse() == slab.num(),
+                crate::slab_desc::SlabList::Full => slab.inuse(l) == slab.num(),
                 crate::slab_desc::SlabList::Partial => {
-                    slab.inuse() > 0 && slab.inuse() < slab.num()
+                    slab.inuse(l) > 0 && slab.inuse(l) < slab.num()
                 }
-                crate::slab_desc::SlabList::Free => slab.inuse() == 0,
+                crate::slab_desc::SlabList::Free => slab.inuse(l) == 0,
             };
-            if !ok_list || slab.list() != kind {
+            if !ok_list || slab.list(l) != kind {
                 return Err(report(slab.s_mem, Offence::Inconsistent));
             }
             let mut allocated = 0;
             for i in 0..slab.num() {
-                let obj = slab.s_mem + i * c.geo.buffer_size + c.geo.obj_offset;
+                let obj = slab.s_mem + i * c.geo().buffer_size + c.geo().obj_offset;
                 match slab.state(i).load(Ordering::Relaxed) {
                     OBJ_ALLOCATED => {
                         allocated += 1;
@@ -280,7 +251,7 @@ fn check_lists(c: &KmemCache, l: &crate::cache::Lists) -> Result<usize, DebugRep
                     }
                     OBJ_FREE => {
                         if cfg!(feature = "debug")
-                            && c.flags.contains(SlabFlags::POISON)
+                            && c.flags().contains(SlabFlags::POISON)
                             && !poison_ok(c, obj)
                         {
                             return Err(report(obj, Offence::UseAfterFree));
@@ -290,7 +261,7 @@ fn check_lists(c: &KmemCache, l: &crate::cache::Lists) -> Result<usize, DebugRep
                 }
                 checked += 1;
             }
-            if allocated > slab.inuse() {
+            if allocated > slab.inuse(l) {
                 return Err(report(slab.s_mem, Offence::Inconsistent));
             }
         }
@@ -327,8 +298,8 @@ fn requested_addr(obj: usize) -> usize {
 
 /// Records a request of `size` bytes and fills the bytes from there to the
 /// back red zone with [`RED_SLACK`].
-fn set_requested(c: &KmemCache, obj: usize, size: usize) {
-    let end = back_zone(&c.geo);
+fn set_requested_unchecked(c: &KmemCache, obj: usize, size: usize) {
+    let end = back_zone(c.geo());
     // SAFETY: the size word lies in the buffer's front (see `requested_addr`),
     // the slack in the object and its padding before the back zone, all in a
     // live slab; the object is being handed out, so nobody else writes it.
@@ -347,7 +318,7 @@ fn set_requested(c: &KmemCache, obj: usize, size: usize) {
 /// recorded request is sane and every byte past it up to the back zone still
 /// holds [`RED_SLACK`]. True for a cache without red zones.
 fn zones_ok(c: &KmemCache, obj: usize, word: u64) -> bool {
-    if !c.geo.red_zone {
+    if !c.geo().red_zone {
         return true;
     }
     if red(c, obj) != (word, word) {
@@ -359,8 +330,8 @@ fn zones_ok(c: &KmemCache, obj: usize, word: u64) -> bool {
     // SAFETY: as in `set_requested`; read only.
     let size =
         unsafe { core::ptr::with_exposed_provenance::<u64>(requested_addr(obj)).read_unaligned() };
-    let end = back_zone(&c.geo) as u64;
-    if size == 0 || size > c.geo.obj_size as u64 {
+    let end = back_zone(c.geo()) as u64;
+    if size == 0 || size > c.geo().obj_size as u64 {
         return false;
     }
     let size = size as usize;
@@ -375,7 +346,7 @@ fn zones_ok(c: &KmemCache, obj: usize, word: u64) -> bool {
 }
 
 fn red_addrs(c: &KmemCache, obj: usize) -> (usize, usize) {
-    (obj - crate::geometry::RED_ZONE, obj + back_zone(&c.geo))
+    (obj - crate::geometry::RED_ZONE, obj + back_zone(c.geo()))
 }
 
 /// Where the back red zone starts, from the object: right after the object
@@ -387,7 +358,7 @@ fn back_zone(g: &crate::geometry::Geometry) -> usize {
 }
 
 fn poison(c: &KmemCache, obj: usize) {
-    let n = c.geo.obj_size;
+    let n = c.geo().obj_size;
     // SAFETY: the object's bytes belong to a live slab and nobody holds the
     // object (it is free).
     unsafe {
@@ -398,7 +369,7 @@ fn poison(c: &KmemCache, obj: usize) {
 }
 
 fn poison_ok(c: &KmemCache, obj: usize) -> bool {
-    let n = c.geo.obj_size;
+    let n = c.geo().obj_size;
     // SAFETY: as in `poison`; read only.
     let bytes =
         unsafe { core::slice::from_raw_parts(core::ptr::with_exposed_provenance::<u8>(obj), n) };
@@ -408,7 +379,7 @@ fn poison_ok(c: &KmemCache, obj: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use crate::SlabFlags;
-    use crate::geometry::{RED_ZONE, compute};
+    use crate::geometry::{RED_ZONE, Request, compute};
 
     /// Both red zones lie inside the buffer and outside the object, for every
     /// size and alignment (on this target's word size; the i686 gate step
@@ -422,7 +393,7 @@ mod tests {
                     SlabFlags::RED_ZONE,
                     SlabFlags::RED_ZONE | SlabFlags::HWCACHE_ALIGN,
                 ] {
-                    let Some(g) = compute(size, align, flags, true, true) else {
+                    let Some(g) = compute(Request::new(size, align, flags).red_zones(true)) else {
                         continue;
                     };
                     if !g.red_zone {

@@ -129,16 +129,72 @@ pub fn mgmt_size(num: usize, align: usize, off_slab: bool) -> usize {
     }
 }
 
-/// Lays out a cache of `size`-byte objects aligned to `align`. `allow_off_slab`
-/// is false while the allocator bootstraps (no kmalloc yet for descriptors).
-/// `None` if the size or alignment is unusable.
-pub fn compute(
-    size: usize,
-    align: usize,
-    flags: SlabFlags,
-    debug: bool,
-    allow_off_slab: bool,
-) -> Option<Geometry> {
+/// What a cache is laid out from ([`compute`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Request {
+    /// The object size.
+    pub size: usize,
+    /// The alignment asked for (0: the default, a word or, with
+    /// `HWCACHE_ALIGN`, a cache line).
+    pub align: usize,
+    /// The creation flags (`HWCACHE_ALIGN`, `RED_ZONE` and
+    /// `RECLAIM_ACCOUNT` matter here).
+    pub flags: SlabFlags,
+    /// Red zones where `flags` ask for them (the `debug` feature).
+    pub red_zones: bool,
+    /// The slab management may go off the slab (false while the allocator
+    /// boots: there is no kmalloc yet to take descriptors from).
+    pub off_slab: bool,
+}
+
+impl Request {
+    /// `size`-byte objects aligned to `align` with `flags`; no red zones,
+    /// management off the slab allowed.
+    pub const fn new(size: usize, align: usize, flags: SlabFlags) -> Request {
+        Request {
+            size,
+            align,
+            flags,
+            red_zones: false,
+            off_slab: true,
+        }
+    }
+
+    /// The same with red zones where the flags ask for them, or not.
+    pub const fn red_zones(self, on: bool) -> Request {
+        Request {
+            red_zones: on,
+            ..self
+        }
+    }
+
+    /// The same with the management kept on the slab.
+    pub const fn on_slab_only(self) -> Request {
+        Request {
+            off_slab: false,
+            ..self
+        }
+    }
+}
+
+/// Lays out a cache (Linux's `kmem_cache_create` and
+/// `calculate_slab_order`): the object's alignment, the buffer around it
+/// (red zones), the slab order and objects per slab, then where the
+/// management goes and the colours. `None` if the size or alignment is
+/// unusable.
+pub fn compute(req: Request) -> Option<Geometry> {
+    let align = object_align(&req)?;
+    let buffer = buffer_layout(&req, align)?;
+    let off_slab = req.off_slab && buffer.size >= OFF_SLAB_MIN;
+    let slab = slab_order(&req, buffer.size, align, off_slab)?;
+    Some(finish(&req, align, buffer, slab))
+}
+
+/// Phase 1: checks the request; the alignment objects get (at least a word;
+/// with `HWCACHE_ALIGN` a cache line, or half, a quarter… of one for objects
+/// small enough to share it).
+fn object_align(req: &Request) -> Option<usize> {
+    let Request { size, align, .. } = *req;
     if size == 0
         || size > MAX_OBJ_SIZE
         || (align != 0 && (!align.is_power_of_two() || align > PAGE_SIZE))
@@ -146,7 +202,7 @@ pub fn compute(
         return None;
     }
     let word = core::mem::size_of::<usize>();
-    let mut ralign = if flags.contains(SlabFlags::HWCACHE_ALIGN) {
+    let hw = if req.flags.contains(SlabFlags::HWCACHE_ALIGN) {
         let mut a = CACHE_LINE;
         while size <= a / 2 && a > word {
             a /= 2;
@@ -155,60 +211,100 @@ pub fn compute(
     } else {
         word
     };
-    ralign = ralign.max(align).max(word);
-    let mut red = debug && flags.contains(SlabFlags::RED_ZONE);
-    // With red zones the object starts two words in (the size the caller
-    // asked for, then the front zone); keep it aligned by making the front a
-    // whole number of alignment units. Objects too big for zones go without
-    // them, as in Linux.
+    Some(hw.max(align).max(word))
+}
+
+/// An object's buffer: its size, where the object starts in it, and whether
+/// red zones guard it.
+#[derive(Clone, Copy)]
+struct Buffer {
+    size: usize,
+    obj_offset: usize,
+    red_zone: bool,
+}
+
+/// Phase 2: the buffer around an object. With red zones the object starts
+/// two words in (the size the caller asked for, then the front zone), kept
+/// aligned by making the front a whole number of alignment units, and the
+/// back zone follows it; objects too big for zones go without them, as in
+/// Linux.
+fn buffer_layout(req: &Request, align: usize) -> Option<Buffer> {
     let zoned = |red: bool| {
-        let off = if red { (2 * RED_ZONE).max(ralign) } else { 0 };
-        let mut b = (off + size).next_multiple_of(ralign);
+        let off = if red { (2 * RED_ZONE).max(align) } else { 0 };
+        let mut b = (off + req.size).next_multiple_of(align);
         if red {
-            b = (b + RED_ZONE).next_multiple_of(ralign);
+            b = (b + RED_ZONE).next_multiple_of(align);
         }
-        (off, b)
+        Buffer {
+            size: b,
+            obj_offset: off,
+            red_zone: red,
+        }
     };
-    let (mut obj_offset, mut buffer_size) = zoned(red);
-    if red && buffer_size > MAX_OBJ_SIZE {
-        red = false;
-        (obj_offset, buffer_size) = zoned(false);
+    let mut buffer = zoned(req.red_zones && req.flags.contains(SlabFlags::RED_ZONE));
+    if buffer.red_zone && buffer.size > MAX_OBJ_SIZE {
+        buffer = zoned(false);
     }
-    if buffer_size > MAX_OBJ_SIZE {
-        return None;
-    }
-    let mut off_slab = allow_off_slab && buffer_size >= OFF_SLAB_MIN;
-    let (mut num, mut left_over, mut gfporder) = (0, 0, 0);
+    (buffer.size <= MAX_OBJ_SIZE).then_some(buffer)
+}
+
+/// A slab's order, objects and waste.
+#[derive(Clone, Copy)]
+struct SlabSize {
+    gfporder: u32,
+    num: usize,
+    left_over: usize,
+    off_slab: bool,
+}
+
+/// Phase 3: the smallest order whose waste is at most an eighth of the slab
+/// (or order 1, or order 0 for `RECLAIM_ACCOUNT` caches), as Linux's
+/// `calculate_slab_order`.
+fn slab_order(req: &Request, size: usize, align: usize, off_slab: bool) -> Option<SlabSize> {
+    let mut best = None;
     for order in 0..=MAX_SLAB_ORDER {
-        let (n, left) = estimate(order, buffer_size, ralign, off_slab);
-        if n == 0 {
+        let (num, left_over) = estimate(order, size, align, off_slab);
+        if num == 0 {
             continue;
         }
-        (num, left_over, gfporder) = (n, left, order);
-        if flags.contains(SlabFlags::RECLAIM_ACCOUNT)
+        best = Some(SlabSize {
+            gfporder: order,
+            num,
+            left_over,
+            off_slab,
+        });
+        if req.flags.contains(SlabFlags::RECLAIM_ACCOUNT)
             || order >= 1
-            || left * 8 <= PAGE_SIZE << order
+            || left_over * 8 <= PAGE_SIZE << order
         {
             break;
         }
     }
-    if num == 0 {
-        return None;
-    }
-    let mut mgmt = mgmt_size(num, ralign, off_slab);
-    if off_slab && left_over >= mgmt.next_multiple_of(ralign) {
-        // The management fits in the waste: keep it on the slab after all.
+    best
+}
+
+/// Phase 4: the management (kept on the slab after all if it fits in the
+/// waste) and the colours the rest of the waste gives.
+fn finish(req: &Request, align: usize, buffer: Buffer, slab: SlabSize) -> Geometry {
+    let SlabSize {
+        gfporder,
+        num,
+        mut left_over,
+        mut off_slab,
+    } = slab;
+    let mut mgmt = mgmt_size(num, align, off_slab);
+    if off_slab && left_over >= mgmt.next_multiple_of(align) {
         off_slab = false;
-        mgmt = mgmt_size(num, ralign, false);
+        mgmt = mgmt_size(num, align, false);
         left_over -= mgmt;
     }
-    let colour_off = CACHE_LINE.max(ralign);
-    Some(Geometry {
-        obj_size: size,
-        buffer_size,
-        obj_offset,
-        red_zone: red,
-        align: ralign,
+    let colour_off = CACHE_LINE.max(align);
+    Geometry {
+        obj_size: req.size,
+        buffer_size: buffer.size,
+        obj_offset: buffer.obj_offset,
+        red_zone: buffer.red_zone,
+        align,
         gfporder,
         num,
         off_slab,
@@ -216,8 +312,11 @@ pub fn compute(
         colour_off,
         colour: left_over / colour_off,
         left_over,
-    })
+    }
 }
+
+/// The largest per-CPU array limit [`array_sizes`] gives.
+pub const MAX_ARRAY_LIMIT: usize = 120;
 
 /// Per-CPU array sizes for objects of `size` bytes (Linux's
 /// `enable_cpucache`): (limit, batchcount, shared limit).
@@ -231,7 +330,7 @@ pub fn array_sizes(size: usize, cpus: usize) -> (usize, usize, usize) {
     } else if size > 256 {
         54
     } else {
-        120
+        MAX_ARRAY_LIMIT
     };
     let batch = limit.div_ceil(2);
     let shared = if cpus > 1 && size <= PAGE_SIZE {
@@ -274,14 +373,14 @@ mod tests {
 
     #[test]
     fn small_objects_on_slab() {
-        let g = compute(32, 0, SlabFlags::HWCACHE_ALIGN, false, true).unwrap();
+        let g = compute(Request::new(32, 0, SlabFlags::HWCACHE_ALIGN)).unwrap();
         assert_eq!(
             (g.buffer_size, g.align, g.gfporder, g.off_slab),
             (32, 32, 0, false)
         );
         assert!(g.num * 32 + g.mgmt_size <= PAGE_SIZE);
         assert!(g.left_over < 32 + g.colour_off);
-        let g = compute(20, 0, SlabFlags::empty(), false, true).unwrap();
+        let g = compute(Request::new(20, 0, SlabFlags::empty())).unwrap();
         assert_eq!(
             g.buffer_size,
             20usize.next_multiple_of(core::mem::size_of::<usize>()),
@@ -291,16 +390,16 @@ mod tests {
 
     #[test]
     fn large_objects_off_slab() {
-        let g = compute(1024, 0, SlabFlags::empty(), false, true).unwrap();
+        let g = compute(Request::new(1024, 0, SlabFlags::empty())).unwrap();
         assert!(g.off_slab);
         assert_eq!((g.gfporder, g.num), (0, 4));
-        let g = compute(3000, 0, SlabFlags::empty(), false, true).unwrap();
+        let g = compute(Request::new(3000, 0, SlabFlags::empty())).unwrap();
         assert!(g.num >= 1);
         assert!(g.left_over * 8 <= PAGE_SIZE << g.gfporder || g.gfporder >= 1);
-        let g = compute(MAX_OBJ_SIZE, 0, SlabFlags::empty(), false, true).unwrap();
+        let g = compute(Request::new(MAX_OBJ_SIZE, 0, SlabFlags::empty())).unwrap();
         assert_eq!((g.gfporder, g.num), (MAX_SLAB_ORDER, 1));
         // Without kmalloc (bootstrap) management stays on the slab.
-        let g = compute(1024, 0, SlabFlags::empty(), false, false).unwrap();
+        let g = compute(Request::new(1024, 0, SlabFlags::empty()).on_slab_only()).unwrap();
         assert!(!g.off_slab);
         // Three fit in a page with a quarter wasted: an order-1 slab holds 7.
         assert_eq!((g.gfporder, g.num), (1, 7));
@@ -308,20 +407,20 @@ mod tests {
 
     #[test]
     fn bad_requests() {
-        assert!(compute(0, 0, SlabFlags::empty(), false, true).is_none());
-        assert!(compute(MAX_OBJ_SIZE + 1, 0, SlabFlags::empty(), false, true).is_none());
-        assert!(compute(64, 3, SlabFlags::empty(), false, true).is_none());
-        assert!(compute(64, PAGE_SIZE * 2, SlabFlags::empty(), false, true).is_none());
+        assert!(compute(Request::new(0, 0, SlabFlags::empty())).is_none());
+        assert!(compute(Request::new(MAX_OBJ_SIZE + 1, 0, SlabFlags::empty())).is_none());
+        assert!(compute(Request::new(64, 3, SlabFlags::empty())).is_none());
+        assert!(compute(Request::new(64, PAGE_SIZE * 2, SlabFlags::empty())).is_none());
     }
 
     #[test]
     fn alignment_and_red_zones() {
-        let g = compute(100, 256, SlabFlags::empty(), false, true).unwrap();
+        let g = compute(Request::new(100, 256, SlabFlags::empty())).unwrap();
         assert_eq!((g.align, g.buffer_size), (256, 256));
-        let g = compute(24, 0, SlabFlags::RED_ZONE, true, true).unwrap();
+        let g = compute(Request::new(24, 0, SlabFlags::RED_ZONE).red_zones(true)).unwrap();
         assert_eq!(g.obj_offset, 16, "the requested size, then the front zone");
         assert_eq!(g.buffer_size, 16 + 24 + 8);
-        let g = compute(24, 0, SlabFlags::RED_ZONE, false, true).unwrap();
+        let g = compute(Request::new(24, 0, SlabFlags::RED_ZONE)).unwrap();
         assert_eq!(g.obj_offset, 0, "red zones only with the debug feature");
     }
 

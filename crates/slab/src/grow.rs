@@ -10,6 +10,7 @@ use kmm_page_frame::{Page, PgFlags};
 
 use crate::allocator::SlabAllocator;
 use crate::cache::KmemCache;
+use crate::debug;
 use crate::slab_desc::{SlabDesc, SlabList};
 use crate::{SlabError, SlabFlags};
 
@@ -20,7 +21,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         let mut pages = 0;
         for _ in 0..max {
             let slab = {
-                let mut l = c.lists.lock();
+                let mut l = c.lists().lock_irqsave(self.buddy().cpu());
                 let Some(r) = l.free.pop_back() else { break };
                 l.free_objects -= r.num();
                 l.slabs -= 1;
@@ -29,7 +30,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             };
             // SAFETY: off every list: ours alone.
             self.destroy_slab(c, unsafe { &*slab });
-            pages += 1 << c.geo.gfporder;
+            pages += 1 << c.geo().gfporder;
         }
         pages
     }
@@ -37,49 +38,89 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     /// Adds a slab to the cache (Linux's `cache_grow`): pages from the buddy
     /// allocator, the management on or off the slab, a colour offset, the
     /// objects constructed, the pages pointed back at the cache and slab.
+    /// Runs with nothing held (the page allocator may call `on_low`; the
+    /// constructor runs).
     #[cold]
     pub(crate) fn grow(&self, c: &KmemCache, gfp: Gfp) -> Result<(), SlabError> {
-        let geo = c.geo;
-        let colour = {
-            let mut l = c.lists.lock();
-            let off = l.colour_next;
-            if geo.colour > 0 {
-                l.colour_next = (l.colour_next + 1) % geo.colour;
+        self.buddy().cpu().interrupt_point();
+        let colour = self.next_colour(c);
+        let head = self.get_slab_pages(c, gfp)?;
+        let slab = match self.new_descriptor(c, head, colour, gfp) {
+            Ok(slab) => slab,
+            Err(e) => {
+                let r = self
+                    .buddy()
+                    .free_pages_page(head, c.geo().gfporder as usize);
+                debug_assert!(r.is_ok());
+                return Err(e);
             }
-            off * geo.colour_off
         };
+        construct(c, slab);
+        self.claim_pages(c, head, slab);
+        let mut l = c.lists().lock_irqsave(self.buddy().cpu());
+        slab.set_list(SlabList::Free, &mut l);
+        // SAFETY: the descriptor lives until `destroy_slab`.
+        l.free.push_back(unsafe { UnsafeRef::from_raw(slab) });
+        l.free_objects += c.geo().num;
+        l.slabs += 1;
+        l.grown += 1;
+        Ok(())
+    }
+
+    /// The colour offset of the next slab (Linux's `colour_next`).
+    fn next_colour(&self, c: &KmemCache) -> usize {
+        let geo = c.geo();
+        let mut l = c.lists().lock_irqsave(self.buddy().cpu());
+        let off = l.colour_next;
+        if geo.colour > 0 {
+            l.colour_next = (l.colour_next + 1) % geo.colour;
+        }
+        off * geo.colour_off
+    }
+
+    /// A new slab's pages (Linux's `kmem_getpages`): from ZONE_DMA for a DMA
+    /// cache, never high memory.
+    fn get_slab_pages(&self, c: &KmemCache, gfp: Gfp) -> Result<&'a Page, SlabError> {
         let mut g = gfp.difference(Gfp::HIGHMEM | Gfp::ZERO | Gfp::DMA) | Gfp::NOWARN;
-        if c.flags.contains(SlabFlags::CACHE_DMA) {
+        if c.flags().contains(SlabFlags::CACHE_DMA) {
             g |= Gfp::DMA;
         }
-        let head = self
-            .buddy
-            .alloc_pages(g, geo.gfporder as usize)
-            .ok_or(SlabError::OutOfMemory)?;
-        let mem = self.buddy.mem();
-        let addr = mem
+        self.buddy()
+            .alloc_pages(g, c.geo().gfporder as usize)
+            .ok_or(SlabError::OutOfMemory)
+    }
+
+    /// The descriptor of a new slab on the block at `head`: on the slab after
+    /// the colour offset, or an object of the off-slab descriptor cache
+    /// (allocated without reclaim: the outer allocation reclaims).
+    fn new_descriptor(
+        &self,
+        c: &KmemCache,
+        head: &Page,
+        colour: usize,
+        gfp: Gfp,
+    ) -> Result<&'a SlabDesc, SlabError> {
+        let geo = c.geo();
+        let addr = self
+            .buddy()
+            .mem()
             .page_address(head)
             .expect("slab pages are low memory")
             .as_usize();
         let (desc_at, s_mem) = if geo.off_slab {
             let cache = c
-                .slabp_cache
+                .slabp_cache()
                 .expect("off-slab caches have a descriptor cache");
             let desc_cache = self.cache(cache.erase())?;
-            match self.alloc_object(desc_cache, gfp, false) {
-                Ok(p) => (p.as_ptr().addr(), addr + colour),
-                Err(e) => {
-                    let r = self.buddy.free_pages_page(head, geo.gfporder as usize);
-                    debug_assert!(r.is_ok());
-                    return Err(e);
-                }
-            }
+            let p = self.alloc_object(desc_cache, gfp, false)?;
+            (p.as_ptr().addr(), addr + colour)
         } else {
             (addr + colour, addr + colour + geo.mgmt_size)
         };
-        // SAFETY: `desc_at` is ours (on the slab's own pages, or a fresh off-slab
-        // object) with room for the descriptor and `num` entries.
-        let slab = unsafe {
+        // SAFETY: `desc_at` is ours (on the slab's own pages, or a fresh
+        // off-slab object) with room for the descriptor and `num` entries,
+        // until `destroy_slab`.
+        Ok(unsafe {
             SlabDesc::init(
                 core::ptr::with_exposed_provenance_mut(desc_at),
                 addr,
@@ -87,23 +128,21 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
                 geo.num,
                 colour,
             )
-        };
-        for i in 0..geo.num {
-            let buf = s_mem + i * geo.buffer_size;
-            self.debug_on_new(c, buf);
-            if let Some(ctor) = c.ctor {
-                ctor(core::ptr::with_exposed_provenance_mut(buf + geo.obj_offset));
-            }
-        }
+        })
+    }
+
+    /// Points the block's pages back at the cache and the slab and marks them
+    /// SLAB (and SLAB_INTERNAL for the cache of caches, whose objects
+    /// `locate` — so `kfree` and `kmem_cache_free` — refuses).
+    fn claim_pages(&self, c: &KmemCache, head: &Page, slab: &SlabDesc) {
+        let mem = self.buddy().mem();
         let pfn = mem.page_to_pfn(head).expect("a buddy page").as_usize();
-        // The cache of caches' pages are the allocator's own: `locate` (so
-        // `kfree` and `kmem_cache_free`) refuses their objects.
         let flags = if c.is_internal() {
             PgFlags::SLAB | PgFlags::SLAB_INTERNAL
         } else {
             PgFlags::SLAB
         };
-        for p in 0..1usize << geo.gfporder {
+        for p in 0..1usize << c.geo().gfporder {
             let page = mem
                 .pfn_to_page(kmm_hal::Pfn::new(pfn + p))
                 .expect("a buddy block");
@@ -116,24 +155,16 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
                 page.insert(flags);
             }
         }
-        let mut l = c.lists.lock();
-        slab.set_list(SlabList::Free);
-        // SAFETY: the descriptor lives until `destroy_slab`.
-        l.free.push_back(unsafe { UnsafeRef::from_raw(slab) });
-        l.free_objects += geo.num;
-        l.slabs += 1;
-        l.grown += 1;
-        Ok(())
     }
 
     /// Gives a slab that is on no list back to the page allocator.
     pub(crate) fn destroy_slab(&self, c: &KmemCache, slab: &SlabDesc) {
-        let mem = self.buddy.mem();
+        let mem = self.buddy().mem();
         let head: &Page = mem
             .virt_to_page(VirtAddr::new(slab.mem))
             .expect("slab pages are direct-mapped");
         let pfn = mem.page_to_pfn(head).expect("a buddy page").as_usize();
-        for p in 0..1usize << c.geo.gfporder {
+        for p in 0..1usize << c.geo().gfporder {
             let page = mem
                 .pfn_to_page(kmm_hal::Pfn::new(pfn + p))
                 .expect("a buddy block");
@@ -146,12 +177,27 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
                 page.set_index(0);
             }
         }
-        if c.geo.off_slab {
+        if c.geo().off_slab {
             let desc = NonNull::from(slab).cast::<u8>();
-            let r = c.slabp_cache.map(|sc| self.kmem_cache_free(sc, desc));
+            let r = c.slabp_cache().map(|sc| self.kmem_cache_free(sc, desc));
             debug_assert!(matches!(r, Some(Ok(()))), "off-slab descriptor free failed");
         }
-        let r = self.buddy.free_pages_page(head, c.geo.gfporder as usize);
+        let r = self
+            .buddy()
+            .free_pages_page(head, c.geo().gfporder as usize);
         debug_assert!(r.is_ok(), "slab pages go back: {r:?}");
+    }
+}
+
+/// Prepares every object of a new slab: the `debug` red zones and poison,
+/// then the constructor (with nothing held: it is the user's code).
+fn construct(c: &KmemCache, slab: &SlabDesc) {
+    let geo = c.geo();
+    for i in 0..geo.num {
+        let buf = slab.s_mem + i * geo.buffer_size;
+        debug::on_new(c, buf);
+        if let Some(ctor) = c.ctor() {
+            ctor(core::ptr::with_exposed_provenance_mut(buf + geo.obj_offset));
+        }
     }
 }

@@ -1,15 +1,16 @@
-//! `kmalloc` and friends over the general caches; requests above 128 KiB go to
-//! the page allocator.
+//! [`Kmalloc`]: what `kmalloc` is made of — the general caches by size class
+//! (Linux's `malloc_sizes`) and the blocks above 128 KiB that come straight
+//! from the page allocator, with their bookkeeping. The allocator's
+//! `kmalloc`, `kfree`, `ksize` and `krealloc` (in `objects`) are built on it.
 
 use core::ptr::NonNull;
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
-use kmm_buddy::Gfp;
+use kmm_buddy::{Buddy, MAX_ORDER};
 use kmm_hal::{Cpu, PAGE_SIZE, Pfn, VirtAddr};
-use kmm_page_frame::{Page, PgFlags};
+use kmm_page_frame::{MemMap, Page, PgFlags};
 
 use crate::SlabError;
-use crate::allocator::SlabAllocator;
 use crate::cache::{Cache, KmemCache};
 use crate::geometry::MAX_OBJ_SIZE;
 
@@ -47,20 +48,25 @@ pub const KMALLOC_MAX_CACHE_SIZE: usize = MAX_OBJ_SIZE;
 /// word), so a second `kfree` is told apart from a foreign pointer.
 const LARGE_FREED: usize = 0x6b66_7265; // "kfre"
 
-/// The general caches, by size class.
+/// The general caches by size class, and the large blocks.
 pub(crate) struct Kmalloc {
     normal: [Option<Cache<'static>>; KMALLOC_SIZES.len()],
     dma: [Option<Cache<'static>>; KMALLOC_SIZES.len()],
+    /// Pages held by large blocks.
+    large_pages: AtomicUsize,
 }
 
 impl Kmalloc {
+    /// No general caches yet (the allocator creates them at boot).
     pub(crate) const fn empty() -> Kmalloc {
         Kmalloc {
             normal: [None; KMALLOC_SIZES.len()],
             dma: [None; KMALLOC_SIZES.len()],
+            large_pages: AtomicUsize::new(0),
         }
     }
 
+    /// Records size class `i`'s caches.
     pub(crate) fn set(&mut self, i: usize, normal: Cache<'_>, dma: Cache<'_>) {
         self.normal[i] = Some(normal.erase());
         self.dma[i] = Some(dma.erase());
@@ -121,118 +127,53 @@ impl Kmalloc {
         Some(unsafe { c.ptr.as_ref() })
     }
 
+    /// True if `c` is one of the general caches.
     pub(crate) fn contains(&self, c: Cache<'_>) -> bool {
         let c = Some(c.erase());
         self.normal.contains(&c) || self.dma.contains(&c)
     }
-}
 
-/// The usable size of a located object that is live; a free one was freed
-/// before.
-#[inline(always)]
-fn live_size(loc: &crate::objects::Located<'_>) -> Result<usize, SlabError> {
-    if loc.state().load(Ordering::Relaxed) != crate::slab_desc::OBJ_ALLOCATED {
-        return Err(SlabError::DoubleFree);
-    }
-    Ok(loc.cache.geo.obj_size)
-}
-
-impl<'a, C: Cpu> SlabAllocator<'a, C> {
-    /// Allocates `size` bytes (Linux's `kmalloc`): from the smallest general
-    /// cache that fits (the DMA ones for `Gfp::DMA`), or straight from the page
-    /// allocator above 128 KiB. Zero and overflowing sizes are
-    /// [`SlabError::BadSize`].
-    #[inline]
-    pub fn kmalloc(&self, size: usize, gfp: Gfp) -> Result<NonNull<u8>, SlabError> {
-        if size == 0 {
-            return Err(SlabError::BadSize);
-        }
-        let dma = gfp.contains(Gfp::DMA);
-        match self.kmalloc.desc_for(size, dma) {
-            Some(c) => {
-                let p = self.alloc_object(c, gfp.difference(Gfp::ZERO), true)?;
-                self.debug_set_requested(c, p.as_ptr().addr(), size);
-                if gfp.contains(Gfp::ZERO) {
-                    // SAFETY: the object is ours and at least `size` bytes.
-                    unsafe { core::ptr::write_bytes(p.as_ptr(), 0, size) };
-                }
-                Ok(p)
-            }
-            None => self.kmalloc_large(size, gfp),
-        }
+    /// Pages held by large blocks.
+    pub(crate) fn large_pages(&self) -> usize {
+        self.large_pages.load(Ordering::Relaxed)
     }
 
-    /// Allocates `size` zeroed bytes (Linux's `kzalloc`).
-    pub fn kzalloc(&self, size: usize, gfp: Gfp) -> Result<NonNull<u8>, SlabError> {
-        self.kmalloc(size, gfp | Gfp::ZERO)
-    }
-
-    /// Allocates an array of `n` elements of `size` bytes, zeroed (Linux's
-    /// `kcalloc`); an overflowing product is [`SlabError::BadSize`].
-    pub fn kcalloc(&self, n: usize, size: usize, gfp: Gfp) -> Result<NonNull<u8>, SlabError> {
-        let bytes = n.checked_mul(size).ok_or(SlabError::BadSize)?;
-        self.kzalloc(bytes, gfp)
-    }
-
-    /// `size` bytes straight from the page allocator (marked for `kfree`), in
-    /// the smallest block that holds them.
-    #[cold]
-    pub(crate) fn kmalloc_large(&self, size: usize, gfp: Gfp) -> Result<NonNull<u8>, SlabError> {
+    /// The order of the smallest block that holds `size` bytes; `BadSize`
+    /// if there is none.
+    pub(crate) fn large_order(size: usize) -> Result<usize, SlabError> {
         let pages = size.checked_add(PAGE_SIZE - 1).ok_or(SlabError::BadSize)? / PAGE_SIZE;
         let order = pages.next_power_of_two().trailing_zeros() as usize;
-        if order >= kmm_buddy::MAX_ORDER {
+        if order >= MAX_ORDER {
             return Err(SlabError::BadSize);
         }
-        let g = gfp.difference(Gfp::HIGHMEM);
-        let page = match self.buddy.alloc_pages(g, order) {
-            Some(p) => p,
-            // Dry: give back what the caches hold idle and try once more — only
-            // if the caller may wait (Linux reclaims for no atomic allocation;
-            // the page allocator has already let it dip into the reserve).
-            None if gfp.contains(Gfp::WAIT) => {
-                self.reclaim();
-                self.buddy
-                    .alloc_pages(g, order)
-                    .ok_or(SlabError::OutOfMemory)?
-            }
-            None => return Err(SlabError::OutOfMemory),
-        };
-        // Marked as kmalloc's: the page allocator refuses to free it
-        // (`FreeError::Kmalloc`) until `kfree` takes the mark off.
+        Ok(order)
+    }
+
+    /// Takes a block of `2^order` pages just allocated for a large request:
+    /// marks it as kmalloc's (so the page allocator refuses to free it,
+    /// `FreeError::Kmalloc`, until [`Kmalloc::free_large`] takes the mark
+    /// off), counts it, and returns its address.
+    pub(crate) fn adopt_large(&self, mem: &MemMap<'_>, page: &Page, order: usize) -> NonNull<u8> {
         // SAFETY: the owner contract of `Page`: the block was just allocated
-        // to kmalloc, which owns it until `kfree`.
+        // to kmalloc, which owns it until `free_large`.
         unsafe {
             page.set_owner(0);
             page.insert(PgFlags::KMALLOC);
         }
         self.large_pages.fetch_add(1 << order, Ordering::Relaxed);
-        let va = self
-            .buddy
-            .mem()
+        let va = mem
             .page_address(page)
             .expect("blocks without HIGHMEM are direct-mapped");
-        Ok(NonNull::new(va.as_mut_ptr()).expect("kernel addresses are not null"))
+        NonNull::new(va.as_mut_ptr()).expect("kernel addresses are not null")
     }
 
-    /// Frees what `kmalloc` returned (Linux's `kfree`). A null pointer is fine.
-    /// Refused, with nothing changed: pointers no allocator handed out,
-    /// interior pointers, double frees.
-    #[inline]
-    pub fn kfree(&self, ptr: *mut u8) -> Result<(), SlabError> {
-        if ptr.is_null() {
-            return Ok(());
-        }
-        match self.locate(ptr) {
-            Ok(loc) => self.free_located(loc, ptr.addr()),
-            Err(SlabError::Foreign) => self.kfree_large(ptr),
-            Err(e) => Err(e),
-        }
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn kfree_large(&self, ptr: *mut u8) -> Result<(), SlabError> {
-        let page = self.large_block(ptr)?;
+    /// Frees the large block `ptr` starts, for a pointer no slab holds.
+    pub(crate) fn free_large<C: Cpu>(
+        &self,
+        buddy: &Buddy<'_, C>,
+        ptr: *mut u8,
+    ) -> Result<(), SlabError> {
+        let page = self.large_block(buddy.mem(), ptr)?;
         let order = page.private();
         // SAFETY: the owner contract of `Page`: a live large block (its mark
         // and head checked by `large_block`) is kmalloc's; LARGE_FREED is its
@@ -241,7 +182,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             page.remove(PgFlags::KMALLOC);
             page.set_owner(LARGE_FREED);
         }
-        match self.buddy.free_pages_page(page, order) {
+        match buddy.free_pages_page(page, order) {
             Ok(_) => {
                 self.large_pages.fetch_sub(1 << order, Ordering::Relaxed);
                 Ok(())
@@ -252,15 +193,23 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         }
     }
 
+    /// The usable size of the large block `ptr` starts.
+    pub(crate) fn large_size(&self, mem: &MemMap<'_>, ptr: *mut u8) -> Result<usize, SlabError> {
+        Ok(PAGE_SIZE << self.large_block(mem, ptr)?.private())
+    }
+
     /// The head page of the live large block `ptr` starts, for a pointer
-    /// `locate` found in no slab; otherwise why not: `Interior` anywhere inside
-    /// a live large block, `DoubleFree` at the start of one freed before,
+    /// no slab holds; otherwise why not: `Interior` anywhere inside a live
+    /// large block, `DoubleFree` at the start of one freed before,
     /// `Internal` for the allocator's own objects (cache descriptors), else
     /// `Foreign`. Cold: at most `MAX_ORDER` descriptor reads.
     #[cold]
     #[inline(never)]
-    pub(crate) fn large_block(&self, ptr: *mut u8) -> Result<&'a Page, SlabError> {
-        let mem = self.buddy.mem();
+    pub(crate) fn large_block<'m>(
+        &self,
+        mem: &MemMap<'m>,
+        ptr: *mut u8,
+    ) -> Result<&'m Page, SlabError> {
         let page = mem
             .virt_to_page(VirtAddr::new(ptr.addr()))
             .map_err(|_| SlabError::Foreign)?;
@@ -279,7 +228,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         // down to the block's order (blocks are aligned to their size).
         let pfn = mem.page_to_pfn(page).map_err(|_| SlabError::Foreign)?;
         let pfn = pfn.as_usize();
-        for o in 1..kmm_buddy::MAX_ORDER {
+        for o in 1..MAX_ORDER {
             let head = pfn & !((1 << o) - 1);
             if head == pfn {
                 continue;
@@ -296,107 +245,6 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         } else {
             Err(SlabError::Foreign)
         }
-    }
-
-    /// The usable size of a kmalloc'd block (Linux's `ksize`).
-    pub fn ksize(&self, ptr: *mut u8) -> Result<usize, SlabError> {
-        match self.locate(ptr) {
-            Ok(loc) => live_size(&loc),
-            Err(SlabError::Foreign) => {
-                let page = self.large_block(ptr)?;
-                Ok(PAGE_SIZE << page.private())
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Resizes a kmalloc'd block (Linux's `krealloc`): the same block if it is
-    /// big enough, else a new one with the contents copied and the old one
-    /// freed. A null pointer allocates. A zero size is [`SlabError::BadSize`],
-    /// and on any error the old block is untouched. A pointer kmalloc did not
-    /// hand out (or already freed) is refused before it is read.
-    ///
-    /// # Safety
-    /// `ptr` must be null or a block the caller owns: no other thread may use
-    /// it during the call (its bytes are copied).
-    #[inline]
-    pub unsafe fn krealloc(
-        &self,
-        ptr: *mut u8,
-        new_size: usize,
-        gfp: Gfp,
-    ) -> Result<NonNull<u8>, SlabError> {
-        if new_size == 0 {
-            return Err(SlabError::BadSize);
-        }
-        if ptr.is_null() {
-            return self.kmalloc(new_size, gfp);
-        }
-        // One lookup serves the size check and the free. A block that is big
-        // enough is kept without a call; a move is out of line.
-        match self.locate(ptr) {
-            Ok(loc) => {
-                let old = live_size(&loc)?;
-                if old >= new_size {
-                    // In place: the `debug` checks now guard the new size.
-                    self.debug_set_requested(loc.cache, ptr.addr(), new_size);
-                    return NonNull::new(ptr).ok_or(SlabError::Foreign);
-                }
-                // SAFETY: forwarded from the caller; `loc` locates `ptr`, live.
-                unsafe { self.krealloc_move(ptr, Some(loc), old, new_size, gfp) }
-            }
-            Err(SlabError::Foreign) => {
-                let old = self.ksize(ptr)?;
-                if old >= new_size {
-                    return NonNull::new(ptr).ok_or(SlabError::Foreign);
-                }
-                // SAFETY: forwarded from the caller; `ptr` is a live large block.
-                unsafe { self.krealloc_move(ptr, None, old, new_size, gfp) }
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    /// The moving end of `krealloc`: a new block, the `old` live bytes copied,
-    /// the old block freed (through `loc` when it is a slab object).
-    ///
-    /// # Safety
-    /// As for `krealloc`; `ptr` is a live block of `old` usable bytes
-    /// (`old < new_size`), located at `loc` if it is a slab object.
-    #[inline(never)]
-    unsafe fn krealloc_move(
-        &self,
-        ptr: *mut u8,
-        loc: Option<crate::objects::Located<'_>>,
-        old: usize,
-        new_size: usize,
-        gfp: Gfp,
-    ) -> Result<NonNull<u8>, SlabError> {
-        let new = self.kmalloc(new_size, gfp)?;
-        // SAFETY: both blocks are live and at least `old` bytes (new_size > old).
-        unsafe { core::ptr::copy_nonoverlapping(ptr, new.as_ptr(), old) };
-        let freed = match loc {
-            Some(l) => self.free_located(l, ptr.addr()),
-            None => self.kfree(ptr),
-        };
-        if let Err(e) = freed {
-            // The old block was refused (damaged under `debug`, or freed by a
-            // racing call): it stays as it was, and the new one goes back.
-            let r = self.kfree(new.as_ptr());
-            debug_assert!(r.is_ok());
-            return Err(e);
-        }
-        Ok(new)
-    }
-
-    /// The general cache for `size` bytes (`dma` for the DMA variant).
-    pub fn kmalloc_cache(&self, size: usize, dma: bool) -> Option<Cache<'a>> {
-        self.kmalloc.cache_for(size, dma)
-    }
-
-    /// Pages held by kmalloc requests above 128 KiB.
-    pub fn large_pages(&self) -> usize {
-        self.large_pages.load(Ordering::Relaxed)
     }
 }
 

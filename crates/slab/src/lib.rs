@@ -8,8 +8,9 @@
 //!   slab for small objects, off it for objects of 512 bytes and more; objects
 //!   aligned (to the cache line with `HWCACHE_ALIGN`); slab colouring spreads the
 //!   leftover space; constructors run once per object when a slab is grown.
-//! - Per-CPU arrays (limit, batchcount, LIFO) refilled from and flushed to a
-//!   shared array and the slab lists in batches; [`SlabAllocator::reap`] gives
+//! - Per-CPU arrays (limit, batchcount, LIFO) on [`kmm_hal::CpuLocal`],
+//!   refilled from and flushed to a shared array and the slab lists in
+//!   batches; [`SlabAllocator::reap`] gives
 //!   idle memory back; [`SlabAllocator::kmem_cache_shrink`] all free slabs.
 //! - Page descriptors point back at their cache and slab, so `kfree` finds the
 //!   cache in O(1).
@@ -34,11 +35,91 @@
 //! kmalloc blocks are flagged `KMALLOC` for as long as they live, so the page
 //! allocator refuses to free them (`FreeError::Kmalloc`).
 //!
-//! Hooks — the report hook ([`SlabAllocator::set_report_hook`]),
-//! constructors, and the page allocator's `on_low` when a slab refill grows a
-//! cache — run with no allocator lock held and no CPU's array borrowed, so
-//! they may allocate. An allocation that may not wait (without `Gfp::WAIT`)
-//! never reclaims.
+//! An allocation that may not wait (without `Gfp::WAIT`) never reclaims.
+//!
+//! # Safety and locking
+//!
+//! What each lock protects, what runs with interrupts off, and what only its
+//! CPU touches (as the header of Linux's `mm/slab.c` says it):
+//!
+//! - **A CPU's array** of a cache (one [`kmm_hal::CpuLocal`] slot per CPU and
+//!   cache: the entries, limit, batch count and `touched` mark): no lock. Only
+//!   its CPU touches it, through `CpuLocal::with` — the allocation and free
+//!   fast paths and the refill and flush slow paths with interrupts off (an
+//!   IRQ guard), the drains of reap and shrink pinned by preemption only, with
+//!   interrupts as the caller had them. A re-entry on the same CPU — an
+//!   interrupt handler that lands during such a drain, or a hook — finds the
+//!   array held and takes its object from (or gives it back to) the slab
+//!   lists under the list lock: never a second borrow, never a panic. Other
+//!   CPUs only read the array's count (statistics) and set its drain request,
+//!   which the owner honours at its next slow path with the array (refill,
+//!   flush, reap, shrink).
+//! - **The list lock** (`kmem_cache list lock`, one per cache): the full,
+//!   partial and free slab lists, the free-object count, the next colour, the
+//!   slab counts, and every slab descriptor's in-use count, free-object index
+//!   and list mark — the descriptor's methods take the locked lists, so
+//!   nothing reads or writes them unlocked.
+//! - **The shared-array lock** (`kmem_cache shared array`, one per cache):
+//!   the cache's shared array.
+//! - **The chain lock** (`slab cache chain`): the cache chain's links. Held
+//!   only to add or remove a cache or to copy a chunk of the chain out, never
+//!   while a cache is worked on.
+//! - **The arena lock** (`slab arena`): the bump allocator of the first
+//!   caches' metadata while the allocator boots.
+//! - **The report locks** (`slab debug reports`, `slab report hook`): the last
+//!   16 reports and the hook.
+//! - **A mempool's lock** (`mempool reserve`): its reserve.
+//!
+//! Every one of these is an [`IrqSpinLock`](kmm_hal::sync::IrqSpinLock): taken
+//! with `lock(&irq_guard)` where the code already has interrupts off, else
+//! with `lock_irqsave`. No slab lock is ever held with interrupts enabled, so
+//! an interrupt handler that allocates (`Gfp::ATOMIC`, a
+//! [`KmallocHeap::with_gfp`] heap, a [`Mempool`]) cannot spin on a lock the
+//! code it interrupted holds, and the lock checker has nothing to report.
+//! Locks are taken one at a time (a CPU's array first, then the shared-array
+//! lock or the list lock, never both), and none is held while the page
+//! allocator or a hook is called: a cache grows with nothing held, and free
+//! slabs are taken off the lists, the lock dropped, then given back (Linux's
+//! `slab_destroy` outside `l3->list_lock`). Reap, shrink, the refill and
+//! flush slow paths, `cache_grow` and mempool calls start with
+//! [`Cpu::interrupt_point`](kmm_hal::Cpu::interrupt_point), and drains call
+//! it between batches: where the host mock delivers pending interrupts.
+//!
+//! What the allocator relies on, and what its `unsafe fn`s ask of callers:
+//!
+//! - **The [`Cpu`](kmm_hal::Cpu) contract** of the buddy allocator's CPUs:
+//!   `id()` unique among running CPUs, below `count()`, stable while
+//!   interrupts or preemption are off; `irq_save` really disables interrupts.
+//!   Each cache's arrays are only ever given guards of that one `Cpu` value
+//!   (the contract of `CpuLocal::new`).
+//! - **Pages**: the allocator writes a page descriptor (`SLAB`,
+//!   `SLAB_INTERNAL`, `KMALLOC`, owner and index) only while it owns the page
+//!   (the owner contract of `kmm_page_frame::Page`), and clears `SLAB` before
+//!   the back-pointers when a slab goes.
+//! - [`SlabAllocator::kmem_cache_destroy`]: no CPU uses the cache during the
+//!   call (interrupt handlers included) — its arrays are emptied from the
+//!   calling CPU.
+//! - [`SlabAllocator::drain_offline_cpu`]: that CPU is not in the allocator
+//!   and does not enter it before the call returns; no other CPU drains it at
+//!   the same time.
+//! - [`SlabAllocator::krealloc`]: the pointer is null or a block the caller
+//!   owns (no other thread uses it during the call: its bytes are copied).
+//!
+//! Hooks run with no allocator lock held and no CPU's array borrowed, so
+//! they may allocate and free:
+//!
+//! - **The report hook** ([`SlabAllocator::set_report_hook`]): after the
+//!   report is recorded, on the CPU that found the problem; it may report
+//!   again (it is called again, nested, and must bound its own recursion); it
+//!   runs with interrupts off, or in an interrupt handler, when the problem
+//!   was found there.
+//! - **Constructors** ([`Ctor`]): once per object while a slab grows, before
+//!   the slab is on any list.
+//! - **The page allocator's `on_low`**, when a refill grows a cache: the
+//!   array is no longer borrowed and interrupts are as the caller had them,
+//!   so the hook may allocate from the very cache being refilled.
+//!   (`zero_highmem` is never reached: slabs and large blocks are low
+//!   memory.)
 //!
 //! # Example
 //!
@@ -71,6 +152,7 @@
 #![no_std]
 
 mod allocator;
+mod array;
 mod cache;
 mod debug;
 mod error;

@@ -6,6 +6,7 @@ use core::ptr::NonNull;
 
 use kmm_buddy::Gfp;
 use kmm_hal::Cpu;
+use kmm_hal::sync::IrqSpinLock;
 
 use crate::SlabError;
 use crate::allocator::SlabAllocator;
@@ -20,21 +21,53 @@ pub enum PoolSource<'a> {
     Kmalloc(usize),
 }
 
+/// The reserve: up to `cap` elements in an array from kmalloc, behind the
+/// pool's lock (the `&mut Reserve` a method takes is the proof).
 struct Reserve {
-    /// Address of an array of `min_nr` element pointers (from kmalloc).
-    slots: *mut usize,
+    /// `cap` element slots (null when `cap` is 0).
+    slots: *mut NonNull<u8>,
+    cap: usize,
     curr: usize,
 }
 
-// SAFETY: the reserve array is only touched under the pool's lock.
+// SAFETY: the reserve array and the elements in it are only touched through
+// the pool's lock.
 unsafe impl Send for Reserve {}
+
+impl Reserve {
+    /// Adds an element; `false` if the reserve is full.
+    fn push(&mut self, e: NonNull<u8>) -> bool {
+        if self.curr == self.cap {
+            return false;
+        }
+        // SAFETY: curr < cap: one of the array's slots.
+        unsafe { self.slots.add(self.curr).write(e) };
+        self.curr += 1;
+        true
+    }
+
+    /// Takes the last element added.
+    fn pop(&mut self) -> Option<NonNull<u8>> {
+        self.curr = self.curr.checked_sub(1)?;
+        // SAFETY: slots below the old `curr` hold elements.
+        Some(unsafe { self.slots.add(self.curr).read() })
+    }
+
+    /// True if `e` is in the reserve.
+    fn contains(&self, e: NonNull<u8>) -> bool {
+        // SAFETY: slots below `curr` hold elements.
+        (0..self.curr).any(|i| unsafe { self.slots.add(i).read() } == e)
+    }
+}
 
 /// A memory pool with a guaranteed minimum of elements.
 pub struct Mempool<'s, 'a, C: Cpu> {
     slab: &'s SlabAllocator<'a, C>,
     source: PoolSource<'a>,
     min_nr: usize,
-    reserve: spin::Mutex<Reserve>,
+    /// Taken with interrupts off: an atomic `alloc` or a `free` in an
+    /// interrupt handler takes it too.
+    reserve: IrqSpinLock<Reserve>,
 }
 
 impl<C: Cpu> core::fmt::Debug for Mempool<'_, '_, C> {
@@ -69,26 +102,31 @@ impl<'s, 'a, C: Cpu> Mempool<'s, 'a, C> {
         } else {
             slab.kmalloc(
                 min_nr
-                    .checked_mul(core::mem::size_of::<usize>())
+                    .checked_mul(core::mem::size_of::<NonNull<u8>>())
                     .ok_or(SlabError::BadSize)?,
                 Gfp::KERNEL,
             )?
             .as_ptr()
-            .cast::<usize>()
+            .cast::<NonNull<u8>>()
         };
         let pool = Mempool {
             slab,
             source,
             min_nr,
-            reserve: spin::Mutex::new(Reserve { slots, curr: 0 }),
+            reserve: IrqSpinLock::new(
+                "mempool reserve",
+                Reserve {
+                    slots,
+                    cap: min_nr,
+                    curr: 0,
+                },
+            ),
         };
         for _ in 0..min_nr {
             match pool.raw_alloc(Gfp::KERNEL) {
                 Ok(e) => {
-                    let mut r = pool.reserve.lock();
-                    // SAFETY: curr < min_nr slots.
-                    unsafe { r.slots.add(r.curr).write(e.as_ptr().addr()) };
-                    r.curr += 1;
+                    let pushed = pool.reserve.lock_irqsave(slab.buddy().cpu()).push(e);
+                    debug_assert!(pushed, "min_nr slots");
                 }
                 Err(e) => {
                     pool.release_all();
@@ -115,7 +153,7 @@ impl<'s, 'a, C: Cpu> Mempool<'s, 'a, C> {
 
     /// Elements in the reserve.
     pub fn reserved(&self) -> usize {
-        self.reserve.lock().curr
+        self.reserve.lock_irqsave(self.slab.buddy().cpu()).curr
     }
 
     /// The guaranteed minimum.
@@ -127,17 +165,14 @@ impl<'s, 'a, C: Cpu> Mempool<'s, 'a, C> {
     /// or, if that fails, from the reserve. `Err(OutOfMemory)` when both are
     /// empty — a kernel that can sleep waits for a `free` and retries.
     pub fn alloc(&self, gfp: Gfp) -> Result<NonNull<u8>, SlabError> {
+        self.slab.buddy().cpu().interrupt_point();
         if let Ok(e) = self.raw_alloc(gfp) {
             return Ok(e);
         }
-        let mut r = self.reserve.lock();
-        if r.curr == 0 {
-            return Err(SlabError::OutOfMemory);
-        }
-        r.curr -= 1;
-        // SAFETY: slot `curr` holds an element.
-        let e = unsafe { r.slots.add(r.curr).read() };
-        Ok(NonNull::new(core::ptr::with_exposed_provenance_mut(e)).expect("elements are not null"))
+        self.reserve
+            .lock_irqsave(self.slab.buddy().cpu())
+            .pop()
+            .ok_or(SlabError::OutOfMemory)
     }
 
     /// Returns an element (Linux's `mempool_free`): it refills the reserve if
@@ -145,24 +180,20 @@ impl<'s, 'a, C: Cpu> Mempool<'s, 'a, C> {
     /// the allocator would refuse (foreign, double free) is refused here too,
     /// before it can enter the reserve.
     pub fn free(&self, e: NonNull<u8>) -> Result<(), SlabError> {
+        self.slab.buddy().cpu().interrupt_point();
         self.check(e)?;
-        let mut r = self.reserve.lock();
-        // Reserve elements are still allocated in their cache, so the checks
-        // above pass for them: look for the element in the reserve itself.
-        let reserved = (0..r.curr).any(|i| {
-            // SAFETY: slots below curr hold elements.
-            unsafe { r.slots.add(i).read() == e.as_ptr().addr() }
-        });
-        if reserved {
-            return Err(SlabError::DoubleFree);
+        {
+            let mut r = self.reserve.lock_irqsave(self.slab.buddy().cpu());
+            // Reserve elements are still allocated in their cache, so the
+            // checks above pass for them: look for the element in the reserve
+            // itself.
+            if r.contains(e) {
+                return Err(SlabError::DoubleFree);
+            }
+            if r.push(e) {
+                return Ok(());
+            }
         }
-        if r.curr < self.min_nr {
-            // SAFETY: curr < min_nr slots.
-            unsafe { r.slots.add(r.curr).write(e.as_ptr().addr()) };
-            r.curr += 1;
-            return Ok(());
-        }
-        drop(r);
         self.raw_free(e)
     }
 
@@ -189,21 +220,24 @@ impl<'s, 'a, C: Cpu> Mempool<'s, 'a, C> {
         }
     }
 
+    /// Gives every reserved element and the reserve array back, one at a
+    /// time with the pool's lock dropped (freeing may call the report hook).
     fn release_all(&self) {
-        let mut r = self.reserve.lock();
-        while r.curr > 0 {
-            r.curr -= 1;
-            // SAFETY: slot `curr` holds an element.
-            let e = unsafe { r.slots.add(r.curr).read() };
-            if let Some(p) = NonNull::new(core::ptr::with_exposed_provenance_mut::<u8>(e)) {
-                let res = self.raw_free(p);
-                debug_assert!(res.is_ok());
-            }
-        }
-        if !r.slots.is_null() {
-            let res = self.slab.kfree(r.slots.cast());
+        let cpu = self.slab.buddy().cpu();
+        loop {
+            let e = self.reserve.lock_irqsave(cpu).pop();
+            let Some(e) = e else { break };
+            let res = self.raw_free(e);
             debug_assert!(res.is_ok());
-            r.slots = core::ptr::null_mut();
+        }
+        let slots = {
+            let mut r = self.reserve.lock_irqsave(cpu);
+            r.cap = 0;
+            core::mem::replace(&mut r.slots, core::ptr::null_mut())
+        };
+        if !slots.is_null() {
+            let res = self.slab.kfree(slots.cast());
+            debug_assert!(res.is_ok());
         }
     }
 

@@ -8,6 +8,15 @@ use crate::SlabError;
 use crate::allocator::SlabAllocator;
 use crate::cache::{Cache, KmemCache};
 
+/// How much of a CPU's array [`SlabAllocator::drain_array`] gives back.
+#[derive(Clone, Copy)]
+enum Drain {
+    /// Everything (shrink, a drain requested by another CPU).
+    All,
+    /// A fifth of the limit if untouched since the last reap, else nothing.
+    Reap,
+}
+
 impl<'a, C: Cpu> SlabAllocator<'a, C> {
     /// Empties this CPU's array and the shared array, asks the other CPUs to
     /// empty theirs at their next use of the cache, and gives every free slab
@@ -15,10 +24,11 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     /// number of pages given back.
     pub fn kmem_cache_shrink(&self, cache: Cache<'a>) -> Result<usize, SlabError> {
         let c = self.cache(cache)?;
+        self.buddy().cpu().interrupt_point();
         let mut pages = self.drain_local(c);
         self.request_drains(c);
         pages += self.drain_shared(c, usize::MAX);
-        if !c.keep_slabs {
+        if !c.keeps_slabs() {
             pages += self.free_slabs(c, usize::MAX);
         }
         Ok(pages)
@@ -28,6 +38,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     /// large-object cache frees its off-slab descriptor into a small cache, so
     /// the caches are swept until a sweep gives nothing back.
     pub fn shrink_all(&self) -> usize {
+        self.buddy().cpu().interrupt_point();
         let mut total = 0;
         loop {
             let pages = self.shrink_pass();
@@ -44,7 +55,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             pages += self.drain_local(c);
             self.request_drains(c);
             pages += self.drain_shared(c, usize::MAX);
-            if !c.keep_slabs {
+            if !c.keeps_slabs() {
                 pages += self.free_slabs(c, usize::MAX);
             }
         });
@@ -56,24 +67,14 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     /// fifth of its limit, the shared array likewise, and some free slabs go
     /// back to the page allocator. Returns the pages given back.
     pub fn reap(&self) -> usize {
+        self.buddy().cpu().interrupt_point();
         let mut pages = 0;
         self.each_cache(|c| {
-            {
-                let cpu = self.buddy.cpu();
-                let _irq = cpu.irq_guard();
-                let pa = c.cpu_array(cpu.id());
-                // SAFETY: interrupts off, this CPU's array.
-                let ac = unsafe { &mut **pa.ac.get() };
-                if ac.touched {
-                    ac.touched = false;
-                } else {
-                    pages += self.free_array(c, ac, ac.limit.div_ceil(5));
-                }
-            }
-            pages += self.drain_shared(c, c.limit.div_ceil(5));
-            if !c.keep_slabs {
-                let n = c.geo.num.max(1);
-                let budget = c.free_limit.div_ceil(5 * n);
+            pages += self.drain_array(c, Drain::Reap);
+            pages += self.drain_shared(c, c.tunables().0.div_ceil(5));
+            if !c.keeps_slabs() {
+                let n = c.geo().num.max(1);
+                let budget = c.free_limit().div_ceil(5 * n);
                 pages += self.free_slabs(c, budget);
             }
         });
@@ -82,25 +83,75 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
 
     /// Empties the calling CPU's array of `c`.
     fn drain_local(&self, c: &KmemCache) -> usize {
-        let cpu = self.buddy.cpu();
-        let _irq = cpu.irq_guard();
-        let pa = c.cpu_array(cpu.id());
-        pa.drain.store(false, Ordering::Relaxed);
-        // SAFETY: interrupts off, this CPU's array.
-        let ac = unsafe { &mut **pa.ac.get() };
-        self.free_array(c, ac, usize::MAX)
+        self.drain_array(c, Drain::All)
+    }
+
+    /// Gives objects of the calling CPU's array of `c` back to their slabs
+    /// (Linux's `drain_array`), a batch at a time. Returns the pages given
+    /// back.
+    ///
+    /// The array is held pinned by preemption only: interrupts stay as the
+    /// caller had them, and there is an interrupt point before each batch. An
+    /// interrupt handler that uses the cache meanwhile finds the array held
+    /// and takes its objects from, and gives them to, the slab lists. If the
+    /// array is already held (this is a re-entry), its holder drains it: this
+    /// does nothing.
+    fn drain_array(&self, c: &KmemCache, how: Drain) -> usize {
+        let cpu = self.buddy().cpu();
+        let pin = cpu.preempt_guard();
+        c.arrays()
+            .with(&pin, |ac, st| {
+                // A drain another CPU asked for empties the array whatever
+                // `how` says.
+                let all = st.drain.swap(false, Ordering::Relaxed);
+                let mut left = match how {
+                    _ if all => usize::MAX,
+                    Drain::All => usize::MAX,
+                    Drain::Reap if ac.touched => {
+                        ac.touched = false;
+                        0
+                    }
+                    Drain::Reap => ac.limit().div_ceil(5),
+                };
+                let batch = ac.batchcount;
+                let mut pages = 0;
+                while left > 0 && st.avail() > 0 {
+                    cpu.interrupt_point();
+                    let chunk = ac.with_lifo(st, |a| a.take_oldest(left.min(batch)));
+                    left -= chunk.len();
+                    pages += self.free_objects(c, chunk.as_slice());
+                }
+                pages
+            })
+            .unwrap_or(0)
     }
 
     /// Asks every other CPU to empty its array of `c` at its next use.
     fn request_drains(&self, c: &KmemCache) {
-        let me = {
-            let cpu = self.buddy.cpu();
-            let _g = cpu.preempt_guard();
-            cpu.id()
-        };
-        for id in (0..c.ncpu).filter(|&i| i != me) {
-            c.cpu_array(id).drain.store(true, Ordering::Relaxed);
+        let pin = self.buddy().cpu().preempt_guard();
+        let me = pin.cpu_id();
+        for (id, slot) in c.arrays().slots().iter().enumerate() {
+            if id != me {
+                slot.shared().drain.store(true, Ordering::Relaxed);
+            }
         }
+    }
+
+    /// Empties CPU `cpu`'s array of `c` from whichever CPU calls (Linux's
+    /// drain of a CPU that went offline, and `kmem_cache_destroy`'s).
+    ///
+    /// # Safety
+    /// CPU `cpu` must not be using the cache's arrays, and must not start to
+    /// until this returns; no other CPU may drain it at the same time.
+    pub(crate) unsafe fn drain_offline_array(&self, c: &KmemCache, cpu: usize) -> usize {
+        // SAFETY: forwarded from the caller (`with_offline`'s contract).
+        let chunk = unsafe {
+            c.arrays().with_offline(cpu, |ac, st| {
+                st.drain.store(false, Ordering::Relaxed);
+                ac.with_lifo(st, |a| a.take_oldest(usize::MAX))
+            })
+        };
+        chunk.map_or(0, |chunk| self.free_objects(c, chunk.as_slice()))
     }
 
     /// Empties every array of CPU `cpu` in every cache (Linux's drain when a CPU
@@ -111,60 +162,8 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     /// returns.
     pub unsafe fn drain_offline_cpu(&self, cpu: usize) {
         self.each_cache(|c| {
-            if cpu < c.ncpu {
-                let _irq = self.buddy.cpu().irq_guard();
-                let pa = c.cpu_array(cpu);
-                pa.drain.store(false, Ordering::Relaxed);
-                // SAFETY: the caller guarantees the owner is not running.
-                let ac = unsafe { &mut **pa.ac.get() };
-                self.free_array(c, ac, usize::MAX);
-            }
+            // SAFETY: forwarded from the caller.
+            unsafe { self.drain_offline_array(c, cpu) };
         });
-    }
-
-    /// Calls `f` on every cache on the chain, however many there are, until
-    /// it returns an error. The chain lock is held only while a chunk of
-    /// caches is copied out, never while `f` runs (so `f` may take any lock,
-    /// allocate, or create a cache: one created meanwhile is reached too, as
-    /// caches join at the end of the chain).
-    ///
-    /// Caches on the chain are alive: destroy takes a cache off under the
-    /// chain lock before it dies, and destroying a cache while another CPU
-    /// shrinks or reaps is the caller's race, as in Linux. (Such a race can
-    /// at worst make this walk skip one cache: chunks are found by position.)
-    pub(crate) fn try_each_cache<E>(
-        &self,
-        mut f: impl FnMut(&'a KmemCache) -> Result<(), E>,
-    ) -> Result<(), E> {
-        const CHUNK: usize = 32;
-        let mut start = 0;
-        loop {
-            let mut chunk = [core::ptr::null::<KmemCache>(); CHUNK];
-            let mut n = 0;
-            {
-                let chain = self.chain.lock();
-                for c in chain.0.iter().skip(start).take(CHUNK) {
-                    chunk[n] = c;
-                    n += 1;
-                }
-            }
-            for &c in &chunk[..n] {
-                // SAFETY: see above: a cache on the chain, alive for 'a.
-                f(unsafe { &*c })?;
-            }
-            if n < CHUNK {
-                return Ok(());
-            }
-            start += n;
-        }
-    }
-
-    /// [`Self::try_each_cache`] with a function that cannot fail.
-    pub(crate) fn each_cache(&self, mut f: impl FnMut(&'a KmemCache)) {
-        let r: Result<(), core::convert::Infallible> = self.try_each_cache(|c| {
-            f(c);
-            Ok(())
-        });
-        let Ok(()) = r;
     }
 }

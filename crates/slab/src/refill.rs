@@ -1,53 +1,58 @@
 //! Moving objects between a CPU's array and the slabs in batches: refilling
 //! an empty array from the shared array or the slabs (Linux's
-//! `cache_alloc_refill`), flushing a full one (`cache_flusharray`), and giving
-//! objects back to their slabs (`free_block`).
+//! `cache_alloc_refill`), flushing a full one (`cache_flusharray`), draining
+//! the shared array, and giving objects back to their slabs (`free_block`).
 
 use intrusive_collections::UnsafeRef;
-use kmm_hal::Cpu;
+use kmm_hal::{Cpu, IrqGuard};
 
 use crate::allocator::SlabAllocator;
-use crate::cache::{ArrayCache, KmemCache};
+use crate::array::{Entry, Lifo, ObjBatch};
+use crate::cache::KmemCache;
 use crate::slab_desc::{SlabDesc, SlabList};
 
 impl<'a, C: Cpu> SlabAllocator<'a, C> {
-    /// Fills an empty array with a batch: from the shared array, else from the
+    /// Fills an empty array (this CPU's, held by the caller with interrupts
+    /// off) with up to `batch` entries: from the shared array, else from the
     /// slabs (Linux's `cache_alloc_refill`, without its `cache_grow`: the
-    /// caller grows the cache, with this array no longer borrowed, when this
-    /// leaves it empty).
+    /// caller grows the cache, with the array released, when this leaves it
+    /// empty).
     #[cold]
-    pub(crate) fn refill(&self, c: &KmemCache, ac: &mut ArrayCache) {
-        let batch = ac.batchcount;
+    pub(crate) fn refill(
+        &self,
+        c: &KmemCache,
+        a: &mut Lifo<'_>,
+        batch: usize,
+        irq: &IrqGuard<'_, C>,
+    ) {
+        let batch = batch.min(a.room());
         {
-            let mut sh = c.shared.lock();
-            if !sh.0.is_null() {
-                // SAFETY: the shared array lives in the cache's metadata; we
-                // hold its lock.
-                let shared = unsafe { &mut *sh.0 };
-                let n = batch.min(shared.avail);
-                if n > 0 {
-                    let from = shared.avail - n;
-                    let (src, dst) = (
-                        shared.entries()[from..from + n].as_ptr(),
-                        ac.entries().as_mut_ptr(),
-                    );
-                    // SAFETY: distinct arrays; n ≤ both lengths (ac is empty).
-                    unsafe { core::ptr::copy_nonoverlapping(src, dst, n) };
-                    shared.avail -= n;
-                    ac.avail = n;
-                    return;
-                }
+            let mut sh = c.shared().lock(irq);
+            let n = batch.min(sh.avail());
+            if n > 0 {
+                sh.lifo().move_top(a, n);
+                return;
             }
         }
-        self.take_from_slabs(c, ac, batch);
+        let n = self.take_from_slabs(c, &mut a.spare()[..batch], irq);
+        a.filled(n);
     }
 
-    /// Moves up to `batch` objects from the partial, then free, slabs.
+    /// One object straight from the slab lists, for a CPU whose array is
+    /// already held (a re-entry); `None` if the slabs have no free object.
     #[cold]
-    fn take_from_slabs(&self, c: &KmemCache, ac: &mut ArrayCache, batch: usize) {
-        let mut l = c.lists.lock();
-        let mut want = batch;
-        while want > 0 {
+    pub(crate) fn take_one(&self, c: &KmemCache, irq: &IrqGuard<'_, C>) -> Option<Entry> {
+        let mut one = [[0; 2]];
+        (self.take_from_slabs(c, &mut one, irq) == 1).then_some(one[0])
+    }
+
+    /// Fills `out` with objects from the partial, then free, slabs; returns
+    /// how many it took.
+    #[cold]
+    fn take_from_slabs(&self, c: &KmemCache, out: &mut [Entry], irq: &IrqGuard<'_, C>) -> usize {
+        let mut l = c.lists().lock(irq);
+        let mut taken = 0;
+        while taken < out.len() {
             let from_partial = !l.partial.is_empty();
             let slab = match (l.partial.front().get(), l.free.front().get()) {
                 (Some(s), _) => s as *const SlabDesc,
@@ -56,18 +61,16 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             };
             // SAFETY: the slab is on one of our lists (lock held).
             let slab = unsafe { &*slab };
-            while want > 0 {
-                let Some(i) = slab.get_obj() else { break };
-                let at = ac.avail;
-                let obj = slab.s_mem + i * c.geo.buffer_size + c.geo.obj_offset;
+            while taken < out.len() {
+                let Some(i) = slab.get_obj(&mut l) else { break };
+                let obj = slab.s_mem + i * c.geo().buffer_size + c.geo().obj_offset;
                 let state = (slab.state(i) as *const core::sync::atomic::AtomicU8).addr();
-                ac.entries()[at] = [obj, state];
-                ac.avail += 1;
+                out[taken] = [obj, state];
                 l.free_objects -= 1;
-                want -= 1;
+                taken += 1;
             }
             // Move the slab to the list that fits it now.
-            let now = if slab.inuse() == slab.num() {
+            let now = if slab.inuse(&l) == slab.num() {
                 SlabList::Full
             } else {
                 SlabList::Partial
@@ -84,88 +87,76 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
                     l.free.pop_front()
                 };
                 let r = r.expect("the slab was at the front");
-                slab.set_list(now);
+                slab.set_list(now, &mut l);
                 match now {
                     SlabList::Full => l.full.push_front(r),
                     _ => l.partial.push_front(r),
                 }
             }
         }
+        taken
     }
 
-    /// Empties a full array by a batch: into the shared array if it has room,
-    /// else back to the slabs (Linux's `cache_flusharray`).
+    /// Empties a full array (this CPU's, held by the caller with interrupts
+    /// off) by a batch: into the shared array if it has room; else the batch
+    /// is taken out and returned, for the caller to give back to its slabs
+    /// once it has released the array (Linux's `cache_flusharray`).
     #[cold]
-    pub(crate) fn flush_array(&self, c: &KmemCache, ac: &mut ArrayCache) {
-        let batch = ac.batchcount.min(ac.avail);
+    pub(crate) fn flush(
+        &self,
+        c: &KmemCache,
+        a: &mut Lifo<'_>,
+        batch: usize,
+        irq: &IrqGuard<'_, C>,
+    ) -> ObjBatch {
+        let batch = batch.min(a.len());
         {
-            let mut sh = c.shared.lock();
-            if !sh.0.is_null() {
-                // SAFETY: as in `refill`.
-                let shared = unsafe { &mut *sh.0 };
-                let room = shared.limit - shared.avail;
-                if room > 0 {
-                    let n = batch.min(room);
-                    let at = shared.avail;
-                    shared.entries()[at..at + n].copy_from_slice(&ac.entries()[..n]);
-                    shared.avail += n;
-                    let avail = ac.avail;
-                    ac.entries().copy_within(n..avail, 0);
-                    ac.avail -= n;
-                    return;
-                }
+            let mut sh = c.shared().lock(irq);
+            let mut shared = sh.lifo();
+            let n = batch.min(shared.room());
+            if n > 0 {
+                a.move_oldest(&mut shared, n);
+                return ObjBatch::new();
             }
         }
-        self.free_objects(c, &ac.entries()[..batch].to_owned_array());
-        let avail = ac.avail;
-        ac.entries().copy_within(batch..avail, 0);
-        ac.avail -= batch;
+        a.take_oldest(batch)
     }
 
-    /// Gives up to `max` objects of an array back to the slabs (oldest first);
-    /// returns the pages of slabs that went back to the page allocator.
-    #[cold]
-    pub(crate) fn free_array(&self, c: &KmemCache, ac: &mut ArrayCache, max: usize) -> usize {
-        let n = ac.avail.min(max);
-        if n == 0 {
-            return 0;
-        }
-        let avail = ac.avail;
+    /// Empties up to `max` objects of the shared array back to the slabs, a
+    /// chunk at a time: each chunk is taken out under the shared array's lock
+    /// and given back with that lock dropped, so slabs go back to the page
+    /// allocator with no slab lock held. Returns the pages given back.
+    pub(crate) fn drain_shared(&self, c: &KmemCache, max: usize) -> usize {
+        let cpu = self.buddy().cpu();
+        let mut left = max;
         let mut pages = 0;
-        for chunk in ac.entries()[..n].chunks(64) {
-            pages += self.free_objects(c, &chunk.to_owned_array());
+        while left > 0 {
+            let chunk = c.shared().lock_irqsave(cpu).lifo().take_oldest(left);
+            if chunk.is_empty() {
+                break;
+            }
+            left -= chunk.len();
+            pages += self.free_objects(c, chunk.as_slice());
         }
-        ac.entries().copy_within(n..avail, 0);
-        ac.avail -= n;
         pages
     }
 
-    /// Empties up to `max` objects of the shared array back to the slabs;
-    /// returns the pages given back.
-    pub(crate) fn drain_shared(&self, c: &KmemCache, max: usize) -> usize {
-        let mut sh = c.shared.lock();
-        if sh.0.is_null() {
-            return 0;
-        }
-        // SAFETY: as in `refill`.
-        let shared = unsafe { &mut *sh.0 };
-        self.free_array(c, shared, max)
-    }
-
     /// Returns objects to their slabs; slabs that become free are kept up to
-    /// the cache's free limit and given back to the page allocator beyond it
-    /// (Linux's `free_block`).
-    fn free_objects(&self, c: &KmemCache, objs: &ObjBatch) -> usize {
-        let mut doomed = ObjBatch::new();
-        {
-            let mut l = c.lists.lock();
-            for &obj in objs.as_slice() {
+    /// the cache's free limit and given back to the page allocator beyond it,
+    /// once the list lock is dropped (Linux's `free_block`, then
+    /// `slab_destroy`). Returns the pages given back.
+    pub(crate) fn free_objects(&self, c: &KmemCache, objs: &[usize]) -> usize {
+        let mut pages = 0;
+        for chunk in objs.chunks(ObjBatch::CAP) {
+            let mut doomed = ObjBatch::new();
+            let mut l = c.lists().lock_irqsave(self.buddy().cpu());
+            for &obj in chunk {
                 let loc = self.locate_trusted(c, obj);
                 let slab = loc.slab;
-                let before = slab.list();
-                slab.put_obj(loc.idx);
+                let before = slab.list(&l);
+                slab.put_obj(loc.idx, &mut l);
                 l.free_objects += 1;
-                let now = if slab.inuse() == 0 {
+                let now = if slab.inuse(&l) == 0 {
                     SlabList::Free
                 } else {
                     SlabList::Partial
@@ -182,59 +173,28 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
                     }
                 }
                 .expect("the slab is on its list");
-                if now == SlabList::Free && l.free_objects > c.free_limit && !c.keep_slabs {
+                if now == SlabList::Free && l.free_objects > c.free_limit() && !c.keeps_slabs() {
                     l.free_objects -= slab.num();
                     l.slabs -= 1;
                     l.reaped += 1;
                     doomed.push(slab as *const SlabDesc as usize);
                     let _ = UnsafeRef::into_raw(r);
                 } else {
-                    slab.set_list(now);
+                    slab.set_list(now, &mut l);
                     match now {
                         SlabList::Free => l.free.push_front(r),
                         _ => l.partial.push_front(r),
                     }
                 }
             }
+            drop(l);
+            for &s in doomed.as_slice() {
+                // SAFETY: the slab was taken off every list above: it is ours
+                // alone.
+                self.destroy_slab(c, unsafe { &*(s as *const SlabDesc) });
+            }
+            pages += doomed.len() << c.geo().gfporder;
         }
-        for &s in doomed.as_slice() {
-            // SAFETY: the slab was taken off every list above: it is ours alone.
-            self.destroy_slab(c, unsafe { &*(s as *const SlabDesc) });
-        }
-        doomed.as_slice().len() << c.geo.gfporder
-    }
-}
-
-/// Up to 64 object addresses copied out of an array (so the array can be
-/// modified while they are freed), without a heap.
-pub(crate) struct ObjBatch {
-    v: [usize; 64],
-    n: usize,
-}
-
-impl ObjBatch {
-    fn new() -> Self {
-        ObjBatch { v: [0; 64], n: 0 }
-    }
-    fn push(&mut self, x: usize) {
-        self.v[self.n] = x;
-        self.n += 1;
-    }
-    fn as_slice(&self) -> &[usize] {
-        &self.v[..self.n]
-    }
-}
-
-trait ToOwnedArray {
-    fn to_owned_array(&self) -> ObjBatch;
-}
-
-impl ToOwnedArray for [crate::cache::Entry] {
-    fn to_owned_array(&self) -> ObjBatch {
-        let mut b = ObjBatch::new();
-        for &[obj, _] in self.iter().take(64) {
-            b.push(obj);
-        }
-        b
+        pages
     }
 }

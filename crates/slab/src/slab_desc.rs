@@ -1,10 +1,16 @@
 //! [`SlabDesc`]: one slab's descriptor, followed in memory by its free-object
-//! index (Linux's `kmem_bufctl_t` array) and one state byte per object.
+//! index (Linux's `kmem_bufctl_t` array) and one state byte per object; and
+//! [`Lists`], a cache's slab lists, which its list lock holds.
+//!
+//! A descriptor's counters, free list and list mark are guarded by its
+//! cache's list lock. That rule is in the types: every method that reads or
+//! writes them takes the locked [`Lists`] (`&mut` to write, `&` to read),
+//! which only the lock's guard hands out.
 
 use core::cell::Cell;
 use core::sync::atomic::{AtomicU8, Ordering};
 
-use intrusive_collections::{LinkedListLink, UnsafeRef, intrusive_adapter};
+use intrusive_collections::{LinkedList, LinkedListLink, UnsafeRef, intrusive_adapter};
 
 /// Management bytes per object: a 16-bit free-list index and a state byte.
 pub const MGMT_PER_OBJ: usize = 3;
@@ -74,6 +80,38 @@ mod adapter {
 }
 pub use adapter::SlabAdapter;
 
+impl Lists {
+    /// No slabs.
+    pub(crate) fn new() -> Lists {
+        Lists {
+            full: LinkedList::new(SlabAdapter::NEW),
+            partial: LinkedList::new(SlabAdapter::NEW),
+            free: LinkedList::new(SlabAdapter::NEW),
+            free_objects: 0,
+            colour_next: 0,
+            slabs: 0,
+            grown: 0,
+            reaped: 0,
+        }
+    }
+}
+
+/// The slab lists of a cache, behind its list lock (Linux's `kmem_list3`).
+pub(crate) struct Lists {
+    pub(crate) full: LinkedList<SlabAdapter>,
+    pub(crate) partial: LinkedList<SlabAdapter>,
+    pub(crate) free: LinkedList<SlabAdapter>,
+    /// Free objects in the slabs (not counting arrays).
+    pub(crate) free_objects: usize,
+    /// Colour of the next slab.
+    pub(crate) colour_next: usize,
+    /// Slabs in the cache.
+    pub(crate) slabs: usize,
+    /// Slabs ever created, and destroyed.
+    pub(crate) grown: usize,
+    pub(crate) reaped: usize,
+}
+
 impl SlabDesc {
     /// Writes a descriptor for `num` objects from `s_mem` at `at`, with every
     /// object free and the free list in address order.
@@ -109,7 +147,10 @@ impl SlabDesc {
             } else {
                 BUFCTL_END
             };
-            d.set_bufctl(i, next);
+            // SAFETY: the index array of `num` entries follows the
+            // descriptor (the caller's contract); the slab is on no list
+            // yet, so nothing else reaches it.
+            unsafe { d.bufctl_ptr().add(i).write(next) };
             d.state(i).store(OBJ_FREE, Ordering::Relaxed);
         }
         d
@@ -124,16 +165,17 @@ impl SlabDesc {
         core::ptr::with_exposed_provenance_mut(at)
     }
 
-    fn bufctl(&self, i: usize) -> u16 {
+    fn bufctl(&self, i: usize, _locked: &Lists) -> u16 {
         debug_assert!(i < (self.num as usize));
         // SAFETY: the index array of `num` entries follows the descriptor (see
         // `init`); u16 needs 2-byte alignment, which the descriptor gives.
         unsafe { self.bufctl_ptr().add(i).read() }
     }
 
-    fn set_bufctl(&self, i: usize, v: u16) {
+    fn set_bufctl(&self, i: usize, v: u16, _locked: &mut Lists) {
         debug_assert!(i < (self.num as usize));
-        // SAFETY: as in `bufctl`; writes happen under the list lock.
+        // SAFETY: as in `bufctl`; writes happen under the list lock
+        // (`_locked`).
         unsafe { self.bufctl_ptr().add(i).write(v) }
     }
 
@@ -163,13 +205,13 @@ impl SlabDesc {
         }
     }
 
-    /// The list the slab is on (list lock held).
-    pub fn list(&self) -> SlabList {
+    /// The list the slab is on.
+    pub fn list(&self, _locked: &Lists) -> SlabList {
         self.list.get()
     }
 
-    /// Records the list the slab is on (list lock held).
-    pub fn set_list(&self, l: SlabList) {
+    /// Records the list the slab is on.
+    pub fn set_list(&self, l: SlabList, _locked: &mut Lists) {
         self.list.set(l);
     }
 
@@ -179,24 +221,24 @@ impl SlabDesc {
     }
 
     /// Objects handed out of the slab.
-    pub fn inuse(&self) -> usize {
+    pub fn inuse(&self, _locked: &Lists) -> usize {
         self.inuse.get() as usize
     }
 
-    /// Takes a free object (list lock held). `None` if the slab is full.
-    pub fn get_obj(&self) -> Option<usize> {
+    /// Takes a free object. `None` if the slab is full.
+    pub fn get_obj(&self, locked: &mut Lists) -> Option<usize> {
         let i = self.free.get();
         if i == BUFCTL_END {
             return None;
         }
-        self.free.set(self.bufctl(usize::from(i)));
+        self.free.set(self.bufctl(usize::from(i), locked));
         self.inuse.set(self.inuse.get() + 1);
         Some(usize::from(i))
     }
 
-    /// Returns object `i` (list lock held).
-    pub fn put_obj(&self, i: usize) {
-        self.set_bufctl(i, self.free.get());
+    /// Returns object `i`.
+    pub fn put_obj(&self, i: usize, locked: &mut Lists) {
+        self.set_bufctl(i, self.free.get(), locked);
         self.free.set(i as u16);
         self.inuse.set(self.inuse.get() - 1);
     }
