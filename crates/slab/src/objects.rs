@@ -65,13 +65,13 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         reclaim: bool,
     ) -> Result<NonNull<u8>, SlabError> {
         let irq = self.buddy().cpu().irq_guard();
-        // SAFETY: (`CpuLocal::with_unchecked`) the closure pops an entry and
-        // calls nothing that could reach this CPU's array again; interrupts
-        // are off (`irq`).
-        let entry =
-            unsafe { c.arrays().with_unchecked(&irq, |ac, st| ac.pop(st)) }.unwrap_or(NO_ENTRY);
+        let entry = c
+            .arrays()
+            .with(&irq, |ac, st| ac.pop(st))
+            .unwrap_or(NO_ENTRY);
         if entry[0] == 0 {
-            // Empty, or a drain requested: the slow path sorts it out. It gets the guard, so
+            // Empty, a drain requested, or this CPU's array already held (a
+            // re-entry): the slow path sorts it out. It gets the guard, so
             // the fast path restores interrupts in one place.
             return self.alloc_slow(c, gfp, reclaim, irq);
         }
@@ -276,14 +276,10 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         state.store(OBJ_FREE, Ordering::Relaxed);
         let state = (state as *const core::sync::atomic::AtomicU8).addr();
         let irq = self.buddy().cpu().irq_guard();
-        // SAFETY: (`CpuLocal::with_unchecked`) the closure pushes an entry and
-        // calls nothing that could reach this CPU's array again; interrupts
-        // are off (`irq`).
-        let pushed = unsafe {
-            c.arrays()
-                .with_unchecked(&irq, |ac, st| ac.push(st, obj, state))
-        }
-        .unwrap_or(false);
+        let pushed = c
+            .arrays()
+            .with(&irq, |ac, st| ac.push(st, obj, state))
+            .unwrap_or(false);
         if !pushed {
             // Full, a drain requested, or this CPU's array already held: the
             // slow path gets the guard, as in `alloc_object`.
