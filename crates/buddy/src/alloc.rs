@@ -45,9 +45,12 @@ impl<'a, C: Cpu> Buddy<'a, C> {
             };
             let z =
                 &self.zones[usize::from(*self.zonelists[node][class as usize].as_slice().first()?)];
-            // SAFETY: (`with_unchecked`) the closure only reads the zone's
-            // watermarks and pops the list: nothing in it can reach this
-            // CPU's lists again, and interrupts are off.
+            // SAFETY: (`with_unchecked`) every user of a zone's per-CPU lists
+            // pins with an IRQ guard (this path, `free_block`, `drain_local`;
+            // `drain_offline_cpu` only for a CPU that is not running) and
+            // calls nothing with the list held that could reach it again (no
+            // hook, no allocation, no interrupt point: this closure reads the
+            // watermarks and pops).
             unsafe {
                 z.pcp.with_unchecked(&irq, |p, s| {
                     if s.drain.load(Ordering::Relaxed) {

@@ -173,10 +173,11 @@ impl<'a, C: Cpu> Buddy<'a, C> {
         };
         if order == 0
             && !self.bypass_pcp
-            // SAFETY: (`with_unchecked`) `push` pushes on the list and may
+            // SAFETY: (`with_unchecked`) every user of a zone's per-CPU lists
+            // pins with an IRQ guard (see `alloc_fast`) and calls nothing with
+            // the list held that could reach it again: `push` pushes and may
             // spill to the zone (`trim_pcp`: the zone lock, no hook, no
-            // allocation), so nothing reaches this CPU's lists again; and
-            // interrupts are off.
+            // allocation, no interrupt point).
             && unsafe { zone.pcp.with_unchecked(&irq, push) }.is_some()
         {
             return;

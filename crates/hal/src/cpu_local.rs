@@ -193,11 +193,14 @@ impl<'a, T, S> CpuLocal<'a, T, S> {
     /// Debug builds still check (and panic on a re-entry).
     ///
     /// # Safety
-    /// While `f` runs, nothing may reach this `CpuLocal` on this CPU: `f`
-    /// calls no hook, no allocator entry point and nothing else that could
-    /// call [`CpuLocal::with`] or `with_unchecked` on it (interrupt handlers
-    /// cannot: `pin` must then be an [`IrqGuard`]; with a [`PreemptGuard`], no
-    /// interrupt handler may use this `CpuLocal` at all).
+    /// No other use of this CPU's slot may be live when this runs or start
+    /// while `f` runs. That holds when every user of this `CpuLocal` (every
+    /// `with`, `with_unchecked` and `with_offline` of its owner) pins with an
+    /// [`IrqGuard`] and calls, with the slot held, nothing that could reach
+    /// it again: no hook, no allocation, no [`Cpu::interrupt_point`]. A
+    /// `CpuLocal` that some user holds with only a [`PreemptGuard`], or with
+    /// interrupts re-enabled, must not use `with_unchecked` anywhere: an
+    /// interrupt handler would find the slot in use.
     #[inline(always)]
     pub unsafe fn with_unchecked<P: Pinned, R>(
         &self,
