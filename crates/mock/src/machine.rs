@@ -57,7 +57,16 @@ impl MachineBuilder {
 
     /// Builds the machine: allocates (sparse) RAM and, in the mmap backing,
     /// reserves the kernel window and maps the direct map into it.
-    pub fn build(self) -> io::Result<Machine> {
+    ///
+    /// On a 32-bit host (outside Miri) the software backing is built as the
+    /// mmap one: the software RAM can lie where the kernel window's shape
+    /// (the direct map, then the vmalloc area, pkmap and fixmap up to 1 GiB
+    /// above it) would run past the top of the address space, and the layout
+    /// would fail `kmm_hal::check_layout`.
+    pub fn build(mut self) -> io::Result<Machine> {
+        if cfg!(all(target_pointer_width = "32", not(miri))) && self.backing == Backing::Software {
+            self.backing = Backing::Mmap;
+        }
         let ram = Ram::new(self.ram, self.backing)?;
         let i386 = I386Layout::new(self.ram, self.paging == PagingMode::Pae, self.cpus);
         let direct = i386.direct_map().size();
