@@ -2,7 +2,7 @@
 
 use core::marker::PhantomData;
 
-use crate::sync::LockReport;
+use crate::lock_report::LockReport;
 
 /// Saved interrupt state, returned by [`Cpu::irq_save`] and given back to
 /// [`Cpu::irq_restore`]. Opaque to callers; an implementation stores what it

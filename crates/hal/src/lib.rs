@@ -54,6 +54,7 @@ mod cpu;
 mod cpu_local;
 mod flags;
 mod layout;
+mod lock_report;
 mod paging;
 pub mod sync;
 

@@ -29,27 +29,7 @@ use core::panic::Location;
 
 use crate::cpu::{Cpu, IrqGuard};
 
-/// Two places a lock was taken that cannot both be right: from an interrupt
-/// handler, and with interrupts enabled (Linux's "inconsistent lock state").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LockReport {
-    /// The lock's name.
-    pub lock: &'static str,
-    /// Where it was taken inside an interrupt handler.
-    pub in_interrupt: &'static Location<'static>,
-    /// Where it was taken with interrupts enabled.
-    pub irqs_enabled: &'static Location<'static>,
-}
-
-impl fmt::Display for LockReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "inconsistent lock state: `{}` taken in interrupt context at {} and with interrupts enabled at {}",
-            self.lock, self.in_interrupt, self.irqs_enabled
-        )
-    }
-}
+pub use crate::lock_report::LockReport;
 
 #[cfg(any(debug_assertions, feature = "lockdep"))]
 mod dep {
