@@ -181,7 +181,8 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         let layout = MetaLayout::new(geo.buffer_size, self.buddy.cpu().count());
         let ready = self.kmalloc_ready.load(Ordering::Acquire);
         let meta = self.alloc_meta(layout.bytes(), ready)?;
-        let obj = match self.alloc_object(self.cache_cache_desc(), Gfp::KERNEL, true) {
+        let cc = self.cache_cache_desc();
+        let obj = match self.alloc_object(cc, Gfp::KERNEL, true, cc.geo().obj_size) {
             Ok(o) => o.cast::<KmemCache>(),
             Err(e) => {
                 self.free_meta(meta, ready);

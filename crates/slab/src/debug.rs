@@ -12,7 +12,7 @@ use kmm_hal::Cpu;
 use kmm_hal::sync::IrqSpinLock;
 
 use crate::cache::KmemCache;
-use crate::slab_desc::{OBJ_ALLOCATED, OBJ_FREE};
+use crate::slab_desc::{OBJ_ALLOCATED, OBJ_FREE, OBJ_TRANSIT};
 use crate::{SlabError, SlabFlags};
 
 /// Red-zone word of a free object.
@@ -154,9 +154,14 @@ pub(crate) fn on_new(c: &KmemCache, buf: usize) {
 
 /// Checks an object being handed out — poison intact, red zones inactive —
 /// and passes each problem found to `report`; then marks the red zones
-/// active.
+/// active and records the `requested` size (see [`set_requested`]).
 #[inline]
-pub(crate) fn on_alloc(c: &KmemCache, obj: usize, mut report: impl FnMut(Offence)) {
+pub(crate) fn on_alloc(
+    c: &KmemCache,
+    obj: usize,
+    requested: usize,
+    mut report: impl FnMut(Offence),
+) {
     if !cfg!(feature = "debug") {
         return;
     }
@@ -168,7 +173,7 @@ pub(crate) fn on_alloc(c: &KmemCache, obj: usize, mut report: impl FnMut(Offence
             report(Offence::RedZone);
         }
         set_red(c, obj, RED_ACTIVE);
-        set_requested_unchecked(c, obj, c.geo().obj_size);
+        set_requested(c, obj, requested);
     }
 }
 
@@ -242,22 +247,25 @@ pub(crate) fn check_lists(
             let mut allocated = 0;
             for i in 0..slab.num() {
                 let obj = slab.s_mem + i * c.geo().buffer_size + c.geo().obj_offset;
-                match slab.state(i).load(Ordering::Relaxed) {
-                    OBJ_ALLOCATED => {
-                        allocated += 1;
-                        if cfg!(feature = "debug") && !zones_ok(c, obj, RED_ACTIVE) {
-                            return Err(report(obj, Offence::RedZone));
-                        }
+                let state = slab.state(i);
+                let seen = state.load(Ordering::Acquire);
+                if seen != OBJ_FREE {
+                    allocated += 1;
+                }
+                if let Some(offence) = object_offence(c, obj, seen) {
+                    // Its owner on another CPU may have moved the object on
+                    // while it was read (the lists lock does not cover
+                    // objects out of the slab): it is damaged only if it
+                    // fails again in the same state, unchanged across the
+                    // second look (a whole free-and-allocate cycle in between
+                    // leaves its zones whole).
+                    let now = state.load(Ordering::Acquire);
+                    if now == seen
+                        && object_offence(c, obj, now).is_some()
+                        && state.load(Ordering::Acquire) == seen
+                    {
+                        return Err(report(obj, offence));
                     }
-                    OBJ_FREE => {
-                        if cfg!(feature = "debug")
-                            && c.flags().contains(SlabFlags::POISON)
-                            && !poison_ok(c, obj)
-                        {
-                            return Err(report(obj, Offence::UseAfterFree));
-                        }
-                    }
-                    _ => return Err(report(obj, Offence::Inconsistent)),
                 }
                 checked += 1;
             }
@@ -267,6 +275,23 @@ pub(crate) fn check_lists(
         }
     }
     Ok(checked)
+}
+
+/// What is wrong with an object of a slab whose state byte read `state`, if
+/// anything: an allocated one's red zones and slack, a free one's poison, an
+/// unknown state byte. An object in transit (its owner rewriting its zones) is
+/// not judged.
+fn object_offence(c: &KmemCache, obj: usize, state: u8) -> Option<Offence> {
+    let debug = cfg!(feature = "debug");
+    match state {
+        OBJ_ALLOCATED if debug && !zones_ok(c, obj, RED_ACTIVE) => Some(Offence::RedZone),
+        OBJ_FREE if debug && c.flags().contains(SlabFlags::POISON) && !poison_ok(c, obj) => {
+            Some(Offence::UseAfterFree)
+        }
+        OBJ_ALLOCATED | OBJ_FREE => None,
+        OBJ_TRANSIT if debug => None,
+        _ => Some(Offence::Inconsistent),
+    }
 }
 
 fn red(c: &KmemCache, obj: usize) -> (u64, u64) {

@@ -112,7 +112,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
                 .slabp_cache()
                 .expect("off-slab caches have a descriptor cache");
             let desc_cache = self.cache(cache.erase())?;
-            let p = self.alloc_object(desc_cache, gfp, false)?;
+            let p = self.alloc_object(desc_cache, gfp, false, desc_cache.geo().obj_size)?;
             (p.as_ptr().addr(), addr + colour)
         } else {
             (addr + colour, addr + colour + geo.mgmt_size)

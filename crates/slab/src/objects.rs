@@ -17,7 +17,7 @@ use crate::array::{Entry, NO_ENTRY, ObjBatch};
 use crate::cache::{Cache, KmemCache};
 use crate::debug::{self, Offence};
 use crate::kmalloc::Kmalloc;
-use crate::slab_desc::{OBJ_ALLOCATED, OBJ_FREE, SlabDesc};
+use crate::slab_desc::{OBJ_ALLOCATED, OBJ_FREE, OBJ_TRANSIT, SlabDesc};
 
 /// Where an object lives. Made only by `locate`, which checks that `idx` is
 /// below the slab descriptor's object count, and `locate_trusted`, whose
@@ -46,13 +46,16 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     #[inline]
     pub fn kmem_cache_alloc(&self, cache: Cache<'a>, gfp: Gfp) -> Result<NonNull<u8>, SlabError> {
         let c = self.cache(cache)?;
-        self.alloc_object(c, gfp, true)
+        self.alloc_object(c, gfp, true, c.geo().obj_size)
     }
 
     /// [`Self::kmem_cache_alloc`] on a cache, with or without reclaiming when
     /// the page allocator is dry (never for an allocation that may not wait:
     /// Linux reclaims for no atomic allocation; nor for an off-slab
     /// descriptor while its slab grows: the outer allocation reclaims).
+    ///
+    /// `requested` is the size the caller asked for (the object size but for
+    /// kmalloc), which the `debug` checks guard from the start.
     ///
     /// The fast path pops this CPU's array and calls nothing; everything else
     /// (refill, a drain request, reclaim) is in [`Self::alloc_slow`], called in
@@ -63,6 +66,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         c: &KmemCache,
         gfp: Gfp,
         reclaim: bool,
+        requested: usize,
     ) -> Result<NonNull<u8>, SlabError> {
         let irq = self.buddy().cpu().irq_guard();
         let entry = c
@@ -73,22 +77,35 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             // Empty, a drain requested, or this CPU's array already held (a
             // re-entry): the slow path sorts it out. It gets the guard, so
             // the fast path restores interrupts in one place.
-            return self.alloc_slow(c, gfp, reclaim, irq);
+            return self.alloc_slow(c, gfp, reclaim, requested, irq);
         }
         drop(irq);
-        Ok(self.hand_out(c, gfp, entry))
+        Ok(self.hand_out(c, gfp, entry, requested))
     }
 
     /// Marks a popped entry's object allocated and hands it out (zeroed for
-    /// `Gfp::ZERO`).
+    /// `Gfp::ZERO`). A `debug` build checks and rewrites the red zones in
+    /// transit, so a concurrent `validate_cache` never sees an allocated
+    /// object with half-written zones.
     #[inline(always)]
-    fn hand_out(&self, c: &KmemCache, gfp: Gfp, [obj, state]: Entry) -> NonNull<u8> {
+    fn hand_out(
+        &self,
+        c: &KmemCache,
+        gfp: Gfp,
+        [obj, state]: Entry,
+        requested: usize,
+    ) -> NonNull<u8> {
         // SAFETY: the entry holds the address of the object's state byte in its
         // live slab's management area (an AtomicU8).
         let state =
             unsafe { &*core::ptr::with_exposed_provenance::<core::sync::atomic::AtomicU8>(state) };
-        state.store(OBJ_ALLOCATED, Ordering::Relaxed);
-        debug::on_alloc(c, obj, |o| self.report(c, obj, o));
+        if cfg!(feature = "debug") {
+            state.store(OBJ_TRANSIT, Ordering::Relaxed);
+            debug::on_alloc(c, obj, requested, |o| self.report(c, obj, o));
+            state.store(OBJ_ALLOCATED, Ordering::Release);
+        } else {
+            state.store(OBJ_ALLOCATED, Ordering::Relaxed);
+        }
         if gfp.contains(Gfp::ZERO) {
             // Linux's `kmem_cache_zalloc`.
             let p = core::ptr::with_exposed_provenance_mut::<u8>(obj);
@@ -112,6 +129,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         c: &KmemCache,
         gfp: Gfp,
         reclaim: bool,
+        requested: usize,
         irq: IrqGuard<'_, C>,
     ) -> Result<NonNull<u8>, SlabError> {
         drop(irq);
@@ -126,7 +144,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             }
             Err(e) => return Err(e),
         };
-        Ok(self.hand_out(c, gfp, entry))
+        Ok(self.hand_out(c, gfp, entry, requested))
     }
 
     /// Pops an entry from this CPU's array, refilling it if empty (Linux's
@@ -255,10 +273,16 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         // stores (no locked instruction on the hot path): a double free is
         // refused unless two CPUs free the same object at the same instant. The
         // `hardened` and `debug` builds claim the object with one atomic
-        // exchange, so even that race is caught.
+        // exchange, so even that race is caught; `debug` claims it in transit
+        // while it checks the zones and poisons (see `hand_out`).
         let claimed = if cfg!(any(feature = "hardened", feature = "debug")) {
+            let to = if cfg!(feature = "debug") {
+                OBJ_TRANSIT
+            } else {
+                OBJ_FREE
+            };
             state
-                .compare_exchange(OBJ_ALLOCATED, OBJ_FREE, Ordering::AcqRel, Ordering::Relaxed)
+                .compare_exchange(OBJ_ALLOCATED, to, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
         } else {
             state.load(Ordering::Relaxed) == OBJ_ALLOCATED
@@ -270,10 +294,10 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         }
         if let Err(e) = debug::on_free(c, obj, |o| self.report(c, obj, o)) {
             // Damaged: reported, and left allocated.
-            state.store(OBJ_ALLOCATED, Ordering::Relaxed);
+            state.store(OBJ_ALLOCATED, Ordering::Release);
             return Err(e);
         }
-        state.store(OBJ_FREE, Ordering::Relaxed);
+        state.store(OBJ_FREE, Ordering::Release);
         let state = (state as *const core::sync::atomic::AtomicU8).addr();
         let irq = self.buddy().cpu().irq_guard();
         let pushed = c
@@ -425,8 +449,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         let dma = gfp.contains(Gfp::DMA);
         match self.kmalloc_table().desc_for(size, dma) {
             Some(c) => {
-                let p = self.alloc_object(c, gfp.difference(Gfp::ZERO), true)?;
-                debug::set_requested(c, p.as_ptr().addr(), size);
+                let p = self.alloc_object(c, gfp.difference(Gfp::ZERO), true, size)?;
                 if gfp.contains(Gfp::ZERO) {
                     // SAFETY: the object is ours and at least `size` bytes.
                     unsafe { core::ptr::write_bytes(p.as_ptr(), 0, size) };
@@ -539,8 +562,20 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             Ok(loc) => {
                 let old = live_size(&loc)?;
                 if old >= new_size {
-                    // In place: the `debug` checks now guard the new size.
-                    debug::set_requested(loc.cache, ptr.addr(), new_size);
+                    // In place: the `debug` checks now guard the new size
+                    // (written in transit, as in `hand_out`).
+                    if cfg!(feature = "debug") {
+                        let st = loc.state();
+                        st.compare_exchange(
+                            OBJ_ALLOCATED,
+                            OBJ_TRANSIT,
+                            Ordering::Acquire,
+                            Ordering::Relaxed,
+                        )
+                        .map_err(|_| SlabError::DoubleFree)?;
+                        debug::set_requested(loc.cache, ptr.addr(), new_size);
+                        st.store(OBJ_ALLOCATED, Ordering::Release);
+                    }
                     return NonNull::new(ptr).ok_or(SlabError::Foreign);
                 }
                 // SAFETY: forwarded from the caller; `loc` locates `ptr`, live.

@@ -20,6 +20,11 @@ pub const BUFCTL_END: u16 = u16::MAX;
 pub const OBJ_ALLOCATED: u8 = 0xA5;
 /// State byte of an object in a cache (free list or per-CPU array).
 pub const OBJ_FREE: u8 = 0;
+/// State byte of an object its owner is handing out, freeing or resizing in
+/// place while the `debug` checks rewrite its red zones, slack and poison
+/// (`debug` builds only): `validate_cache` skips it, since what it would
+/// read is half written.
+pub const OBJ_TRANSIT: u8 = 0x5A;
 
 /// A slab: `num` objects in `2^gfporder` pages.
 ///

@@ -103,8 +103,11 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     /// Full validation of a cache (the `debug` feature's consistency check,
     /// also available without it for the bookkeeping part): every slab's
     /// counts agree with its state bytes and its list; with `debug`, free
-    /// objects keep their poison and allocated ones their red zones. Returns
-    /// the number of objects checked, or the first problem (also reported).
+    /// objects keep their poison and allocated ones their red zones. Other
+    /// CPUs may allocate and free meanwhile: objects their owners are
+    /// handing out or freeing are skipped, and a problem is reported only if
+    /// the object fails twice in the same state. Returns the number of
+    /// objects checked, or the first problem (also reported).
     pub fn validate_cache(&self, cache: Cache<'a>) -> Result<usize, DebugReport> {
         let c = cache.get().ok_or(DebugReport {
             cache: "?",
