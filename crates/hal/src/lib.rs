@@ -10,7 +10,9 @@
 //! - [`Cpu`]: which CPU runs, and IRQ and preemption guards;
 //! - [`CpuLocal`]: one value per CPU, touched without a lock by its CPU;
 //! - [`sync`]: spin locks that are IRQ-safe by type, and a lock checker;
-//! - [`KernelLayout`]: the direct map, vmalloc area, pkmap window and fixmap.
+//! - [`KernelLayout`]: the direct map, vmalloc area, pkmap window and fixmap;
+//! - [`KernelTlb`]: kernel TLB flushes on every CPU, and [`KernelTables`]:
+//!   the kernel page tables every CPU writes, behind one IRQ-safe lock.
 //!
 //! # Safety and locking
 //!
@@ -30,7 +32,8 @@
 //!   reports a lock taken both in interrupt context and with interrupts
 //!   enabled through [`Cpu::lockdep_report`].
 //! - [`PageTable::flush`] and [`PageTable::flush_all`] are local to the calling
-//!   CPU.
+//!   CPU; [`KernelTlb`] is the one way to flush every CPU, called with
+//!   interrupts on and no IRQ-safe lock held.
 //!
 //! `kmm-i386` implements the traits for 32-bit x86 (2-level and PAE paging);
 //! `kmm-mock` implements them for a simulated machine on the host.
@@ -53,14 +56,18 @@ mod addr;
 mod cpu;
 mod cpu_local;
 mod flags;
+mod kernel_tables;
 mod layout;
 mod lock_report;
 mod paging;
 pub mod sync;
+mod tlb;
 
 pub use addr::{AddrError, MAX_PHYS_BITS, PAGE_SHIFT, PAGE_SIZE, Pfn, PhysAddr, VirtAddr};
 pub use cpu::{Cpu, IrqGuard, IrqState, PreemptGuard};
 pub use cpu_local::{CpuLocal, PerCpu, Pinned};
 pub use flags::PageFlags;
+pub use kernel_tables::{KernelTables, Tables};
 pub use layout::{DirectMap, Fixmap, KernelLayout, LayoutError, check_layout};
 pub use paging::{Flush, FrameSource, MapError, PageSize, PageTable, TableReclaim, Translation};
+pub use tlb::KernelTlb;

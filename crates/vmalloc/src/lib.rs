@@ -1,0 +1,6 @@
+//! Linux's vmalloc for kmm: virtually contiguous kernel memory from scattered
+//! pages, device mappings, and small per-CPU mappings.
+#![no_std]
+#![warn(missing_docs)]
+
+pub mod rbtree;

@@ -1,0 +1,1 @@
+//! An intrusive red-black tree augmented with a per-subtree value.
