@@ -24,8 +24,10 @@
 use std::sync::{Arc, OnceLock};
 
 use kmm_buddy::{Buddy, BuddyConfig, MAX_ORDER};
-use kmm_hal::{Cpu, Pfn, PhysAddr};
-use kmm_mock::{Backing, BindError, CpuBinding, Machine, MockCpu, PagingMode};
+use kmm_hal::{Cpu, KernelTables, Pfn, PhysAddr};
+use kmm_mock::{
+    Backing, BindError, CpuBinding, Machine, MockCpu, MockFrames, MockPageTable, PagingMode,
+};
 use kmm_page_frame::{Bootmem, MemMap, PgFlags, Region, RegionKind, ZoneType};
 use kmm_slab::{Cache, SlabAllocator};
 
@@ -46,6 +48,7 @@ pub struct TestMachineBuilder {
     highmem: Option<u64>,
     reserved: Vec<(u64, u64)>,
     config: BuddyConfig<'static>,
+    page_tables: Option<(u64, u64)>,
 }
 
 impl Default for TestMachineBuilder {
@@ -61,6 +64,7 @@ impl Default for TestMachineBuilder {
             highmem: None,
             reserved: vec![(MIB, MIB)],
             config: BuddyConfig::default(),
+            page_tables: None,
         }
     }
 }
@@ -138,6 +142,17 @@ impl TestMachineBuilder {
     /// Reservations made with [`Self::reserve`] after this stay.
     pub fn without_kernel_image(mut self) -> Self {
         self.reserved.retain(|&r| r != (MIB, MIB));
+        self
+    }
+
+    /// Builds the kernel page tables ([`TestMachine::kernel_tables`]): the
+    /// i386 tables in the machine's paging mode with the direct map entered,
+    /// their page-table pages taken from `mib` MiB of low memory reserved at
+    /// boot from 2 MiB on (right after the kernel image), as vmalloc and
+    /// pkmap need.
+    pub fn kernel_tables_mib(mut self, mib: u64) -> Self {
+        self.page_tables = Some((2 * MIB, mib * MIB));
+        self.reserved.push((2 * MIB, mib * MIB));
         self
     }
 
@@ -270,9 +285,17 @@ impl TestMachineBuilder {
             .expect("kmm-testkit: the mock machine");
         let cpu = wrap(machine.cpu().clone());
         let buddy = boot_buddy(&machine, &self, cpu.clone(), self.config);
+        let tables = self.page_tables.map(|(base, len)| {
+            let mut frames = MockFrames::new(PhysAddr::new(base), PhysAddr::new(base + len));
+            let pt = machine
+                .kernel_page_table(&mut frames, true)
+                .expect("kmm-testkit: the kernel page tables");
+            KernelTables::new(pt, frames)
+        });
         TestMachine {
             inner: Arc::new(Inner {
                 slab: OnceLock::new(),
+                tables,
                 buddy: Some(buddy),
                 cpu,
                 machine,
@@ -319,6 +342,8 @@ fn boot_buddy<C: Cpu>(
 /// buddy, CPUs, machine (module docs).
 struct Inner<C: Cpu + 'static> {
     slab: OnceLock<SlabAllocator<'static, C>>,
+    /// The kernel page tables, if asked for (`kernel_tables_mib`).
+    tables: Option<KernelTables<MockPageTable, MockFrames>>,
     /// Always `Some` but inside [`TestMachine::rebuild`].
     buddy: Option<Buddy<'static, C>>,
     /// The CPUs the allocators run on (the machine's, or a test's wrapper of
@@ -402,6 +427,16 @@ impl<C: Cpu + Clone + Send + Sync + 'static> TestMachine<C> {
     /// The mock machine (RAM, TLB checker, CPUs).
     pub fn machine(&self) -> &Machine {
         &self.inner.machine
+    }
+
+    /// The kernel page tables and their frame source (the frames reserved by
+    /// [`TestMachineBuilder::kernel_tables_mib`]), behind their IRQ-safe
+    /// lock. Panics if the machine was built without them.
+    pub fn kernel_tables(&self) -> &KernelTables<MockPageTable, MockFrames> {
+        self.inner
+            .tables
+            .as_ref()
+            .expect("kmm-testkit: build the machine with `kernel_tables_mib` for page tables")
     }
 
     /// The machine's CPUs (the ones threads bind to).
