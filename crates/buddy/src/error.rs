@@ -34,6 +34,8 @@ pub enum FreeError {
     /// the page allocator (a large or strongly aligned request): free it with
     /// `kfree`.
     Kmalloc,
+    /// The page belongs to a live vmalloc area (free it with `vfree`).
+    Vmalloc,
     /// The block was allocated with another order.
     WrongOrder {
         /// The order it was allocated with.
@@ -54,6 +56,7 @@ impl fmt::Display for FreeError {
             FreeError::Slab => write!(f, "block belongs to the SLAB allocator"),
             FreeError::Linked => write!(f, "page still linked on a list"),
             FreeError::Kmalloc => write!(f, "block is a live kmalloc allocation"),
+            FreeError::Vmalloc => write!(f, "page belongs to a live vmalloc area"),
             FreeError::WrongOrder { allocated } => {
                 write!(
                     f,

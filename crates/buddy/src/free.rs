@@ -41,7 +41,8 @@ impl<'a, C: Cpu> Buddy<'a, C> {
     /// descriptor of this allocator, lies in no zone, is reserved, is misaligned
     /// for `order`, is already free, does not head an allocated block, heads
     /// one of another order, belongs to the SLAB allocator (a slab page, or a
-    /// block `kmalloc` handed out: [`FreeError::Slab`], [`FreeError::Kmalloc`]),
+    /// block `kmalloc` handed out: [`FreeError::Slab`], [`FreeError::Kmalloc`];
+    /// a page of a live vmalloc area: [`FreeError::Vmalloc`]),
     /// or is still on a list of its owner's ([`FreeError::Linked`]).
     pub fn free_pages_page(&self, page: &Page, order: usize) -> Result<Freed, FreeError> {
         self.put_block(page, order, ListEnd::Hot)
@@ -113,7 +114,8 @@ impl<'a, C: Cpu> Buddy<'a, C> {
             .union(PgFlags::HEAD)
             .union(PgFlags::SLAB)
             .union(PgFlags::LINKED)
-            .union(PgFlags::KMALLOC);
+            .union(PgFlags::KMALLOC)
+            .union(PgFlags::VMALLOC);
         let aligned = pfn & ((1 << order) - 1) == 0;
         if !aligned || page.flags() & STATE != PgFlags::HEAD || page.private() != order {
             return Err(Self::refuse_free(page, aligned, order));
@@ -140,6 +142,8 @@ impl<'a, C: Cpu> Buddy<'a, C> {
             FreeError::Linked
         } else if flags.contains(PgFlags::KMALLOC) {
             FreeError::Kmalloc
+        } else if flags.contains(PgFlags::VMALLOC) {
+            FreeError::Vmalloc
         } else {
             debug_assert_ne!(page.private(), order);
             FreeError::WrongOrder {

@@ -42,6 +42,9 @@ bitflags::bitflags! {
         /// With `SLAB`: the slab holds the SLAB allocator's own objects (cache
         /// descriptors), which no user may free.
         const SLAB_INTERNAL = 1 << 10;
+        /// Heads a page a live vmalloc area owns: only `vfree` frees it, the
+        /// page allocator refuses to.
+        const VMALLOC = 1 << 11;
     }
 }
 
