@@ -1,0 +1,68 @@
+//! The machine the vmalloc tests run on, and checked access to its memory.
+#![allow(dead_code)]
+
+use kmm_hal::{PAGE_SIZE, PhysAddr, VirtAddr};
+use kmm_mock::{AccessError, Machine, MockCpu, MockFrames, MockPageTable};
+use kmm_testkit::TestMachine;
+use kmm_vmalloc::Vmalloc;
+
+/// The allocator on a test machine, flushing every simulated CPU's TLB.
+pub type Vm<'h> = Vmalloc<'h, MockPageTable, MockFrames, &'h Machine, MockCpu>;
+
+/// `mib` MiB of RAM, high memory from 16 MiB on (so vmalloc pages come from
+/// HIGHMEM first), `cpus` CPUs, zero watermarks, kernel page tables.
+pub fn rig(mib: u64, cpus: usize) -> TestMachine {
+    let host = TestMachine::builder()
+        .ram_mib(mib)
+        .highmem_mib(16.min(mib))
+        .cpus(cpus)
+        .no_reserve()
+        .kernel_tables_mib(1)
+        .build();
+    host.slab();
+    host
+}
+
+/// The allocator over `host`'s vmalloc range.
+pub fn vm(host: &TestMachine) -> Vm<'_> {
+    Vmalloc::new(
+        host.slab(),
+        host.kernel_tables(),
+        host.machine(),
+        host.machine().layout(),
+    )
+    .expect("vmalloc over the test machine")
+}
+
+/// Writes `data` at `va` through the page tables (a checked access: the
+/// translation must exist and no CPU's TLB may be stale there).
+pub fn write(host: &TestMachine, va: VirtAddr, data: &[u8]) -> Result<(), AccessError> {
+    host.kernel_tables().lock(host.cpu()).pt.write(va, data)
+}
+
+/// Reads at `va` through the page tables (checked).
+pub fn read(host: &TestMachine, va: VirtAddr, buf: &mut [u8]) -> Result<(), AccessError> {
+    host.kernel_tables().lock(host.cpu()).pt.read(va, buf)
+}
+
+/// Reads physical memory.
+pub fn read_phys(host: &TestMachine, pa: PhysAddr, len: usize) -> Vec<u8> {
+    let mut v = vec![0; len];
+    assert!(host.machine().read_phys(pa, &mut v), "{pa} is RAM");
+    v
+}
+
+/// Page-table frames handed out now.
+pub fn table_frames(host: &TestMachine) -> usize {
+    host.kernel_tables().lock(host.cpu()).frames.outstanding()
+}
+
+/// A distinct byte pattern for page `i` of a buffer.
+pub fn stamp(i: usize) -> [u8; 8] {
+    ((i as u64) << 8 | 0xA5).to_le_bytes()
+}
+
+/// The address of page `i` of the buffer at `p`.
+pub fn page_va(p: *const u8, i: usize) -> VirtAddr {
+    VirtAddr::new(p as usize + i * PAGE_SIZE)
+}
