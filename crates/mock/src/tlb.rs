@@ -175,9 +175,7 @@ impl TlbChecker {
 
     /// The CPU the calling thread runs as, for this checker.
     fn this_cpu(s: &State) -> usize {
-        cpu::current_id()
-            .filter(|&c| c < s.cpus.len())
-            .unwrap_or(0)
+        cpu::current_id().filter(|&c| c < s.cpus.len()).unwrap_or(0)
     }
 
     /// Panics unless `cpu` has a TLB here.
@@ -185,7 +183,10 @@ impl TlbChecker {
     fn cpu_tlb(s: &State, cpu: usize) -> &Ranges {
         match s.cpus.get(cpu) {
             Some(r) => r,
-            None => panic!("kmm-mock: no CPU {cpu} (the TLB checker has {})", s.cpus.len()),
+            None => panic!(
+                "kmm-mock: no CPU {cpu} (the TLB checker has {})",
+                s.cpus.len()
+            ),
         }
     }
 
@@ -366,9 +367,7 @@ fn lookup(map: &Ranges, v: usize) -> Option<Stale> {
 }
 
 fn count_pages(map: &Ranges) -> usize {
-    map.iter()
-        .map(|(&s, st)| (st.end - s) / PAGE_SIZE)
-        .sum()
+    map.iter().map(|(&s, st)| (st.end - s) / PAGE_SIZE).sum()
 }
 
 /// Marks `[start, stale.end)` stale, replacing whatever was recorded there
@@ -510,7 +509,10 @@ mod tests {
         );
         t.flush_all();
         assert_eq!(t.stale_on(0, va), None);
-        assert_eq!((t.pending_on(0), t.pending_on(1), t.pending_on(2)), (0, 1, 0));
+        assert_eq!(
+            (t.pending_on(0), t.pending_on(1), t.pending_on(2)),
+            (0, 1, 0)
+        );
         assert_eq!(t.kernel_flushes(), 0);
     }
 
