@@ -275,8 +275,9 @@ impl TlbChecker {
     /// Checks a use of `va` on the calling CPU: records and returns a
     /// violation if its mapping changed and this CPU did not flush it since.
     pub fn check(&self, va: VirtAddr) -> Result<(), TlbViolation> {
-        let cpu = self.current_cpu();
-        self.check_on(cpu, va)
+        let mut s = self.lock();
+        let cpu = TlbChecker::this_cpu(&s);
+        check_locked(&mut s, cpu, va)
     }
 
     /// Checks a use of `va` on CPU `cpu`, as [`TlbChecker::check`] does for the
@@ -287,19 +288,8 @@ impl TlbChecker {
     #[track_caller]
     pub fn check_on(&self, cpu: usize, va: VirtAddr) -> Result<(), TlbViolation> {
         let mut s = self.lock();
-        match lookup(TlbChecker::cpu_tlb(&s, cpu), va.as_usize()) {
-            None => Ok(()),
-            Some(st) => {
-                let v = TlbViolation {
-                    va,
-                    change: st.change,
-                    cpu,
-                    changed_on: st.changed_on,
-                };
-                s.violations.push(v);
-                Err(v)
-            }
-        }
+        let _exists = TlbChecker::cpu_tlb(&s, cpu); // panics if not
+        check_locked(&mut s, cpu, va)
     }
 
     /// Every violation recorded so far.
@@ -347,6 +337,23 @@ impl TlbChecker {
     pub fn kernel_flushes(&self) -> u64 {
         let (range, full) = self.kernel_flush_counts();
         range + full
+    }
+}
+
+/// A use of `va` on `cpu` (an id below the CPU count), recorded if stale.
+fn check_locked(s: &mut State, cpu: usize, va: VirtAddr) -> Result<(), TlbViolation> {
+    match lookup(&s.cpus[cpu], va.as_usize()) {
+        None => Ok(()),
+        Some(st) => {
+            let v = TlbViolation {
+                va,
+                change: st.change,
+                cpu,
+                changed_on: st.changed_on,
+            };
+            s.violations.push(v);
+            Err(v)
+        }
     }
 }
 
