@@ -6,7 +6,9 @@
 //!   entries, 4 KiB and 2 MiB pages, physical addresses up to 64 GiB, NX.
 //! - [`I386Layout`]: Linux's i386 kernel layout as a [`kmm_hal::KernelLayout`].
 //! - `arch` (on `target_arch = "x86"` only): CR0/CR3/CR4, INVLPG, global flush;
-//!   `I386Cpu` (same): the [`kmm_hal::Cpu`] of a uniprocessor kernel.
+//!   `I386Cpu` (same): the [`kmm_hal::Cpu`] of a uniprocessor kernel;
+//!   `I386Tlb` (same): its [`kmm_hal::KernelTlb`] — INVLPG per page, or a
+//!   full flush (global entries too) above [`FULL_FLUSH_PAGES`] pages.
 //!
 //! With the `hw-flush` feature (ring-0 code on an x86 CPU only),
 //! [`kmm_hal::PageTable::flush`] executes INVLPG and `flush_all` reloads CR4.PGE
@@ -33,6 +35,9 @@
 //!   `check_layout` over every mode, size and CPU count).
 //! - `I386Cpu::new` (on x86) is `unsafe`: every `I386Cpu` answers CPU id 0, so
 //!   only one CPU may run kmm code with it.
+//! - `I386Tlb::new` (on x86) is `unsafe` for the same reason: its kernel-wide
+//!   flushes are local, which keeps [`kmm_hal::KernelTlb`]'s contract only
+//!   while one CPU runs (the IPI shootdown comes with SMP support).
 //!
 //! # Example
 //!
@@ -85,6 +90,7 @@ mod cpu;
 mod layout;
 mod mode;
 mod tables;
+mod tlb;
 
 #[cfg(target_arch = "x86")]
 pub use cpu::I386Cpu;
@@ -94,3 +100,6 @@ pub use layout::{
 };
 pub use mode::{Classic, Mode, PaeMode};
 pub use tables::{Pae, Paging, TwoLevel};
+pub use tlb::FULL_FLUSH_PAGES;
+#[cfg(target_arch = "x86")]
+pub use tlb::I386Tlb;

@@ -47,6 +47,12 @@ const OFF: u8 = 1;
 /// [`IRQ`] bit: an interrupt handler is installed (`with_irq_handler`).
 const HANDLER: u8 = 2;
 
+/// The simulated CPU the calling thread is bound to, if any (for the TLB
+/// checker, which models one TLB per CPU).
+pub(crate) fn current_id() -> Option<usize> {
+    CURRENT.with(Cell::get)
+}
+
 fn irqs_off() -> bool {
     IRQ.with(Cell::get) & OFF != 0
 }

@@ -10,8 +10,10 @@
 //!   with `mmap` over the RAM memfd, so kernel addresses can be dereferenced and
 //!   one frame mapped twice shows the same bytes at both addresses;
 //!   [`MockPageTable::verify_mirror`] cross-checks tables and mirror;
-//! - **a TLB checker** ([`TlbChecker`]) that reports a use of an address whose
-//!   mapping changed and was not flushed;
+//! - **a TLB checker** ([`TlbChecker`]), one TLB per simulated CPU, that
+//!   reports a use of an address on a CPU whose TLB was not flushed since the
+//!   mapping changed — a flush made only on the CPU that changed it included;
+//!   the [`Machine`] is the mock's [`kmm_hal::KernelTlb`], flushing every CPU;
 //! - **CPUs** ([`MockCpu`]): host threads take CPU ids; IRQ and preemption guards
 //!   are tracked and can be asserted; simulated interrupts run a test's
 //!   handler where the CPU has interrupts enabled; the lock checker's reports
@@ -27,10 +29,15 @@
 //!   thread at a time (`bind`), and aborts if a thread leaves its CPU while
 //!   pinned; [`MockFrames`] hands out each frame once; [`MockLayout`] is the
 //!   i386 layout shifted by one page-aligned constant; [`MockPageTable`] is
-//!   the real i386 tables plus a mirror kept in step.
+//!   the real i386 tables plus a mirror kept in step; [`Machine`]'s
+//!   `KernelTlb` clears every CPU's entries in the checker before it returns
+//!   (the host mirror has no TLB of its own).
 //! - The host window's mirror is behind a `std` mutex; one kernel page table
 //!   exists per machine at a time, so its `&mut self` methods serialise
 //!   changes.
+//! - The TLB checker's state is behind one `std` mutex; its calling CPU is
+//!   the thread's binding (CPU 0 if unbound). A kernel-wide flush made with
+//!   interrupts disabled panics: with several CPUs it could deadlock.
 //! - Interrupt and preemption state is per thread (per simulated CPU).
 //!   Simulated interrupts run on the thread of the CPU they were raised for,
 //!   with interrupts off, and are delivered only in builds with debug
@@ -40,7 +47,7 @@
 //! # Example
 //!
 //! ```
-//! use kmm_hal::{KernelLayout, PageFlags, PageTable, PhysAddr, TableReclaim, PAGE_SIZE};
+//! use kmm_hal::{KernelLayout, PageFlags, PageTable, PhysAddr, TableReclaim, VirtAddr, PAGE_SIZE};
 //! use kmm_mock::{Backing, Machine, PagingMode};
 //!
 //! let m = Machine::builder()
@@ -69,6 +76,23 @@
 //! flush.flush(&pt);
 //! assert!(m.tlb().check(va).is_ok());
 //! # assert_eq!(pt.verify_mirror().unwrap(), 8); // 16 MiB of direct map in 2 MiB pages
+//!
+//! // With several CPUs, a local flush clears the calling CPU only (an
+//! // unbound thread is CPU 0); `Machine` is the kernel-wide flush.
+//! use kmm_hal::KernelTlb;
+//! let m = Machine::builder().ram(16 << 20).cpus(2).build().unwrap();
+//! let mut frames = m.lowmem_frames(PhysAddr::new(8 << 20));
+//! let mut pt = m.kernel_page_table(&mut frames, false).unwrap();
+//! let va = m.layout().vmalloc_start();
+//! pt.map(va, PhysAddr::new(0x5000), PageFlags::KERNEL_RW, &mut frames)
+//!     .unwrap()
+//!     .ignore();
+//! let (_, flush) = pt.unmap(va, TableReclaim::Free, &mut frames).unwrap();
+//! flush.flush(&pt); // CPU 0's TLB only
+//! assert!(m.tlb().stale_on(1, va).is_some()); // CPU 1 may still use it
+//! m.flush_tlb_kernel_range(va, VirtAddr::new(va.as_usize() + PAGE_SIZE));
+//! assert!(m.tlb().stale_on(1, va).is_none());
+//! assert_eq!(m.tlb().kernel_flushes(), 1);
 //! ```
 #![warn(missing_docs)]
 

@@ -4,7 +4,7 @@ use std::io;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use kmm_hal::{KernelLayout, PhysAddr};
+use kmm_hal::{Cpu, KernelLayout, KernelTlb, PhysAddr, VirtAddr};
 use kmm_i386::I386Layout;
 
 use crate::layout::{KERNEL_WINDOW, MockLayout};
@@ -82,7 +82,7 @@ impl MachineBuilder {
                 layout,
                 paging: self.paging,
                 backing: self.backing,
-                tlb: TlbChecker::new(),
+                tlb: TlbChecker::with_cpus(self.cpus),
                 cpu: MockCpu::new(self.cpus),
                 tables_taken: AtomicBool::new(false),
             }),
@@ -111,8 +111,11 @@ pub(crate) struct Inner {
 ///   dereferenced and aliases share bytes.
 /// - **Real i386 tables** ([`Machine::kernel_page_table`]), written into the
 ///   simulated RAM by `kmm-i386`.
-/// - **A TLB checker** ([`Machine::tlb`]), **CPUs** ([`Machine::cpu`]), and
-///   frame sources that run dry on demand ([`crate::MockFrames`]).
+/// - **A TLB checker** ([`Machine::tlb`]) with one TLB per CPU, **CPUs**
+///   ([`Machine::cpu`]), and frame sources that run dry on demand
+///   ([`crate::MockFrames`]).
+/// - **Kernel-wide TLB flushes**: `Machine` is the mock's [`KernelTlb`],
+///   which flushes every simulated CPU's TLB in the checker.
 #[derive(Clone)]
 pub struct Machine {
     pub(crate) inner: Arc<Inner>,
@@ -166,7 +169,11 @@ impl Machine {
         PhysAddr::new(self.inner.layout.direct_map().size() as u64)
     }
 
-    /// The TLB checker.
+    /// The TLB checker: one simulated TLB per CPU. Kernel-wide flushes made
+    /// through this machine's [`KernelTlb`] are counted by
+    /// [`TlbChecker::kernel_flushes`] (and [`TlbChecker::kernel_flush_counts`]);
+    /// local ones ([`kmm_hal::PageTable::flush`]) by
+    /// [`TlbChecker::flush_counts`].
     pub fn tlb(&self) -> &TlbChecker {
         &self.inner.tlb
     }
@@ -222,5 +229,52 @@ impl Machine {
     /// tables must be direct-mapped).
     pub fn lowmem_frames(&self, start: PhysAddr) -> crate::MockFrames {
         crate::MockFrames::new(start, self.lowmem_end())
+    }
+}
+
+impl Machine {
+    /// Panics if the caller breaks [`KernelTlb`]'s deadlock rule: a
+    /// kernel-wide flush waits for the other CPUs, so it is made with
+    /// interrupts enabled (no `IrqSpinLock` held, not in an interrupt
+    /// handler). Checked on every machine, one CPU or many, so the bug shows
+    /// before SMP does.
+    #[track_caller]
+    fn assert_may_shoot_down(&self, what: &str) {
+        assert!(
+            !self.cpu().irqs_disabled(),
+            "kmm-mock: {what} called with interrupts disabled (an IrqSpinLock held, or in an \
+             interrupt handler): with several CPUs the shootdown could deadlock"
+        );
+    }
+}
+
+// SAFETY: the mock has no hardware TLB: host accesses go through the
+// window's mirror, which a page-table change updates at once. The only TLB
+// state is the checker's model, and both methods clear the given range (whole
+// pages, partial ones at either end included) or everything on every
+// simulated CPU before returning, so no CPU's later access can go through a
+// translation removed or changed before the call.
+unsafe impl KernelTlb for Machine {
+    /// Flushes `[start, end)` from every simulated CPU's TLB in the checker
+    /// ([`TlbChecker::flush_kernel_range`]).
+    ///
+    /// # Panics
+    /// If called with interrupts disabled on the calling CPU (the trait's
+    /// deadlock rule).
+    #[track_caller]
+    fn flush_tlb_kernel_range(&self, start: VirtAddr, end: VirtAddr) {
+        self.assert_may_shoot_down("flush_tlb_kernel_range");
+        self.tlb().flush_kernel_range(start, end);
+    }
+
+    /// Flushes every simulated CPU's whole TLB in the checker
+    /// ([`TlbChecker::flush_kernel_all`]).
+    ///
+    /// # Panics
+    /// As [`Machine::flush_tlb_kernel_range`](KernelTlb::flush_tlb_kernel_range).
+    #[track_caller]
+    fn flush_tlb_all(&self) {
+        self.assert_may_shoot_down("flush_tlb_all");
+        self.tlb().flush_kernel_all();
     }
 }
