@@ -28,6 +28,9 @@ pub enum AreaKind {
     Reserved,
     /// A per-CPU block that `vm_map_ram` carves small mappings from.
     VmapBlock,
+    /// A `vm_map_ram` mapping too large for a block; `vm_unmap_ram` unmaps
+    /// it.
+    MapRam,
 }
 
 impl AreaKind {
@@ -39,7 +42,7 @@ impl AreaKind {
             AreaKind::Vmap => "vmap",
             AreaKind::Ioremap => "ioremap",
             AreaKind::Reserved => "",
-            AreaKind::VmapBlock => "vmap",
+            AreaKind::VmapBlock | AreaKind::MapRam => "vmap",
         }
     }
 }
@@ -53,6 +56,7 @@ impl fmt::Display for AreaKind {
             AreaKind::Ioremap => "ioremap",
             AreaKind::Reserved => "get_vm_area",
             AreaKind::VmapBlock => "vm_map_ram block",
+            AreaKind::MapRam => "vm_map_ram",
         })
     }
 }

@@ -18,7 +18,13 @@ pub struct FreeAreas {
 
 impl FreeAreas {
     pub unsafe fn new(start: usize, end: usize, node: NonNull<FreeNode>) -> FreeAreas {
-        unsafe { node.as_ptr().write(FreeNode { next: None, start, end }) };
+        unsafe {
+            node.as_ptr().write(FreeNode {
+                next: None,
+                start,
+                end,
+            })
+        };
         FreeAreas { head: Some(node) }
     }
 
@@ -53,7 +59,13 @@ impl FreeAreas {
                     node.end = a;
                 } else {
                     let s = spare.take()?;
-                    unsafe { s.as_ptr().write(FreeNode { next: node.next, start: a + size, end: node.end }) };
+                    unsafe {
+                        s.as_ptr().write(FreeNode {
+                            next: node.next,
+                            start: a + size,
+                            end: node.end,
+                        })
+                    };
                     node.end = a;
                     node.next = Some(s);
                 }
@@ -72,7 +84,13 @@ impl FreeAreas {
         node: NonNull<FreeNode>,
     ) -> [Option<NonNull<FreeNode>>; 2] {
         let end = start + size;
-        unsafe { node.as_ptr().write(FreeNode { next: None, start, end }) };
+        unsafe {
+            node.as_ptr().write(FreeNode {
+                next: None,
+                start,
+                end,
+            })
+        };
         let mut prev: Option<NonNull<FreeNode>> = None;
         let mut cur = self.head;
         while let Some(n) = cur {
@@ -89,14 +107,18 @@ impl FreeAreas {
         }
         let mut out = [None, None];
         // merge with next
-        if let Some(nx) = cur && unsafe { (*nx.as_ptr()).start } == end {
+        if let Some(nx) = cur
+            && unsafe { (*nx.as_ptr()).start } == end
+        {
             unsafe {
                 (*node.as_ptr()).end = (*nx.as_ptr()).end;
                 (*node.as_ptr()).next = (*nx.as_ptr()).next;
             }
             out[0] = Some(nx);
         }
-        if let Some(p) = prev && unsafe { (*p.as_ptr()).end } == start {
+        if let Some(p) = prev
+            && unsafe { (*p.as_ptr()).end } == start
+        {
             unsafe {
                 (*p.as_ptr()).end = (*node.as_ptr()).end;
                 (*p.as_ptr()).next = (*node.as_ptr()).next;

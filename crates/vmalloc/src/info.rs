@@ -82,7 +82,14 @@ impl<'a, P: PageTable, F: FrameSource, T: KernelTlb, C: Cpu> Vmalloc<'a, P, F, T
 fn write_line(w: &mut dyn fmt::Write, a: &VmAreaInfo) -> fmt::Result {
     let span = a.size + kmm_hal::PAGE_SIZE;
     let start = a.addr.as_usize();
-    write!(w, "{:#010x}-{:#010x} {:>8} {}", start, start + span, span, a.caller)?;
+    write!(
+        w,
+        "{:#010x}-{:#010x} {:>8} {}",
+        start,
+        start + span,
+        span,
+        a.caller
+    )?;
     if a.nr_pages > 0 {
         write!(w, " pages={}", a.nr_pages)?;
     }

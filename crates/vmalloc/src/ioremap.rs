@@ -4,7 +4,9 @@
 
 use core::ptr::NonNull;
 
-use kmm_hal::{Cpu, FrameSource, KernelTlb, PAGE_SIZE, PageFlags, PageTable, PhysAddr, Pfn, VirtAddr};
+use kmm_hal::{
+    Cpu, FrameSource, KernelTlb, PAGE_SIZE, PageFlags, PageTable, Pfn, PhysAddr, VirtAddr,
+};
 use kmm_page_frame::PgFlags;
 
 use crate::area::AreaKind;
@@ -31,7 +33,11 @@ impl<'a, P: PageTable, F: FrameSource, T: KernelTlb, C: Cpu> Vmalloc<'a, P, F, T
 
     /// [`Self::ioremap`] with both cache-disable bits (`PCD | PWT`), Linux
     /// 2.6's `ioremap_nocache`.
-    pub fn ioremap_nocache(&self, phys: PhysAddr, size: usize) -> Result<NonNull<u8>, VmallocError> {
+    pub fn ioremap_nocache(
+        &self,
+        phys: PhysAddr,
+        size: usize,
+    ) -> Result<NonNull<u8>, VmallocError> {
         self.ioremap_prot(
             phys,
             size,
@@ -60,7 +66,9 @@ impl<'a, P: PageTable, F: FrameSource, T: KernelTlb, C: Cpu> Vmalloc<'a, P, F, T
             && end <= ISA_END
             && let Some(va) = self.mem().direct_map().phys_to_virt(phys)
         {
-            return Ok(NonNull::new(va.as_mut_ptr::<u8>()).expect("direct-map addresses are not null"));
+            return Ok(
+                NonNull::new(va.as_mut_ptr::<u8>()).expect("direct-map addresses are not null")
+            );
         }
         let first = phys.as_u64() / PAGE_SIZE as u64;
         let last = end.div_ceil(PAGE_SIZE as u64);
@@ -75,13 +83,18 @@ impl<'a, P: PageTable, F: FrameSource, T: KernelTlb, C: Cpu> Vmalloc<'a, P, F, T
         if pages >= (self.end - self.start) / PAGE_SIZE {
             return Err(VmallocError::BadSize);
         }
-        let area = self.new_area((pages + 1) * PAGE_SIZE, PAGE_SIZE, AreaKind::Ioremap, "ioremap")?;
+        let area = self.new_area(
+            (pages + 1) * PAGE_SIZE,
+            PAGE_SIZE,
+            AreaKind::Ioremap,
+            "ioremap",
+        )?;
         // SAFETY: a fresh descriptor, ours until published.
         let a = unsafe { &mut *area.as_ptr() };
         let base = PhysAddr::new(first * PAGE_SIZE as u64);
         a.phys = Some(base);
         let frames = (0..pages).map(|i| PhysAddr::new(base.as_u64() + (i * PAGE_SIZE) as u64));
-        if let Err(e) = self.map_frames(a, frames, prot | PageFlags::PRESENT) {
+        if let Err(e) = self.map_frames(a.addr, frames, prot | PageFlags::PRESENT) {
             self.discard(area);
             return Err(e);
         }
@@ -108,7 +121,7 @@ impl<'a, P: PageTable, F: FrameSource, T: KernelTlb, C: Cpu> Vmalloc<'a, P, F, T
         let area = self.unpublish(base, &[AreaKind::Ioremap])?;
         // SAFETY: ours alone now.
         let a = unsafe { area.as_ref() };
-        self.unmap_area(a, a.size() / PAGE_SIZE);
+        self.unmap_range(a.addr, a.size() / PAGE_SIZE);
         self.retire(area);
         Ok(())
     }

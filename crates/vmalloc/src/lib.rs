@@ -13,9 +13,11 @@ pub mod rbtree;
 mod vmalloc;
 mod vmap;
 mod vmap_area;
+mod vmap_block;
 
 pub use area::{AreaKind, VmAreaInfo};
 pub use error::VmallocError;
 pub use ioremap::{ISA_END, ISA_START};
 pub use pages::MAX_AREA_PAGES;
 pub use vmalloc::{Vmalloc, VmallocStats};
+pub use vmap_block::VMAP_MAX_ALLOC;

@@ -22,7 +22,13 @@ impl<'a, P: PageTable, F: FrameSource, T: KernelTlb, C: Cpu> Vmalloc<'a, P, F, T
     /// Allocates `size` bytes (rounded up to pages) of virtually contiguous
     /// memory from pages anywhere, HIGHMEM included (Linux's `vmalloc`).
     pub fn vmalloc(&self, size: usize) -> Result<NonNull<u8>, VmallocError> {
-        self.vmalloc_gfp(size, Gfp::KERNEL | Gfp::HIGHMEM, None, AreaKind::Vmalloc, "vmalloc")
+        self.vmalloc_gfp(
+            size,
+            Gfp::KERNEL | Gfp::HIGHMEM,
+            None,
+            AreaKind::Vmalloc,
+            "vmalloc",
+        )
     }
 
     /// [`Self::vmalloc`], zeroed (Linux's `vzalloc`).
@@ -105,7 +111,10 @@ impl<'a, P: PageTable, F: FrameSource, T: KernelTlb, C: Cpu> Vmalloc<'a, P, F, T
                 self.discard(area);
                 return Err(VmallocError::OutOfMemory);
             };
-            let pfn = self.mem().page_to_pfn(page).expect("the buddy allocator's page");
+            let pfn = self
+                .mem()
+                .page_to_pfn(page)
+                .expect("the buddy allocator's page");
             // SAFETY: the page was just allocated to us (the owner
             // contract); VMALLOC tells the page allocator to refuse it.
             unsafe { page.insert(PgFlags::VMALLOC) };
@@ -114,7 +123,7 @@ impl<'a, P: PageTable, F: FrameSource, T: KernelTlb, C: Cpu> Vmalloc<'a, P, F, T
             a.nr_pages = i + 1;
         }
         let frames = a.pfns().iter().map(|&p| Pfn::new(p as usize).phys());
-        if let Err(e) = self.map_frames(a, frames, PageFlags::KERNEL_GLOBAL) {
+        if let Err(e) = self.map_frames(a.addr, frames, PageFlags::KERNEL_GLOBAL) {
             self.free_pages_of(a, pages);
             self.discard(area);
             return Err(e);
@@ -135,10 +144,13 @@ impl<'a, P: PageTable, F: FrameSource, T: KernelTlb, C: Cpu> Vmalloc<'a, P, F, T
         if addr.is_null() {
             return Ok(());
         }
-        let area = self.unpublish(VirtAddr::from_ptr(addr), &[AreaKind::Vmalloc, AreaKind::User])?;
+        let area = self.unpublish(
+            VirtAddr::from_ptr(addr),
+            &[AreaKind::Vmalloc, AreaKind::User],
+        )?;
         // SAFETY: `unpublish` handed the descriptor to us alone.
         let a = unsafe { &mut *area.as_ptr() };
-        self.unmap_area(a, a.nr_pages);
+        self.unmap_range(a.addr, a.nr_pages);
         let n = a.nr_pages;
         self.free_pages_of(a, n);
         self.stats.pages.fetch_sub(n, Ordering::Relaxed);

@@ -19,13 +19,16 @@ use crate::VmallocError;
 use crate::area::{AreaKind, VmArea};
 use crate::free_area::{FreeAreas, FreeNode};
 use crate::vmap_area::{Lookup, Space};
+use crate::vmap_block::Blocks;
 
 /// Linux's `lazy_max_pages`: 32 MiB of address space per `log2(cpus) + 1`
 /// may wait for the purge (capped at an eighth of the range here, so a small
 /// vmalloc range still purges before it runs dry).
 fn lazy_max_pages(cpus: usize, range_pages: usize) -> usize {
     let log = usize::BITS - cpus.max(1).leading_zeros();
-    ((32 << 20) / PAGE_SIZE * log as usize).min(range_pages / 8).max(1)
+    ((32 << 20) / PAGE_SIZE * log as usize)
+        .min(range_pages / 8)
+        .max(1)
 }
 
 /// The vmalloc allocator: virtually contiguous kernel memory in
@@ -52,6 +55,7 @@ pub struct Vmalloc<'a, P, F, T, C: Cpu> {
     pub(crate) start: usize,
     pub(crate) end: usize,
     pub(crate) space: SpinLock<Space>,
+    pub(crate) blocks: Blocks,
     lazy_max: usize,
     pub(crate) stats: Stats,
 }
@@ -63,6 +67,7 @@ pub(crate) struct Stats {
     flushes: AtomicU64,
     frees: AtomicU64,
     pub(crate) pages: AtomicUsize,
+    pub(crate) blocks: AtomicU64,
 }
 
 /// What the allocator has done (Linux's `/proc/meminfo` `VmallocUsed` and
@@ -81,6 +86,9 @@ pub struct VmallocStats {
     pub flushes: u64,
     /// Areas freed or unmapped.
     pub frees: u64,
+    /// Per-CPU vmap blocks taken for `vm_map_ram` (each one trip to the
+    /// address-space lock).
+    pub blocks: u64,
 }
 
 impl<'a, P: PageTable, F: FrameSource, T: KernelTlb, C: Cpu> Vmalloc<'a, P, F, T, C> {
@@ -110,7 +118,15 @@ impl<'a, P: PageTable, F: FrameSource, T: KernelTlb, C: Cpu> Vmalloc<'a, P, F, T
         // alignment that the tree now owns.
         let free = unsafe { FreeAreas::new(start, end, node) };
         let cpus = slab.buddy().cpu().count();
+        let blocks = match Blocks::new(slab, start, end, cpus) {
+            Ok(b) => b,
+            Err(e) => {
+                free_node(slab, node);
+                return Err(e);
+            }
+        };
         Ok(Vmalloc {
+            blocks,
             slab,
             tables,
             tlb,
@@ -151,6 +167,7 @@ impl<'a, P: PageTable, F: FrameSource, T: KernelTlb, C: Cpu> Vmalloc<'a, P, F, T
             purges: self.stats.purges.load(Ordering::Relaxed),
             flushes: self.stats.flushes.load(Ordering::Relaxed),
             frees: self.stats.frees.load(Ordering::Relaxed),
+            blocks: self.stats.blocks.load(Ordering::Relaxed),
         }
     }
 
@@ -266,12 +283,12 @@ impl<'a, P: PageTable, F: FrameSource, T: KernelTlb, C: Cpu> Vmalloc<'a, P, F, T
         Ok(NonNull::new(UnsafeRef::into_raw(r)).expect("a descriptor is not null"))
     }
 
-    /// Maps the frames of `area` at its address, page by page, under the
+    /// Maps `frames` from `addr` on, page by page, under the
     /// tables' lock. On failure everything this call mapped is unmapped
     /// again and the error returned.
     pub(crate) fn map_frames(
         &self,
-        area: &VmArea,
+        addr: usize,
         frames: impl Iterator<Item = PhysAddr>,
         flags: PageFlags,
     ) -> Result<(), VmallocError> {
@@ -279,13 +296,13 @@ impl<'a, P: PageTable, F: FrameSource, T: KernelTlb, C: Cpu> Vmalloc<'a, P, F, T
         let t = &mut *t;
         let mut done = 0;
         for (i, pa) in frames.enumerate() {
-            let va = VirtAddr::new(area.addr + i * PAGE_SIZE);
+            let va = VirtAddr::new(addr + i * PAGE_SIZE);
             match t.pt.map(va, pa, flags, &mut t.frames) {
                 // Nothing was mapped there: no TLB holds it (x86 caches
                 // present translations only).
                 Ok(flush) => flush.ignore(),
                 Err(e) => {
-                    unmap_pages(&mut t.pt, &mut t.frames, area.addr, done);
+                    unmap_pages(&mut t.pt, &mut t.frames, addr, done);
                     return Err(match e {
                         kmm_hal::MapError::OutOfFrames => VmallocError::OutOfMemory,
                         e => VmallocError::Map(e),
@@ -297,12 +314,12 @@ impl<'a, P: PageTable, F: FrameSource, T: KernelTlb, C: Cpu> Vmalloc<'a, P, F, T
         Ok(())
     }
 
-    /// Unmaps the first `pages` pages of `area` (no flush: the addresses go
-    /// to the lazy purge).
-    pub(crate) fn unmap_area(&self, area: &VmArea, pages: usize) {
+    /// Unmaps `pages` pages from `addr` (no flush: the addresses go to the
+    /// lazy purge).
+    pub(crate) fn unmap_range(&self, addr: usize, pages: usize) {
         let mut t = self.tables.lock(self.cpu());
         let t = &mut *t;
-        unmap_pages(&mut t.pt, &mut t.frames, area.addr, pages);
+        unmap_pages(&mut t.pt, &mut t.frames, addr, pages);
     }
 
     /// Parks an unpublished, unmapped area for the lazy purge (its page
@@ -360,8 +377,21 @@ impl<'a, P: PageTable, F: FrameSource, T: KernelTlb, C: Cpu> Vmalloc<'a, P, F, T
     }
 }
 
+impl<P, F, T, C: Cpu> Drop for Vmalloc<'_, P, F, T, C> {
+    /// Gives the vmap-block tables back to `kmalloc`. Live areas, and the
+    /// free-tree nodes, stay allocated (a kernel never drops its vmalloc).
+    fn drop(&mut self) {
+        self.blocks.release_tables(self.slab);
+    }
+}
+
 /// Unmaps `pages` pages from `addr`, giving emptied page-table pages back.
-fn unmap_pages<P: PageTable, F: FrameSource>(pt: &mut P, frames: &mut F, addr: usize, pages: usize) {
+fn unmap_pages<P: PageTable, F: FrameSource>(
+    pt: &mut P,
+    frames: &mut F,
+    addr: usize,
+    pages: usize,
+) {
     for i in 0..pages {
         let va = VirtAddr::new(addr + i * PAGE_SIZE);
         match pt.unmap(va, TableReclaim::Free, frames) {
@@ -373,7 +403,9 @@ fn unmap_pages<P: PageTable, F: FrameSource>(pt: &mut P, frames: &mut F, addr: u
 }
 
 /// A `kmalloc`ed free-tree node.
-pub(crate) fn alloc_node<C: Cpu>(slab: &SlabAllocator<'_, C>) -> Result<NonNull<FreeNode>, VmallocError> {
+pub(crate) fn alloc_node<C: Cpu>(
+    slab: &SlabAllocator<'_, C>,
+) -> Result<NonNull<FreeNode>, VmallocError> {
     slab.kmalloc(size_of::<FreeNode>(), kmm_buddy::Gfp::KERNEL)
         .map(NonNull::cast)
         .map_err(|_| VmallocError::OutOfMemory)

@@ -52,7 +52,7 @@ impl<'a, P: PageTable, F: FrameSource, T: KernelTlb, C: Cpu> Vmalloc<'a, P, F, T
         a.pfns = Some(pfns);
         a.nr_pages = n;
         let frames = a.pfns().iter().map(|&p| Pfn::new(p as usize).phys());
-        if let Err(e) = self.map_frames(a, frames, prot | PageFlags::PRESENT) {
+        if let Err(e) = self.map_frames(a.addr, frames, prot | PageFlags::PRESENT) {
             self.drop_page_array(a);
             self.discard(area);
             return Err(e);
@@ -68,7 +68,7 @@ impl<'a, P: PageTable, F: FrameSource, T: KernelTlb, C: Cpu> Vmalloc<'a, P, F, T
         let area = self.unpublish(VirtAddr::from_ptr(addr), &[AreaKind::Vmap])?;
         // SAFETY: `unpublish` handed the descriptor to us alone.
         let a = unsafe { &mut *area.as_ptr() };
-        self.unmap_area(a, a.nr_pages);
+        self.unmap_range(a.addr, a.nr_pages);
         self.drop_page_array(a);
         self.retire(area);
         Ok(())
@@ -83,7 +83,12 @@ impl<'a, P: PageTable, F: FrameSource, T: KernelTlb, C: Cpu> Vmalloc<'a, P, F, T
         if size == 0 || pages >= (self.end - self.start) / PAGE_SIZE {
             return Err(VmallocError::BadSize);
         }
-        let area = self.new_area((pages + 1) * PAGE_SIZE, PAGE_SIZE, AreaKind::Reserved, "get_vm_area")?;
+        let area = self.new_area(
+            (pages + 1) * PAGE_SIZE,
+            PAGE_SIZE,
+            AreaKind::Reserved,
+            "get_vm_area",
+        )?;
         // SAFETY: a fresh descriptor.
         let info = unsafe { area.as_ref() }.info();
         self.publish(area);
@@ -103,7 +108,8 @@ impl<'a, P: PageTable, F: FrameSource, T: KernelTlb, C: Cpu> Vmalloc<'a, P, F, T
             for i in 0..a.size() / PAGE_SIZE {
                 let va = VirtAddr::new(a.addr + i * PAGE_SIZE);
                 if t.pt.translate(va).is_some()
-                    && let Ok((_, flush)) = t.pt.unmap(va, kmm_hal::TableReclaim::Free, &mut t.frames)
+                    && let Ok((_, flush)) =
+                        t.pt.unmap(va, kmm_hal::TableReclaim::Free, &mut t.frames)
                 {
                     flush.ignore();
                 }

@@ -2,8 +2,8 @@
 //! and `purge_vmap_area_root`): busy areas by address, free ranges in the
 //! augmented tree, and the lazily freed areas waiting for one TLB flush.
 
-use intrusive_collections::Bound;
 use core::ptr::NonNull;
+use intrusive_collections::Bound;
 
 use intrusive_collections::{RBTree, UnsafeRef};
 
@@ -95,7 +95,10 @@ impl Space {
     /// `area` is a purged area of this space whose addresses every CPU has
     /// flushed, and whose `spare` node is valid and unlinked.
     pub(crate) unsafe fn release(&mut self, area: &mut VmArea) -> [Option<NonNull<FreeNode>>; 2] {
-        let node = area.spare.take().expect("an area carries its free-tree node");
+        let node = area
+            .spare
+            .take()
+            .expect("an area carries its free-tree node");
         // SAFETY: forwarded: the range is no longer used by anything, and the
         // node is unlinked and owned by this space.
         unsafe { self.free.give_back(area.addr, area.span, node) }

@@ -47,4 +47,5 @@ fn cpus_share_the_vmalloc_range_without_stale_translations() {
     vm.purge();
     assert_eq!(vm.stats().areas, 0);
     assert!(vm.find_vm_area(VirtAddr::new(0)).is_none());
+    drop(vm);
 }

@@ -33,9 +33,18 @@ fn vmalloc_pages_alias_their_frames_highmem_first() {
     assert_eq!(high, pages, "vmalloc takes HIGHMEM pages first");
     // The guard page after the area is not mapped.
     let guard = page_va(p.as_ptr(), pages);
-    assert!(host.kernel_tables().lock(host.cpu()).pt.translate(guard).is_none());
+    assert!(
+        host.kernel_tables()
+            .lock(host.cpu())
+            .pt
+            .translate(guard)
+            .is_none()
+    );
     let info = vm.find_vm_area(VirtAddr::from_ptr(p.as_ptr())).unwrap();
-    assert_eq!((info.kind, info.nr_pages, info.size), (AreaKind::Vmalloc, pages, pages * PAGE_SIZE));
+    assert_eq!(
+        (info.kind, info.nr_pages, info.size),
+        (AreaKind::Vmalloc, pages, pages * PAGE_SIZE)
+    );
     vm.vfree(p.as_ptr()).unwrap();
     assert!(vm.find_vm_area(VirtAddr::from_ptr(p.as_ptr())).is_none());
 }
@@ -89,6 +98,8 @@ fn everything_comes_back_after_vfree_and_a_purge() {
     drop(_cpu0);
     host.shrink_everywhere();
     assert_eq!(host.buddy().free_pages_total(), pages0, "every page back");
+    let _cpu0 = host.bind(0);
+    drop(vm);
 }
 
 #[test]
@@ -101,7 +112,10 @@ fn freed_addresses_wait_for_one_flush_before_reuse() {
     vm.vfree(a.as_ptr()).unwrap();
     // Not purged yet: the next area gets other addresses.
     let b = vm.vmalloc(PAGE_SIZE).unwrap();
-    assert_ne!(a, b, "a lazily freed address is not reused before the flush");
+    assert_ne!(
+        a, b,
+        "a lazily freed address is not reused before the flush"
+    );
     let flushes = vm.stats().flushes;
     vm.purge();
     assert_eq!(vm.stats().flushes, flushes + 1, "one flush for the batch");
@@ -126,7 +140,10 @@ fn many_vfrees_take_few_flushes() {
     let st = vm.stats();
     // Each purge flushes once, for lazy_max_pages pages of two-page areas.
     let per_batch = vm.lazy_max_pages() / 2;
-    assert!(st.flushes <= (n / per_batch) as u64 + 1, "{st:?}, batch {per_batch}");
+    assert!(
+        st.flushes <= (n / per_batch) as u64 + 1,
+        "{st:?}, batch {per_batch}"
+    );
     assert_eq!(st.flushes, st.purges);
     assert!(host.machine().tlb().violations().is_empty());
 }
@@ -138,7 +155,18 @@ fn vmap_maps_the_callers_pages_and_vunmap_leaves_them() {
     let vm = vm(&host);
     let buddy = host.buddy();
     let pages: Vec<_> = (0..5)
-        .map(|i| buddy.alloc_pages(if i % 2 == 0 { Gfp::HIGHUSER } else { Gfp::KERNEL }, 0).unwrap())
+        .map(|i| {
+            buddy
+                .alloc_pages(
+                    if i % 2 == 0 {
+                        Gfp::HIGHUSER
+                    } else {
+                        Gfp::KERNEL
+                    },
+                    0,
+                )
+                .unwrap()
+        })
         .collect();
     let p = vm.vmap(&pages, PageFlags::KERNEL_RW).unwrap();
     for (i, page) in pages.iter().enumerate() {
@@ -148,10 +176,15 @@ fn vmap_maps_the_callers_pages_and_vunmap_leaves_them() {
         read(&host, page_va(p.as_ptr(), i), &mut buf).unwrap();
         assert_eq!(buf, stamp(i));
     }
-    assert_eq!(vm.vfree(p.as_ptr()), Err(VmallocError::WrongKind { is: AreaKind::Vmap }));
+    assert_eq!(
+        vm.vfree(p.as_ptr()),
+        Err(VmallocError::WrongKind { is: AreaKind::Vmap })
+    );
     vm.vunmap(p.as_ptr()).unwrap();
     for page in pages {
-        buddy.free_pages_page(page, 0).expect("the caller's page, still allocated");
+        buddy
+            .free_pages_page(page, 0)
+            .expect("the caller's page, still allocated");
     }
 }
 
@@ -174,28 +207,66 @@ fn ioremap_maps_devices_and_refuses_ram() {
     write(&host, VirtAddr::from_ptr(p.as_ptr()), b"mmio").unwrap();
     assert_eq!(read_phys(&host, pa, 4), b"mmio");
     let base = VirtAddr::new(p.as_ptr() as usize & !(PAGE_SIZE - 1));
-    let tr = host.kernel_tables().lock(host.cpu()).pt.translate(base).unwrap();
+    let tr = host
+        .kernel_tables()
+        .lock(host.cpu())
+        .pt
+        .translate(base)
+        .unwrap();
     assert!(tr.flags.contains(PageFlags::NO_CACHE));
     let info = vm.find_vm_area(base).unwrap();
-    assert_eq!((info.kind, info.phys, info.size), (AreaKind::Ioremap, Some(PhysAddr::new(20 << 20)), 3 * PAGE_SIZE));
+    assert_eq!(
+        (info.kind, info.phys, info.size),
+        (
+            AreaKind::Ioremap,
+            Some(PhysAddr::new(20 << 20)),
+            3 * PAGE_SIZE
+        )
+    );
     // A device above RAM (the local APIC's page): mapped, not RAM.
-    let apic = vm.ioremap_nocache(PhysAddr::new(0xFEE0_0000), PAGE_SIZE).unwrap();
-    let tr = host.kernel_tables().lock(host.cpu()).pt.translate(VirtAddr::from_ptr(apic.as_ptr())).unwrap();
+    let apic = vm
+        .ioremap_nocache(PhysAddr::new(0xFEE0_0000), PAGE_SIZE)
+        .unwrap();
+    let tr = host
+        .kernel_tables()
+        .lock(host.cpu())
+        .pt
+        .translate(VirtAddr::from_ptr(apic.as_ptr()))
+        .unwrap();
     assert_eq!(tr.frame, PhysAddr::new(0xFEE0_0000));
-    assert!(tr.flags.contains(PageFlags::NO_CACHE | PageFlags::WRITE_THROUGH));
+    assert!(
+        tr.flags
+            .contains(PageFlags::NO_CACHE | PageFlags::WRITE_THROUGH)
+    );
     // Usable RAM the buddy allocator manages is refused.
-    assert_eq!(vm.ioremap(PhysAddr::new(8 << 20), PAGE_SIZE), Err(VmallocError::RamRefused));
+    assert_eq!(
+        vm.ioremap(PhysAddr::new(8 << 20), PAGE_SIZE),
+        Err(VmallocError::RamRefused)
+    );
     // The ISA hole is the direct map's, with no new area.
     let areas = vm.stats().areas;
     let vga = vm.ioremap(PhysAddr::new(0xB8000), 4000).unwrap();
     let dm = host.machine().layout().direct_map();
-    assert_eq!(VirtAddr::from_ptr(vga.as_ptr()), dm.phys_to_virt(PhysAddr::new(0xB8000)).unwrap());
+    assert_eq!(
+        VirtAddr::from_ptr(vga.as_ptr()),
+        dm.phys_to_virt(PhysAddr::new(0xB8000)).unwrap()
+    );
     assert_eq!(vm.stats().areas, areas);
     vm.iounmap(vga.as_ptr()).unwrap();
     // Wrong frees.
-    assert_eq!(vm.vfree(p.as_ptr().wrapping_sub(0x123)), Err(VmallocError::WrongKind { is: AreaKind::Ioremap }));
+    assert_eq!(
+        vm.vfree(p.as_ptr().wrapping_sub(0x123)),
+        Err(VmallocError::WrongKind {
+            is: AreaKind::Ioremap
+        })
+    );
     let v = vm.vmalloc(PAGE_SIZE).unwrap();
-    assert_eq!(vm.iounmap(v.as_ptr()), Err(VmallocError::WrongKind { is: AreaKind::Vmalloc }));
+    assert_eq!(
+        vm.iounmap(v.as_ptr()),
+        Err(VmallocError::WrongKind {
+            is: AreaKind::Vmalloc
+        })
+    );
     vm.iounmap(p.as_ptr()).unwrap();
     assert_eq!(vm.iounmap(p.as_ptr()), Err(VmallocError::NotLive));
     vm.iounmap(apic.as_ptr()).unwrap();
@@ -215,8 +286,19 @@ fn vmallocinfo_lists_every_live_area() {
     let lines: Vec<&str> = s.lines().collect();
     assert_eq!(lines.len(), 2, "{s}");
     let start = a.as_ptr() as usize;
-    assert_eq!(lines[0], format!("{:#010x}-{:#010x}    16384 vmalloc pages=3 vmalloc", start, start + 4 * PAGE_SIZE));
-    assert!(lines[1].ends_with(" 8192 vmap pages=1 vmap"), "{}", lines[1]);
+    assert_eq!(
+        lines[0],
+        format!(
+            "{:#010x}-{:#010x}    16384 vmalloc pages=3 vmalloc",
+            start,
+            start + 4 * PAGE_SIZE
+        )
+    );
+    assert!(
+        lines[1].ends_with(" 8192 vmap pages=1 vmap"),
+        "{}",
+        lines[1]
+    );
     vm.vfree(a.as_ptr()).unwrap();
     vm.vunmap(b.as_ptr()).unwrap();
     host.buddy().free_pages_page(page, 0).unwrap();
