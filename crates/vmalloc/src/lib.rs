@@ -3,4 +3,5 @@
 #![no_std]
 #![warn(missing_docs)]
 
+pub mod free_area;
 pub mod rbtree;
