@@ -2,6 +2,9 @@
 //! nothing changed; the four fit types of Linux's `adjust_va_to_fit_type` and
 //! the three merges of `merge_or_add_vmap_area`, one by one.
 
+// The expected free ranges are ranges, one or several.
+#![allow(clippy::single_range_in_vec_init)]
+
 mod common;
 
 use std::ops::Range;

@@ -106,12 +106,10 @@ impl Model {
     fn give(&mut self, a: usize, size: usize) -> usize {
         let (mut s, mut e) = (a, a + size);
         let mut joined = 0;
-        if let Some((&ps, &pe)) = self.free.range(..a).next_back() {
-            if pe == a {
-                self.free.remove(&ps);
-                s = ps;
-                joined += 1;
-            }
+        if let Some((&ps, _)) = self.free.range(..a).next_back().filter(|&(_, &pe)| pe == a) {
+            self.free.remove(&ps);
+            s = ps;
+            joined += 1;
         }
         if let Some(ne) = self.free.remove(&e) {
             e = ne;
