@@ -8,7 +8,7 @@ use core::ptr::NonNull;
 use intrusive_collections::{KeyAdapter, RBTreeLink, UnsafeRef, intrusive_adapter};
 use kmm_hal::{PAGE_SIZE, PhysAddr, VirtAddr};
 
-use crate::free_area::FreeNode;
+use crate::free_area::OwnedNode;
 
 /// What an area maps (the flags of `/proc/vmallocinfo`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -98,7 +98,7 @@ pub(crate) struct VmArea {
     pub(crate) nr_pages: usize,
     pub(crate) phys: Option<PhysAddr>,
     pub(crate) caller: &'static str,
-    pub(crate) spare: Option<NonNull<FreeNode>>,
+    pub(crate) spare: Option<OwnedNode>,
 }
 
 impl VmArea {

@@ -17,7 +17,7 @@ use kmm_slab::SlabAllocator;
 
 use crate::VmallocError;
 use crate::area::{AreaKind, VmArea};
-use crate::free_area::{FreeAreas, FreeNode};
+use crate::free_area::{AllocError, FreeAreas, FreeNode, OwnedNode};
 use crate::vmap_area::{Lookup, Space};
 use crate::vmap_block::Blocks;
 
@@ -114,14 +114,17 @@ impl<'a, P: PageTable, F: FrameSource, T: KernelTlb, C: Cpu> Vmalloc<'a, P, F, T
             return Err(VmallocError::BadSize);
         }
         let node = alloc_node(slab)?;
-        // SAFETY: `node` is a fresh `kmalloc` block of a `FreeNode`'s size and
-        // alignment that the tree now owns.
-        let free = unsafe { FreeAreas::new(start, end, node) };
+        let free = FreeAreas::new(start, end, node).map_err(|(_, node)| {
+            free_node(slab, node);
+            VmallocError::BadSize
+        })?;
         let cpus = slab.buddy().cpu().count();
         let blocks = match Blocks::new(slab, start, end, cpus) {
             Ok(b) => b,
             Err(e) => {
-                free_node(slab, node);
+                for n in free.into_nodes() {
+                    free_node(slab, n);
+                }
                 return Err(e);
             }
         };
@@ -199,34 +202,40 @@ impl<'a, P: PageTable, F: FrameSource, T: KernelTlb, C: Cpu> Vmalloc<'a, P, F, T
             .cast::<VmArea>();
         let guard = Unwind::new(self, desc.cast());
         let spare_for_area = alloc_node(self.slab)?;
-        let guard = guard.also(spare_for_area.cast());
-        let mut split: Option<NonNull<FreeNode>> = Some(alloc_node(self.slab)?);
+        let guard = guard.also(spare_for_area);
+        let mut split: Option<OwnedNode> = Some(alloc_node(self.slab)?);
         let mut purged = false;
         let addr = loop {
             let got = {
                 let mut s = self.space.lock(self.cpu());
-                // SAFETY: the spare slot holds a fresh node or `None`; the
-                // tree takes it only for a no-edge split.
-                unsafe { s.free.alloc(span, align, self.start, self.end, &mut split) }
+                s.free.alloc(span, align, self.start, self.end, &mut split)
             };
             match got {
-                Some(a) => break a,
-                None if !purged => {
+                Ok(a) => {
+                    for n in a.released {
+                        free_node(self.slab, n);
+                    }
+                    break a.addr;
+                }
+                Err(AllocError::NoSpace) if !purged => {
                     purged = true;
                     self.purge();
                 }
-                None => {
+                Err(e) => {
                     if let Some(n) = split {
                         free_node(self.slab, n);
                     }
-                    return Err(VmallocError::OutOfAddresses);
+                    return Err(match e {
+                        AllocError::NoSpace => VmallocError::OutOfAddresses,
+                        _ => VmallocError::BadSize,
+                    });
                 }
             }
         };
         if let Some(n) = split {
             free_node(self.slab, n);
         }
-        guard.forget();
+        let spare_for_area = guard.forget();
         // SAFETY: `desc` is a fresh `kmalloc` block of a `VmArea`'s size and
         // alignment (kmalloc aligns to the size class, at least a word).
         unsafe {
@@ -361,7 +370,7 @@ impl<'a, P: PageTable, F: FrameSource, T: KernelTlb, C: Cpu> Vmalloc<'a, P, F, T
             // SAFETY: the area was parked (unpublished, unmapped), every CPU
             // flushed its addresses just above, and its spare node is its own.
             let unused = unsafe { s.release(&mut *p) };
-            for n in unused.into_iter().flatten() {
+            for n in unused {
                 free_node(self.slab, n);
             }
             // The descriptor's page array went back when it was unmapped.
@@ -403,46 +412,60 @@ fn unmap_pages<P: PageTable, F: FrameSource>(
 }
 
 /// A `kmalloc`ed free-tree node.
-pub(crate) fn alloc_node<C: Cpu>(
-    slab: &SlabAllocator<'_, C>,
-) -> Result<NonNull<FreeNode>, VmallocError> {
-    slab.kmalloc(size_of::<FreeNode>(), kmm_buddy::Gfp::KERNEL)
-        .map(NonNull::cast)
-        .map_err(|_| VmallocError::OutOfMemory)
+pub(crate) fn alloc_node<C: Cpu>(slab: &SlabAllocator<'_, C>) -> Result<OwnedNode, VmallocError> {
+    let p = slab
+        .kmalloc(size_of::<FreeNode>(), kmm_buddy::Gfp::KERNEL)
+        .map_err(|_| VmallocError::OutOfMemory)?
+        .cast::<FreeNode>();
+    // SAFETY: a fresh `kmalloc` block of a node's size, aligned to its size
+    // class (at least a word, a node's alignment); initialised here, and
+    // reached by nothing else until `free_node` gives it back.
+    unsafe {
+        p.as_ptr().write(FreeNode::new());
+        Ok(OwnedNode::from_raw(p))
+    }
 }
 
 /// Gives a free-tree node back to `kmalloc`.
-pub(crate) fn free_node<C: Cpu>(slab: &SlabAllocator<'_, C>, n: NonNull<FreeNode>) {
-    let r = slab.kfree(n.as_ptr().cast());
+pub(crate) fn free_node<C: Cpu>(slab: &SlabAllocator<'_, C>, n: OwnedNode) {
+    let r = slab.kfree(n.into_raw().as_ptr().cast());
     debug_assert!(r.is_ok(), "vmalloc: a node it allocated: {r:?}");
 }
 
-/// Gives back what `new_area` took if it fails midway.
+/// Gives back what `new_area` took if it fails midway: the descriptor and
+/// the area's own free-tree node.
 struct Unwind<'v, 'a, P, F, T, C: Cpu> {
     v: &'v Vmalloc<'a, P, F, T, C>,
-    blocks: [Option<NonNull<u8>>; 2],
+    desc: Option<NonNull<u8>>,
+    node: Option<OwnedNode>,
 }
 
 impl<'v, 'a, P, F, T, C: Cpu> Unwind<'v, 'a, P, F, T, C> {
-    fn new(v: &'v Vmalloc<'a, P, F, T, C>, b: NonNull<u8>) -> Self {
+    fn new(v: &'v Vmalloc<'a, P, F, T, C>, desc: NonNull<u8>) -> Self {
         Unwind {
             v,
-            blocks: [Some(b), None],
+            desc: Some(desc),
+            node: None,
         }
     }
-    fn also(mut self, b: NonNull<u8>) -> Self {
-        self.blocks[1] = Some(b);
+    fn also(mut self, node: OwnedNode) -> Self {
+        self.node = Some(node);
         self
     }
-    fn forget(mut self) {
-        self.blocks = [None, None];
+    /// Success: keeps the descriptor, hands the node over.
+    fn forget(mut self) -> OwnedNode {
+        self.desc = None;
+        self.node.take().expect("set by `also`")
     }
 }
 
 impl<P, F, T, C: Cpu> Drop for Unwind<'_, '_, P, F, T, C> {
     fn drop(&mut self) {
-        for b in self.blocks.iter().flatten() {
-            let _ = self.v.slab.kfree(b.as_ptr());
+        if let Some(d) = self.desc {
+            let _ = self.v.slab.kfree(d.as_ptr());
+        }
+        if let Some(n) = self.node.take() {
+            free_node(self.v.slab, n);
         }
     }
 }

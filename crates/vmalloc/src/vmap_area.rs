@@ -2,13 +2,12 @@
 //! and `purge_vmap_area_root`): busy areas by address, free ranges in the
 //! augmented tree, and the lazily freed areas waiting for one TLB flush.
 
-use core::ptr::NonNull;
 use intrusive_collections::Bound;
 
 use intrusive_collections::{RBTree, UnsafeRef};
 
 use crate::area::{AreaAdapter, VmArea};
-use crate::free_area::{FreeAreas, FreeNode};
+use crate::free_area::{FreeAreas, Released};
 
 /// What lies at an address of the vmalloc range.
 pub(crate) enum Lookup<'s> {
@@ -94,13 +93,20 @@ impl Space {
     /// # Safety
     /// `area` is a purged area of this space whose addresses every CPU has
     /// flushed, and whose `spare` node is valid and unlinked.
-    pub(crate) unsafe fn release(&mut self, area: &mut VmArea) -> [Option<NonNull<FreeNode>>; 2] {
+    pub(crate) unsafe fn release(&mut self, area: &mut VmArea) -> Released {
         let node = area
             .spare
             .take()
             .expect("an area carries its free-tree node");
-        // SAFETY: forwarded: the range is no longer used by anything, and the
-        // node is unlinked and owned by this space.
-        unsafe { self.free.give_back(area.addr, area.span, node) }
+        match self.free.free(area.addr, area.span, node) {
+            Ok(r) => r,
+            Err((e, node)) => {
+                // The range was taken from this tree and not given back
+                // since: a refusal means the tree is corrupt. Leak the node.
+                debug_assert!(false, "vmalloc: free tree refused a purged area: {e:?}");
+                let _ = node.into_raw();
+                Released::default()
+            }
+        }
     }
 }

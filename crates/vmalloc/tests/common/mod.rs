@@ -1,10 +1,15 @@
-//! The machine the vmalloc tests run on, and checked access to its memory.
+//! What the vmalloc tests share: the machine they run on, checked access
+//! to its memory, and a pool of free-tree nodes that stands in for
+//! `kmalloc` (counting nodes out so a test can see none is lost).
 #![allow(dead_code)]
+
+use core::ptr::NonNull;
 
 use kmm_hal::{PAGE_SIZE, PhysAddr, VirtAddr};
 use kmm_mock::{AccessError, Machine, MockCpu, MockFrames, MockPageTable};
 use kmm_testkit::TestMachine;
 use kmm_vmalloc::Vmalloc;
+use kmm_vmalloc::free_area::{FreeNode, OwnedNode};
 
 /// The allocator on a test machine, flushing every simulated CPU's TLB.
 pub type Vm<'h> = Vmalloc<'h, MockPageTable, MockFrames, &'h Machine, MockCpu>;
@@ -65,4 +70,34 @@ pub fn stamp(i: usize) -> [u8; 8] {
 /// The address of page `i` of the buffer at `p`.
 pub fn page_va(p: *const u8, i: usize) -> VirtAddr {
     VirtAddr::new(p as usize + i * PAGE_SIZE)
+}
+
+/// Hands out nodes from leaked boxes and takes them back.
+#[derive(Default)]
+pub struct NodePool {
+    /// Nodes handed out and not yet given back.
+    pub outstanding: usize,
+}
+
+impl NodePool {
+    /// A fresh node.
+    pub fn take(&mut self) -> OwnedNode {
+        self.outstanding += 1;
+        let node = NonNull::from(Box::leak(Box::new(FreeNode::new())));
+        // SAFETY: a fresh box nobody else knows of; `give` frees it.
+        unsafe { OwnedNode::from_raw(node) }
+    }
+
+    /// Frees a node handed back.
+    pub fn give(&mut self, node: OwnedNode) {
+        self.outstanding -= 1;
+        // SAFETY: every `OwnedNode` in these tests comes from `take` (a
+        // leaked box) and is given back once.
+        drop(unsafe { Box::from_raw(node.into_raw().as_ptr()) });
+    }
+
+    /// Frees every node in `nodes`, returning how many there were.
+    pub fn give_all(&mut self, nodes: impl IntoIterator<Item = OwnedNode>) -> usize {
+        nodes.into_iter().map(|n| self.give(n)).count()
+    }
 }
