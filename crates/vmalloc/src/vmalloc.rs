@@ -48,7 +48,7 @@ fn lazy_max_pages(cpus: usize, range_pages: usize) -> usize {
 /// `vfree` in interrupt context is refused with
 /// [`VmallocError::InInterrupt`]. Lock order where they nest (freeing
 /// descriptors during a purge): address space, then the SLAB allocator's.
-pub struct Vmalloc<'a, P, F, T, C: Cpu> {
+pub struct Vmalloc<'a, P: PageTable, F: FrameSource, T: KernelTlb, C: Cpu> {
     pub(crate) slab: &'a SlabAllocator<'a, C>,
     pub(crate) tables: &'a KernelTables<P, F>,
     pub(crate) tlb: T,
@@ -378,19 +378,34 @@ impl<'a, P: PageTable, F: FrameSource, T: KernelTlb, C: Cpu> Vmalloc<'a, P, F, T
         }
     }
 
-    /// Unmaps everything cached for `vm_map_ram` and purges (Linux's
-    /// `vm_unmap_aliases`): afterwards no CPU holds a translation of an
-    /// address this allocator freed.
+    /// Retires the `vm_map_ram` blocks with no live mapping, purges, and
+    /// flushes every CPU's TLB (Linux's `vm_unmap_aliases`): afterwards no
+    /// CPU holds a translation of an address this allocator unmapped.
     pub fn vm_unmap_aliases(&self) {
+        self.retire_idle_blocks();
         self.purge();
+        // Pages `vm_unmap_ram` unmapped inside blocks still in use wait for
+        // their block's purge: flush them too.
+        self.tlb.flush_tlb_all();
+        self.stats.flushes.fetch_add(1, Ordering::Relaxed);
     }
 }
 
-impl<P, F, T, C: Cpu> Drop for Vmalloc<'_, P, F, T, C> {
-    /// Gives the vmap-block tables back to `kmalloc`. Live areas, and the
-    /// free-tree nodes, stay allocated (a kernel never drops its vmalloc).
+impl<P: PageTable, F: FrameSource, T: KernelTlb, C: Cpu> Drop for Vmalloc<'_, P, F, T, C> {
+    /// Purges, then gives the vmap-block tables and the free tree's nodes
+    /// back to `kmalloc`. Live areas stay as they are: their pages, page
+    /// tables and descriptors are leaked, never freed under a user (a
+    /// kernel never drops its vmalloc; tests do, after freeing everything).
     fn drop(&mut self) {
+        self.retire_idle_blocks();
+        self.purge();
         self.blocks.release_tables(self.slab);
+        let space = self.space.get_mut();
+        // SAFETY: `free` is taken once, here, and `space` is not used again.
+        let free = unsafe { core::mem::ManuallyDrop::take(&mut space.free) };
+        for n in free.into_nodes() {
+            free_node(self.slab, n);
+        }
     }
 }
 
@@ -434,13 +449,13 @@ pub(crate) fn free_node<C: Cpu>(slab: &SlabAllocator<'_, C>, n: OwnedNode) {
 
 /// Gives back what `new_area` took if it fails midway: the descriptor and
 /// the area's own free-tree node.
-struct Unwind<'v, 'a, P, F, T, C: Cpu> {
+struct Unwind<'v, 'a, P: PageTable, F: FrameSource, T: KernelTlb, C: Cpu> {
     v: &'v Vmalloc<'a, P, F, T, C>,
     desc: Option<NonNull<u8>>,
     node: Option<OwnedNode>,
 }
 
-impl<'v, 'a, P, F, T, C: Cpu> Unwind<'v, 'a, P, F, T, C> {
+impl<'v, 'a, P: PageTable, F: FrameSource, T: KernelTlb, C: Cpu> Unwind<'v, 'a, P, F, T, C> {
     fn new(v: &'v Vmalloc<'a, P, F, T, C>, desc: NonNull<u8>) -> Self {
         Unwind {
             v,
@@ -459,7 +474,7 @@ impl<'v, 'a, P, F, T, C: Cpu> Unwind<'v, 'a, P, F, T, C> {
     }
 }
 
-impl<P, F, T, C: Cpu> Drop for Unwind<'_, '_, P, F, T, C> {
+impl<P: PageTable, F: FrameSource, T: KernelTlb, C: Cpu> Drop for Unwind<'_, '_, P, F, T, C> {
     fn drop(&mut self) {
         if let Some(d) = self.desc {
             let _ = self.v.slab.kfree(d.as_ptr());

@@ -23,7 +23,8 @@ pub(crate) enum Lookup<'s> {
 pub(crate) struct Space {
     pub(crate) busy: RBTree<AreaAdapter>,
     purge: RBTree<AreaAdapter>,
-    pub(crate) free: FreeAreas,
+    /// The free ranges (taken out only when the allocator is dropped).
+    pub(crate) free: core::mem::ManuallyDrop<FreeAreas>,
     /// Pages of address space in `purge`.
     pub(crate) lazy_pages: usize,
     /// Live areas.
@@ -41,7 +42,7 @@ impl Space {
         Space {
             busy: RBTree::new(AreaAdapter::new()),
             purge: RBTree::new(AreaAdapter::new()),
-            free,
+            free: core::mem::ManuallyDrop::new(free),
             lazy_pages: 0,
             nr_busy: 0,
         }

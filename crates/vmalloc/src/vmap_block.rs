@@ -393,6 +393,28 @@ impl<'a, P: PageTable, F: FrameSource, T: KernelTlb, C: Cpu> Vmalloc<'a, P, F, T
         Ok(())
     }
 
+    /// Retires every block with no live mapping, current ones included (a
+    /// CPU whose current block went finds it inactive and takes a new one):
+    /// their areas go to the lazy purge.
+    pub(crate) fn retire_idle_blocks(&self) {
+        let b = &self.blocks;
+        for slot in 0..b.nr_slots {
+            let Some(blk) = b.block(slot) else { continue };
+            let idle = {
+                let mut s = blk.state.lock(self.cpu());
+                let idle = s.active && s.used.iter().all(|&w| w == 0);
+                if idle {
+                    s.free_off = b.pages;
+                    s.dirty = b.pages;
+                }
+                idle
+            };
+            if idle {
+                self.block_release(slot);
+            }
+        }
+    }
+
     /// A block with every page dirty: inactive, and its area to the purge.
     fn block_release(&self, slot: usize) {
         let b = &self.blocks;
