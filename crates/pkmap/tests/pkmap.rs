@@ -221,6 +221,24 @@ fn a_full_table_fails_try_kmap_and_frees_after_kunmap() {
     p.check().unwrap();
 }
 
+/// Runs a call that must fail with `want`, and checks that it changed
+/// nothing.
+fn refused<R: std::fmt::Debug, E: std::fmt::Debug + PartialEq>(
+    host: &TestMachine,
+    p: &MockPkmap<'_>,
+    name: &str,
+    f: &dyn Fn() -> Result<R, E>,
+    want: E,
+) {
+    let before = snapshot(host, p);
+    match f() {
+        Err(e) => assert_eq!(e, want, "{name}"),
+        Ok(r) => panic!("{name}: accepted ({r:?})"),
+    }
+    assert_eq!(snapshot(host, p), before, "{name} changed the state");
+    p.check().unwrap_or_else(|e| panic!("{name}: {e}"));
+}
+
 #[test]
 fn bad_inputs_return_their_errors_and_change_nothing() {
     let host = machine(24, 1);
@@ -239,98 +257,92 @@ fn bad_inputs_return_their_errors_and_change_nothing() {
     let l2 = p.kmap_local_page(pages[2]).unwrap();
     let l3 = p.kmap_local_page(pages[3]).unwrap();
 
-    let cases: Vec<(&str, Box<dyn Fn() -> String + '_>)> = vec![
-        (
-            "kunmap of a page never mapped",
-            Box::new(|| format!("{:?}", p.kunmap(pages[2]))),
-        ),
-        (
-            "double kunmap",
-            Box::new(|| format!("{:?}", p.kunmap(pages[1]))),
-        ),
-        (
-            "kunmap_high of lowmem",
-            Box::new(|| format!("{:?}", p.kunmap_high(low))),
-        ),
-        (
-            "kmap_high of lowmem",
-            Box::new(|| format!("{:?}", p.kmap_high(low))),
-        ),
-        (
-            "kmap not in mem_map",
-            Box::new(|| format!("{:?}", p.kmap(&forged))),
-        ),
-        (
-            "kunmap not in mem_map",
-            Box::new(|| format!("{:?}", p.kunmap(&forged))),
-        ),
-        (
-            "kmap_local not in mem_map",
-            Box::new(|| format!("{:?}", p.kmap_local_page(&forged))),
-        ),
-        (
-            "kunmap_local out of order",
-            Box::new(|| format!("{:?}", p.kunmap_local(l2))),
-        ),
-        (
-            "kunmap_local of a foreign address",
-            Box::new(|| format!("{:?}", p.kunmap_local(va0))),
-        ),
-        (
-            "kunmap_atomic of a local mapping",
-            Box::new(|| format!("{:?}", p.kunmap_atomic(l3))),
-        ),
-        (
-            "kunmap_local of a lowmem address never mapped",
-            Box::new(|| {
-                let dm = host
-                    .buddy()
-                    .mem()
-                    .direct_map()
-                    .phys_to_virt(phys(&host, low))
-                    .unwrap();
-                format!("{:?}", p.kunmap_local(dm))
-            }),
-        ),
-        (
-            "kmap with interrupts off",
-            Box::new(|| {
-                let _irq = host.cpu().irq_guard();
-                format!("{:?}", p.kmap(pages[2]))
-            }),
-        ),
-        (
-            "kunmap with interrupts off",
-            Box::new(|| {
-                let _irq = host.cpu().irq_guard();
-                format!("{:?}", p.kunmap(pages[0]))
-            }),
-        ),
-    ];
-    let want = [
-        format!("{:?}", Err::<(), _>(KunmapError::NotMapped)),
-        format!("{:?}", Err::<(), _>(KunmapError::Unbalanced)),
-        format!("{:?}", Err::<(), _>(KunmapError::NotHighmem)),
-        format!("{:?}", Err::<VirtAddr, _>(KmapError::NotHighmem)),
-        format!("{:?}", Err::<VirtAddr, _>(KmapError::NotInMemMap)),
-        format!("{:?}", Err::<(), _>(KunmapError::NotInMemMap)),
-        format!("{:?}", Err::<VirtAddr, _>(KmapLocalError::NotInMemMap)),
-        format!(
-            "{:?}",
-            Err::<(), _>(KunmapLocalError::OutOfOrder { top: l3 })
-        ),
-        format!("{:?}", Err::<(), _>(KunmapLocalError::NotMapped)),
-        format!("{:?}", Err::<(), _>(KunmapLocalError::WrongKind)),
-        format!("{:?}", Err::<(), _>(KunmapLocalError::NotMapped)),
-        format!("{:?}", Err::<VirtAddr, _>(KmapError::IrqsDisabled)),
-        format!("{:?}", Err::<(), _>(KunmapError::IrqsDisabled)),
-    ];
-    for ((name, case), want) in cases.iter().zip(&want) {
-        let before = snapshot(&host, &p);
-        assert_eq!(&case(), want, "{name}");
-        assert_eq!(snapshot(&host, &p), before, "{name} changed the state");
-        p.check().unwrap_or_else(|e| panic!("{name}: {e}"));
-    }
+    let dm_low = host
+        .buddy()
+        .mem()
+        .direct_map()
+        .phys_to_virt(phys(&host, low))
+        .unwrap();
+    let r = |name, f: &dyn Fn() -> Result<(), KunmapError>, want| refused(&host, &p, name, f, want);
+    r(
+        "kunmap of a page never mapped",
+        &|| p.kunmap(pages[2]),
+        KunmapError::NotMapped,
+    );
+    r(
+        "double kunmap",
+        &|| p.kunmap(pages[1]),
+        KunmapError::Unbalanced,
+    );
+    r(
+        "kunmap_high of lowmem",
+        &|| p.kunmap_high(low),
+        KunmapError::NotHighmem,
+    );
+    r(
+        "kunmap not in mem_map",
+        &|| p.kunmap(&forged),
+        KunmapError::NotInMemMap,
+    );
+    r(
+        "kunmap, interrupts off",
+        &|| {
+            let _irq = host.cpu().irq_guard();
+            p.kunmap(pages[0])
+        },
+        KunmapError::IrqsDisabled,
+    );
+    let r =
+        |name, f: &dyn Fn() -> Result<VirtAddr, KmapError>, want| refused(&host, &p, name, f, want);
+    r(
+        "kmap_high of lowmem",
+        &|| p.kmap_high(low),
+        KmapError::NotHighmem,
+    );
+    r(
+        "kmap not in mem_map",
+        &|| p.kmap(&forged),
+        KmapError::NotInMemMap,
+    );
+    r(
+        "kmap, interrupts off",
+        &|| {
+            let _irq = host.cpu().irq_guard();
+            p.kmap(pages[2])
+        },
+        KmapError::IrqsDisabled,
+    );
+    let r = |name, f: &dyn Fn() -> Result<VirtAddr, KmapLocalError>, want| {
+        refused(&host, &p, name, f, want)
+    };
+    r(
+        "kmap_local not in mem_map",
+        &|| p.kmap_local_page(&forged),
+        KmapLocalError::NotInMemMap,
+    );
+    let r = |name, f: &dyn Fn() -> Result<(), KunmapLocalError>, want| {
+        refused(&host, &p, name, f, want)
+    };
+    r(
+        "kunmap_local out of order",
+        &|| p.kunmap_local(l2),
+        KunmapLocalError::OutOfOrder { top: l3 },
+    );
+    r(
+        "kunmap_local of a pkmap address",
+        &|| p.kunmap_local(va0),
+        KunmapLocalError::NotMapped,
+    );
+    r(
+        "kunmap_atomic of a local mapping",
+        &|| p.kunmap_atomic(l3),
+        KunmapLocalError::WrongKind,
+    );
+    r(
+        "kunmap_local of a lowmem address never mapped",
+        &|| p.kunmap_local(dm_low),
+        KunmapLocalError::NotMapped,
+    );
     assert_eq!(p.page_address(pages[2]), None);
 
     // Nesting past the slots, then unwinding: nothing left behind.
