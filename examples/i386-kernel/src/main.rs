@@ -24,14 +24,18 @@ mod fallback;
 mod frames;
 mod heap;
 mod highmem;
+mod idt;
 mod multiboot;
 mod paging;
 mod physmem;
+mod pkmap_check;
 mod pool_check;
 mod rt;
 mod serial;
 mod slab_bad_input;
 mod slab_check;
+mod tables;
+mod vmalloc_check;
 
 use core::panic::PanicInfo;
 
@@ -40,7 +44,6 @@ use kmm_i386::{Classic, FIXADDR_TOP, I386Layout, MAX_LOWMEM, Mode, PAGE_OFFSET, 
 
 use exit::{ExitCode, exit};
 use frames::BootFrames;
-use highmem::HighmemWindow;
 use multiboot::{BOOTLOADER_MAGIC, BootInfo, Options, PagingMode};
 use serial::kprintln;
 
@@ -166,14 +169,14 @@ fn run<M: Mode + Send + 'static>(boot: &BootInfo, opts: Options, pae: bool) -> !
         frames.in_use(),
         frames.allocated()
     );
-    let window = HighmemWindow::new(pt, &layout, &mut frames);
+    let window = highmem::prepare(&mut pt, &layout, &mut frames);
     kprintln!(
-        "kmm: highmem window at {} (fixmap kmap_atomic slot of CPU 0), {} table pages",
-        window.va(),
-        window.table_pages()
+        "kmm: highmem window at {window} (the fixmap's vDSO slot), {} table pages",
+        pt.table_pages()
     );
-    let buddy = physmem::run(boot, &layout, frames, window);
-    slab_check::run(buddy);
+    let (buddy, tables) = physmem::run(boot, &layout, frames, pt, window);
+    let slab = slab_check::run(buddy);
+    vmalloc_check::run(slab, tables, &layout);
     if opts.test_panic {
         kprintln!("kmm: test=panic: panicking on purpose");
         panic!("deliberate panic requested by test=panic");
