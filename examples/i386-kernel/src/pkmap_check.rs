@@ -145,10 +145,17 @@ pub fn run<M: Mode + 'static>(b: &KernelBuddy<'static>, pkmap: &KernelPkmap<M>) 
         panic!("pkmap consistency check: {e}");
     }
     let after = pkmap.stats();
+    let runs = after.flush_all_zero_runs - before.flush_all_zero_runs;
+    // Each pass maps every page anew at least once the previous pass moved
+    // on: a wrap-around every LAST_PKMAP new mappings, at the least.
+    assert!(
+        runs >= pages / pkmap.last_pkmap(),
+        "{runs} flush_all_zero_pkmaps passes for {pages} pages and {} entries",
+        pkmap.last_pkmap()
+    );
     kprintln!(
-        "kmm: pkmap: {pages} highmem pages stamped and verified ({} blocks; every free HIGHMEM page but the {left} of the atomic reserve), {} flush_all_zero_pkmaps passes, {} kernel TLB flushes, {} waits (LAST_PKMAP={})",
+        "kmm: pkmap: every free HIGHMEM page stamped through kmap and verified: {pages} pages in {} blocks (all but the {left} of the atomic reserve), {runs} flush_all_zero_pkmaps passes, {} kernel TLB flushes, {} waits (LAST_PKMAP={})",
         held.len(),
-        after.flush_all_zero_runs - before.flush_all_zero_runs,
         after.kernel_flushes - before.kernel_flushes,
         after.waits - before.waits,
         pkmap.last_pkmap()

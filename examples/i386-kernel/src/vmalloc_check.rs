@@ -71,7 +71,7 @@ pub fn run<M: Mode + Send + 'static>(
             Err(e) => panic!("pkmap: {e}"),
         };
     kprintln!(
-        "kmm: vmalloc: range {}..{} ({} MiB), lazy_max_pages={}; pkmap: {} entries at {}; {} page-table pages from the buddy allocator",
+        "kmm: vmalloc: range {}..{} ({} MiB), lazy_max_pages={}; pkmap: {} entries at {}; {} page-table page(s) from the buddy allocator",
         layout.vmalloc_start(),
         layout.vmalloc_end(),
         (layout.vmalloc_end().as_usize() - layout.vmalloc_start().as_usize()) >> 20,
@@ -115,7 +115,7 @@ pub fn run<M: Mode + Send + 'static>(
     );
     assert_eq!(idt::stray(), 0, "stray interrupts arrived");
     kprintln!(
-        "kmm: vmalloc ok (every area given back and purged; {} page-table pages held for the vmalloc, pkmap and fixmap ranges)",
+        "kmm: vmalloc ok (every area given back and purged; {} page-table page(s) from the buddy allocator held for the pkmap window)",
         tables.lock(buddy.cpu()).frames.in_use() - tables_before
     );
 }
