@@ -5,7 +5,10 @@
 //! memory map (kmm-page-frame, kmm-buddy) and exercises every zone and order,
 //! builds the slab allocator over it (kmm-slab) and makes `kmalloc` the
 //! `#[global_allocator]` (`Vec`, `Box`, `BTreeMap` from `alloc`), exercises its
-//! caches, and reports on COM1.
+//! caches, then turns interrupts on and builds vmalloc and pkmap over the
+//! shared kernel tables (kmm-vmalloc, kmm-pkmap): vmalloc memory read back
+//! through `kmap`, every free HIGHMEM page through `kmap`, `ioremap` of the
+//! local APIC and VGA text memory, `/proc/vmallocinfo`; it reports on COM1.
 //!
 //! Command line: `paging=2level` (default) or `paging=pae`; `test=panic` to
 //! panic on purpose. QEMU exits with 33 on success and 35 on failure through
