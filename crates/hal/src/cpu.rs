@@ -50,9 +50,9 @@ impl IrqState {
 ///   exactly while an interrupt handler runs on this CPU.
 /// - **A fixed count.** [`Cpu::count`] returns the same value for the life of
 ///   the object.
-/// - **No re-entry with interrupts off.** [`Cpu::interrupt_point`] and
-///   [`Cpu::lockdep_report`] run no code that calls into kmm while interrupts
-///   are disabled on the calling CPU.
+/// - **No re-entry with interrupts off.** [`Cpu::interrupt_point`],
+///   [`Cpu::cpu_relax`] and [`Cpu::lockdep_report`] run no code that calls
+///   into kmm while interrupts are disabled on the calling CPU.
 pub unsafe trait Cpu {
     /// The number of CPUs; ids are `0..count()`.
     fn count(&self) -> usize;
@@ -105,6 +105,23 @@ pub unsafe trait Cpu {
     /// can be taken then, and kmm relies on it not re-entering).
     #[inline]
     fn interrupt_point(&self) {}
+
+    /// Called by [`sync`](crate::sync)'s locks while they spin for a lock
+    /// another CPU holds (Linux's `cpu_relax()` in a spin loop), with the
+    /// caller's interrupts on or off, and possibly other locks held and
+    /// per-CPU data borrowed. The default is the spin-loop hint (PAUSE).
+    ///
+    /// A real CPU spinning with interrupts enabled takes interrupts — IPIs
+    /// included, which is what keeps a cross-CPU call ([`crate::CrossCall`])
+    /// from waiting forever on a CPU spinning for a plain lock the caller
+    /// holds. The host mock, whose CPUs are threads, takes pending cross-CPU
+    /// calls here when interrupts are enabled. As with
+    /// [`Cpu::interrupt_point`], with interrupts disabled it runs no code
+    /// that could call into kmm.
+    #[inline]
+    fn cpu_relax(&self) {
+        core::hint::spin_loop();
+    }
 
     /// Called by [`sync`](crate::sync)'s lock checker when a lock was taken
     /// both from an interrupt handler and with interrupts enabled: the deadlock

@@ -12,7 +12,10 @@
 //! - [`sync`]: spin locks that are IRQ-safe by type, and a lock checker;
 //! - [`KernelLayout`]: the direct map, vmalloc area, pkmap window and fixmap;
 //! - [`KernelTlb`]: kernel TLB flushes on every CPU, and [`KernelTables`]:
-//!   the kernel page tables every CPU writes, behind one IRQ-safe lock.
+//!   the kernel page tables every CPU writes, behind one IRQ-safe lock;
+//! - [`CrossCall`]: a short function run on the other CPUs, waiting for them
+//!   (Linux's `smp_call_function` and `on_each_cpu`), and [`UpCrossCall`] for
+//!   a kernel where one CPU runs.
 //!
 //! # Safety and locking
 //!
@@ -32,8 +35,14 @@
 //!   reports a lock taken both in interrupt context and with interrupts
 //!   enabled through [`Cpu::lockdep_report`].
 //! - [`PageTable::flush`] and [`PageTable::flush_all`] are local to the calling
-//!   CPU; [`KernelTlb`] is the one way to flush every CPU, called with
-//!   interrupts on and no IRQ-safe lock held.
+//!   CPU; [`KernelTlb`] is the one way to flush every CPU.
+//! - **The deadlock rule.** [`KernelTlb`]'s flushes and [`CrossCall`]'s calls
+//!   wait for the other CPUs, so they are made only with interrupts enabled,
+//!   no [`sync::IrqSpinLock`] held, and not from an interrupt handler, as in
+//!   Linux: a CPU spinning with interrupts off could never answer. A CPU
+//!   spinning with interrupts on (for a [`sync::SpinLock`]) keeps answering:
+//!   the locks call [`Cpu::cpu_relax`] while they spin, where an
+//!   implementation may take interrupts.
 //!
 //! `kmm-i386` implements the traits for 32-bit x86 (2-level and PAE paging);
 //! `kmm-mock` implements them for a simulated machine on the host.
@@ -60,6 +69,7 @@ mod kernel_tables;
 mod layout;
 mod lock_report;
 mod paging;
+mod smp;
 pub mod sync;
 mod tlb;
 
@@ -70,4 +80,5 @@ pub use flags::PageFlags;
 pub use kernel_tables::{KernelTables, Tables};
 pub use layout::{DirectMap, Fixmap, KernelLayout, LayoutError, check_layout};
 pub use paging::{Flush, FrameSource, MapError, PageSize, PageTable, TableReclaim, Translation};
+pub use smp::{CrossCall, UpCrossCall};
 pub use tlb::KernelTlb;

@@ -11,6 +11,11 @@
 //!   [`IrqSpinLock::lock_irqsave`] disables them itself.
 //! - [`SpinLock`] is a plain lock for data no interrupt path reaches.
 //!
+//! A CPU waiting for a lock another CPU holds calls [`Cpu::cpu_relax`] as it
+//! spins: with interrupts enabled (a [`SpinLock`]) it may take interrupts
+//! there, as a real CPU does, so a cross-CPU call
+//! ([`CrossCall`](crate::CrossCall)) from the holder is answered.
+//!
 //! # The lock checker (lockdep)
 //!
 //! In builds with debug assertions (or the `lockdep` feature) every lock
@@ -170,7 +175,9 @@ impl<T> CheckedLock<T> {
 }
 
 impl<T: ?Sized> CheckedLock<T> {
-    /// Records the acquisition (before spinning), then takes the lock.
+    /// Records the acquisition (before spinning), then takes the lock,
+    /// calling [`Cpu::cpu_relax`] while another CPU holds it (where a CPU
+    /// spinning with interrupts on takes them, IPIs included).
     #[inline(always)]
     fn acquire<C: Cpu + ?Sized>(
         &self,
@@ -178,8 +185,20 @@ impl<T: ?Sized> CheckedLock<T> {
         at: &'static Location<'static>,
     ) -> SpinGuard<'_, T> {
         self.dep.acquire(self.name, cpu, at);
-        SpinGuard {
-            inner: self.inner.lock(),
+        loop {
+            if let Some(inner) = self.inner.try_lock() {
+                return SpinGuard { inner };
+            }
+            self.contended(cpu);
+        }
+    }
+
+    /// Waits, relaxing, until the lock looks free (test-and-test-and-set).
+    #[cold]
+    #[inline(never)]
+    fn contended<C: Cpu + ?Sized>(&self, cpu: &C) {
+        while self.inner.is_locked() {
+            cpu.cpu_relax();
         }
     }
 }

@@ -16,8 +16,11 @@ use crate::VirtAddr;
 /// Once several CPUs run, a flush waits for the others (an IPI shootdown on
 /// i386). It is only called with interrupts enabled and no
 /// [`crate::sync::IrqSpinLock`] held, as in Linux: a CPU spinning with
-/// interrupts off on a lock the sender holds could never answer. kmm's
-/// allocators keep the rule: they drop their locks before they flush.
+/// interrupts off on a lock the sender holds could never answer. It is the
+/// rule of [`crate::CrossCall`], which an SMP kernel builds its shootdown on
+/// (each CPU flushes its own TLB in the called function). kmm's allocators
+/// keep the rule: they drop their IRQ-safe locks before they flush, and
+/// never flush from an interrupt handler.
 ///
 /// # Safety
 ///
