@@ -9,19 +9,25 @@
 //! allocator's [`Cpu::interrupt_point`] — with [`Cpu::in_interrupt`] true and
 //! interrupts off. The lock checker's reports ([`Cpu::lockdep_report`]) are
 //! recorded ([`MockCpu::lockdep_reports`]) and by default panic.
+//!
+//! Cross-CPU calls ([`kmm_hal::CrossCall`], in `smp.rs`) run on a CPU's thread
+//! at the same points, and wherever it spins for a lock with interrupts on.
 
 use std::cell::Cell;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use kmm_hal::sync::LockReport;
 use kmm_hal::{Cpu, IrqState};
 
+use crate::smp::{self, CallQueues};
+
 thread_local! {
     /// The CPU id this thread runs as, if bound.
     static CURRENT: Cell<Option<usize>> = const { Cell::new(None) };
-    /// Interrupts disabled on this thread's CPU.
+    /// The CPUs (a [`Shared`]'s address) `CURRENT` belongs to; null if unbound.
+    static MACHINE: Cell<*const Shared> = const { Cell::new(std::ptr::null()) };
     /// This thread's CPU's interrupt state: [`OFF`] (interrupts disabled) and
     /// [`HANDLER`] (an interrupt handler is installed), in one cell so the
     /// guards' fast path reads one thread-local.
@@ -33,6 +39,11 @@ thread_local! {
     static GUARDS: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
     /// True while an interrupt handler runs on this thread's CPU.
     static IN_IRQ: Cell<bool> = const { Cell::new(false) };
+    /// `irq_save`s not yet restored on this thread's CPU (counted in builds
+    /// with debug assertions): while one is, an `IrqGuard` lives, and an
+    /// `IrqSpinLock` may be held even if interrupts were turned back on by a
+    /// guard dropped out of order.
+    static SAVES: Cell<usize> = const { Cell::new(0) };
     /// The interrupt handler installed by `with_irq_handler` on this thread,
     /// if any (the pointer is valid while `with_irq_handler` runs).
     static HANDLER_FN: Cell<Option<*const (dyn Fn() + '_)>> = const { Cell::new(None) };
@@ -61,8 +72,125 @@ fn set_irqs_off(off: bool) {
     IRQ.with(|c| c.set((c.get() & !OFF) | u8::from(off)));
 }
 
-struct Shared {
-    bound: Vec<AtomicBool>,
+/// [`Shared::bound`]: no thread runs as the CPU.
+pub(crate) const FREE: u8 = 0;
+/// [`Shared::bound`]: a thread is bound to the CPU.
+pub(crate) const BOUND: u8 = 1;
+/// [`Shared::bound`]: a cross-CPU call's sender runs the CPU's pending calls
+/// for it (no thread is bound; `bind` waits until it is done).
+pub(crate) const ACTING: u8 = 2;
+
+/// The state of one simulated CPU's thread: what [`as_cpu`] switches and
+/// gives back.
+#[derive(Clone, Copy)]
+struct Context {
+    current: Option<usize>,
+    machine: *const Shared,
+    irq: u8,
+    preempt: usize,
+    in_irq: bool,
+    saves: usize,
+}
+
+fn swap_context(new: Context) -> Context {
+    Context {
+        current: CURRENT.with(|c| c.replace(new.current)),
+        machine: MACHINE.with(|c| c.replace(new.machine)),
+        irq: IRQ.with(|c| c.replace(new.irq)),
+        preempt: PREEMPT.with(|c| c.replace(new.preempt)),
+        in_irq: IN_IRQ.with(|c| c.replace(new.in_irq)),
+        saves: SAVES.with(|c| c.replace(new.saves)),
+    }
+}
+
+/// Gives a saved [`Context`] back on drop (also when `f` unwinds).
+struct Restore(Context);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        swap_context(self.0);
+    }
+}
+
+/// Runs `f` on the calling thread as an interrupt handler of CPU `id` of
+/// `shared` — id, interrupts off, [`Cpu::in_interrupt`] true, preemption
+/// count 0 — then gives the thread its own state back. The caller has
+/// claimed the CPU ([`ACTING`]), so no thread is bound to it meanwhile.
+pub(crate) fn as_cpu<R>(shared: &Shared, id: usize, f: impl FnOnce() -> R) -> R {
+    let _restore = Restore(swap_context(Context {
+        current: Some(id),
+        machine: shared,
+        irq: OFF,
+        preempt: 0,
+        in_irq: true,
+        saves: 0,
+    }));
+    f()
+}
+
+/// Runs `f` as an interrupt handler of the calling thread's own CPU:
+/// interrupts off and [`Cpu::in_interrupt`] true until it returns (also when
+/// it unwinds). Called with interrupts on.
+pub(crate) fn in_irq_context<R>(f: impl FnOnce() -> R) -> R {
+    struct Exit(u8);
+    impl Drop for Exit {
+        fn drop(&mut self) {
+            IN_IRQ.with(|c| c.set(false));
+            IRQ.with(|c| c.set(self.0));
+        }
+    }
+    let _exit = Exit(IRQ.with(|c| c.replace(c.get() | OFF)));
+    IN_IRQ.with(|c| c.set(true));
+    f()
+}
+
+/// True if the calling thread's CPU has interrupts enabled and runs no
+/// interrupt handler: where it may take an interrupt or a cross-CPU call.
+pub(crate) fn may_take_irqs() -> bool {
+    !irqs_off() && !IN_IRQ.with(Cell::get)
+}
+
+/// The calling thread's CPU, if it is one of `shared`'s.
+pub(crate) fn this_cpu_of(shared: &Shared) -> Option<usize> {
+    if std::ptr::eq(MACHINE.with(Cell::get), shared) {
+        CURRENT.with(Cell::get)
+    } else {
+        None
+    }
+}
+
+/// Panics if the calling thread may not wait for other CPUs: the deadlock
+/// rule of `CrossCall` and `KernelTlb`.
+#[track_caller]
+pub(crate) fn assert_may_wait(what: &str) {
+    if IN_IRQ.with(Cell::get) {
+        panic!(
+            "kmm-mock: {what} called from an interrupt handler: a cross-CPU call waits for the \
+             other CPUs and could deadlock (the deadlock rule)"
+        );
+    }
+    if irqs_off() {
+        panic!(
+            "kmm-mock: {what} called with interrupts disabled (an IrqSpinLock held, or in an \
+             interrupt handler): with several CPUs the cross-CPU call could deadlock (the \
+             deadlock rule)"
+        );
+    }
+    let saves = SAVES.with(Cell::get);
+    if saves > 0 {
+        panic!(
+            "kmm-mock: {what} called with {saves} interrupt guard(s) alive (interrupts were \
+             re-enabled out of order, and an IrqSpinLock may be held): the cross-CPU call \
+             could deadlock (the deadlock rule)"
+        );
+    }
+}
+
+pub(crate) struct Shared {
+    /// Per CPU: [`FREE`], [`BOUND`] or [`ACTING`].
+    pub(crate) bound: Vec<AtomicU8>,
+    /// Cross-CPU calls waiting for each CPU.
+    pub(crate) calls: CallQueues,
     /// Interrupts raised and not yet delivered, per CPU.
     pending: Vec<AtomicUsize>,
     /// Interrupts delivered, per CPU.
@@ -79,7 +207,7 @@ struct Shared {
 /// per-CPU data. The IRQ and preemption guards work on any thread.
 #[derive(Clone)]
 pub struct MockCpu {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 impl fmt::Debug for MockCpu {
@@ -142,7 +270,8 @@ impl Drop for CpuBinding {
             std::process::abort();
         }
         CURRENT.with(|c| c.set(None));
-        self.shared.bound[self.id].store(false, Ordering::Release);
+        MACHINE.with(|c| c.set(std::ptr::null()));
+        self.shared.bound[self.id].store(FREE, Ordering::Release);
     }
 }
 
@@ -151,7 +280,8 @@ impl MockCpu {
     pub fn new(count: usize) -> MockCpu {
         MockCpu {
             shared: Arc::new(Shared {
-                bound: (0..count.max(1)).map(|_| AtomicBool::new(false)).collect(),
+                bound: (0..count.max(1)).map(|_| AtomicU8::new(FREE)).collect(),
+                calls: CallQueues::new(count.max(1)),
                 pending: (0..count.max(1)).map(|_| AtomicUsize::new(0)).collect(),
                 delivered: (0..count.max(1)).map(|_| AtomicUsize::new(0)).collect(),
                 reports: Mutex::new(Vec::new()),
@@ -166,13 +296,17 @@ impl MockCpu {
         if CURRENT.with(Cell::get).is_some() {
             return Err(BindError::AlreadyBound);
         }
-        if slot
-            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
+        // A sender running this CPU's cross-CPU calls for it holds the slot
+        // for as long as the calls take: wait for it, it is not a thread.
+        while let Err(now) = slot.compare_exchange(FREE, BOUND, Ordering::AcqRel, Ordering::Acquire)
         {
-            return Err(BindError::Busy);
+            if now == BOUND {
+                return Err(BindError::Busy);
+            }
+            std::thread::yield_now();
         }
         CURRENT.with(|c| c.set(Some(id)));
+        MACHINE.with(|c| c.set(Arc::as_ptr(&self.shared)));
         Ok(CpuBinding {
             shared: self.shared.clone(),
             id,
@@ -303,11 +437,23 @@ impl MockCpu {
         self.shared.lockdep_panics.store(panics, Ordering::Relaxed);
     }
 
+    /// Where interrupts are on (an `IrqGuard` restored "enabled", an
+    /// interrupt point): takes this thread's CPU's pending cross-CPU calls,
+    /// then, in builds that deliver them, its simulated interrupts.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn irqs_on_slow(&self) {
+        smp::take_cross_calls(&self.shared);
+        if DELIVER && IRQ.with(Cell::get) == HANDLER {
+            self.deliver_slow();
+        }
+    }
+
     /// Runs pending interrupts of this thread's CPU: called where it has
     /// interrupts enabled and a handler installed.
     #[cold]
     fn deliver_slow(&self) {
-        let Some(id) = CURRENT.with(Cell::get) else {
+        let Some(id) = this_cpu_of(&self.shared) else {
             return;
         };
         if HANDLER_FN.with(Cell::get).is_none() {
@@ -371,6 +517,9 @@ unsafe impl Cpu for MockCpu {
     #[inline]
     fn irq_save(&self) -> IrqState {
         GUARDS.with(|g| g.set((g.get().0 + 1, g.get().1)));
+        if DELIVER {
+            SAVES.with(|c| c.set(c.get() + 1));
+        }
         // The saved state is the whole cell: restoring it is one store.
         IrqState::from_raw(usize::from(IRQ.with(|c| {
             let v = c.get();
@@ -386,11 +535,14 @@ unsafe impl Cpu for MockCpu {
             irqs_off(),
             "kmm-mock: irq_restore with interrupts already enabled"
         );
+        if DELIVER {
+            SAVES.with(|c| c.set(c.get().saturating_sub(1)));
+        }
         // Truncation: the state is a value of the cell (`irq_save`).
         let v = state.raw() as u8;
         IRQ.with(|c| c.set(v));
-        if DELIVER && v == HANDLER {
-            self.deliver_slow();
+        if v & OFF == 0 && ((DELIVER && v == HANDLER) || smp::in_flight()) {
+            self.irqs_on_slow();
         }
     }
 
@@ -426,9 +578,21 @@ unsafe impl Cpu for MockCpu {
 
     #[inline]
     fn interrupt_point(&self) {
-        if DELIVER && IRQ.with(Cell::get) == HANDLER {
-            self.deliver_slow();
+        let v = IRQ.with(Cell::get);
+        if v & OFF == 0 && ((DELIVER && v == HANDLER) || smp::in_flight()) {
+            self.irqs_on_slow();
         }
+    }
+
+    /// Takes pending cross-CPU calls when interrupts are on (a CPU spinning
+    /// for a plain lock answers IPIs), then spins. Simulated interrupts keep
+    /// their own delivery points.
+    #[inline]
+    fn cpu_relax(&self) {
+        if !irqs_off() && smp::in_flight() {
+            smp::take_cross_calls(&self.shared);
+        }
+        std::hint::spin_loop();
     }
 
     fn lockdep_report(&self, report: &LockReport) {

@@ -102,6 +102,7 @@ mod layout;
 mod machine;
 mod page_table;
 mod ram;
+mod smp;
 mod sys;
 mod tlb;
 mod watchdog;

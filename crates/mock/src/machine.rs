@@ -4,7 +4,7 @@ use std::io;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use kmm_hal::{Cpu, KernelLayout, KernelTlb, PhysAddr, VirtAddr};
+use kmm_hal::{CrossCall, KernelLayout, KernelTlb, PhysAddr, VirtAddr};
 use kmm_i386::I386Layout;
 
 use crate::layout::{KERNEL_WINDOW, MockLayout};
@@ -114,8 +114,9 @@ pub(crate) struct Inner {
 /// - **A TLB checker** ([`Machine::tlb`]) with one TLB per CPU, **CPUs**
 ///   ([`Machine::cpu`]), and frame sources that run dry on demand
 ///   ([`crate::MockFrames`]).
-/// - **Kernel-wide TLB flushes**: `Machine` is the mock's [`KernelTlb`],
-///   which flushes every simulated CPU's TLB in the checker.
+/// - **Kernel-wide TLB flushes**: `Machine` is the mock's [`KernelTlb`], a
+///   shootdown: each simulated CPU flushes its own TLB in the checker, run
+///   there by [`MockCpu`]'s [`CrossCall`].
 #[derive(Clone)]
 pub struct Machine {
     pub(crate) inner: Arc<Inner>,
@@ -232,49 +233,42 @@ impl Machine {
     }
 }
 
-impl Machine {
-    /// Panics if the caller breaks [`KernelTlb`]'s deadlock rule: a
-    /// kernel-wide flush waits for the other CPUs, so it is made with
-    /// interrupts enabled (no `IrqSpinLock` held, not in an interrupt
-    /// handler). Checked on every machine, one CPU or many, so the bug shows
-    /// before SMP does.
-    #[track_caller]
-    fn assert_may_shoot_down(&self, what: &str) {
-        assert!(
-            !self.cpu().irqs_disabled(),
-            "kmm-mock: {what} called with interrupts disabled (an IrqSpinLock held, or in an \
-             interrupt handler): with several CPUs the shootdown could deadlock"
-        );
-    }
-}
-
 // SAFETY: the mock has no hardware TLB: host accesses go through the
 // window's mirror, which a page-table change updates at once. The only TLB
-// state is the checker's model, and both methods clear the given range (whole
-// pages, partial ones at either end included) or everything on every
-// simulated CPU before returning, so no CPU's later access can go through a
-// translation removed or changed before the call.
+// state is the checker's model, one TLB per simulated CPU. Both methods are a
+// shootdown through the mock's `CrossCall` (`on_each_cpu`), which runs the
+// flush on every simulated CPU, as that CPU, and returns only after all have:
+// each clears the given range (whole pages, partial ones at either end
+// included) or everything from its own TLB, so no CPU's later access can go
+// through a translation removed or changed before the call.
 unsafe impl KernelTlb for Machine {
-    /// Flushes `[start, end)` from every simulated CPU's TLB in the checker
-    /// ([`TlbChecker::flush_kernel_range`]).
+    /// A shootdown of `[start, end)`: every simulated CPU clears the range
+    /// from its own TLB in the checker, on its own thread at its next
+    /// interrupt-enabled point (or, for a CPU no thread is bound to, on the
+    /// caller's thread acting as it), and the call waits for all. Counted by
+    /// [`TlbChecker::kernel_flush_counts`].
     ///
     /// # Panics
-    /// If called with interrupts disabled on the calling CPU (the trait's
-    /// deadlock rule).
+    /// If called with interrupts disabled, with an `IrqSpinLock` held, or
+    /// from an interrupt handler on the calling CPU (the deadlock rule:
+    /// [`MockCpu::assert_may_wait`]).
     #[track_caller]
     fn flush_tlb_kernel_range(&self, start: VirtAddr, end: VirtAddr) {
-        self.assert_may_shoot_down("flush_tlb_kernel_range");
-        self.tlb().flush_kernel_range(start, end);
+        self.cpu().assert_may_wait("flush_tlb_kernel_range");
+        self.cpu()
+            .on_each_cpu(&|| self.tlb().flush_local_range(start, end));
+        self.tlb().count_kernel_flush(false);
     }
 
-    /// Flushes every simulated CPU's whole TLB in the checker
-    /// ([`TlbChecker::flush_kernel_all`]).
+    /// A shootdown of every CPU's whole TLB, as
+    /// [`Machine::flush_tlb_kernel_range`](KernelTlb::flush_tlb_kernel_range).
     ///
     /// # Panics
-    /// As [`Machine::flush_tlb_kernel_range`](KernelTlb::flush_tlb_kernel_range).
+    /// As `flush_tlb_kernel_range`.
     #[track_caller]
     fn flush_tlb_all(&self) {
-        self.assert_may_shoot_down("flush_tlb_all");
-        self.tlb().flush_kernel_all();
+        self.cpu().assert_may_wait("flush_tlb_all");
+        self.cpu().on_each_cpu(&|| self.tlb().flush_local_all());
+        self.tlb().count_kernel_flush(true);
     }
 }

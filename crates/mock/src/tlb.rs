@@ -246,6 +246,37 @@ impl TlbChecker {
         }
     }
 
+    /// Counts one kernel-wide flush (a range one, or a full one if `full`):
+    /// the machine's [`kmm_hal::KernelTlb`] counts its shootdown here and
+    /// flushes each CPU on that CPU ([`TlbChecker::flush_local_range`]).
+    pub(crate) fn count_kernel_flush(&self, full: bool) {
+        let mut s = self.lock();
+        if full {
+            s.kernel_full_flushes += 1;
+        } else {
+            s.kernel_range_flushes += 1;
+        }
+    }
+
+    /// Clears `[start, end)` (whole pages) from the calling CPU's TLB without
+    /// counting a local flush: one CPU's part of a shootdown.
+    pub(crate) fn flush_local_range(&self, start: VirtAddr, end: VirtAddr) {
+        let (start, end) = pages(start.as_usize(), end.as_usize());
+        let mut s = self.lock();
+        let cpu = TlbChecker::this_cpu(&s);
+        if start < end {
+            remove(&mut s.cpus[cpu], start, end);
+        }
+    }
+
+    /// Clears the calling CPU's whole TLB without counting a local flush:
+    /// one CPU's part of a full shootdown.
+    pub(crate) fn flush_local_all(&self) {
+        let mut s = self.lock();
+        let cpu = TlbChecker::this_cpu(&s);
+        s.cpus[cpu].clear();
+    }
+
     /// Records a flush of every entry on every CPU (Linux's `flush_tlb_all`;
     /// [`kmm_hal::KernelTlb::flush_tlb_all`]).
     pub fn flush_kernel_all(&self) {

@@ -6,8 +6,10 @@
 //! kernel page tables behind [`KernelTables`] (the tables' IRQ-safe lock, as
 //! vmalloc and pkmap share them). Each test fails if the checker kept one TLB
 //! for the whole machine: CPU 0's local flush would then clear CPU 1's entry.
+//! The kernel-wide flush is a shootdown: CPU 1 runs its part on its own
+//! thread, so while CPU 0 may flush, CPU 1 waits at interrupt points.
 
-use std::sync::Barrier;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use kmm_hal::{
     Cpu, KernelLayout, KernelTables, KernelTlb, PAGE_SIZE, PageFlags, PageTable, PhysAddr,
@@ -86,6 +88,25 @@ fn remap_on_cpu0(m: &Machine, t: &Tables, va: VirtAddr, how: Flushed) {
         .ignore(); // nothing was mapped there since the unmap
 }
 
+/// Steps two CPUs take in turn. A CPU waiting for the other spins with
+/// interrupts on and calls `interrupt_point`, as a kernel's CPU spinning with
+/// interrupts enabled takes IPIs: a host `Barrier` would block the thread
+/// where it cannot answer CPU 0's shootdown.
+struct Steps(AtomicUsize);
+
+impl Steps {
+    fn reach(&self, step: usize) {
+        self.0.store(step, Ordering::Release);
+    }
+
+    fn wait_for(&self, m: &Machine, step: usize) {
+        while self.0.load(Ordering::Acquire) < step {
+            m.cpu().interrupt_point();
+            std::thread::yield_now();
+        }
+    }
+}
+
 /// CPU 1 reads `va` (the old frame), CPU 0 remaps it, CPU 1 reads it again.
 /// Returns CPU 0's read of the new mapping and CPU 1's second read.
 fn remap_under_cpu1(
@@ -93,21 +114,21 @@ fn remap_under_cpu1(
     how: Flushed,
 ) -> (Result<u8, AccessError>, Result<u8, AccessError>, VirtAddr) {
     let (t, va) = tables(m);
-    let step = Barrier::new(2);
+    let steps = Steps(AtomicUsize::new(0));
     let (cpu0, cpu1) = std::thread::scope(|s| {
         let cpu1 = s.spawn(|| {
             let _b = m.cpu().bind(1).unwrap();
             assert_eq!(read(m, &t, va), Ok(OLD.1), "CPU 1 uses the mapping");
-            step.wait(); // CPU 0 may remap
-            step.wait(); // CPU 0 remapped
+            steps.reach(1); // CPU 0 may remap
+            steps.wait_for(m, 2); // CPU 0 remapped
             read(m, &t, va)
         });
         let cpu0 = s.spawn(|| {
             let _b = m.cpu().bind(0).unwrap();
-            step.wait();
+            steps.wait_for(m, 1);
             remap_on_cpu0(m, &t, va, how);
             let own = read(m, &t, va);
-            step.wait();
+            steps.reach(2);
             own
         });
         (cpu0.join().unwrap(), cpu1.join().unwrap())
@@ -150,6 +171,10 @@ fn a_kernel_wide_flush_clears_every_cpu() {
         assert_eq!(m.tlb().kernel_flush_counts(), (1, 0), "{mode:?}");
         assert_eq!(m.tlb().flush_counts(), (0, 0), "{mode:?}: no local flush");
         assert!((0..2).all(|c| m.tlb().pending_on(c) == 0), "{mode:?}");
+        // The shootdown ran on CPU 1 (its thread, at an interrupt point);
+        // CPU 0 flushed itself in the call, not through its queue.
+        assert_eq!(m.cpu().cross_calls_run(1), 1, "{mode:?}");
+        assert_eq!(m.cpu().cross_calls_run(0), 0, "{mode:?}");
     }
 }
 
