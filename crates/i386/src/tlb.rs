@@ -47,8 +47,10 @@ fn plan(start: VirtAddr, end: VirtAddr) -> RangeFlush {
 /// "every CPU" only as long as there is one.
 ///
 /// Once other CPUs are started, a kernel-wide flush must also interrupt them
-/// and wait until they have flushed (an IPI shootdown); that comes with SMP
-/// support. Until then this type is sound only before the other CPUs start,
+/// and wait until they have flushed (an IPI shootdown): an SMP kernel runs
+/// the local flush on every CPU through a [`kmm_hal::CrossCall`]
+/// (`on_each_cpu`), under the same deadlock rule. The local-APIC
+/// implementation of `CrossCall` comes with SMP support. Until then this type is sound only before the other CPUs start,
 /// which is what [`I386Tlb::new`]'s caller promises.
 #[cfg(target_arch = "x86")]
 #[derive(Debug)]

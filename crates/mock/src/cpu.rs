@@ -492,13 +492,20 @@ impl MockCpu {
 }
 
 // SAFETY: ids come from `bind`, which gives an id to at most one thread at a
-// time (a compare-exchange on `bound`), and `id` panics on an unbound thread,
+// time (a compare-exchange on `bound`), or from a cross-CPU call's sender
+// acting as a CPU no thread is bound to, which claims it the same way
+// (`ACTING`, so `bind` waits) and gives its own state back before releasing
+// it; `id` panics on an unbound thread,
 // so no two running threads share an id, and every id is `< count()` (fixed at
 // construction). A thread keeps its id until its binding drops, which aborts
 // if interrupts or preemption are still disabled, so the id is stable while
-// pinned. The interrupt state is per thread (per simulated CPU): `irq_save`
-// really keeps this CPU's simulated interrupts (the only ones) from running
-// until it is restored, and `in_interrupt` is true exactly while one runs.
+// pinned (a sender acting as another CPU does so only inside the nested,
+// interrupt-context run of that CPU's calls, and its own id, interrupt and
+// preemption state are back before its code goes on, as after an interrupt).
+// The interrupt state is per thread (per simulated CPU): `irq_save` really
+// keeps this CPU's simulated interrupts and cross-CPU calls (the only ones)
+// from running until it is restored, and `in_interrupt` is true exactly
+// while one runs.
 unsafe impl Cpu for MockCpu {
     #[inline]
     fn count(&self) -> usize {

@@ -13,12 +13,14 @@
 //! - **a TLB checker** ([`TlbChecker`]), one TLB per simulated CPU, that
 //!   reports a use of an address on a CPU whose TLB was not flushed since the
 //!   mapping changed — a flush made only on the CPU that changed it included;
-//!   the [`Machine`] is the mock's [`kmm_hal::KernelTlb`], flushing every CPU;
+//!   the [`Machine`] is the mock's [`kmm_hal::KernelTlb`], a shootdown in
+//!   which every CPU flushes its own TLB;
 //! - **CPUs** ([`MockCpu`]): host threads take CPU ids; IRQ and preemption guards
 //!   are tracked and can be asserted; simulated interrupts run a test's
 //!   handler where the CPU has interrupts enabled; the lock checker's reports
-//!   are recorded (and panic by default); [`watchdog`] turns a deadlock into a
-//!   test failure;
+//!   are recorded (and panic by default); cross-CPU calls
+//!   ([`kmm_hal::CrossCall`]) run on each CPU's thread where it has
+//!   interrupts on; [`watchdog`] turns a deadlock into a test failure;
 //! - **fault injection**: [`MockFrames::fail_after`] runs the frame source dry;
 //! - **a pure-software mode** ([`Backing::Software`], the default under Miri).
 //!
@@ -30,19 +32,23 @@
 //!   pinned; [`MockFrames`] hands out each frame once; [`MockLayout`] is the
 //!   i386 layout shifted by one page-aligned constant; [`MockPageTable`] is
 //!   the real i386 tables plus a mirror kept in step; [`Machine`]'s
-//!   `KernelTlb` clears every CPU's entries in the checker before it returns
-//!   (the host mirror has no TLB of its own).
+//!   `KernelTlb` has every CPU clear its own entries in the checker, through
+//!   a cross-CPU call, before it returns (the host mirror has no TLB of its
+//!   own); [`MockCpu`]'s `CrossCall` lets a sender run a CPU's calls only
+//!   after claiming that CPU (no thread bound), so ids stay unique.
 //! - The host window's mirror is behind a `std` mutex; one kernel page table
 //!   exists per machine at a time, so its `&mut self` methods serialise
 //!   changes.
 //! - The TLB checker's state is behind one `std` mutex; its calling CPU is
-//!   the thread's binding (CPU 0 if unbound). A kernel-wide flush made with
-//!   interrupts disabled panics: with several CPUs it could deadlock.
+//!   the thread's binding (CPU 0 if unbound). A kernel-wide flush or a
+//!   cross-CPU call made with interrupts disabled, with an `IrqSpinLock`
+//!   held, or from an interrupt handler panics: with several CPUs it could
+//!   deadlock (the deadlock rule).
 //! - Interrupt and preemption state is per thread (per simulated CPU).
 //!   Simulated interrupts run on the thread of the CPU they were raised for,
 //!   with interrupts off, and are delivered only in builds with debug
-//!   assertions (release builds keep the guards to one store each, for the
-//!   benchmarks).
+//!   assertions (release builds keep the guards lean, for the benchmarks);
+//!   cross-CPU calls are taken in every build.
 //!
 //! # Example
 //!
