@@ -8,10 +8,11 @@
 //!   every target CPU and waits.
 //! - **Where it runs.** A CPU that a thread is bound to runs its queue on
 //!   that thread at its next point with interrupts enabled: an
-//!   [`Cpu::interrupt_point`], an `IrqGuard` restoring "enabled", or a spin
-//!   for a plain lock ([`Cpu::cpu_relax`]) — in every build, release
-//!   included (only simulated interrupts are limited to debug builds). It
-//!   runs as an interrupt handler: interrupts off, [`Cpu::in_interrupt`] true.
+//!   [`Cpu::interrupt_point`], an `IrqGuard` restoring "enabled" (builds
+//!   with debug assertions only: in release builds, which the benchmarks
+//!   use, the restore stays one store), or a spin for a plain lock
+//!   ([`Cpu::cpu_relax`]). It runs as an interrupt handler: interrupts off,
+//!   [`Cpu::in_interrupt`] true.
 //! - **Unbound CPUs.** For a CPU no thread is bound to, the sender claims the
 //!   CPU and runs its queue itself, acting as that CPU (its id, interrupts
 //!   off, in interrupt context), so a call never waits for a thread that is
