@@ -41,6 +41,7 @@ use kmm_page_frame::{Page, Region, RegionKind};
 use kmm_testkit::TestMachine;
 
 pub mod slab;
+pub mod vmalloc;
 
 pub use bitmap_allocator::{BitAlloc1M, BitAlloc64K};
 
