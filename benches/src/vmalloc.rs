@@ -35,9 +35,7 @@ use std::hint::black_box;
 use std::ptr::NonNull;
 
 use kmm_buddy::Gfp;
-use kmm_hal::{
-    KernelLayout, KernelTlb, PAGE_SIZE, PageFlags, PageTable, TableReclaim, VirtAddr,
-};
+use kmm_hal::{KernelLayout, KernelTlb, PAGE_SIZE, PageFlags, PageTable, TableReclaim, VirtAddr};
 use kmm_mock::{Backing, CpuBinding, Machine, MockCpu, MockFrames, MockPageTable};
 use kmm_page_frame::Page;
 use kmm_testkit::TestMachine;
@@ -307,10 +305,9 @@ impl<'h> FirstFit<'h> {
             let t = &mut *t;
             for i in 0..pages.len() {
                 let va = VirtAddr::new(addr + i * PAGE_SIZE);
-                let (_, flush) = t
-                    .pt
-                    .unmap(va, TableReclaim::Free, &mut t.frames)
-                    .expect("unmap");
+                let (_, flush) =
+                    t.pt.unmap(va, TableReclaim::Free, &mut t.frames)
+                        .expect("unmap");
                 flush.ignore();
             }
         }

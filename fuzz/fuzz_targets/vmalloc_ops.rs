@@ -55,12 +55,26 @@ fn host() -> &'static TestMachine {
 #[derive(Debug, Clone, Copy)]
 enum Op {
     /// vmalloc (0), vzalloc (1) or vmalloc_32 (2) of `pages`.
-    Vmalloc { pages: usize, how: u8 },
-    Vmap { pages: usize },
-    MapRam { pages: usize },
-    Ioremap { page: u64 },
-    Free { pick: usize },
-    BadFree { pick: usize, how: u8 },
+    Vmalloc {
+        pages: usize,
+        how: u8,
+    },
+    Vmap {
+        pages: usize,
+    },
+    MapRam {
+        pages: usize,
+    },
+    Ioremap {
+        page: u64,
+    },
+    Free {
+        pick: usize,
+    },
+    BadFree {
+        pick: usize,
+        how: u8,
+    },
     Purge,
     UnmapAliases,
 }
@@ -246,7 +260,10 @@ impl Model<'static> {
     }
 
     fn add(&mut self, ptr: usize, pages: usize, kind: Kind, tag: u8, owned: Vec<&'static Page>) {
-        let (base, end) = (ptr & !(PAGE_SIZE - 1), (ptr & !(PAGE_SIZE - 1)) + pages * PAGE_SIZE);
+        let (base, end) = (
+            ptr & !(PAGE_SIZE - 1),
+            (ptr & !(PAGE_SIZE - 1)) + pages * PAGE_SIZE,
+        );
         if let Some(o) = self.live.iter().find(|l| base < l.end() && l.base() < end) {
             self.fail::<()>(format!("{kind:?} at {ptr:#x} overlaps {o:x?}"));
         }
@@ -268,7 +285,11 @@ impl Model<'static> {
     }
 
     fn tables_write(&self, va: VirtAddr, data: &[u8]) -> Result<(), kmm_mock::AccessError> {
-        self.host.kernel_tables().lock(self.host.cpu()).pt.write(va, data)
+        self.host
+            .kernel_tables()
+            .lock(self.host.cpu())
+            .pt
+            .write(va, data)
     }
 
     fn check_zero(&self, ptr: usize, pages: usize) {
@@ -304,15 +325,32 @@ impl Model<'static> {
                 vm.vm_unmap_ram(k.as_ptr(), 1),
             ];
             slab.kfree(k.as_ptr()).expect("kfree");
-            (r.iter().find(|r| r.is_ok()).copied().unwrap_or(Err(VmallocError::Foreign)), "kmalloc pointer")
+            (
+                r.iter()
+                    .find(|r| r.is_ok())
+                    .copied()
+                    .unwrap_or(Err(VmallocError::Foreign)),
+                "kmalloc pointer",
+            )
         } else if how == 1 {
             // An address freed before that no live area starts at.
-            let Some(&a) = self.freed.iter().rev().find(|&&a| !self.live.iter().any(|l| l.ptr == a || l.base() == a)) else {
+            let Some(&a) = self
+                .freed
+                .iter()
+                .rev()
+                .find(|&&a| !self.live.iter().any(|l| l.ptr == a || l.base() == a))
+            else {
                 return;
             };
             let p = a as *const u8;
             let r = [vm.vfree(p), vm.vunmap(p), vm.vm_unmap_ram(p, 1)];
-            (r.iter().find(|r| r.is_ok()).copied().unwrap_or(Err(VmallocError::NotLive)), "freed address")
+            (
+                r.iter()
+                    .find(|r| r.is_ok())
+                    .copied()
+                    .unwrap_or(Err(VmallocError::NotLive)),
+                "freed address",
+            )
         } else {
             if self.live.is_empty() {
                 return;
@@ -321,7 +359,9 @@ impl Model<'static> {
             let p = l.ptr as *const u8;
             let r = match (how, l.kind) {
                 (2, _) => match l.kind {
-                    Kind::MapRamBlock | Kind::MapRamArea => vm.vm_unmap_ram(p.wrapping_add(1), l.pages),
+                    Kind::MapRamBlock | Kind::MapRamArea => {
+                        vm.vm_unmap_ram(p.wrapping_add(1), l.pages)
+                    }
                     _ => vm.vfree(p.wrapping_add(1)),
                 },
                 (3, Kind::Vmalloc | Kind::Vmap | Kind::MapRamArea) if l.pages > 1 => {
@@ -337,7 +377,9 @@ impl Model<'static> {
                 (5, Kind::Ioremap(_)) => vm.vunmap(p),
                 (5, _) => vm.iounmap(p),
                 (6, Kind::MapRamBlock | Kind::MapRamArea) => vm.vm_unmap_ram(p, l.pages + 1),
-                (7, Kind::MapRamBlock | Kind::MapRamArea) if l.pages > 1 => vm.vm_unmap_ram(p, l.pages - 1),
+                (7, Kind::MapRamBlock | Kind::MapRamArea) if l.pages > 1 => {
+                    vm.vm_unmap_ram(p, l.pages - 1)
+                }
                 (8, Kind::Vmalloc | Kind::Vmap) => vm.vm_unmap_ram(p, l.pages),
                 // The guard page.
                 _ => match l.kind {
@@ -442,7 +484,9 @@ impl Model<'static> {
 
 fn free_owned(host: &TestMachine, pages: Vec<&Page>) {
     for p in pages {
-        host.buddy().free_pages_page(p, 0).expect("a page of the model");
+        host.buddy()
+            .free_pages_page(p, 0)
+            .expect("a page of the model");
     }
 }
 
