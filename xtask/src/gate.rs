@@ -34,12 +34,14 @@ fn cargo(name: &'static str, dir: &Path, args: &'static [&'static str]) -> Step 
 /// The `no_std` library crates (the kernel links them), and with the mock
 /// the crates whose tests also run as a 32-bit host. Not `kmm-testkit`: it
 /// uses std (it is in `miri::CRATES`, so its tests run as a 32-bit host).
-const LIB_CRATES: [&str; 5] = [
+const LIB_CRATES: [&str; 7] = [
     "kmm-hal",
     "kmm-i386",
     "kmm-page-frame",
     "kmm-buddy",
     "kmm-slab",
+    "kmm-vmalloc",
+    "kmm-pkmap",
 ];
 
 /// `cargo SUBCOMMAND -p CRATE… REST…` in `dir` as a step.
@@ -64,8 +66,13 @@ fn cargo_on(
 /// multiboot map with every zone (HIGHMEM too: QEMU gets 2 GiB) and order
 /// exercised and every page back, the slab allocator as the global allocator
 /// (`Vec`, `Box`, `String`, `BTreeMap`), its own caches, a mempool and
-/// `/proc/slabinfo`, with every page accounted for, and `kmm: boot ok` last.
-const BOOT_LINES: [&str; 9] = [
+/// `/proc/slabinfo`, with every page accounted for; then, with interrupts on,
+/// vmalloc and pkmap over the shared kernel tables: an 8 MiB vmalloc of
+/// HIGHMEM pages read back through `kmap`, every free HIGHMEM page stamped
+/// and verified through `kmap`, the local APIC through `ioremap_nocache`,
+/// VGA text memory through `ioremap` (the direct map), a `vmap`,
+/// `/proc/vmallocinfo`, every area given back; and `kmm: boot ok` last.
+const BOOT_LINES: [&str; 18] = [
     "kmm: paging enabled",
     "kmm: alias check ok",
     "kmm: highmem zone ok",
@@ -74,11 +81,21 @@ const BOOT_LINES: [&str; 9] = [
     "kmm: slabinfo: slabinfo - version: 2.1",
     "kmm: mempool ok",
     "kmm: slab ok",
+    "kmm: interrupts on",
+    "kmm: vmalloc: 8 MiB from 2048 pages (2048 highmem) checked through kmap",
+    "kmm: pkmap: every free HIGHMEM page stamped through kmap and verified",
+    "kmm: ioremap: local APIC 0xfee00000 at ",
+    "kmm: ioremap: VGA text memory 0xb8000 at 0xc00b8000 (the direct map",
+    "kmm: vmap: 2 highmem pages",
+    "kmm: vmallocinfo: ",
+    "kmm: vmalloc stats: areas=0 pages=0 lazy_pages=0",
+    "kmm: vmalloc ok",
     "kmm: boot ok",
 ];
 
-/// Boots the kernel in one paging mode and checks its lines and exit code.
-fn boot_mode(mode: &str) -> Result {
+/// Boots the kernel in one paging mode (`2level` or `pae`) and checks its
+/// lines and exit code (also `cargo xtask qemu --check [--pae]`).
+pub fn boot_mode(mode: &str) -> Result {
     let elf = qemu::build_kernel()?;
     let b = qemu::boot(&elf, &format!("paging={mode}"))?;
     let mode_line = format!("kmm: paging={mode}");

@@ -25,6 +25,7 @@ commands:
   setup                   install what is missing (i686 target, qemu-system-i386, gcc-multilib)
   qemu [--pae] [-- ARGS]  build the example kernel and boot it in qemu-system-i386;
                           ARGS are appended to the kernel command line
+  qemu --check [--pae]    one boot step of the gate: boot and check the expected lines
   test                    run the gate: fmt, clippy (host and i686), cargo test,
                           QEMU boots in 2-level and PAE mode and the panic path
   bench [ARGS]            run the criterion benchmarks (kmm beside its peers):

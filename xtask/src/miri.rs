@@ -7,13 +7,15 @@ use crate::root;
 /// (the mock in its pure-software mode; the buddy and slab integration tests
 /// also run the test kit's one unsafe part, which owns their allocators) and,
 /// in the gate, as a 32-bit host.
-pub const CRATES: [&str; 7] = [
+pub const CRATES: [&str; 9] = [
     "kmm-hal",
     "kmm-i386",
     "kmm-mock",
     "kmm-page-frame",
     "kmm-buddy",
     "kmm-slab",
+    "kmm-vmalloc",
+    "kmm-pkmap",
     "kmm-testkit",
 ];
 /// Miri flags: the page-table code turns integers into pointers through a

@@ -174,23 +174,36 @@ pub fn boot(elf: &Path, append: &str) -> Result<Boot> {
     unreachable!("the last memory size always returns")
 }
 
-/// `cargo xtask qemu [--pae] [-- ARGS...]`.
+/// `cargo xtask qemu [--pae] [--check] [-- ARGS...]`. With `--check`, the
+/// boot is the gate's boot step for that paging mode: its serial lines are
+/// checked too (no extra ARGS then).
 pub fn cli(args: &[String]) -> Result {
     let mut pae = false;
+    let mut check = false;
     let mut extra: Vec<&str> = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--pae" => pae = true,
+            "--check" => check = true,
             "--" => extra.extend(it.by_ref().map(String::as_str)),
             other => {
                 return Err(format!(
-                    "qemu: unknown option {other:?} (usage: qemu [--pae] [-- ARGS...])"
+                    "qemu: unknown option {other:?} (usage: qemu [--pae] [--check] [-- ARGS...])"
                 ));
             }
         }
     }
     setup::for_qemu()?;
+    if check {
+        if !extra.is_empty() {
+            return Err("qemu: --check boots with the gate's command line: no ARGS".into());
+        }
+        let mode = if pae { "pae" } else { "2level" };
+        crate::gate::boot_mode(mode)?;
+        eprintln!("xtask: {mode} boot: every expected line, exit code {EXIT_SUCCESS}");
+        return Ok(());
+    }
     let elf = build_kernel()?;
     let mut append = String::from(if pae { "paging=pae" } else { "paging=2level" });
     for e in extra {

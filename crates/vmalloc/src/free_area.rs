@@ -45,6 +45,53 @@
 //! caller to free. Dropping a `Released`, an `OwnedNode` or the `FreeAreas`
 //! leaks the nodes in it.
 //!
+//! # Example
+//!
+//! ```
+//! use core::ptr::NonNull;
+//! use kmm_vmalloc::free_area::{AllocError, FreeAreas, FreeNode, OwnedNode};
+//!
+//! // Nodes from boxes here; from kmalloc in a kernel.
+//! fn node() -> OwnedNode {
+//!     let ptr = NonNull::from(Box::leak(Box::new(FreeNode::new())));
+//!     // SAFETY: a fresh box that nothing else knows of.
+//!     unsafe { OwnedNode::from_raw(ptr) }
+//! }
+//! fn release(node: OwnedNode) {
+//!     // SAFETY: every node in this example comes from `node()`.
+//!     drop(unsafe { Box::from_raw(node.into_raw().as_ptr()) });
+//! }
+//!
+//! const P: usize = 4096;
+//! let (start, end) = (0xf000_0000, 0xf000_0000 + 256 * P);
+//! let mut areas = FreeAreas::new(start, end, node()).unwrap();
+//!
+//! // A left-edge fit: the lowest address.
+//! let a = areas.alloc(4 * P, P, start, end, &mut None).unwrap();
+//! assert_eq!(a.addr, start);
+//! a.released.for_each(release);
+//!
+//! // Aligned to 64 KiB, the fit is in the middle of the free range: the
+//! // split needs a spare node (Linux's ne_fit_preload).
+//! let mut spare = None;
+//! let err = areas.alloc(P, 16 * P, start, end, &mut spare).unwrap_err();
+//! assert_eq!(err, AllocError::NeedSpare);
+//! spare = Some(node());
+//! let b = areas.alloc(P, 16 * P, start, end, &mut spare).unwrap();
+//! assert_eq!(b.addr, start + 16 * P);
+//! assert!(spare.is_none());
+//! assert_eq!(areas.nodes(), 2);
+//!
+//! // Freeing merges: the second free joins both neighbours and hands two
+//! // nodes back.
+//! areas.free(a.addr, 4 * P, node()).unwrap().for_each(release);
+//! let back = areas.free(b.addr, P, node()).unwrap();
+//! assert_eq!(back.len(), 2);
+//! back.for_each(release);
+//! assert_eq!(areas.iter().collect::<Vec<_>>(), [start..end]);
+//! areas.into_nodes().for_each(release);
+//! ```
+//!
 //! # Bad input
 //!
 //! Every call checks its arguments first and returns a typed error with

@@ -110,7 +110,10 @@ impl<'a, P: PageTable, F: FrameSource, T: KernelTlb, C: Cpu> Vmalloc<'a, P, F, T
             layout.vmalloc_start().as_usize(),
             layout.vmalloc_end().as_usize(),
         );
-        if end <= start + PAGE_SIZE || start % PAGE_SIZE != 0 || end % PAGE_SIZE != 0 {
+        if end <= start + PAGE_SIZE
+            || !start.is_multiple_of(PAGE_SIZE)
+            || !end.is_multiple_of(PAGE_SIZE)
+        {
             return Err(VmallocError::BadSize);
         }
         let node = alloc_node(slab)?;
@@ -278,7 +281,7 @@ impl<'a, P: PageTable, F: FrameSource, T: KernelTlb, C: Cpu> Vmalloc<'a, P, F, T
         if !(self.start..self.end).contains(&a) {
             return Err(VmallocError::Foreign);
         }
-        if a % PAGE_SIZE != 0 {
+        if !a.is_multiple_of(PAGE_SIZE) {
             return Err(VmallocError::Misaligned);
         }
         let mut s = self.space.lock(self.cpu());
@@ -303,7 +306,6 @@ impl<'a, P: PageTable, F: FrameSource, T: KernelTlb, C: Cpu> Vmalloc<'a, P, F, T
     ) -> Result<(), VmallocError> {
         let mut t = self.tables.lock(self.cpu());
         let t = &mut *t;
-        let mut done = 0;
         for (i, pa) in frames.enumerate() {
             let va = VirtAddr::new(addr + i * PAGE_SIZE);
             match t.pt.map(va, pa, flags, &mut t.frames) {
@@ -311,14 +313,14 @@ impl<'a, P: PageTable, F: FrameSource, T: KernelTlb, C: Cpu> Vmalloc<'a, P, F, T
                 // present translations only).
                 Ok(flush) => flush.ignore(),
                 Err(e) => {
-                    unmap_pages(&mut t.pt, &mut t.frames, addr, done);
+                    // Pages 0..i were mapped by this call.
+                    unmap_pages(&mut t.pt, &mut t.frames, addr, i);
                     return Err(match e {
                         kmm_hal::MapError::OutOfFrames => VmallocError::OutOfMemory,
                         e => VmallocError::Map(e),
                     });
                 }
             }
-            done += 1;
         }
         Ok(())
     }

@@ -213,7 +213,7 @@ impl<'a, P: PageTable, F: FrameSource, T: KernelTlb, C: Cpu> Vmalloc<'a, P, F, T
         if !(self.start..self.end).contains(&a) {
             return Err(VmallocError::Foreign);
         }
-        if a % PAGE_SIZE != 0 {
+        if !a.is_multiple_of(PAGE_SIZE) {
             return Err(VmallocError::Misaligned);
         }
         if count == 0 {

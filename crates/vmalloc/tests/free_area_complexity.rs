@@ -1,4 +1,4 @@
-//! The search is O(log n): among 100 000 free ranges (2 000 under Miri) a fit
+//! The search is O(log n): among 100 000 free ranges (500 under Miri) a fit
 //! is found after visiting a number of tree nodes bounded by a multiple of
 //! log2(n). Nothing is timed; the descent counts the nodes it visits.
 
@@ -8,7 +8,7 @@ use common::NodePool;
 use kmm_hal::PAGE_SIZE;
 use kmm_vmalloc::free_area::FreeAreas;
 
-const N: usize = if cfg!(miri) { 2_000 } else { 100_000 };
+const N: usize = if cfg!(miri) { 500 } else { 100_000 };
 const BASE: usize = 0x1000_0000;
 
 /// A small deterministic generator (xorshift), so no test depends on a seed.

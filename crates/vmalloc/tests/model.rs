@@ -86,6 +86,26 @@ fn check(
     Ok(())
 }
 
+/// Frees a live area the way its kind is freed, then the caller's pages.
+fn release(
+    vm: &Vm<'_>,
+    buddy: &kmm_buddy::Buddy<'_, kmm_mock::MockCpu>,
+    l: Live<'_>,
+) -> Result<(), TestCaseError> {
+    let p = l.addr as *const u8;
+    let fail = |e: &dyn std::fmt::Display| TestCaseError::fail(e.to_string());
+    match l.kind {
+        AreaKind::Vmalloc => vm.vfree(p),
+        AreaKind::Vmap => vm.vunmap(p),
+        _ => vm.vm_unmap_ram(p, l.pages),
+    }
+    .map_err(|e| fail(&e))?;
+    for pg in l.owned {
+        buddy.free_pages_page(pg, 0).map_err(|e| fail(&e))?;
+    }
+    Ok(())
+}
+
 fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let host = rig(32, 1);
     let _cpu0 = host.bind(0);
@@ -146,18 +166,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     continue;
                 }
                 let l = live.swap_remove(pick % live.len());
-                let p = l.addr as *const u8;
-                match l.kind {
-                    AreaKind::Vmalloc => vm.vfree(p),
-                    AreaKind::Vmap => vm.vunmap(p),
-                    _ => vm.vm_unmap_ram(p, l.pages),
-                }
-                .map_err(|e| TestCaseError::fail(e.to_string()))?;
-                for pg in l.owned {
-                    buddy
-                        .free_pages_page(pg, 0)
-                        .map_err(|e| TestCaseError::fail(e.to_string()))?;
-                }
+                release(&vm, buddy, l)?;
                 continue;
             }
             Op::BadFree { pick, how } => {
@@ -193,16 +202,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
         check(&host, &vm, &live)?;
     }
     for l in live.drain(..) {
-        let p = l.addr as *const u8;
-        match l.kind {
-            AreaKind::Vmalloc => vm.vfree(p),
-            AreaKind::Vmap => vm.vunmap(p),
-            _ => vm.vm_unmap_ram(p, l.pages),
-        }
-        .map_err(|e| TestCaseError::fail(e.to_string()))?;
-        for pg in l.owned {
-            buddy.free_pages_page(pg, 0).unwrap();
-        }
+        release(&vm, buddy, l)?;
     }
     vm.vm_unmap_aliases();
     prop_assert_eq!(

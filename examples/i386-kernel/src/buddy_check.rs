@@ -79,7 +79,7 @@ unsafe fn pattern_page(p: *mut u32, pfn: usize, write: bool) -> bool {
 /// every page of a low-memory block through its direct-map address
 /// (`page_address`), the first and last page of a high-memory block through
 /// the window. False if a word differs.
-fn pattern_block<M: Mode>(
+fn pattern_block<M: Mode + 'static>(
     b: &KernelBuddy<'_>,
     window: &HighmemWindow<M>,
     head: &Page,
@@ -196,7 +196,12 @@ fn assert_may_refuse(z: &Zone<'_>, order: usize, mark: Watermark) {
 /// that overlap would spoil one), and frees them, the even ones first. The
 /// zone may stop giving blocks only where Linux's watermark check says so; a
 /// block from a lower zone (zonelist fallback) ends the order.
-fn exercise_zone<M: Mode>(b: &KernelBuddy<'_>, window: &HighmemWindow<M>, zi: usize, gfp: Gfp) {
+fn exercise_zone<M: Mode + 'static>(
+    b: &KernelBuddy<'_>,
+    window: &HighmemWindow<M>,
+    zi: usize,
+    gfp: Gfp,
+) {
     let zone = &b.zones()[zi];
     let kind = zone.kind();
     let mut counts = [0usize; MAX_ORDER];
@@ -245,7 +250,7 @@ fn exercise_zone<M: Mode>(b: &KernelBuddy<'_>, window: &HighmemWindow<M>, zi: us
 /// Dirties a page, frees it, asks for a zeroed one from the same zone and
 /// checks it is zero: in low memory through the direct map, in high memory
 /// through the window (where the allocator zeroes through `zero_highmem`).
-fn check_zeroing<M: Mode>(b: &KernelBuddy<'_>, window: &HighmemWindow<M>, highmem: bool) {
+fn check_zeroing<M: Mode + 'static>(b: &KernelBuddy<'_>, window: &HighmemWindow<M>, highmem: bool) {
     let (gfp, name) = if highmem {
         (Gfp::HIGHUSER, "highmem")
     } else {
@@ -306,7 +311,7 @@ fn check_refcount(b: &KernelBuddy<'_>, kernel_pfn: Pfn) {
 
 /// Runs every check on the freshly built allocator; `kernel_pfn` is a frame
 /// of the kernel image (reserved).
-pub fn run<M: Mode>(b: &KernelBuddy<'_>, window: &HighmemWindow<M>, kernel_pfn: Pfn) {
+pub fn run<M: Mode + 'static>(b: &KernelBuddy<'_>, window: &HighmemWindow<M>, kernel_pfn: Pfn) {
     let initial = Snapshot::take(b);
     let plan = [
         (ZoneType::Dma, Gfp::KERNEL | Gfp::DMA),

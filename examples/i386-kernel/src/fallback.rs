@@ -18,13 +18,13 @@ const END: u32 = u32::MAX;
 /// Blocks held by the test, chained through their first two words (the next
 /// block's frame number and this block's order), so that thousands of them
 /// need no array.
-struct Held<'w, M: Mode> {
+struct Held<'w, M: Mode + 'static> {
     window: &'w HighmemWindow<M>,
     head: u32,
     blocks: usize,
 }
 
-impl<'w, M: Mode> Held<'w, M> {
+impl<'w, M: Mode + 'static> Held<'w, M> {
     fn new(window: &'w HighmemWindow<M>) -> Self {
         Held {
             window,
@@ -86,7 +86,7 @@ fn free(b: &KernelBuddy<'_>, t: ZoneType) -> usize {
 
 /// HIGHMEM, used up by order-10 blocks, sends the next `Gfp::HIGHUSER`
 /// block to NORMAL.
-fn highmem_to_normal<M: Mode>(b: &KernelBuddy<'_>, held: &mut Held<'_, M>) {
+fn highmem_to_normal<M: Mode + 'static>(b: &KernelBuddy<'_>, held: &mut Held<'_, M>) {
     let top = MAX_ORDER - 1;
     let spill = loop {
         let p = b
@@ -113,7 +113,7 @@ fn highmem_to_normal<M: Mode>(b: &KernelBuddy<'_>, held: &mut Held<'_, M>) {
 }
 
 /// Runs the fallback and protection checks; every block is freed again.
-pub fn run<M: Mode>(b: &KernelBuddy<'_>, window: &HighmemWindow<M>) {
+pub fn run<M: Mode + 'static>(b: &KernelBuddy<'_>, window: &HighmemWindow<M>) {
     let mut held = Held::new(window);
     if b.zones()[ZoneType::HighMem as usize].managed() > 0 {
         highmem_to_normal(b, &mut held);

@@ -1,15 +1,23 @@
 //! [`HighmemWindow`]: one fixmap slot through which the kernel reaches a
 //! high-memory frame — which has no direct-map address — for a moment: to zero
 //! it for `Gfp::ZERO`, or to write and check a test pattern.
+//!
+//! The slot is the fixmap's vDSO slot (this kernel has no user space), not a
+//! `kmap_atomic` one: pkmap owns those, and the buddy allocator may zero a
+//! high-memory page through the window while a `kmap_local_page` is held.
 
 use kmm_hal::{
     FrameSource, KernelLayout, PAGE_SIZE, PageFlags, PageTable, Pfn, PhysAddr, TableReclaim,
     VirtAddr,
 };
-use kmm_i386::{I386Layout, Mode, Paging};
+use kmm_i386::{I386Cpu, I386Layout, Mode, Paging};
 
 use crate::frames::BootFrames;
 use crate::paging::check;
+use crate::tables::KTables;
+
+/// The fixmap slot of the window: Linux's `FIX_VDSO`.
+const WINDOW_SLOT: usize = 1;
 
 /// A frame source without frames: once the window exists, mapping through it
 /// needs no new page table, so it must never ask for one.
@@ -26,37 +34,51 @@ unsafe impl FrameSource for NoFrames {
     }
 }
 
-/// The kernel page tables and one fixmap slot (CPU 0's first `kmap_atomic`
-/// slot) that maps one frame at a time.
-pub struct HighmemWindow<M: Mode> {
-    pt: spin::Mutex<Paging<M>>,
+/// The kernel page tables and one fixmap slot that maps one frame at a time.
+pub struct HighmemWindow<M: Mode + 'static> {
+    tables: &'static KTables<M>,
     va: VirtAddr,
+    cpu: I386Cpu,
 }
 
-impl<M: Mode> HighmemWindow<M> {
-    /// Takes over the kernel tables `pt` and sets up the window. The page table
-    /// that holds the slot is allocated now, from `frames`, and kept: later
-    /// mappings need no frame (the boot frames are retired once the page
-    /// allocator exists).
-    pub fn new(mut pt: Paging<M>, layout: &I386Layout, frames: &mut BootFrames) -> Self {
-        let fixmap = layout.fixmap();
-        let va = fixmap
-            .kmap_slot(0, 0)
-            .and_then(|slot| fixmap.fix_to_virt(slot))
-            .expect("the layout has a kmap_atomic slot for CPU 0");
-        let f = check(
-            pt.map(va, PhysAddr::ZERO, PageFlags::KERNEL_RW, frames),
-            "highmem window: creating the slot's page table",
-        );
-        f.flush(&pt);
-        let (_, f) = check(
-            pt.unmap(va, TableReclaim::Keep, frames),
-            "highmem window: clearing the slot",
-        );
-        f.flush(&pt);
+/// The window's address: the page table that holds the slot is allocated
+/// now, from `frames`, and kept, so that mapping through the window never
+/// needs a frame (the boot frames are retired once the page allocator
+/// exists, and the allocator zeroes pages through the window).
+pub fn prepare<M: Mode>(
+    pt: &mut Paging<M>,
+    layout: &I386Layout,
+    frames: &mut BootFrames,
+) -> VirtAddr {
+    let va = layout
+        .fixmap()
+        .fix_to_virt(WINDOW_SLOT)
+        .expect("the layout has a vDSO fixmap slot");
+    assert!(
+        WINDOW_SLOT < layout.fixmap().kmap_begin,
+        "the window slot is a kmap_atomic slot"
+    );
+    let f = check(
+        pt.map(va, PhysAddr::ZERO, PageFlags::KERNEL_RW, frames),
+        "highmem window: creating the slot's page table",
+    );
+    f.flush(pt);
+    let (_, f) = check(
+        pt.unmap(va, TableReclaim::Keep, frames),
+        "highmem window: clearing the slot",
+    );
+    f.flush(pt);
+    va
+}
+
+impl<M: Mode + 'static> HighmemWindow<M> {
+    /// The window at `va` (from [`prepare`]) over the kernel tables.
+    pub fn new(tables: &'static KTables<M>, va: VirtAddr) -> Self {
         HighmemWindow {
-            pt: spin::Mutex::new(pt),
+            tables,
             va,
+            // SAFETY: this kernel runs on one CPU, in ring 0.
+            cpu: unsafe { I386Cpu::new() },
         }
     }
 
@@ -65,24 +87,22 @@ impl<M: Mode> HighmemWindow<M> {
         self.va
     }
 
-    /// Page-table pages the kernel tables use.
-    pub fn table_pages(&self) -> usize {
-        self.pt.lock().table_pages()
-    }
-
     /// Maps frame `pfn` at the window, calls `f` with the window's address (one
     /// page, writable), then unmaps it; the TLB entry is invalidated (INVLPG)
-    /// after each change. `f` must not use the window itself.
+    /// after each change. The tables' lock is held throughout (interrupts
+    /// off): `f` must not use the window or the page tables.
     pub fn with_frame<R>(&self, pfn: Pfn, f: impl FnOnce(*mut u8) -> R) -> R {
-        let mut pt = self.pt.lock();
-        let map = pt.map(self.va, pfn.phys(), PageFlags::KERNEL_RW, &mut NoFrames);
-        check(map, "highmem window: map").flush(&*pt);
+        let mut g = self.tables.lock(&self.cpu);
+        let t = &mut *g;
+        let map =
+            t.pt.map(self.va, pfn.phys(), PageFlags::KERNEL_RW, &mut NoFrames);
+        check(map, "highmem window: map").flush(&t.pt);
         let r = f(self.va.as_mut_ptr());
         let (t, flush) = check(
-            pt.unmap(self.va, TableReclaim::Keep, &mut NoFrames),
+            t.pt.unmap(self.va, TableReclaim::Keep, &mut NoFrames),
             "highmem window: unmap",
         );
-        flush.flush(&*pt);
+        flush.flush(&g.pt);
         assert_eq!(t.frame, pfn.phys(), "highmem window mapped the wrong frame");
         r
     }

@@ -5,7 +5,10 @@
 //! memory map (kmm-page-frame, kmm-buddy) and exercises every zone and order,
 //! builds the slab allocator over it (kmm-slab) and makes `kmalloc` the
 //! `#[global_allocator]` (`Vec`, `Box`, `BTreeMap` from `alloc`), exercises its
-//! caches, and reports on COM1.
+//! caches, then turns interrupts on and builds vmalloc and pkmap over the
+//! shared kernel tables (kmm-vmalloc, kmm-pkmap): vmalloc memory read back
+//! through `kmap`, every free HIGHMEM page through `kmap`, `ioremap` of the
+//! local APIC and VGA text memory, `/proc/vmallocinfo`; it reports on COM1.
 //!
 //! Command line: `paging=2level` (default) or `paging=pae`; `test=panic` to
 //! panic on purpose. QEMU exits with 33 on success and 35 on failure through
@@ -24,14 +27,18 @@ mod fallback;
 mod frames;
 mod heap;
 mod highmem;
+mod idt;
 mod multiboot;
 mod paging;
 mod physmem;
+mod pkmap_check;
 mod pool_check;
 mod rt;
 mod serial;
 mod slab_bad_input;
 mod slab_check;
+mod tables;
+mod vmalloc_check;
 
 use core::panic::PanicInfo;
 
@@ -40,7 +47,6 @@ use kmm_i386::{Classic, FIXADDR_TOP, I386Layout, MAX_LOWMEM, Mode, PAGE_OFFSET, 
 
 use exit::{ExitCode, exit};
 use frames::BootFrames;
-use highmem::HighmemWindow;
 use multiboot::{BOOTLOADER_MAGIC, BootInfo, Options, PagingMode};
 use serial::kprintln;
 
@@ -166,14 +172,14 @@ fn run<M: Mode + Send + 'static>(boot: &BootInfo, opts: Options, pae: bool) -> !
         frames.in_use(),
         frames.allocated()
     );
-    let window = HighmemWindow::new(pt, &layout, &mut frames);
+    let window = highmem::prepare(&mut pt, &layout, &mut frames);
     kprintln!(
-        "kmm: highmem window at {} (fixmap kmap_atomic slot of CPU 0), {} table pages",
-        window.va(),
-        window.table_pages()
+        "kmm: highmem window at {window} (the fixmap's vDSO slot), {} table pages",
+        pt.table_pages()
     );
-    let buddy = physmem::run(boot, &layout, frames, window);
-    slab_check::run(buddy);
+    let (buddy, tables) = physmem::run(boot, &layout, frames, pt, window);
+    let slab = slab_check::run(buddy);
+    vmalloc_check::run(slab, tables, &layout);
     if opts.test_panic {
         kprintln!("kmm: test=panic: panicking on purpose");
         panic!("deliberate panic requested by test=panic");

@@ -3,8 +3,9 @@
 //! `mem_map` and the zoned buddy allocator (kmm-buddy), and what they report.
 
 use kmm_buddy::{Buddy, BuddyConfig};
+use kmm_hal::KernelTables;
 use kmm_hal::{KernelLayout, PAGE_SIZE, Pfn, PhysAddr, VirtAddr};
-use kmm_i386::{I386Cpu, I386Layout, Mode};
+use kmm_i386::{I386Cpu, I386Layout, Mode, Paging};
 use kmm_page_frame::{Bootmem, MemMap, Region, RegionKind, ZoneType};
 
 use crate::boot;
@@ -14,6 +15,7 @@ use crate::highmem::HighmemWindow;
 use crate::multiboot::{BootInfo, MAX_REGIONS};
 use crate::paging;
 use crate::serial::{LineWriter, kprintln};
+use crate::tables::{KTables, LowmemFrames};
 
 /// Reserves the physical range `[start, end)` (something in use before the
 /// page allocator exists) in bootmem, and says so.
@@ -61,18 +63,23 @@ fn leak<T>(bootmem: &mut Bootmem<'_>, layout: &I386Layout, what: &str, value: T)
 /// returns the allocator, kept for the kernel's life.
 ///
 /// `frames` is retired here: every frame it handed out (the page tables of
-/// `window` among them) is reserved, and it hands out no more. The window
-/// moves into bootmem memory for good, since the allocator's `zero_highmem`
-/// hook uses it for as long as the allocator lives. `M: Send` lets that hook
-/// (which must be `Sync`) share the window's locked tables.
+/// `pt` among them) is reserved, and it hands out no more. The kernel tables
+/// `pt` move into bootmem memory for good as one [`KernelTables`], whose
+/// new page-table pages come from the allocator from now on; so does the
+/// highmem window at `window_va` (see [`crate::highmem::prepare`]), since
+/// the allocator's `zero_highmem` hook uses it for as long as the allocator
+/// lives. `M: Send` lets that hook (which must be `Sync`) share the locked
+/// tables.
 ///
-/// Called once: the allocator is built once.
+/// Called once: the allocator is built once. Returns the allocator and the
+/// kernel tables.
 pub fn run<M: Mode + Send + 'static>(
     boot: &BootInfo,
     layout: &I386Layout,
     frames: BootFrames,
-    window: HighmemWindow<M>,
-) -> &'static KernelBuddy<'static> {
+    pt: Paging<M>,
+    window_va: VirtAddr,
+) -> (&'static KernelBuddy<'static>, &'static KTables<M>) {
     assert!(!BUDDY.is_completed(), "the page allocator is built once");
     let mut regions = [Region::new(0, 0, RegionKind::Reserved); MAX_REGIONS];
     let n = convert_map(boot, paging::phys_limit(layout.pae()), &mut regions);
@@ -103,7 +110,18 @@ pub fn run<M: Mode + Send + 'static>(
         Ok(m) => m,
         Err(e) => panic!("mem_map: {e}"),
     };
-    let window = leak(&mut bootmem, layout, "highmem window", window);
+    let tables: &'static KTables<M> = leak(
+        &mut bootmem,
+        layout,
+        "kernel page tables",
+        KernelTables::new(pt, LowmemFrames::new()),
+    );
+    let window = leak(
+        &mut bootmem,
+        layout,
+        "highmem window",
+        HighmemWindow::new(tables, window_va),
+    );
     let zero: &'static (dyn Fn(Pfn) + Sync) = leak(
         &mut bootmem,
         layout,
@@ -127,10 +145,11 @@ pub fn run<M: Mode + Send + 'static>(
         Err(e) => panic!("buddy allocator: {e}"),
     };
     let buddy = BUDDY.call_once(|| buddy);
+    tables.lock(buddy.cpu()).frames.attach(buddy);
     print_stats(buddy);
     let kernel_pfn = Pfn::new((kstart / PAGE_SIZE as u64) as usize);
     buddy_check::run(buddy, window, kernel_pfn);
-    buddy
+    (buddy, tables)
 }
 
 /// Converts the multiboot map into `out` and returns how many entries it

@@ -59,8 +59,8 @@ fn write_byte(byte: u8) {
     }
 }
 
-/// A writer to COM1. It holds no state: the kernel runs on one CPU with
-/// interrupts off, so writes never interleave.
+/// A writer to COM1. It holds no state: the kernel runs on one CPU and no
+/// interrupt handler prints (only a panic does), so writes never interleave.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Serial;
 

@@ -234,8 +234,9 @@ pub fn validate_general(slab: &KernelSlab) -> usize {
 }
 
 /// Builds the slab allocator over `buddy`, makes it the global allocator and
-/// runs every check, accounting for every page.
-pub fn run(buddy: &'static KernelBuddy<'static>) {
+/// runs every check, accounting for every page. Returns the allocator, kept
+/// for the kernel's life.
+pub fn run(buddy: &'static KernelBuddy<'static>) -> &'static KernelSlab {
     let free0 = buddy_free(buddy);
     let slab = heap::init(buddy);
     let free1 = buddy_free(buddy);
@@ -278,4 +279,5 @@ pub fn run(buddy: &'static KernelBuddy<'static>) {
         "kmm: slab ok ({} caches; shrink_all gave back {shrunk} pages ({reported} reported); general caches validated ({general} objects left) and the cache of caches ({cc} objects); every page back but the {cc2} of the cache of caches and {meta} of metadata: {free2} = {free0} - {cc2} - {meta})",
         slab.cache_count()
     );
+    slab
 }
