@@ -40,6 +40,7 @@ use kmm_mock::{Backing, CpuBinding, MockCpu};
 use kmm_page_frame::{Page, Region, RegionKind};
 use kmm_testkit::TestMachine;
 
+pub mod pkmap;
 pub mod slab;
 pub mod vmalloc;
 
