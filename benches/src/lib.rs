@@ -40,7 +40,9 @@ use kmm_mock::{Backing, CpuBinding, MockCpu};
 use kmm_page_frame::{Page, Region, RegionKind};
 use kmm_testkit::TestMachine;
 
+pub mod pkmap;
 pub mod slab;
+pub mod vmalloc;
 
 pub use bitmap_allocator::{BitAlloc1M, BitAlloc64K};
 

@@ -12,13 +12,22 @@
 //! (`kmalloc`/`kfree`) or `global` (the `KmallocHeap` `GlobalAlloc` adapter);
 //! `exhaust` runs exhaust-then-refill cycles of a 64 MiB machine; `order0` runs 20 million order-0 `alloc_pages`/`free_pages` pairs of the
 //! buddy allocator (4 GiB, per-CPU lists) instead; `actions200` runs `random_actions_200B`'s sequence 2000 times through
-//! `kmalloc`/`kfree`/`krealloc`; anything else only builds the machine (the
-//! baseline to subtract).
+//! `kmalloc`/`kfree`/`krealloc`; `vmalloc` runs `vmalloc`/`vfree` pairs on
+//! the vmalloc bench machine with the third argument's number of live areas
+//! (100 if absent) reserved first, of the fourth argument's pages (1 if
+//! absent), and `first_fit` the same on the first-fit reference;
+//! `kmap_mapped` runs `kmap`+`kunmap` pairs of a HIGHMEM page that stays
+//! mapped (another user holds it), `kmap_new` pairs of a different page each
+//! time (a new pkmap entry, a wrap and `flush_all_zero_pkmaps` every
+//! LAST_PKMAP pairs), `kmap_local` `kmap_local_page`+`kunmap_local` pairs;
+//! anything else only builds the machine (the baseline to subtract).
 
+use kmm_benches::pkmap::{KmapHost, kmap_local_pair, kmap_pair};
 use kmm_benches::slab::{
     Global, HOT_SIZE, KMM_RAM, KmmSlab, MAX_LIVE, cache_pair, pair, random_actions, run_actions,
     with_kmm,
 };
+use kmm_benches::vmalloc::{FirstFit, VmHost, vmalloc_free_pair};
 use kmm_benches::{Host, Kmm, KmmPath, RAM_4G, SEED, alloc_free_pair, exhaust_refill};
 use kmm_mock::MockCpu;
 use kmm_slab::{KmallocHeap, SlabAllocator};
@@ -93,8 +102,74 @@ fn exhaust(cycles: usize) {
     }
 }
 
+/// vmalloc+vfree pairs of `pages` pages with `live` areas live.
+#[inline(never)]
+fn vmalloc(live: usize, pages: usize) {
+    let host = VmHost::new();
+    let _cpu0 = host.bind();
+    let vm = host.vmalloc();
+    let background = host.reserve_live(&vm, live);
+    for _ in 0..pairs() {
+        vmalloc_free_pair(&vm, pages);
+    }
+    host.release_live(&vm, background);
+}
+
+/// The same on the first-fit reference.
+#[inline(never)]
+fn first_fit(live: usize, pages: usize) {
+    let host = VmHost::new();
+    let _cpu0 = host.bind();
+    let mut ff = FirstFit::new(&host);
+    ff.reserve_live(live);
+    for _ in 0..pairs() {
+        ff.vmalloc_free_pair(pages);
+    }
+}
+
+/// kmap pairs: `mode` is `kmap_mapped`, `kmap_new` or `kmap_local`.
+#[inline(never)]
+fn kmap(mode: &str) {
+    let host = KmapHost::new();
+    let _cpu0 = host.bind();
+    let pk = host.pkmap();
+    let pages = host.highmem_pages(2048);
+    match mode {
+        "kmap_mapped" => {
+            pk.kmap(pages[0]).expect("the holder's kmap");
+            for _ in 0..pairs() {
+                kmap_pair(&pk, pages[0]);
+            }
+        }
+        "kmap_new" => {
+            for i in 0..pairs() {
+                kmap_pair(&pk, pages[i % pages.len()]);
+            }
+        }
+        _ => {
+            for _ in 0..pairs() {
+                kmap_local_pair(&pk, pages[0]);
+            }
+        }
+    }
+}
+
+/// The `n`th argument as a number, `default` if absent.
+fn arg(n: usize, default: usize) -> usize {
+    std::env::args()
+        .nth(n)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(default)
+}
+
 fn main() {
     let mode = std::env::args().nth(1).unwrap_or_default();
+    match mode.as_str() {
+        "vmalloc" => return vmalloc(arg(3, 100), arg(4, 1)),
+        "first_fit" => return first_fit(arg(3, 100), arg(4, 1)),
+        "kmap_mapped" | "kmap_new" | "kmap_local" => return kmap(&mode),
+        _ => {}
+    }
     if mode == "order0" {
         return order0();
     }
