@@ -15,7 +15,6 @@ use common::{no_reserve, rig};
 use kmm_buddy::BuddyConfig;
 use kmm_testkit::model::buddy::{self, Op};
 use proptest::prelude::*;
-use proptest::test_runner::FileFailurePersistence;
 
 const CPUS: usize = 3;
 
@@ -30,18 +29,7 @@ fn run(
 }
 
 fn config() -> ProptestConfig {
-    ProptestConfig {
-        cases: if cfg!(miri) { 2 } else { 48 },
-        // Under Miri there is no file system access.
-        failure_persistence: if cfg!(miri) {
-            None
-        } else {
-            Some(Box::new(FileFailurePersistence::WithSource(
-                "proptest-regressions",
-            )))
-        },
-        ..ProptestConfig::default()
-    }
+    kmm_testkit::model::proptest_config(48, 2)
 }
 
 fn len() -> std::ops::Range<usize> {

@@ -24,7 +24,6 @@ use kmm_page_frame::Page;
 use kmm_pkmap::{KmapLocalError, KunmapError, KunmapLocalError};
 use kmm_testkit::TestMachine;
 use proptest::prelude::*;
-use proptest::test_runner::FileFailurePersistence;
 
 /// High-memory pages in play; one more, the last, is a low-memory page.
 const HIGH: usize = 5;
@@ -249,16 +248,7 @@ fn run(prefix: usize, ops: &[Op]) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: if cfg!(miri) { 2 } else { 32 },
-        // Under Miri there is no file system access.
-        failure_persistence: if cfg!(miri) {
-            None
-        } else {
-            Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions")))
-        },
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(kmm_testkit::model::proptest_config(32, 2))]
 
     #[test]
     fn pkmap_matches_the_model(

@@ -17,7 +17,6 @@ mod common;
 use common::rig;
 use kmm_testkit::model::slab::{self, Config, Op, strategy};
 use proptest::prelude::*;
-use proptest::test_runner::FileFailurePersistence;
 
 const CPUS: usize = 2;
 const CACHES: usize = 4;
@@ -34,16 +33,7 @@ fn run(specs: Vec<Op>, ops: Vec<Op>) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: if cfg!(miri) { 2 } else { 32 },
-        // Under Miri there is no file system access.
-        failure_persistence: if cfg!(miri) {
-            None
-        } else {
-            Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions")))
-        },
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(kmm_testkit::model::proptest_config(32, 2))]
 
     #[test]
     fn slab_matches_the_model(

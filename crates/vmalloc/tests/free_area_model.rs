@@ -13,7 +13,6 @@ use common::NodePool;
 use kmm_hal::PAGE_SIZE;
 use kmm_vmalloc::free_area::{AllocError, FreeAreas, FreeError, OwnedNode};
 use proptest::prelude::*;
-use proptest::test_runner::FileFailurePersistence;
 
 const BASE: usize = 0x4000_0000;
 const PAGES: usize = 192;
@@ -332,16 +331,7 @@ impl Harness {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: if cfg!(miri) { 3 } else { 256 },
-        // Under Miri there is no file system access.
-        failure_persistence: if cfg!(miri) {
-            None
-        } else {
-            Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions")))
-        },
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(kmm_testkit::model::proptest_config(256, 3))]
 
     #[test]
     fn free_areas_match_the_interval_model(ops in prop::collection::vec(op(), if cfg!(miri) { 1..40 } else { 1..300 })) {

@@ -15,7 +15,6 @@ use kmm_hal::{PAGE_SIZE, PageFlags, PageTable, VirtAddr};
 use kmm_page_frame::Page;
 use kmm_vmalloc::{AreaKind, VmallocError};
 use proptest::prelude::*;
-use proptest::test_runner::FileFailurePersistence;
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -219,16 +218,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: if cfg!(miri) { 2 } else { 48 },
-        // Under Miri there is no file system access.
-        failure_persistence: if cfg!(miri) {
-            None
-        } else {
-            Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions")))
-        },
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(kmm_testkit::model::proptest_config(48, 2))]
 
     #[test]
     fn vmalloc_matches_the_model(ops in prop::collection::vec(op(), 1..if cfg!(miri) { 12 } else { 80 })) {

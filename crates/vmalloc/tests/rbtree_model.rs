@@ -8,7 +8,6 @@ use std::ptr::NonNull;
 
 use kmm_vmalloc::rbtree::{Adapter, Link, RbTree};
 use proptest::prelude::*;
-use proptest::test_runner::FileFailurePersistence;
 
 /// A test node: a key and an own value; the subtree caches the largest own
 /// value, as the free tree caches the largest size.
@@ -191,16 +190,7 @@ impl Harness {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: if cfg!(miri) { 3 } else { 256 },
-        // Under Miri there is no file system access.
-        failure_persistence: if cfg!(miri) {
-            None
-        } else {
-            Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions")))
-        },
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(kmm_testkit::model::proptest_config(256, 3))]
 
     #[test]
     fn tree_matches_a_btreemap(ops in prop::collection::vec(op(), if cfg!(miri) { 1..60 } else { 1..400 })) {

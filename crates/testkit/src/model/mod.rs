@@ -17,6 +17,26 @@ use kmm_buddy::Gfp;
 pub mod buddy;
 pub mod slab;
 
+/// The configuration of kmm's property tests: `cases` cases natively,
+/// `miri_cases` under Miri (orders of magnitude slower), and a failure saved
+/// beside the test's source (`proptest-regressions`) except under Miri, which
+/// has no file system.
+#[cfg(feature = "proptest")]
+pub fn proptest_config(cases: u32, miri_cases: u32) -> proptest::test_runner::Config {
+    use proptest::test_runner::{Config, FileFailurePersistence};
+    Config {
+        cases: if cfg!(miri) { miri_cases } else { cases },
+        failure_persistence: if cfg!(miri) {
+            None
+        } else {
+            Some(Box::new(FileFailurePersistence::WithSource(
+                "proptest-regressions",
+            )))
+        },
+        ..Config::default()
+    }
+}
+
 /// A check that failed: what the model expected and what the allocator did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure(pub String);
