@@ -245,6 +245,9 @@ unsafe impl Cpu for ProbeCpu {
     fn lockdep_report(&self, report: &LockReport) {
         self.inner.lockdep_report(report);
     }
+    fn cpu_relax(&self) {
+        self.inner.cpu_relax();
+    }
     fn interrupt_point(&self) {
         self.inner.interrupt_point();
         let Some(host) = PROBED.get() else {

@@ -264,6 +264,7 @@ impl TestMachineBuilder {
     ///     fn preempt_count(&self) -> usize { self.0.preempt_count() }
     ///     fn in_interrupt(&self) -> bool { self.0.in_interrupt() }
     ///     fn interrupt_point(&self) { self.0.interrupt_point() }
+    ///     fn cpu_relax(&self) { self.0.cpu_relax() }
     ///     fn lockdep_report(&self, report: &LockReport) { self.0.lockdep_report(report) }
     /// }
     ///
