@@ -47,9 +47,9 @@ pub enum VmallocError {
     /// A page-table call failed in a way the allocator does not expect (the
     /// tables were changed behind its back).
     Map(MapError),
-    /// `vfree` or `vunmap` called in interrupt context, where the tables
-    /// and the TLB shootdown may not be used (Linux defers such a free; a
-    /// kernel calls `vfree` from process context).
+    /// An allocation, mapping or unmapping (anything but `vfree`) called in
+    /// interrupt context or with interrupts disabled, where it may not wait
+    /// for pages or for a kernel-wide TLB flush.
     InInterrupt,
 }
 

@@ -14,7 +14,7 @@ use crate::vmap_area::Lookup;
 impl<'a, P: PageTable, F: FrameSource, T: KernelTlb, C: Cpu> Vmalloc<'a, P, F, T, C> {
     /// The live area starting at `addr` (Linux's `find_vm_area`), or `None`.
     pub fn find_vm_area(&self, addr: VirtAddr) -> Option<VmAreaInfo> {
-        match self.space.lock(self.cpu()).lookup(addr.as_usize()) {
+        match self.space.lock_irqsave(self.cpu()).lookup(addr.as_usize()) {
             Lookup::Start(a) => Some(a.info()),
             _ => None,
         }
@@ -46,7 +46,7 @@ impl<'a, P: PageTable, F: FrameSource, T: KernelTlb, C: Cpu> Vmalloc<'a, P, F, T
         let mut after: Option<usize> = None;
         loop {
             let next = {
-                let s = self.space.lock(self.cpu());
+                let s = self.space.lock_irqsave(self.cpu());
                 let from = match &after {
                     Some(a) => Bound::Excluded(a),
                     None => Bound::Unbounded,

@@ -25,11 +25,12 @@
 //!   table).
 //!
 //! # Locking
-//! The address space has one spin lock (Linux's `vmap_area_lock`), the page
-//! tables their own IRQ-safe one ([`kmm_hal::KernelTables`]); neither is held
-//! across the other or across a kernel-wide flush. vmalloc is for process
-//! context: `vfree` in an interrupt handler is refused
-//! ([`VmallocError::InInterrupt`]).
+//! The address space has one IRQ-safe spin lock (Linux's `vmap_area_lock`),
+//! the page tables their own ([`kmm_hal::KernelTables`]); neither is held
+//! across the other or across a kernel-wide flush. Allocating and mapping
+//! are for process context ([`VmallocError::InInterrupt`] otherwise);
+//! `vfree` works in an interrupt handler too, leaving only the purge's
+//! flush for the next process-context call.
 //!
 //! # Example
 //!

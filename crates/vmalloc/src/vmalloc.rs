@@ -7,7 +7,7 @@ use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use intrusive_collections::UnsafeRef;
 use kmm_buddy::Buddy;
-use kmm_hal::sync::SpinLock;
+use kmm_hal::sync::IrqSpinLock;
 use kmm_hal::{
     Cpu, FrameSource, KernelLayout, KernelTables, KernelTlb, PAGE_SIZE, PageFlags, PageTable,
     PhysAddr, TableReclaim, VirtAddr,
@@ -39,22 +39,26 @@ fn lazy_max_pages(cpus: usize, range_pages: usize) -> usize {
 /// ([`KernelTables`]) and a [`KernelTlb`] for the flushes on every CPU.
 ///
 /// # Locking
-/// One [`SpinLock`], Linux's `vmap_area_lock`, covers the address space;
+/// One [`IrqSpinLock`], Linux's `vmap_area_lock`, covers the address space;
 /// the page tables have their own IRQ-safe lock. Neither is held across the
 /// other or across a kernel-wide flush: an entry point takes the address
 /// space lock to find or release a range, drops it, maps or unmaps under the
 /// tables' lock, drops that, and flushes with no lock held (the
-/// [`KernelTlb`] deadlock rule). vmalloc runs in process context:
-/// `vfree` in interrupt context is refused with
-/// [`VmallocError::InInterrupt`]. Lock order where they nest (freeing
-/// descriptors during a purge): address space, then the SLAB allocator's.
+/// [`KernelTlb`] deadlock rule). Allocating, mapping and unmapping are for
+/// process context ([`VmallocError::InInterrupt`] otherwise); `vfree` works
+/// in interrupt context too: both locks are IRQ-safe and the page and slab
+/// allocators may be called there, and only the purge — a kernel-wide flush
+/// that waits for other CPUs — is left for the next process-context call
+/// (Linux defers the whole `vfree` instead). Lock order where they nest
+/// (freeing descriptors during a purge): address space, then the SLAB
+/// allocator's.
 pub struct Vmalloc<'a, P: PageTable, F: FrameSource, T: KernelTlb, C: Cpu> {
     pub(crate) slab: &'a SlabAllocator<'a, C>,
     pub(crate) tables: &'a KernelTables<P, F>,
     pub(crate) tlb: T,
     pub(crate) start: usize,
     pub(crate) end: usize,
-    pub(crate) space: SpinLock<Space>,
+    pub(crate) space: IrqSpinLock<Space>,
     pub(crate) blocks: Blocks,
     lazy_max: usize,
     pub(crate) stats: Stats,
@@ -138,7 +142,7 @@ impl<'a, P: PageTable, F: FrameSource, T: KernelTlb, C: Cpu> Vmalloc<'a, P, F, T
             tlb,
             start,
             end,
-            space: SpinLock::new("vmap_area_lock", Space::new(free)),
+            space: IrqSpinLock::new("vmap_area_lock", Space::new(free)),
             lazy_max: lazy_max_pages(cpus, (end - start) / PAGE_SIZE),
             stats: Stats::default(),
         })
@@ -165,7 +169,7 @@ impl<'a, P: PageTable, F: FrameSource, T: KernelTlb, C: Cpu> Vmalloc<'a, P, F, T
 
     /// The counters.
     pub fn stats(&self) -> VmallocStats {
-        let s = self.space.lock(self.cpu());
+        let s = self.space.lock_irqsave(self.cpu());
         VmallocStats {
             areas: s.nr_busy,
             pages: self.stats.pages.load(Ordering::Relaxed),
@@ -195,6 +199,7 @@ impl<'a, P: PageTable, F: FrameSource, T: KernelTlb, C: Cpu> Vmalloc<'a, P, F, T
         kind: AreaKind,
         caller: &'static str,
     ) -> Result<NonNull<VmArea>, VmallocError> {
+        self.process_context()?;
         if span > self.end - self.start {
             return Err(VmallocError::BadSize);
         }
@@ -210,7 +215,7 @@ impl<'a, P: PageTable, F: FrameSource, T: KernelTlb, C: Cpu> Vmalloc<'a, P, F, T
         let mut purged = false;
         let addr = loop {
             let got = {
-                let mut s = self.space.lock(self.cpu());
+                let mut s = self.space.lock_irqsave(self.cpu());
                 s.free.alloc(span, align, self.start, self.end, &mut split)
             };
             match got {
@@ -263,19 +268,23 @@ impl<'a, P: PageTable, F: FrameSource, T: KernelTlb, C: Cpu> Vmalloc<'a, P, F, T
         // else references; the tree holds it until `unpublish`.
         let r = unsafe { UnsafeRef::from_raw(area.as_ptr()) };
         let addr = r.addr;
-        self.space.lock(self.cpu()).insert_busy(r);
+        self.space.lock_irqsave(self.cpu()).insert_busy(r);
         VirtAddr::new(addr)
     }
 
     /// Checks `addr` for a free or unmap call and takes its live area out of
-    /// the busy tree if its kind is one of `kinds`.
+    /// the busy tree if its kind is one of `kinds`. Refused in interrupt
+    /// context unless the kinds are `vfree`'s.
     pub(crate) fn unpublish(
         &self,
         addr: VirtAddr,
         kinds: &[AreaKind],
     ) -> Result<NonNull<VmArea>, VmallocError> {
-        if self.cpu().in_interrupt() {
-            return Err(VmallocError::InInterrupt);
+        let vfree = kinds
+            .iter()
+            .all(|k| matches!(k, AreaKind::Vmalloc | AreaKind::User));
+        if !vfree {
+            self.process_context()?;
         }
         let a = addr.as_usize();
         if !(self.start..self.end).contains(&a) {
@@ -284,7 +293,7 @@ impl<'a, P: PageTable, F: FrameSource, T: KernelTlb, C: Cpu> Vmalloc<'a, P, F, T
         if !a.is_multiple_of(PAGE_SIZE) {
             return Err(VmallocError::Misaligned);
         }
-        let mut s = self.space.lock(self.cpu());
+        let mut s = self.space.lock_irqsave(self.cpu());
         match s.lookup(a) {
             Lookup::Start(area) if kinds.contains(&area.kind) => {}
             Lookup::Start(area) => return Err(VmallocError::WrongKind { is: area.kind }),
@@ -339,10 +348,21 @@ impl<'a, P: PageTable, F: FrameSource, T: KernelTlb, C: Cpu> Vmalloc<'a, P, F, T
         self.stats.frees.fetch_add(1, Ordering::Relaxed);
         // SAFETY: as in `publish`: the descriptor is ours, unlinked.
         let r = unsafe { UnsafeRef::from_raw(area.as_ptr()) };
-        let waiting = self.space.lock(self.cpu()).park(r);
+        let waiting = self.space.lock_irqsave(self.cpu()).park(r);
         if waiting > self.lazy_max {
             self.purge();
         }
+    }
+
+    /// `Err(InInterrupt)` in interrupt context or with interrupts disabled,
+    /// where the calls that may wait (for pages, or for a kernel-wide flush)
+    /// must not be made.
+    pub(crate) fn process_context(&self) -> Result<(), VmallocError> {
+        let cpu = self.cpu();
+        if cpu.in_interrupt() || cpu.irqs_disabled() {
+            return Err(VmallocError::InInterrupt);
+        }
+        Ok(())
     }
 
     /// Gives an area that was never published back at once: its addresses
@@ -356,8 +376,15 @@ impl<'a, P: PageTable, F: FrameSource, T: KernelTlb, C: Cpu> Vmalloc<'a, P, F, T
     /// flush, then gives the addresses back to the free tree (Linux's
     /// `__purge_vmap_area_lazy`; `vm_unmap_aliases` calls it too). The
     /// flush is made with no lock held.
+    ///
+    /// In interrupt context or with interrupts disabled it does nothing (the
+    /// flush would wait for other CPUs): the parked addresses wait for the
+    /// next call from process context.
     pub fn purge(&self) {
-        let taken = self.space.lock(self.cpu()).take_parked();
+        if self.process_context().is_err() {
+            return;
+        }
+        let taken = self.space.lock_irqsave(self.cpu()).take_parked();
         let Some((mut parked, first, last)) = taken else {
             return;
         };
@@ -365,7 +392,7 @@ impl<'a, P: PageTable, F: FrameSource, T: KernelTlb, C: Cpu> Vmalloc<'a, P, F, T
             .flush_tlb_kernel_range(VirtAddr::new(first), VirtAddr::new(last));
         self.stats.purges.fetch_add(1, Ordering::Relaxed);
         self.stats.flushes.fetch_add(1, Ordering::Relaxed);
-        let mut s = self.space.lock(self.cpu());
+        let mut s = self.space.lock_irqsave(self.cpu());
         let mut c = parked.front_mut();
         while let Some(r) = c.remove() {
             let p = UnsafeRef::into_raw(r);

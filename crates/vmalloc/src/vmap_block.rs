@@ -177,6 +177,7 @@ impl<'a, P: PageTable, F: FrameSource, T: KernelTlb, C: Cpu> Vmalloc<'a, P, F, T
         pages: &[&Page],
         prot: PageFlags,
     ) -> Result<NonNull<u8>, VmallocError> {
+        self.process_context()?;
         let n = pages.len();
         if n == 0 {
             return Err(VmallocError::BadSize);
@@ -209,6 +210,7 @@ impl<'a, P: PageTable, F: FrameSource, T: KernelTlb, C: Cpu> Vmalloc<'a, P, F, T
     /// ([`VmallocError::BadSize`]), or a mapping already removed
     /// ([`VmallocError::NotLive`]).
     pub fn vm_unmap_ram(&self, addr: *const u8, count: usize) -> Result<(), VmallocError> {
+        self.process_context()?;
         let a = addr as usize;
         if !(self.start..self.end).contains(&a) {
             return Err(VmallocError::Foreign);
