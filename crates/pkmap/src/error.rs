@@ -208,3 +208,31 @@ impl fmt::Display for CheckError {
 }
 
 impl core::error::Error for CheckError {}
+
+/// Why a call that may wait was refused: kmap and kunmap run in process
+/// context with interrupts enabled (converted into each call's error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NotProcessContext {
+    /// Called from an interrupt handler.
+    InInterrupt,
+    /// Called with interrupts disabled.
+    IrqsDisabled,
+}
+
+impl From<NotProcessContext> for KmapError {
+    fn from(e: NotProcessContext) -> Self {
+        match e {
+            NotProcessContext::InInterrupt => KmapError::InInterrupt,
+            NotProcessContext::IrqsDisabled => KmapError::IrqsDisabled,
+        }
+    }
+}
+
+impl From<NotProcessContext> for KunmapError {
+    fn from(e: NotProcessContext) -> Self {
+        match e {
+            NotProcessContext::InInterrupt => KunmapError::InInterrupt,
+            NotProcessContext::IrqsDisabled => KunmapError::IrqsDisabled,
+        }
+    }
+}

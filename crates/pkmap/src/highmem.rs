@@ -13,6 +13,7 @@ use kmm_page_frame::{MemMap, Page};
 use crate::ctx::{Ctx, Memory};
 use crate::error::{
     CheckError, InitError, KmapError, KmapLocalError, KunmapError, KunmapLocalError,
+    NotProcessContext,
 };
 use crate::guard::KmapLocalGuard;
 use crate::init::populate;
@@ -130,24 +131,18 @@ where
     }
 
     /// Process context with interrupts on, or the error to return.
-    fn process_context(&self) -> Result<(), (bool, bool)> {
-        let in_irq = self.cx.cpu.in_interrupt();
-        let off = self.cx.cpu.irqs_disabled();
-        if in_irq || off {
-            Err((in_irq, off))
+    fn process_context(&self) -> Result<(), NotProcessContext> {
+        if self.cx.cpu.in_interrupt() {
+            Err(NotProcessContext::InInterrupt)
+        } else if self.cx.cpu.irqs_disabled() {
+            Err(NotProcessContext::IrqsDisabled)
         } else {
             Ok(())
         }
     }
 
     fn kmap_inner(&self, page: &Page, waiting: Waiting<'_, W>) -> Result<VirtAddr, KmapError> {
-        if let Err((in_irq, _)) = self.process_context() {
-            return Err(if in_irq {
-                KmapError::InInterrupt
-            } else {
-                KmapError::IrqsDisabled
-            });
-        }
+        self.process_context()?;
         let c = self.cx.classify(page).ok_or(KmapError::NotInMemMap)?;
         match c.memory {
             Memory::Low(va) => Ok(va),
@@ -183,13 +178,7 @@ where
     /// entry is reused after the next wrap-around). A low-memory page was
     /// never mapped: `Ok`, nothing done. Process context only, interrupts on.
     pub fn kunmap(&self, page: &Page) -> Result<(), KunmapError> {
-        if let Err((in_irq, _)) = self.process_context() {
-            return Err(if in_irq {
-                KunmapError::InInterrupt
-            } else {
-                KunmapError::IrqsDisabled
-            });
-        }
+        self.process_context()?;
         let c = self.cx.classify(page).ok_or(KunmapError::NotInMemMap)?;
         match c.memory {
             Memory::Low(_) => Ok(()),

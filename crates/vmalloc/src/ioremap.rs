@@ -118,7 +118,7 @@ impl<'a, P: PageTable, F: FrameSource, T: KernelTlb, C: Cpu> Vmalloc<'a, P, F, T
             return Ok(());
         }
         let base = VirtAddr::new(va.as_usize() & !(PAGE_SIZE - 1));
-        let area = self.unpublish(base, &[AreaKind::Ioremap])?;
+        let area = self.unpublish(base, &[AreaKind::Ioremap], None)?;
         // SAFETY: ours alone now.
         let a = unsafe { area.as_ref() };
         self.unmap_range(a.addr, a.size() / PAGE_SIZE);

@@ -147,6 +147,7 @@ impl<'a, P: PageTable, F: FrameSource, T: KernelTlb, C: Cpu> Vmalloc<'a, P, F, T
         let area = self.unpublish(
             VirtAddr::from_ptr(addr),
             &[AreaKind::Vmalloc, AreaKind::User],
+            None,
         )?;
         // SAFETY: `unpublish` handed the descriptor to us alone.
         let a = unsafe { &mut *area.as_ptr() };

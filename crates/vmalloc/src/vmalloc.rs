@@ -273,12 +273,14 @@ impl<'a, P: PageTable, F: FrameSource, T: KernelTlb, C: Cpu> Vmalloc<'a, P, F, T
     }
 
     /// Checks `addr` for a free or unmap call and takes its live area out of
-    /// the busy tree if its kind is one of `kinds`. Refused in interrupt
+    /// the busy tree if its kind is one of `kinds` (and, with `pages`, if it
+    /// maps that many pages: `BadSize` otherwise). Refused in interrupt
     /// context unless the kinds are `vfree`'s.
     pub(crate) fn unpublish(
         &self,
         addr: VirtAddr,
         kinds: &[AreaKind],
+        pages: Option<usize>,
     ) -> Result<NonNull<VmArea>, VmallocError> {
         let vfree = kinds
             .iter()
@@ -295,8 +297,13 @@ impl<'a, P: PageTable, F: FrameSource, T: KernelTlb, C: Cpu> Vmalloc<'a, P, F, T
         }
         let mut s = self.space.lock_irqsave(self.cpu());
         match s.lookup(a) {
-            Lookup::Start(area) if kinds.contains(&area.kind) => {}
-            Lookup::Start(area) => return Err(VmallocError::WrongKind { is: area.kind }),
+            Lookup::Start(area) if !kinds.contains(&area.kind) => {
+                return Err(VmallocError::WrongKind { is: area.kind });
+            }
+            Lookup::Start(area) if pages.is_some_and(|n| area.size() / PAGE_SIZE != n) => {
+                return Err(VmallocError::BadSize);
+            }
+            Lookup::Start(_) => {}
             Lookup::Interior => return Err(VmallocError::Interior),
             Lookup::None => return Err(VmallocError::NotLive),
         }

@@ -65,7 +65,7 @@ impl<'a, P: PageTable, F: FrameSource, T: KernelTlb, C: Cpu> Vmalloc<'a, P, F, T
     /// caller's. Refused with nothing changed as [`Self::vfree`] refuses,
     /// and a vmalloc or ioremap area with [`VmallocError::WrongKind`].
     pub fn vunmap(&self, addr: *const u8) -> Result<(), VmallocError> {
-        let area = self.unpublish(VirtAddr::from_ptr(addr), &[AreaKind::Vmap])?;
+        let area = self.unpublish(VirtAddr::from_ptr(addr), &[AreaKind::Vmap], None)?;
         // SAFETY: `unpublish` handed the descriptor to us alone.
         let a = unsafe { &mut *area.as_ptr() };
         self.unmap_range(a.addr, a.nr_pages);
@@ -99,7 +99,7 @@ impl<'a, P: PageTable, F: FrameSource, T: KernelTlb, C: Cpu> Vmalloc<'a, P, F, T
     /// `free_vm_area`): whatever the caller mapped in it is unmapped (the
     /// frames stay the caller's) and the addresses go to the lazy purge.
     pub fn free_vm_area(&self, addr: VirtAddr) -> Result<(), VmallocError> {
-        let area = self.unpublish(addr, &[AreaKind::Reserved])?;
+        let area = self.unpublish(addr, &[AreaKind::Reserved], None)?;
         // SAFETY: ours alone now.
         let a = unsafe { area.as_ref() };
         {

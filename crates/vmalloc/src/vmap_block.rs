@@ -222,14 +222,9 @@ impl<'a, P: PageTable, F: FrameSource, T: KernelTlb, C: Cpu> Vmalloc<'a, P, F, T
             return Err(VmallocError::BadSize);
         }
         if count > VMAP_MAX_ALLOC {
-            let area = self.unpublish(VirtAddr::new(a), &[AreaKind::MapRam])?;
+            let area = self.unpublish(VirtAddr::new(a), &[AreaKind::MapRam], Some(count))?;
             // SAFETY: ours alone now.
             let ar = unsafe { area.as_ref() };
-            if ar.size() / PAGE_SIZE != count {
-                // Put it back: nothing changed.
-                self.publish(area);
-                return Err(VmallocError::BadSize);
-            }
             self.unmap_range(ar.addr, count);
             self.retire(area);
             return Ok(());
@@ -429,7 +424,7 @@ impl<'a, P: PageTable, F: FrameSource, T: KernelTlb, C: Cpu> Vmalloc<'a, P, F, T
             s.active = false;
         }
         let addr = VirtAddr::new(b.base + slot * b.pages * PAGE_SIZE);
-        if let Ok(area) = self.unpublish(addr, &[AreaKind::VmapBlock]) {
+        if let Ok(area) = self.unpublish(addr, &[AreaKind::VmapBlock], None) {
             self.retire(area);
         }
     }
