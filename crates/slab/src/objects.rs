@@ -100,9 +100,23 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         let state =
             unsafe { &*core::ptr::with_exposed_provenance::<core::sync::atomic::AtomicU8>(state) };
         if cfg!(feature = "debug") {
-            state.store(OBJ_TRANSIT, Ordering::Relaxed);
-            debug::on_alloc(c, obj, requested, |o| self.report(c, obj, o));
-            state.store(OBJ_ALLOCATED, Ordering::Release);
+            // Under the cache's list lock, which `validate_cache` holds while it
+            // reads the zones: it never sees them half written. The reports go
+            // out once the lock is dropped (hooks run with nothing held).
+            let mut found = [None; 2];
+            {
+                let _lists = c.lists().lock_irqsave(self.buddy().cpu());
+                state.store(OBJ_TRANSIT, Ordering::Relaxed);
+                let mut n = 0;
+                debug::on_alloc(c, obj, requested, |o| {
+                    found[n.min(1)] = Some(o);
+                    n += 1;
+                });
+                state.store(OBJ_ALLOCATED, Ordering::Release);
+            }
+            for o in found.into_iter().flatten() {
+                self.report(c, obj, o);
+            }
         } else {
             state.store(OBJ_ALLOCATED, Ordering::Relaxed);
         }
@@ -275,6 +289,9 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         // `hardened` and `debug` builds claim the object with one atomic
         // exchange, so even that race is caught; `debug` claims it in transit
         // while it checks the zones and poisons (see `hand_out`).
+        // `debug` makes the whole change under the cache's list lock, as in
+        // `hand_out`.
+        let lists = cfg!(feature = "debug").then(|| c.lists().lock_irqsave(self.buddy().cpu()));
         let claimed = if cfg!(any(feature = "hardened", feature = "debug")) {
             let to = if cfg!(feature = "debug") {
                 OBJ_TRANSIT
@@ -288,16 +305,23 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             state.load(Ordering::Relaxed) == OBJ_ALLOCATED
         };
         if !claimed {
+            drop(lists);
             c.count_error();
             self.report(c, obj, Offence::DoubleFree);
             return Err(SlabError::DoubleFree);
         }
-        if let Err(e) = debug::on_free(c, obj, |o| self.report(c, obj, o)) {
+        let mut damage = None;
+        if let Err(e) = debug::on_free(c, obj, |o| damage = Some(o)) {
             // Damaged: reported, and left allocated.
             state.store(OBJ_ALLOCATED, Ordering::Release);
+            drop(lists);
+            if let Some(o) = damage {
+                self.report(c, obj, o);
+            }
             return Err(e);
         }
         state.store(OBJ_FREE, Ordering::Release);
+        drop(lists);
         let state = (state as *const core::sync::atomic::AtomicU8).addr();
         let irq = self.buddy().cpu().irq_guard();
         let pushed = c
@@ -565,6 +589,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
                     // In place: the `debug` checks now guard the new size
                     // (written in transit, as in `hand_out`).
                     if cfg!(feature = "debug") {
+                        let _lists = loc.cache.lists().lock_irqsave(self.buddy().cpu());
                         let st = loc.state();
                         st.compare_exchange(
                             OBJ_ALLOCATED,
