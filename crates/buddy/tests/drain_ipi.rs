@@ -83,6 +83,7 @@ fn exhaust(b: &Buddy<'_, kmm_mock::MockCpu>, gfp: Gfp) -> usize {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "exhausts 64 MiB page by page: too slow under Miri")]
 fn a_waiting_allocation_takes_the_pages_of_an_idle_cpu() {
     watchdog("waiting drain", LIMIT, || {
         let m = machine();
@@ -99,6 +100,7 @@ fn a_waiting_allocation_takes_the_pages_of_an_idle_cpu() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "exhausts 64 MiB page by page: too slow under Miri")]
 fn an_atomic_allocation_only_asks_other_cpus_to_drain() {
     watchdog("atomic drain", LIMIT, || {
         let m = machine();

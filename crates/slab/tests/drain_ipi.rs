@@ -15,6 +15,7 @@ use kmm_mock::watchdog;
 use kmm_slab::SlabFlags;
 
 #[test]
+#[cfg_attr(miri, ignore = "exhausts 32 MiB: too slow under Miri")]
 fn a_waiting_allocation_drains_an_idle_cpus_arrays() {
     watchdog("slab drain", Duration::from_secs(60), || {
         let r = rig(32, 2);
