@@ -397,7 +397,7 @@ impl<'a, C: Cpu, A: AreaAlloc, B: ChunkBacking> Percpu<'a, C, A, B> {
             {
                 return Err("a chunk is not on the slot of its free size");
             }
-            if c.first {
+            if c.first && self.areas.static_size() > 0 {
                 used -= self.areas.static_size() as isize;
                 allocs -= 1;
             }
