@@ -38,11 +38,8 @@ fn with_allocator(
     assert_eq!(pcpu.stats(), before, "a refusal changed the allocator");
     pcpu.check().unwrap();
     // SAFETY: still live.
-    assert_eq!(
-        unsafe { p.as_ptr().read() },
-        0xfeed,
-        "the live allocation was touched"
-    );
+    let v = unsafe { p.as_ptr().read() };
+    assert_eq!(v, 0xfeed, "the live allocation was touched");
     pcpu.free_percpu(live).unwrap();
 }
 

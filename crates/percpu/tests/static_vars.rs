@@ -255,10 +255,10 @@ fn buddy_areas_sit_on_their_cpus_nodes() {
         )
         .unwrap();
         let mem = host.buddy().mem();
-        for c in 0..4 {
+        for (c, &node) in NODES.iter().enumerate() {
             let va = kmm_hal::VirtAddr::from_ptr(areas.area(c).unwrap().as_ptr());
             let page = mem.virt_to_page(va).unwrap();
-            assert_eq!(page.node(), usize::from(NODES[c]), "CPU {c}'s area");
+            assert_eq!(page.node(), usize::from(node), "CPU {c}'s area");
             assert_eq!(areas.per_cpu(&HITS, c).unwrap().load(Ordering::Relaxed), 5);
         }
         assert_eq!(host.pages_out() - before, 4 * PCPU_UNIT_SIZE / PAGE_SIZE);
