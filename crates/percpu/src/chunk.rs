@@ -80,26 +80,11 @@ impl AllocMap {
         }
     }
 
-    /// The first used block in `[from, to)`.
-    fn next_used(&self, from: usize, to: usize) -> Option<usize> {
-        let mut bit = from;
-        while bit < to {
-            let w = self.used[bit / 64] >> (bit % 64);
-            if w == 0 {
-                bit = (bit / 64 + 1) * 64;
-                continue;
-            }
-            let b = bit + w.trailing_zeros() as usize;
-            return (b < to).then_some(b);
-        }
-        None
-    }
-
-    /// The first free block at or after `from`.
-    fn next_free(&self, from: usize) -> Option<usize> {
+    /// The first bit at or after `from` set in the map `word(i)` gives.
+    fn next_bit(from: usize, word: impl Fn(usize) -> u64) -> Option<usize> {
         let mut bit = from;
         while bit < BITS {
-            let w = !self.used[bit / 64] >> (bit % 64);
+            let w = word(bit / 64) >> (bit % 64);
             if w == 0 {
                 bit = (bit / 64 + 1) * 64;
                 continue;
@@ -108,6 +93,22 @@ impl AllocMap {
             return (b < BITS).then_some(b);
         }
         None
+    }
+
+    /// The first used block in `[from, to)`.
+    fn next_used(&self, from: usize, to: usize) -> Option<usize> {
+        Self::next_bit(from, |i| self.used[i]).filter(|&b| b < to)
+    }
+
+    /// The first free block at or after `from`.
+    fn next_free(&self, from: usize) -> Option<usize> {
+        Self::next_bit(from, |i| !self.used[i])
+    }
+
+    /// The end of the allocation starting at `bit`: the next block that is
+    /// free or starts another allocation.
+    fn end_of(&self, bit: usize) -> usize {
+        Self::next_bit(bit + 1, |i| !self.used[i] | self.start[i]).unwrap_or(BITS)
     }
 
     fn mark(&mut self, bit: usize, n: usize) {
@@ -169,10 +170,7 @@ impl AllocMap {
                 MapFreeError::NotLive
             });
         }
-        let mut end = bit + 1;
-        while end < BITS && Self::test(&self.used, end) && !Self::test(&self.start, end) {
-            end += 1;
-        }
+        let end = self.end_of(bit);
         for b in bit..end {
             Self::set(&mut self.used, b, false);
         }
@@ -186,17 +184,8 @@ impl AllocMap {
     pub fn allocations(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
         let mut bit = 0;
         core::iter::from_fn(move || {
-            while bit < BITS && !Self::test(&self.start, bit) {
-                bit += 1;
-            }
-            if bit >= BITS {
-                return None;
-            }
-            let s = bit;
-            bit += 1;
-            while bit < BITS && Self::test(&self.used, bit) && !Self::test(&self.start, bit) {
-                bit += 1;
-            }
+            let s = Self::next_bit(bit, |i| self.start[i])?;
+            bit = self.end_of(s);
             Some((s * PCPU_MIN_ALLOC_SIZE, (bit - s) * PCPU_MIN_ALLOC_SIZE))
         })
     }
