@@ -19,7 +19,9 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use kmm_hal::PAGE_SIZE;
-use kmm_percpu::{BuddyAreas, FirstChunkOnly, Percpu, Template, define_per_cpu, setup_per_cpu_areas};
+use kmm_percpu::{
+    BuddyAreas, FirstChunkOnly, Percpu, Template, define_per_cpu, setup_per_cpu_areas,
+};
 use kmm_testkit::TestMachine;
 
 define_per_cpu! {
@@ -47,7 +49,9 @@ fn percpu(c: &mut Criterion) {
     g.bench_function("read", |b| b.iter(|| black_box(this.read(&HITS).unwrap())));
     g.bench_function("add", |b| b.iter(|| this.add(&HITS, black_box(1)).unwrap()));
     // SAFETY: `dynamic` lives until the end of the function.
-    g.bench_function("add_ptr", |b| b.iter(|| unsafe { this.add_ptr(dynamic, black_box(1)) }));
+    g.bench_function("add_ptr", |b| {
+        b.iter(|| unsafe { this.add_ptr(dynamic, black_box(1)) })
+    });
     g.bench_function("get_cpu_var", |b| {
         b.iter(|| *areas.get_cpu_var(&LAST).unwrap() += black_box(1))
     });

@@ -156,7 +156,7 @@ fn run(w: &World, data: &[u8]) {
                     }
                     1 if !freed.is_empty() => freed[usize::from(b) % freed.len()],
                     2 => w.areas.ptr_of(&COUNT).expect("registered").raw(),
-                    _ => usize::from(u16::from_le_bytes([a, b])) << 20,
+                    _ => usize::from(u16::from_le_bytes([a, b])) << 12,
                 };
                 if !live.contains_key(&cookie) {
                     let r = pcpu.free_percpu(PercpuPtr::<u8>::from_raw(cookie));
