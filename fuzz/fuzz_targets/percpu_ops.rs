@@ -27,7 +27,8 @@ use libfuzzer_sys::fuzz_target;
 
 type Vm = Vmalloc<'static, MockPageTable, MockFrames, &'static Machine, MockCpu>;
 type Areas = PerCpuAreas<'static, MockCpu, BuddyAreas<'static, MockCpu>>;
-type Backing = VmallocBacking<'static, 'static, MockPageTable, MockFrames, &'static Machine, MockCpu>;
+type Backing =
+    VmallocBacking<'static, 'static, MockPageTable, MockFrames, &'static Machine, MockCpu>;
 type Pc = Percpu<'static, MockCpu, BuddyAreas<'static, MockCpu>, Backing>;
 
 const CPUS: usize = 2;
@@ -121,7 +122,10 @@ fn run(w: &World, data: &[u8]) {
                             assert!(c.as_ptr().addr().is_multiple_of(align), "misaligned");
                             c.fill(next);
                         }
-                        assert!(live.insert(p.raw(), (size, next)).is_none(), "handed out twice");
+                        assert!(
+                            live.insert(p.raw(), (size, next)).is_none(),
+                            "handed out twice"
+                        );
                         freed.retain(|&f| f != p.raw());
                         next = next.wrapping_add(1).max(1);
                     }
@@ -141,9 +145,13 @@ fn run(w: &World, data: &[u8]) {
                 if let Some((&c, _)) = live.iter().nth(usize::from(a) % live.len().max(1)) {
                     let (size, stamp) = live.remove(&c).expect("live");
                     for cpu in 0..CPUS {
-                        assert!(copy(w, c, cpu, size).iter().all(|&x| x == stamp), "overwritten");
+                        assert!(
+                            copy(w, c, cpu, size).iter().all(|&x| x == stamp),
+                            "overwritten"
+                        );
                     }
-                    pcpu.free_percpu(PercpuPtr::<u8>::from_raw(c)).expect("a live allocation");
+                    pcpu.free_percpu(PercpuPtr::<u8>::from_raw(c))
+                        .expect("a live allocation");
                     freed.push(c);
                 }
             }
@@ -151,8 +159,14 @@ fn run(w: &World, data: &[u8]) {
                 // Bad frees: refused, nothing changed.
                 let cookie = match a % 4 {
                     0 if !live.is_empty() => {
-                        let (&c, &(size, _)) = live.iter().nth(usize::from(b) % live.len()).unwrap();
-                        c + 1 + usize::from(b) % size.next_multiple_of(PCPU_MIN_ALLOC_SIZE).saturating_sub(1).max(1)
+                        let (&c, &(size, _)) =
+                            live.iter().nth(usize::from(b) % live.len()).unwrap();
+                        c + 1
+                            + usize::from(b)
+                                % size
+                                    .next_multiple_of(PCPU_MIN_ALLOC_SIZE)
+                                    .saturating_sub(1)
+                                    .max(1)
                     }
                     1 if !freed.is_empty() => freed[usize::from(b) % freed.len()],
                     2 => w.areas.ptr_of(&COUNT).expect("registered").raw(),
@@ -187,11 +201,15 @@ fn run(w: &World, data: &[u8]) {
                     unsafe { this.add_ptr(p, u32::from(a)) };
                     let old = u32::from_le_bytes([stamp; 4]);
                     // SAFETY: as above.
-                    let v0 = unsafe { w.areas.per_cpu_ptr(p, 0).unwrap().as_ref() }.load(Ordering::Relaxed);
+                    let v0 = unsafe { w.areas.per_cpu_ptr(p, 0).unwrap().as_ref() }
+                        .load(Ordering::Relaxed);
                     assert_eq!(v0, old.wrapping_add(u32::from(a)));
                     // SAFETY: as above.
                     unsafe { this.add_ptr(p, 0u32.wrapping_sub(u32::from(a))) };
-                    assert!(copy(w, c, 1, size).iter().all(|&x| x == stamp), "CPU 1's copy moved");
+                    assert!(
+                        copy(w, c, 1, size).iter().all(|&x| x == stamp),
+                        "CPU 1's copy moved"
+                    );
                 }
             }
             _ => {
@@ -202,7 +220,8 @@ fn run(w: &World, data: &[u8]) {
         assert_eq!(pcpu.stats().allocations, live.len());
     }
     for (c, _) in live {
-        pcpu.free_percpu(PercpuPtr::<u8>::from_raw(c)).expect("a live allocation");
+        pcpu.free_percpu(PercpuPtr::<u8>::from_raw(c))
+            .expect("a live allocation");
     }
     pcpu.shrink().expect("process context");
     let s = pcpu.stats();
