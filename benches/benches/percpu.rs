@@ -48,8 +48,8 @@ fn percpu(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(3));
     g.bench_function("read", |b| b.iter(|| black_box(this.read(&HITS).unwrap())));
     g.bench_function("add", |b| b.iter(|| this.add(&HITS, black_box(1)).unwrap()));
-    // SAFETY: `dynamic` lives until the end of the function.
     g.bench_function("add_ptr", |b| {
+        // SAFETY: `dynamic` lives until the end of the function.
         b.iter(|| unsafe { this.add_ptr(dynamic, black_box(1)) })
     });
     g.bench_function("get_cpu_var", |b| {
