@@ -269,3 +269,95 @@ fn buddy_areas_sit_on_their_cpus_nodes() {
         "every area back to the buddy allocator"
     );
 }
+
+/// A stand-in for the kernel's `.data..percpu` section: variables side by
+/// side in one page-aligned static, bracketed like `__per_cpu_start` and
+/// `__per_cpu_end`.
+#[repr(C, align(4096))]
+struct Section {
+    hits: kmm_percpu::PerCpuVar<(), AtomicU32>,
+    stats: kmm_percpu::PerCpuVar<Stats, AtomicUsize>,
+}
+
+static SECTION: Section = Section {
+    // SAFETY: a static's initialiser: a constant, never written.
+    hits: unsafe { kmm_percpu::PerCpuVar::__new((), AtomicU32::new(3)) },
+    // SAFETY: as above.
+    stats: unsafe {
+        kmm_percpu::PerCpuVar::__new(Stats { calls: 4, last: 5 }, AtomicUsize::new(6))
+    },
+};
+
+#[test]
+fn a_section_template_uses_template_addresses_as_pointers() {
+    let start = std::ptr::from_ref(&SECTION).cast::<u8>();
+    let end = start.wrapping_add(size_of::<Section>());
+    // SAFETY: `SECTION` holds only per-CPU variables, is page-aligned and
+    // never written.
+    let t = unsafe { Template::from_section(start, end) };
+    let cpu = FakeCpu::new(3);
+    let areas = setup_per_cpu_areas(&cpu, &t, SoftAreas(ledger())).unwrap();
+    assert_eq!(
+        areas.template_base(),
+        start.addr(),
+        "the base is __per_cpu_start"
+    );
+    // A variable's per-CPU pointer is its template address (Linux's rule).
+    let p = areas.ptr_of(&SECTION.stats).unwrap();
+    assert_eq!(p.raw(), std::ptr::from_ref(&SECTION.stats).addr());
+    for c in 0..3 {
+        let copy = areas.per_cpu_ptr(p, c).unwrap().as_ptr().addr();
+        assert_eq!(
+            copy,
+            areas.area(c).unwrap().as_ptr().addr() + (p.raw() - start.addr())
+        );
+        assert_eq!(
+            areas
+                .per_cpu(&SECTION.hits, c)
+                .unwrap()
+                .load(Ordering::Relaxed),
+            3
+        );
+        cpu.switch(c);
+        let mut s = areas.get_cpu_var(&SECTION.stats).unwrap();
+        assert_eq!(*s, Stats { calls: 4, last: 5 });
+        s.calls = c as u64;
+        drop(s);
+        areas.this_cpu().add(&SECTION.hits, c as u32).unwrap();
+    }
+    for c in 0..3 {
+        assert_eq!(
+            areas
+                .per_cpu(&SECTION.hits, c)
+                .unwrap()
+                .load(Ordering::Relaxed),
+            3 + c as u32
+        );
+        assert_eq!(
+            areas
+                .per_cpu(&SECTION.stats, c)
+                .unwrap()
+                .load(Ordering::Relaxed),
+            6
+        );
+    }
+    // A variable outside the section is refused.
+    assert_eq!(
+        areas.per_cpu(&HITS, 0).err(),
+        Some(PercpuError::NotRegistered)
+    );
+    // The template itself is untouched: a new set-up starts from it again.
+    let one = FakeCpu::new(1);
+    let again = setup_per_cpu_areas(&one, &t, SoftAreas(ledger())).unwrap();
+    assert_eq!(
+        again
+            .per_cpu(&SECTION.hits, 0)
+            .unwrap()
+            .load(Ordering::Relaxed),
+        3
+    );
+    assert_eq!(
+        *again.get_cpu_var(&SECTION.stats).unwrap(),
+        Stats { calls: 4, last: 5 }
+    );
+}
