@@ -77,7 +77,7 @@
 //!   `__per_cpu_offset[]`). Access: [`PerCpuAreas::per_cpu`],
 //!   [`PerCpuAreas::per_cpu_ptr`], [`PerCpuAreas::get_cpu_var`].
 //! - **This-CPU operations**: [`ThisCpu`] (`read`, `write`, `add`, `inc`,
-//!   `dec`) over a [`ThisCpuOps`] backend: [`SegmentOps`] on i386 (`%fs`),
+//!   `dec`) over a [`ThisCpuOps`] backend: `SegmentOps` on i386 (`%fs`; built for `target_arch = "x86"` only),
 //!   [`IndexOps`] anywhere (the offset table by CPU id).
 //! - **Dynamic allocations**: [`Percpu`] with [`Percpu::alloc_percpu`],
 //!   [`Percpu::__alloc_percpu`], [`Percpu::free_percpu`], giving
@@ -100,7 +100,7 @@
 //! - **This-CPU operations** act on atomic integers only
 //!   ([`ThisCpuPrim`]): written by their CPU, read by any with an atomic
 //!   load. [`ThisCpuOps`] is an `unsafe trait` whose contract is "this
-//!   CPU's copy, one access no interrupt splits"; [`SegmentOps::new`] is
+//!   CPU's copy, one access no interrupt splits"; `SegmentOps::new` is
 //!   `unsafe`: the kernel vouches that each CPU's `%fs` base is its offset.
 //! - **Dynamic pointers** are cookies like Linux's `__percpu` pointers:
 //!   copyable, not owning, so the calls that dereference one are `unsafe`

@@ -100,7 +100,7 @@ struct VarSlot {
 /// (`__per_cpu_offset[]`) from per-CPU pointers to each CPU's copy.
 ///
 /// An i386 kernel loads each CPU's `%fs` segment base with
-/// [`PerCpuAreas::offset`] and then uses [`crate::SegmentOps`].
+/// [`PerCpuAreas::offset`] and then uses `SegmentOps` (i386).
 pub struct PerCpuAreas<'a, C: Cpu, A: AreaAlloc> {
     // Hot: every access.
     offsets: [usize; NR_CPUS],
@@ -420,7 +420,7 @@ impl<'a, C: Cpu, A: AreaAlloc> PerCpuAreas<'a, C, A> {
     }
 
     /// The this-CPU operations on these areas through `ops`
-    /// ([`PerCpuAreas::index_ops`], or [`crate::SegmentOps`] on i386).
+    /// ([`PerCpuAreas::index_ops`], or `SegmentOps` (i386) on i386).
     ///
     /// # Safety
     /// `ops` is tied to these areas (the [`ThisCpuOps`] contract is about
