@@ -355,7 +355,9 @@ impl<'a, C: Cpu, A: AreaAlloc, B: ChunkBacking> Percpu<'a, C, A, B> {
         Ok(s.destroy_empty(&geo, &self.destroyed))
     }
 
-    /// The counters.
+    /// The counters. Process context, like every call that takes the
+    /// allocator's lock (an interrupt handler must not take it: the lock
+    /// checker would report it).
     pub fn stats(&self) -> PercpuStats {
         let s = self.state.lock(self.areas.cpu());
         let live = s.chunks.iter().flatten();
@@ -379,7 +381,7 @@ impl<'a, C: Cpu, A: AreaAlloc, B: ChunkBacking> Percpu<'a, C, A, B> {
     /// Checks the allocator's invariants: each chunk's map, each live chunk
     /// in exactly the slot of its free size and dead ones in none, every
     /// allocation inside populated pages, at most one empty chunk, and the
-    /// counters matching the maps.
+    /// counters matching the maps. Process context, as [`Percpu::stats`].
     pub fn check(&self) -> Result<(), &'static str> {
         let s = self.state.lock(self.areas.cpu());
         let mut allocs = 0;
