@@ -8,7 +8,7 @@
 
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
-use kmm_hal::{Cpu, PAGE_SIZE, VirtAddr};
+use kmm_hal::{Cpu, PAGE_SIZE, PageTable, VirtAddr};
 use kmm_mock::MockCpu;
 use kmm_percpu::{
     BuddyAreas, PCPU_UNIT_SIZE, Percpu, PercpuError, Template, VmallocBacking, define_per_cpu,
@@ -276,4 +276,94 @@ fn an_interrupt_handler_finds_the_copy_busy() {
     }
     assert_eq!(*areas.get_cpu_var(&LOCAL).unwrap(), 2);
     assert_eq!(cpu.preempt_count(), 0);
+}
+
+#[test]
+#[cfg_attr(
+    miri,
+    ignore = "the software mock cannot dereference vmalloc addresses"
+)]
+fn chunks_span_areas_on_distant_nodes() {
+    // Two nodes: the areas lie tens of MiB apart, so each vmalloc chunk
+    // spans that distance, with only the units' pages mapped — each on its
+    // CPU's node.
+    static NODES: [u8; 2] = [0, 1];
+    let host = TestMachine::builder()
+        .ram_mib(64)
+        .nodes(2)
+        .cpus(2)
+        .cpu_nodes(&NODES)
+        .kernel_tables_mib(1)
+        .build();
+    let _cpu0 = host.bind(0);
+    let areas = setup_per_cpu_areas(
+        host.cpu(),
+        &Template::from_vars(&[]),
+        BuddyAreas::new(host.buddy(), &NODES),
+    )
+    .unwrap();
+    let (a0, a1) = (
+        areas.area(0).unwrap().as_ptr().addr(),
+        areas.area(1).unwrap().as_ptr().addr(),
+    );
+    assert!(
+        a0.abs_diff(a1) >= 16 << 20,
+        "areas on different nodes: {a0:#x} {a1:#x}"
+    );
+    let vm = Vmalloc::new(
+        host.slab(),
+        host.kernel_tables(),
+        host.machine(),
+        host.machine().layout(),
+    )
+    .unwrap();
+    {
+        // SAFETY: `vm` maps its areas in these kernel tables.
+        let backing =
+            unsafe { VmallocBacking::new(&vm, host.kernel_tables(), host.buddy(), &NODES) };
+        let pcpu = Percpu::new(&areas, backing);
+        let per_unit = PCPU_UNIT_SIZE / PAGE_SIZE;
+        let ptrs: Vec<_> = (0..per_unit + 1)
+            .map(|_| pcpu.__alloc_percpu(PAGE_SIZE, PAGE_SIZE).unwrap())
+            .collect();
+        let last = *ptrs.last().unwrap();
+        assert_eq!(pcpu.stats().chunks, 2);
+        assert_eq!(pcpu.stats().populated_pages, 1);
+        let mem = host.buddy().mem();
+        for (c, &node) in NODES.iter().enumerate() {
+            let va = VirtAddr::from_ptr(areas.per_cpu_ptr(last, c).unwrap().as_ptr());
+            assert!(vm.is_vmalloc_addr(va));
+            let tr = host
+                .kernel_tables()
+                .lock(host.cpu())
+                .pt
+                .translate(va)
+                .unwrap();
+            let page = mem.pfn_to_page(tr.frame.pfn().unwrap()).unwrap();
+            assert_eq!(page.node(), usize::from(node), "CPU {c}'s page");
+            // Written directly, seen through the page tables.
+            // SAFETY: a live page-sized allocation.
+            unsafe {
+                areas
+                    .per_cpu_ptr(last, c)
+                    .unwrap()
+                    .as_ptr()
+                    .write(0xA0 + c as u8)
+            };
+            let mut b = [0u8; 1];
+            host.kernel_tables()
+                .lock(host.cpu())
+                .pt
+                .read(va, &mut b)
+                .unwrap();
+            assert_eq!(b[0], 0xA0 + c as u8);
+        }
+        for p in ptrs {
+            pcpu.free_percpu(p).unwrap();
+        }
+        pcpu.shrink().unwrap();
+        pcpu.check().unwrap();
+    }
+    vm.purge();
+    assert_eq!(vm.stats().areas, 0);
 }
