@@ -238,18 +238,17 @@ pub struct SegmentOps<'a> {
 
 #[cfg(target_arch = "x86")]
 impl<'a> SegmentOps<'a> {
-    /// The `%fs` operations for `areas`.
+    /// The `%fs` operations for the areas whose offset table is `offsets`
+    /// (`PerCpuAreas::offsets`).
     ///
     /// # Safety
-    /// On every CPU that uses the returned value (or a reference to it), the
-    /// `%fs` segment base is `areas.offset(cpu)` and stays so while the
-    /// value lives (the kernel loads each CPU's per-CPU segment at bring-up
-    /// and never changes `%fs` in kernel mode), and the segment's limit
-    /// covers every address a per-CPU pointer reaches.
-    pub unsafe fn new<C: Cpu, A: crate::AreaAlloc>(
-        areas: &'a crate::PerCpuAreas<'_, C, A>,
-    ) -> Self {
-        let _ = areas;
+    /// On every CPU `n` that uses the returned value (or a reference to it),
+    /// the `%fs` segment base is `offsets[n]` and stays so while the value
+    /// lives (the kernel loads each CPU's per-CPU segment at bring-up and
+    /// never changes `%fs` in kernel mode), and the segment's limit covers
+    /// every address a per-CPU pointer reaches.
+    pub unsafe fn new(offsets: &'a [usize]) -> Self {
+        let _ = offsets;
         SegmentOps {
             _areas: core::marker::PhantomData,
         }
