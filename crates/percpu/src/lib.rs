@@ -73,12 +73,14 @@
 //!   — the kernel's `.data..percpu` section, or a registration list where
 //!   no linker section can be named (the host) — into one area per
 //!   possible CPU, from an [`AreaAlloc`] ([`BuddyAreas`]: each CPU's area on
-//!   its node), and records the offsets ([`PerCpuAreas::offset`], Linux's
-//!   `__per_cpu_offset[]`). Access: [`PerCpuAreas::per_cpu`],
-//!   [`PerCpuAreas::per_cpu_ptr`], [`PerCpuAreas::get_cpu_var`].
+//!   its node; [`BootmemAreas`]: before the buddy allocator), and records
+//!   the offsets ([`PerCpuAreas::offset`], Linux's `__per_cpu_offset[]`).
+//!   Access: [`PerCpuAreas::per_cpu`], [`PerCpuAreas::per_cpu_ptr`],
+//!   [`PerCpuAreas::get_cpu_var`].
 //! - **This-CPU operations**: [`ThisCpu`] (`read`, `write`, `add`, `inc`,
-//!   `dec`) over a [`ThisCpuOps`] backend: `SegmentOps` on i386 (`%fs`; built for `target_arch = "x86"` only),
-//!   [`IndexOps`] anywhere (the offset table by CPU id).
+//!   `dec`) over a [`ThisCpuOps`] backend: `SegmentOps` on i386 (`%fs`;
+//!   built for `target_arch = "x86"` only), [`IndexOps`] anywhere (the
+//!   offset table by CPU id).
 //! - **Dynamic allocations**: [`Percpu`] with [`Percpu::alloc_percpu`],
 //!   [`Percpu::__alloc_percpu`], [`Percpu::free_percpu`], giving
 //!   [`PercpuPtr`]s; chunks after the first from a [`ChunkBacking`]
@@ -128,7 +130,9 @@ pub use chunk::{AllocMap, MapFreeError};
 pub use error::PercpuError;
 pub use percpu::{Percpu, PercpuStats};
 pub use ptr::{PercpuPtr, Zeroable};
-pub use setup::{AreaAlloc, BuddyAreas, CpuVar, PerCpuAreas, ThisCpu, setup_per_cpu_areas};
+pub use setup::{
+    AreaAlloc, BootmemAreas, BuddyAreas, CpuVar, PerCpuAreas, ThisCpu, setup_per_cpu_areas,
+};
 #[cfg(target_arch = "x86")]
 pub use this_cpu::SegmentOps;
 pub use this_cpu::{IndexOps, ThisCpuOps, ThisCpuPrim};

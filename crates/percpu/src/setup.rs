@@ -10,7 +10,8 @@ use core::ops::{Deref, DerefMut};
 use core::ptr::NonNull;
 
 use kmm_buddy::{Buddy, Gfp};
-use kmm_hal::{Cpu, LocalMut, PAGE_SIZE, PerCpu, PreemptGuard, VirtAddr};
+use kmm_hal::{Cpu, DirectMap, LocalMut, PAGE_SIZE, PerCpu, PreemptGuard, VirtAddr};
+use kmm_page_frame::Bootmem;
 
 use crate::backing::ChunkGeometry;
 use crate::this_cpu::{IndexOps, ThisCpuOps, ThisCpuPrim};
@@ -83,6 +84,42 @@ unsafe impl<C: Cpu> AreaAlloc for BuddyAreas<'_, C> {
             .buddy
             .free_pages(VirtAddr::from_ptr(area.as_ptr()), Self::order(size));
         debug_assert!(r.is_ok(), "percpu: an area it allocated: {r:?}");
+    }
+}
+
+/// Areas from bootmem, before the buddy allocator runs (Linux's
+/// `pcpu_fc_alloc` on bootmem): low memory, seen through the direct map.
+/// Bootmem has no free, so areas given back (a set-up that fails midway,
+/// dropped areas) stay reserved, as Linux's boot-time memory does.
+pub struct BootmemAreas<'b, 'm> {
+    bootmem: &'b mut Bootmem<'m>,
+    dm: DirectMap,
+}
+
+impl<'b, 'm> BootmemAreas<'b, 'm> {
+    /// Areas from `bootmem`, reached through `dm`.
+    ///
+    /// # Safety
+    /// `dm` is the direct map of the physical memory `bootmem` manages, so
+    /// the address of a frame it hands out is that frame's memory, and
+    /// nothing else uses what `bootmem` hands out (the frames it reserves
+    /// are never given to another allocator).
+    pub unsafe fn new(bootmem: &'b mut Bootmem<'m>, dm: DirectMap) -> Self {
+        BootmemAreas { bootmem, dm }
+    }
+}
+
+// SAFETY: page-aligned frames bootmem reserved for us alone (`new`'s
+// contract), at least `size` bytes, reached through the direct map.
+unsafe impl AreaAlloc for BootmemAreas<'_, '_> {
+    fn alloc_area(&mut self, _cpu: usize, size: usize) -> Option<NonNull<u8>> {
+        let pa = self.bootmem.alloc(size, PAGE_SIZE).ok()?;
+        let va = self.dm.phys_to_virt(pa)?;
+        NonNull::new(va.as_mut_ptr::<u8>())
+    }
+
+    unsafe fn free_area(&mut self, _cpu: usize, _area: NonNull<u8>, _size: usize) {
+        // Bootmem memory stays reserved.
     }
 }
 

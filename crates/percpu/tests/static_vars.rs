@@ -361,3 +361,39 @@ fn a_section_template_uses_template_addresses_as_pointers() {
         Stats { calls: 4, last: 5 }
     );
 }
+
+#[test]
+fn bootmem_areas_come_from_reserved_low_memory() {
+    // 8–9 MiB is kept from the buddy allocator; a bootmem over it gives the
+    // areas, as at boot before the buddy allocator runs.
+    const BASE: u64 = 8 << 20;
+    let host = TestMachine::builder()
+        .ram_mib(if cfg!(miri) { 24 } else { 32 })
+        .reserve(BASE, 1 << 20)
+        .build();
+    let _cpu0 = host.bind(0);
+    let regions = [kmm_page_frame::Region::new(
+        BASE,
+        1 << 20,
+        kmm_page_frame::RegionKind::Usable,
+    )];
+    let mut bm =
+        kmm_page_frame::Bootmem::new(&regions, kmm_hal::PhysAddr::new(BASE + (1 << 20))).unwrap();
+    let dm = host.buddy().mem().direct_map();
+    let list = vars();
+    {
+        // SAFETY: `dm` is the machine's direct map, and 8–9 MiB is reserved
+        // from the buddy allocator: only this bootmem hands it out.
+        let alloc = unsafe { kmm_percpu::BootmemAreas::new(&mut bm, dm) };
+        let areas = setup_per_cpu_areas(host.cpu(), &Template::from_vars(&list), alloc).unwrap();
+        let va = kmm_hal::VirtAddr::from_ptr(areas.area(0).unwrap().as_ptr());
+        let pa = host
+            .buddy()
+            .mem()
+            .page_to_phys(host.buddy().mem().virt_to_page(va).unwrap())
+            .unwrap();
+        assert!((BASE..BASE + (1 << 20)).contains(&pa.as_u64()), "{pa}");
+        assert_eq!(areas.per_cpu(&HITS, 0).unwrap().load(Ordering::Relaxed), 5);
+    }
+    assert_eq!(bm.allocated_pages(), (PCPU_UNIT_SIZE / PAGE_SIZE) as u64);
+}
