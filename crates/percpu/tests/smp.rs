@@ -57,9 +57,20 @@ fn every_cpu_sees_only_its_own_copies() {
     // SAFETY: `vm` maps its areas in these kernel tables.
     let backing = unsafe { VmallocBacking::new(&vm, host.kernel_tables(), host.buddy(), &[]) };
     let pcpu = Percpu::new(&areas, backing);
-    let shared = {
+    let (shared, filler) = {
         let _cpu0 = host.bind(0);
-        pcpu.alloc_percpu::<AtomicUsize>().unwrap()
+        let shared = pcpu.alloc_percpu::<AtomicUsize>().unwrap();
+        // The first chunk's free pages taken, so the larger allocations
+        // below always go to chunks in the vmalloc area, however the
+        // threads interleave (not under Miri: see below).
+        let filler: Vec<_> = if cfg!(miri) {
+            Vec::new()
+        } else {
+            (1..PCPU_UNIT_SIZE / PAGE_SIZE)
+                .map(|_| pcpu.__alloc_percpu(PAGE_SIZE, PAGE_SIZE).unwrap())
+                .collect()
+        };
+        (shared, filler)
     };
     host.on_each_cpu(|cpu| {
         let this = areas.this_cpu();
@@ -124,6 +135,9 @@ fn every_cpu_sees_only_its_own_copies() {
         assert_eq!(v, rounds * (c + 1));
     }
     pcpu.free_percpu(shared).unwrap();
+    for p in filler {
+        pcpu.free_percpu(p).unwrap();
+    }
     pcpu.check().unwrap();
     let s = pcpu.stats();
     assert_eq!((s.allocations, s.used_bytes), (0, 0));
