@@ -34,7 +34,7 @@ fn cargo(name: &'static str, dir: &Path, args: &'static [&'static str]) -> Step 
 /// The `no_std` library crates (the kernel links them), and with the mock
 /// the crates whose tests also run as a 32-bit host. Not `kmm-testkit`: it
 /// uses std (it is in `miri::CRATES`, so its tests run as a 32-bit host).
-const LIB_CRATES: [&str; 7] = [
+const LIB_CRATES: [&str; 8] = [
     "kmm-hal",
     "kmm-i386",
     "kmm-page-frame",
@@ -42,6 +42,7 @@ const LIB_CRATES: [&str; 7] = [
     "kmm-slab",
     "kmm-vmalloc",
     "kmm-pkmap",
+    "kmm-percpu",
 ];
 
 /// `cargo SUBCOMMAND -p CRATE… REST…` in `dir` as a step.

@@ -7,7 +7,7 @@ use crate::root;
 /// (the mock in its pure-software mode; the buddy and slab integration tests
 /// also run the test kit's one unsafe part, which owns their allocators) and,
 /// in the gate, as a 32-bit host.
-pub const CRATES: [&str; 9] = [
+pub const CRATES: [&str; 10] = [
     "kmm-hal",
     "kmm-i386",
     "kmm-mock",
@@ -16,6 +16,7 @@ pub const CRATES: [&str; 9] = [
     "kmm-slab",
     "kmm-vmalloc",
     "kmm-pkmap",
+    "kmm-percpu",
     "kmm-testkit",
 ];
 /// Miri flags: the page-table code turns integers into pointers through a

@@ -86,9 +86,75 @@ impl<T, S> PerCpu<T, S> {
         self.local.get_mut()
     }
 
-    /// True while the owning CPU is inside [`CpuLocal::with`] on this slot.
+    /// True while the owning CPU is inside [`CpuLocal::with`] on this slot,
+    /// or holds its local part through [`PerCpu::try_local`].
     pub fn is_busy(&self) -> bool {
         self.busy.load(Ordering::Relaxed)
+    }
+
+    /// The local part, held by the owning CPU until the returned value is
+    /// dropped: the guard form of [`CpuLocal::with`], for slots that are
+    /// not in one array (`kmm-percpu`'s copies of a per-CPU variable, one in
+    /// each CPU's area). `None` if the slot is already in use on this CPU
+    /// (a re-entry), exactly as `with` refuses it; the two exclude each
+    /// other.
+    ///
+    /// # Safety
+    /// This slot must be the copy that belongs to the CPU `pin` is pinned
+    /// to, every user of the slot must pin with guards of one [`Cpu`] value
+    /// (as in [`CpuLocal::new`]), and the returned value must be dropped on
+    /// this CPU while the caller is still pinned (before `pin`, or the guard
+    /// it proves, is dropped).
+    #[inline]
+    pub unsafe fn try_local<P: Pinned>(&self, pin: &P) -> Option<LocalMut<'_, T>> {
+        debug_assert!(
+            pin.pinned_ok(),
+            "PerCpu::try_local: the caller is not pinned"
+        );
+        if self.busy.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.busy.store(true, Ordering::Relaxed);
+        Some(LocalMut {
+            // SAFETY: as in `CpuLocal::with`: the slot is the pinned CPU's
+            // own (the caller's contract), no other CPU reaches its local
+            // part, and `busy` was clear, so no other borrow on this CPU is
+            // live; it stays set until the `LocalMut` is dropped.
+            local: unsafe { &mut *self.local.get() },
+            busy: &self.busy,
+            _not_send: core::marker::PhantomData,
+        })
+    }
+}
+
+/// The local part of a [`PerCpu`] slot, held by its CPU
+/// ([`PerCpu::try_local`]); the slot is released when this is dropped. Not
+/// `Send`: it belongs to the CPU that took it.
+pub struct LocalMut<'s, T> {
+    local: &'s mut T,
+    busy: &'s AtomicBool,
+    _not_send: core::marker::PhantomData<*const ()>,
+}
+
+impl<T> core::ops::Deref for LocalMut<'_, T> {
+    type Target = T;
+    #[inline]
+    fn deref(&self) -> &T {
+        self.local
+    }
+}
+
+impl<T> core::ops::DerefMut for LocalMut<'_, T> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut T {
+        self.local
+    }
+}
+
+impl<T> Drop for LocalMut<'_, T> {
+    #[inline]
+    fn drop(&mut self) {
+        self.busy.store(false, Ordering::Relaxed);
     }
 }
 
@@ -302,6 +368,26 @@ mod tests {
         assert_eq!(local.with(&irq, |v, _| *v), Some(1), "released after use");
         drop(irq);
         let p = cpu.preempt_guard();
+        assert_eq!(local.with(&p, |v, _| *v), Some(1));
+    }
+
+    #[test]
+    fn try_local_and_with_exclude_each_other() {
+        let cpu = OneCpu(Cell::new(false), Cell::new(0));
+        let slots = [PerCpu::new(0u32, ())];
+        // SAFETY: only `cpu`'s guards are used.
+        let local = unsafe { CpuLocal::new(&slots) };
+        let p = cpu.preempt_guard();
+        {
+            // SAFETY: slot 0 is CPU 0's; dropped before `p`.
+            let mut held = unsafe { slots[0].try_local(&p) }.unwrap();
+            *held += 1;
+            assert!(slots[0].is_busy());
+            // SAFETY: as above.
+            assert!(unsafe { slots[0].try_local(&p) }.is_none());
+            assert!(local.with(&p, |_, _| ()).is_none());
+        }
+        assert!(!slots[0].is_busy());
         assert_eq!(local.with(&p, |v, _| *v), Some(1));
     }
 

@@ -75,7 +75,7 @@ mod tlb;
 
 pub use addr::{AddrError, MAX_PHYS_BITS, PAGE_SHIFT, PAGE_SIZE, Pfn, PhysAddr, VirtAddr};
 pub use cpu::{Cpu, IrqGuard, IrqState, PreemptGuard};
-pub use cpu_local::{CpuLocal, PerCpu, Pinned};
+pub use cpu_local::{CpuLocal, LocalMut, PerCpu, Pinned};
 pub use flags::PageFlags;
 pub use kernel_tables::{KernelTables, Tables};
 pub use layout::{DirectMap, Fixmap, KernelLayout, LayoutError, check_layout};

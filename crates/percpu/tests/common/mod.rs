@@ -1,0 +1,170 @@
+//! The set-up the percpu tests share: plain-memory areas and chunks (the
+//! pure-software backing, which Miri runs), a one-thread CPU set whose
+//! "current CPU" the test chooses, and mock machines with vmalloc.
+#![allow(dead_code)]
+
+use std::alloc::{Layout, alloc_zeroed, dealloc};
+use std::cell::Cell;
+use std::ptr::NonNull;
+use std::sync::{Arc, Mutex};
+
+use kmm_hal::{Cpu, IrqState, PAGE_SIZE};
+use kmm_percpu::{AreaAlloc, ChunkBacking, ChunkGeometry, ChunkMem, PercpuError};
+
+/// CPUs for one-thread tests: `count` of them, the "running" one chosen
+/// with [`FakeCpu::switch`]; interrupt and preemption state in cells.
+pub struct FakeCpu {
+    count: usize,
+    id: Cell<usize>,
+    irqs_off: Cell<bool>,
+    preempt: Cell<usize>,
+}
+
+impl FakeCpu {
+    pub fn new(count: usize) -> FakeCpu {
+        FakeCpu {
+            count,
+            id: Cell::new(0),
+            irqs_off: Cell::new(false),
+            preempt: Cell::new(0),
+        }
+    }
+
+    /// Runs the rest of the test "on" CPU `id` (no guard may be held).
+    pub fn switch(&self, id: usize) {
+        assert_eq!(self.preempt.get(), 0, "switching CPU while pinned");
+        assert!(id < self.count);
+        self.id.set(id);
+    }
+}
+
+// SAFETY: one thread uses it (it is not `Sync`), so the one running "CPU"
+// is unique; `switch` refuses to move while preemption is off; interrupt
+// state is recorded as asked and no handler ever runs.
+unsafe impl Cpu for FakeCpu {
+    fn count(&self) -> usize {
+        self.count
+    }
+    fn id(&self) -> usize {
+        self.id.get()
+    }
+    fn irq_save(&self) -> IrqState {
+        IrqState::from_raw(usize::from(self.irqs_off.replace(true)))
+    }
+    unsafe fn irq_restore(&self, state: IrqState) {
+        self.irqs_off.set(state.raw() != 0);
+    }
+    fn irqs_disabled(&self) -> bool {
+        self.irqs_off.get()
+    }
+    fn preempt_disable(&self) {
+        self.preempt.set(self.preempt.get() + 1);
+    }
+    unsafe fn preempt_enable(&self) {
+        self.preempt.set(self.preempt.get() - 1);
+    }
+    fn preempt_count(&self) -> usize {
+        self.preempt.get()
+    }
+}
+
+fn page_layout(size: usize) -> Layout {
+    Layout::from_size_align(size, PAGE_SIZE).unwrap()
+}
+
+/// What the plain-memory allocators hold, shared with the test.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    /// Live areas.
+    pub areas: usize,
+    /// Live chunks: (region start, span, base).
+    pub chunks: Vec<(usize, usize, usize)>,
+    /// Pages populated in live chunks (per unit).
+    pub pages: usize,
+    /// Fail this many more populate calls from now (0: none).
+    pub fail_populate: usize,
+    /// Fail chunk creation while set.
+    pub fail_create: bool,
+    /// Fail area allocation for this CPU.
+    pub fail_area: Option<usize>,
+}
+
+/// Areas from the host heap.
+pub struct SoftAreas(pub Arc<Mutex<Ledger>>);
+
+// SAFETY: fresh, zeroed, page-aligned host memory of `size` bytes, freed
+// with the same layout.
+unsafe impl AreaAlloc for SoftAreas {
+    fn alloc_area(&mut self, cpu: usize, size: usize) -> Option<NonNull<u8>> {
+        let mut l = self.0.lock().unwrap();
+        if l.fail_area == Some(cpu) {
+            return None;
+        }
+        l.areas += 1;
+        // SAFETY: a non-zero size.
+        NonNull::new(unsafe { alloc_zeroed(page_layout(size)) })
+    }
+    unsafe fn free_area(&mut self, _cpu: usize, area: NonNull<u8>, size: usize) {
+        self.0.lock().unwrap().areas -= 1;
+        // SAFETY: allocated above with this layout.
+        unsafe { dealloc(area.as_ptr(), page_layout(size)) };
+    }
+}
+
+/// Chunks in host memory: one allocation spanning the units, "populated"
+/// by bookkeeping only (the memory is there from the start).
+pub struct SoftBacking(pub Arc<Mutex<Ledger>>);
+
+// SAFETY: the region is fresh host memory of `span` bytes, page-aligned;
+// its provenance is exposed, and `base_for` puts every unit inside it (the
+// areas lie within `span` of the lowest); freed only on destroy.
+unsafe impl ChunkBacking for SoftBacking {
+    fn create_chunk(&mut self, geo: &ChunkGeometry<'_>) -> Result<ChunkMem, PercpuError> {
+        let mut l = self.0.lock().unwrap();
+        if l.fail_create {
+            return Err(PercpuError::OutOfMemory);
+        }
+        // SAFETY: a non-zero size.
+        let p = unsafe { alloc_zeroed(page_layout(geo.span)) };
+        assert!(!p.is_null());
+        let region = p.expose_provenance();
+        let base = geo.base_for(region);
+        l.chunks.push((region, geo.span, base));
+        Ok(ChunkMem {
+            base,
+            handle: region,
+        })
+    }
+    fn populate(
+        &mut self,
+        _mem: &ChunkMem,
+        _geo: &ChunkGeometry<'_>,
+        _page: usize,
+    ) -> Result<(), PercpuError> {
+        let mut l = self.0.lock().unwrap();
+        if l.fail_populate > 0 {
+            l.fail_populate -= 1;
+            return Err(PercpuError::OutOfMemory);
+        }
+        l.pages += 1;
+        Ok(())
+    }
+    unsafe fn destroy_chunk(&mut self, mem: ChunkMem, geo: &ChunkGeometry<'_>, populated: u32) {
+        let mut l = self.0.lock().unwrap();
+        let i = l
+            .chunks
+            .iter()
+            .position(|c| c.0 == mem.handle)
+            .expect("a live chunk");
+        l.chunks.swap_remove(i);
+        l.pages -= populated.count_ones() as usize;
+        let p = std::ptr::with_exposed_provenance_mut::<u8>(mem.handle);
+        // SAFETY: allocated in `create_chunk` with this layout.
+        unsafe { dealloc(p, page_layout(geo.span)) };
+    }
+}
+
+/// A fresh ledger.
+pub fn ledger() -> Arc<Mutex<Ledger>> {
+    Arc::new(Mutex::new(Ledger::default()))
+}
