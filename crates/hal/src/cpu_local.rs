@@ -373,7 +373,7 @@ mod tests {
 
     #[test]
     fn try_local_and_with_exclude_each_other() {
-        let cpu = OneCpu(Cell::new(false), Cell::new(0));
+        let cpu = OneCpu(AtomicBool::new(false), AtomicUsize::new(0));
         let slots = [PerCpu::new(0u32, ())];
         // SAFETY: only `cpu`'s guards are used.
         let local = unsafe { CpuLocal::new(&slots) };

@@ -4,8 +4,9 @@
 #![allow(dead_code)]
 
 use std::alloc::{Layout, alloc_zeroed, dealloc};
-use std::cell::Cell;
 use std::ptr::NonNull;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, Mutex};
 
 use kmm_hal::{Cpu, IrqState, PAGE_SIZE};
@@ -15,56 +16,56 @@ use kmm_percpu::{AreaAlloc, ChunkBacking, ChunkGeometry, ChunkMem, PercpuError};
 /// with [`FakeCpu::switch`]; interrupt and preemption state in cells.
 pub struct FakeCpu {
     count: usize,
-    id: Cell<usize>,
-    irqs_off: Cell<bool>,
-    preempt: Cell<usize>,
+    id: AtomicUsize,
+    irqs_off: AtomicBool,
+    preempt: AtomicUsize,
 }
 
 impl FakeCpu {
     pub fn new(count: usize) -> FakeCpu {
         FakeCpu {
             count,
-            id: Cell::new(0),
-            irqs_off: Cell::new(false),
-            preempt: Cell::new(0),
+            id: AtomicUsize::new(0),
+            irqs_off: AtomicBool::new(false),
+            preempt: AtomicUsize::new(0),
         }
     }
 
     /// Runs the rest of the test "on" CPU `id` (no guard may be held).
     pub fn switch(&self, id: usize) {
-        assert_eq!(self.preempt.get(), 0, "switching CPU while pinned");
+        assert_eq!(self.preempt_count(), 0, "switching CPU while pinned");
         assert!(id < self.count);
-        self.id.set(id);
+        self.id.store(id, Relaxed);
     }
 }
 
-// SAFETY: one thread uses it (it is not `Sync`), so the one running "CPU"
-// is unique; `switch` refuses to move while preemption is off; interrupt
+// SAFETY: each test builds its own and uses it from one thread only, so the
+// one running "CPU" is unique; `switch` refuses to move while preemption is off; interrupt
 // state is recorded as asked and no handler ever runs.
 unsafe impl Cpu for FakeCpu {
     fn count(&self) -> usize {
         self.count
     }
     fn id(&self) -> usize {
-        self.id.get()
+        self.id.load(Relaxed)
     }
     fn irq_save(&self) -> IrqState {
-        IrqState::from_raw(usize::from(self.irqs_off.replace(true)))
+        IrqState::from_raw(usize::from(self.irqs_off.swap(true, Relaxed)))
     }
     unsafe fn irq_restore(&self, state: IrqState) {
-        self.irqs_off.set(state.raw() != 0);
+        self.irqs_off.store(state.raw() != 0, Relaxed);
     }
     fn irqs_disabled(&self) -> bool {
-        self.irqs_off.get()
+        self.irqs_off.load(Relaxed)
     }
     fn preempt_disable(&self) {
-        self.preempt.set(self.preempt.get() + 1);
+        self.preempt.fetch_add(1, Relaxed);
     }
     unsafe fn preempt_enable(&self) {
-        self.preempt.set(self.preempt.get() - 1);
+        self.preempt.fetch_sub(1, Relaxed);
     }
     fn preempt_count(&self) -> usize {
-        self.preempt.get()
+        self.preempt.load(Relaxed)
     }
 }
 
