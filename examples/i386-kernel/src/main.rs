@@ -37,6 +37,7 @@ mod rt;
 mod serial;
 mod slab_bad_input;
 mod slab_check;
+mod smp;
 mod tables;
 mod vmalloc_check;
 
@@ -74,6 +75,26 @@ pub extern "C" fn kmain(magic: u32, info: u32) -> ! {
     );
     let opts = Options::parse(boot.cmdline());
     kprintln!("kmm: paging={}", opts.paging);
+    // SAFETY: paging is off, so the local APIC's registers are reached at
+    // their physical address; reading the id register has no side effect.
+    let boot_apic_id = unsafe {
+        core::ptr::with_exposed_provenance::<u32>(kmm_i386::APIC_DEFAULT_PHYS_BASE as usize + 0x20)
+            .read_volatile()
+            >> 24
+    } as u8;
+    let cpus = smp::find_cpus(boot_apic_id);
+    smp::init_boot_cpu(cpus);
+    kprintln!(
+        "kmm: smp: {} CPU(s) ({}{}), APIC ids {:?}; per-CPU %fs segments loaded on the boot CPU",
+        cpus.count,
+        cpus.source,
+        if cpus.dropped > 0 {
+            ", some past MAX_CPUS dropped"
+        } else {
+            ""
+        },
+        &cpus.apic_ids[..cpus.count]
+    );
     match opts.paging {
         PagingMode::TwoLevel => run::<Classic>(&boot, opts, false),
         PagingMode::Pae => run::<PaeMode>(&boot, opts, true),
@@ -130,7 +151,7 @@ fn run<M: Mode + Send + 'static>(boot: &BootInfo, opts: Options, pae: bool) -> !
         frames.capacity() / MIB
     );
 
-    let layout = I386Layout::new(lowmem, pae, 1);
+    let layout = I386Layout::new(lowmem, pae, smp::cpus().count);
     let (mut pt, stats) = paging::build_tables::<M>(lowmem, kend, &mut frames);
     let large_kib = kmm_i386::Paging::<M>::LARGE_PAGE_SIZE >> 10;
     kprintln!(
@@ -173,6 +194,7 @@ fn run<M: Mode + Send + 'static>(boot: &BootInfo, opts: Options, pae: bool) -> !
         frames.allocated()
     );
     let window = highmem::prepare(&mut pt, &layout, &mut frames);
+    smp::init_apic(&mut pt, &layout, &mut frames);
     kprintln!(
         "kmm: highmem window at {window} (the fixmap's vDSO slot), {} table pages",
         pt.table_pages()

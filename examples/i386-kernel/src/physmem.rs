@@ -5,7 +5,7 @@
 use kmm_buddy::{Buddy, BuddyConfig};
 use kmm_hal::KernelTables;
 use kmm_hal::{KernelLayout, PAGE_SIZE, Pfn, PhysAddr, VirtAddr};
-use kmm_i386::{I386Cpu, I386Layout, Mode, Paging};
+use kmm_i386::{I386Layout, Mode, Paging};
 use kmm_page_frame::{Bootmem, MemMap, Region, RegionKind, ZoneType};
 
 use crate::boot;
@@ -139,8 +139,7 @@ pub fn run<M: Mode + Send + 'static>(
     };
     // SAFETY: as for MemMap::new: the direct map covers what bootmem hands out
     // and stays; the frames `mem` releases (usable, not reserved) are unused.
-    // SAFETY: (`I386Cpu::new`) this kernel runs on one CPU, in ring 0.
-    let buddy = match unsafe { Buddy::new(mem, bootmem, I386Cpu::new(), config) } {
+    let buddy = match unsafe { Buddy::new(mem, bootmem, crate::smp::cpu(), config) } {
         Ok(b) => b,
         Err(e) => panic!("buddy allocator: {e}"),
     };

@@ -11,7 +11,7 @@ use core::ptr::NonNull;
 
 use kmm_buddy::{Freed, Gfp};
 use kmm_hal::{KernelLayout, PAGE_SIZE, PageFlags, PhysAddr, VirtAddr};
-use kmm_i386::{I386Cpu, I386Layout, I386Tlb, Mode, PAGE_OFFSET, Paging};
+use kmm_i386::{I386Layout, Mode, PAGE_OFFSET, Paging};
 use kmm_page_frame::ZoneType;
 use kmm_pkmap::{Pkmap, SpinWait};
 use kmm_vmalloc::{AreaKind, Vmalloc, VmallocError};
@@ -24,7 +24,13 @@ use crate::serial::{LineWriter, kprintln};
 use crate::tables::{KTables, LowmemFrames};
 
 /// The kernel's vmalloc allocator.
-type KernelVmalloc<M> = Vmalloc<'static, Paging<M>, LowmemFrames, &'static I386Tlb, I386Cpu>;
+pub type KernelVmalloc<M> = Vmalloc<
+    'static,
+    Paging<M>,
+    LowmemFrames,
+    &'static crate::smp::KernelTlb,
+    crate::smp::KernelCpu,
+>;
 
 /// Bytes of the large vmalloc buffer.
 const BIG: usize = 8 << 20;
@@ -37,11 +43,6 @@ const APIC_VERSION: usize = 0x30;
 const VGA_TEXT: u64 = 0xB_8000;
 /// Bytes of VGA text memory the kernel maps.
 const VGA_BYTES: usize = 80 * 25 * 2;
-
-/// The kernel-wide TLB flush.
-// SAFETY: (`I386Tlb::new`) this kernel runs on one CPU, in ring 0, and
-// uses it only after paging is on.
-static TLB: I386Tlb = unsafe { I386Tlb::new() };
 
 /// The stamp of page `i` of the big buffer.
 fn stamp(i: usize) -> u32 {
@@ -62,14 +63,25 @@ pub fn run<M: Mode + Send + 'static>(
     kprintln!("kmm: interrupts on (IDT: 32 exception gates; PICs at 0x20, every line masked)");
     let buddy = slab.buddy();
     let tables_before = tables.lock(buddy.cpu()).frames.in_use();
-    let vm: KernelVmalloc<M> = ok(Vmalloc::new(slab, tables, &TLB, layout), "vmalloc");
+    let vm: KernelVmalloc<M> = ok(
+        Vmalloc::new(slab, tables, crate::smp::tlb(), layout),
+        "vmalloc",
+    );
     // SAFETY: the only pkmap over the kernel's mem_map and tables, built with
     // `layout`; `buddy.cpu()` is the one CPU that uses them.
-    let pkmap: KernelPkmap<M> =
-        match unsafe { Pkmap::new(buddy.mem(), tables, &TLB, buddy.cpu(), layout, SpinWait) } {
-            Ok(p) => p,
-            Err(e) => panic!("pkmap: {e}"),
-        };
+    let pkmap: KernelPkmap<M> = match unsafe {
+        Pkmap::new(
+            buddy.mem(),
+            tables,
+            crate::smp::tlb(),
+            buddy.cpu(),
+            layout,
+            SpinWait,
+        )
+    } {
+        Ok(p) => p,
+        Err(e) => panic!("pkmap: {e}"),
+    };
     kprintln!(
         "kmm: vmalloc: range {}..{} ({} MiB), lazy_max_pages={}; pkmap: {} entries at {}; {} page-table page(s) from the buddy allocator",
         layout.vmalloc_start(),
@@ -183,7 +195,7 @@ fn big_buffer<M: Mode + 'static>(vm: &KernelVmalloc<M>, pkmap: &KernelPkmap<M>) 
 fn apic<M: Mode + 'static>(
     vm: &KernelVmalloc<M>,
     tables: &KTables<M>,
-    cpu: &I386Cpu,
+    cpu: &crate::smp::KernelCpu,
 ) -> NonNull<u8> {
     let p = ok(
         vm.ioremap_nocache(PhysAddr::new(APIC_BASE), PAGE_SIZE),
