@@ -82,6 +82,11 @@ unsafe impl GlobalAlloc for KernelHeap {
     }
 }
 
+/// The slab allocator, once [`init`] built it.
+pub fn slab() -> Option<&'static KernelSlab> {
+    SLAB.get()
+}
+
 /// Builds the slab allocator over `buddy` (the cache of caches and the
 /// general caches for kmalloc) and makes it the global allocator. Called once.
 pub fn init(buddy: &'static KernelBuddy<'static>) -> &'static KernelSlab {

@@ -19,6 +19,7 @@
 extern crate alloc;
 
 mod alloc_check;
+mod ap;
 mod bad_free;
 mod boot;
 mod buddy_check;
@@ -38,6 +39,7 @@ mod serial;
 mod slab_bad_input;
 mod slab_check;
 mod smp;
+mod smp_check;
 mod tables;
 mod vmalloc_check;
 
@@ -201,7 +203,13 @@ fn run<M: Mode + Send + 'static>(boot: &BootInfo, opts: Options, pae: bool) -> !
     );
     let (buddy, tables) = physmem::run(boot, &layout, frames, pt, window);
     let slab = slab_check::run(buddy);
-    vmalloc_check::run(slab, tables, &layout);
+    let (vm, pkmap) = vmalloc_check::run(slab, tables, &layout);
+    smp_check::run(
+        slab,
+        vm,
+        pkmap,
+        opts.smp_work.unwrap_or(smp_check::DEFAULT_ROUNDS),
+    );
     if opts.test_panic {
         kprintln!("kmm: test=panic: panicking on purpose");
         panic!("deliberate panic requested by test=panic");

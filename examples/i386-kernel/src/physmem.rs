@@ -34,6 +34,11 @@ fn reserve(bootmem: &mut Bootmem<'_>, what: &str, start: u64, end: u64) {
 /// `'static`.
 static BUDDY: spin::Once<KernelBuddy<'static>> = spin::Once::new();
 
+/// The page allocator, once [`run`] built it (the timer handler's way to it).
+pub fn buddy() -> Option<&'static KernelBuddy<'static>> {
+    BUDDY.get()
+}
+
 /// Moves `value` into memory taken from bootmem for good (Linux's
 /// `alloc_bootmem`: the frames stay reserved and never reach the page
 /// allocator) and returns it for the kernel's life.
@@ -95,6 +100,12 @@ pub fn run<M: Mode + Send + 'static>(
         let what = ["multiboot info", "command line", "memory map"][i];
         reserve(&mut bootmem, what, s, e);
     }
+    reserve(
+        &mut bootmem,
+        "AP trampoline",
+        crate::ap::TRAMPOLINE_PHYS as u64,
+        crate::ap::TRAMPOLINE_PHYS as u64 + PAGE_SIZE as u64,
+    );
     for (s, e) in frames.used_ranges() {
         reserve(&mut bootmem, "boot frames (page tables)", s, e);
     }

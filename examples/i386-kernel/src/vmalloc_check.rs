@@ -7,6 +7,7 @@
 //! `ioremap` (the direct map: ISA range); `/proc/vmallocinfo` is printed
 //! while areas of each kind are live, and every area is given back.
 
+use alloc::boxed::Box;
 use core::ptr::NonNull;
 
 use kmm_buddy::{Freed, Gfp};
@@ -53,12 +54,13 @@ fn ok<T>(r: Result<T, VmallocError>, what: &str) -> T {
     r.unwrap_or_else(|e| panic!("{what}: {e}"))
 }
 
-/// Builds vmalloc and pkmap over the kernel tables and runs every check.
+/// Builds vmalloc and pkmap over the kernel tables, runs every check, and
+/// returns both, kept for the kernel's life (the SMP phase uses them).
 pub fn run<M: Mode + Send + 'static>(
     slab: &'static KernelSlab,
     tables: &'static KTables<M>,
     layout: &I386Layout,
-) {
+) -> (&'static KernelVmalloc<M>, &'static KernelPkmap<M>) {
     idt::init_and_enable();
     kprintln!("kmm: interrupts on (IDT: 32 exception gates; PICs at 0x20, every line masked)");
     let buddy = slab.buddy();
@@ -130,6 +132,7 @@ pub fn run<M: Mode + Send + 'static>(
         "kmm: vmalloc ok (every area given back and purged; {} page-table page(s) from the buddy allocator held for the pkmap window)",
         tables.lock(buddy.cpu()).frames.in_use() - tables_before
     );
+    (Box::leak(Box::new(vm)), Box::leak(Box::new(pkmap)))
 }
 
 /// vmallocs [`BIG`] bytes, stamps every page through the vmalloc address,
