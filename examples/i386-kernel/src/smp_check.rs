@@ -47,6 +47,8 @@ const TIMER_COUNT: u32 = 625_000;
 const HELD_BLOCKS: usize = 6;
 /// Slab objects each CPU holds at once.
 const HELD_OBJECTS: usize = 16;
+/// Pages of a HIGHMEM block mapped with `kmap` one by one.
+const KMAP_BLOCK_PAGES: usize = 64;
 /// Slots of each CPU's inbox.
 const QUEUE_SLOTS: usize = 64;
 /// The stress caches' object sizes.
@@ -400,6 +402,7 @@ impl<M: Mode + 'static> Shared<M> {
                     w.pages += 1 << order;
                     if page.zone_type() == ZoneType::HighMem {
                         w.highmem_pages += 1 << order;
+                        w.kmaps += self.kmap_block(&h);
                     }
                     blocks[slot] = Some(h);
                 }
@@ -436,7 +439,7 @@ impl<M: Mode + 'static> Shared<M> {
             // kmap and kmap_local of a HIGHMEM page every round.
             if self.highmem {
                 self.kmap_round(tag);
-                w.kmaps += 1;
+                w.kmaps += 2;
             }
         }
         for h in blocks.into_iter().flatten() {
@@ -468,6 +471,44 @@ impl<M: Mode + 'static> Shared<M> {
             );
         }
         self.vm.vfree(p.as_ptr()).expect("vfree");
+    }
+
+    /// Writes a word into up to [`KMAP_BLOCK_PAGES`] pages of a held
+    /// HIGHMEM block through `kmap`, then maps each again and reads it back:
+    /// distinct pages use up the pkmap entries, so `flush_all_zero_pkmaps`
+    /// (a shootdown) runs while the other CPUs use their kmaps. Returns the
+    /// kmaps made.
+    fn kmap_block(&self, h: &Held) -> usize {
+        let mem = self.buddy.mem();
+        let pfn = mem
+            .page_to_pfn(h.page)
+            .expect("a page of mem_map")
+            .as_usize();
+        let n = (1usize << h.order).min(KMAP_BLOCK_PAGES);
+        for pass in 0..2 {
+            for i in 0..n {
+                let page = mem
+                    .pfn_to_page(kmm_hal::Pfn::new(pfn + i))
+                    .expect("a page of the block");
+                let va = self
+                    .pkmap
+                    .kmap(page)
+                    .unwrap_or_else(|e| panic!("kmap: {e}"));
+                let p = va.as_mut_ptr::<u32>().wrapping_add(3);
+                let want = h.tag ^ (i as u32) << 8;
+                // SAFETY: `va` maps the page until kunmap; the block is ours.
+                unsafe {
+                    if pass == 0 {
+                        p.write_volatile(want);
+                    } else {
+                        let v = p.read_volatile();
+                        assert_eq!(v, want, "HIGHMEM page {i} of a block through kmap");
+                    }
+                }
+                self.pkmap.kunmap(page).expect("kunmap");
+            }
+        }
+        2 * n
     }
 
     fn kmap_round(&self, tag: u32) {
