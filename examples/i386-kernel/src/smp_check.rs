@@ -182,6 +182,14 @@ fn wait_phase(phase: usize) {
     }
 }
 
+/// Waits (interrupts on) until this CPU's timer has allocated from
+/// interrupt context at least once, however fast the work went.
+fn wait_for_timer_work(cpu: usize) {
+    while TICK_ALLOCS[cpu].load(Ordering::Relaxed) == 0 && TICK_FAILS.load(Ordering::Relaxed) == 0 {
+        core::hint::spin_loop();
+    }
+}
+
 /// Stops this CPU's timer, then empties its per-CPU page lists and slab
 /// arrays (process context, interrupts on).
 fn stop_and_drain() {
@@ -205,6 +213,7 @@ pub fn ap_main(cpu: usize) -> ! {
     wait_phase(1);
     let work = WORK.get().expect("the work is set before the APs start");
     work(cpu);
+    wait_for_timer_work(cpu);
     WORKED.fetch_add(1, Ordering::AcqRel);
     wait_phase(2);
     stop_and_drain();
@@ -617,6 +626,7 @@ pub fn run<M: Mode + 'static>(
     smp::apic().start_timer_periodic(smp::LOCAL_TIMER_VECTOR, TIMER_COUNT, 16);
     PHASE.store(1, Ordering::Release);
     shared.work(0);
+    wait_for_timer_work(0);
     while WORKED.load(Ordering::Acquire) < started {
         core::hint::spin_loop();
     }
