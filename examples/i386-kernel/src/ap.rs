@@ -158,8 +158,8 @@ pub fn start_all() -> usize {
     // SAFETY: the trampoline page is reserved in bootmem (no allocator owns
     // it) and mapped by the direct map; the source is the kernel image.
     unsafe { core::ptr::copy_nonoverlapping(start as *const u8, dst, len) };
-    for cpu in 1..cpus.count {
-        let top = STACKS[cpu].0.get().addr() + AP_STACK_SIZE;
+    for (cpu, stack) in STACKS.iter().enumerate().take(cpus.count).skip(1) {
+        let top = stack.0.get().addr() + AP_STACK_SIZE;
         let params = [
             arch::read_cr3(),
             arch::read_cr4(),
