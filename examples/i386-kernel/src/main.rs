@@ -8,10 +8,16 @@
 //! caches, then turns interrupts on and builds vmalloc and pkmap over the
 //! shared kernel tables (kmm-vmalloc, kmm-pkmap): vmalloc memory read back
 //! through `kmap`, every free HIGHMEM page through `kmap`, `ioremap` of the
-//! local APIC and VGA text memory, `/proc/vmallocinfo`; it reports on COM1.
+//! local APIC and VGA text memory, `/proc/vmallocinfo`; then it starts the
+//! other CPUs (see [`smp`], [`ap`]) and runs every allocator on all of them
+//! at once, with a timer interrupt allocating on each (see [`smp_check`]).
+//! Every allocator is built with the SMP `Cpu` from the start
+//! (`kmm_i386::I386SmpCpu`, the CPU count from the ACPI MADT) and flushes
+//! through the IPI shootdown (`kmm_i386::SmpTlb`). It reports on COM1.
 //!
-//! Command line: `paging=2level` (default) or `paging=pae`; `test=panic` to
-//! panic on purpose. QEMU exits with 33 on success and 35 on failure through
+//! Command line: `paging=2level` (default) or `paging=pae`; `smp_work=N`
+//! rounds of work per CPU in the SMP phase; `test=panic` to panic on
+//! purpose. QEMU exits with 33 on success and 35 on failure through
 //! the `isa-debug-exit` device.
 #![no_std]
 #![no_main]

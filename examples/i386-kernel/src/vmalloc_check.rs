@@ -1,7 +1,8 @@
 //! vmalloc (kmm-vmalloc) and the highmem mappings (kmm-pkmap) on the real
 //! machine: both share the kernel page tables ([`KTables`]) and flush
-//! through [`I386Tlb`]. A large vmalloc buffer is stamped through its
-//! vmalloc address and read back page by page through `kmap`; every free
+//! through the IPI shootdown ([`crate::smp::KernelTlb`]). A large vmalloc
+//! buffer is stamped through its vmalloc address and read back page by
+//! page through `kmap`; every free
 //! high-memory page passes through `kmap` (see [`pkmap_check`]); the local
 //! APIC is reached through `ioremap_nocache`, VGA text memory through
 //! `ioremap` (the direct map: ISA range); `/proc/vmallocinfo` is printed
@@ -70,7 +71,8 @@ pub fn run<M: Mode + Send + 'static>(
         "vmalloc",
     );
     // SAFETY: the only pkmap over the kernel's mem_map and tables, built with
-    // `layout`; `buddy.cpu()` is the one CPU that uses them.
+    // `layout` (for every CPU `buddy.cpu()` counts); `buddy.cpu()` is the
+    // CPUs that use them.
     let pkmap: KernelPkmap<M> = match unsafe {
         Pkmap::new(
             buddy.mem(),
