@@ -95,10 +95,6 @@ pub struct ApicCrossCall<C> {
 // by handlers only between claiming a pending bit and clearing their
 // unfinished bit (see the module docs), so its accesses never race.
 unsafe impl<C: Sync> Sync for ApicCrossCall<C> {}
-// SAFETY: moving the value moves its CPU handle, the APIC address (Send) and
-// atomics; `func` holds a reference to a `Sync` function, which may be
-// reached from any CPU.
-unsafe impl<C: Send> Send for ApicCrossCall<C> {}
 
 impl<C> core::fmt::Debug for ApicCrossCall<C> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {

@@ -82,3 +82,17 @@ fn every_online_cpu_runs_each_call_once() {
     assert_eq!(s.ipis, CALLS * (CPUS - 1));
     assert_eq!(s.handled, CALLS * (CPUS - 1));
 }
+
+#[test]
+#[should_panic(expected = "deadlock rule")]
+fn a_call_with_interrupts_off_is_refused() {
+    let mut page = Box::new(FakeApic([0; 1024]));
+    let cpu = MockCpu::new(2);
+    let _b = cpu.bind(0).unwrap();
+    // SAFETY: nothing sends the vector but these calls.
+    let calls = unsafe { ApicCrossCall::new(cpu.clone(), fake_apic(&mut page), 0xFB) };
+    // SAFETY: called once on CPU 0.
+    unsafe { calls.cpu_online() };
+    let _irq = cpu.irq_guard();
+    calls.smp_call_function(&|| {});
+}
