@@ -556,6 +556,62 @@ fn snapshot(buddy: &KernelBuddy<'_>) -> Snapshot {
     s
 }
 
+/// Every cache's active objects, in `/proc/slabinfo` order, from its text.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct ActiveObjects {
+    /// Active objects of cache `i`.
+    active: [usize; 64],
+    /// Caches seen.
+    caches: usize,
+    /// The current line.
+    line: [u8; 200],
+    len: usize,
+}
+
+impl ActiveObjects {
+    fn of(slab: &KernelSlab) -> ActiveObjects {
+        let mut a = ActiveObjects {
+            active: [0; 64],
+            caches: 0,
+            line: [0; 200],
+            len: 0,
+        };
+        slab.slabinfo(&mut a).expect("counting never fails");
+        a.line = [0; 200];
+        a
+    }
+
+    fn end_line(&mut self) {
+        let line = core::str::from_utf8(&self.line[..self.len]).unwrap_or("");
+        self.len = 0;
+        if line.starts_with("slabinfo") || line.starts_with('#') {
+            return;
+        }
+        let active = line
+            .split_ascii_whitespace()
+            .nth(1)
+            .and_then(|n| n.parse().ok());
+        if let (Some(n), Some(slot)) = (active, self.active.get_mut(self.caches)) {
+            *slot = n;
+            self.caches += 1;
+        }
+    }
+}
+
+impl fmt::Write for ActiveObjects {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for b in s.bytes() {
+            if b == b'\n' {
+                self.end_line();
+            } else if self.len < self.line.len() {
+                self.line[self.len] = b;
+                self.len += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Counts lines written.
 struct LineCount(usize);
 
@@ -609,6 +665,7 @@ pub fn run<M: Mode + 'static>(
     let before = snapshot(buddy);
     let free_before = buddy.free_pages_total();
     let slab_before = slab.slab_pages();
+    let objects_before = ActiveObjects::of(slab);
     let shoot_before = smp::tlb().stats();
     let vm_before = vm.stats();
 
@@ -709,14 +766,17 @@ pub fn run<M: Mode + 'static>(
     // that was replaced during the phase (a node of vmalloc's free-area
     // tree, say) may now sit in another slab than before; the stress caches
     // are empty and shrunk.
-    if free_after + slab_after != free_before + slab_before {
+    let objects_after = ActiveObjects::of(slab);
+    if free_after + slab_after != free_before + slab_before || objects_after != objects_before {
         crate::physmem::print_buddyinfo(buddy);
         let pcp: usize = buddy.zones().iter().map(|z| z.pcp_pages()).sum();
         let mut w = LineWriter::new("kmm: smp: slabinfo: ");
         slab.slabinfo(&mut w).expect("serial output never fails");
         drop(w);
         panic!(
-            "pages missing after the SMP phase: {free_before} free before, {free_after} after; slab pages {slab_before} before, {slab_after} after; {pcp} in per-CPU lists"
+            "pages or objects missing after the SMP phase: {free_before} free before, {free_after} after; slab pages {slab_before} before, {slab_after} after; {pcp} in per-CPU lists; active objects per cache before {:?}, after {:?}",
+            &objects_before.active[..objects_before.caches],
+            &objects_after.active[..objects_after.caches]
         );
     }
     let mut w = LineWriter::new("kmm: smp: buddyinfo: ");
@@ -729,7 +789,8 @@ pub fn run<M: Mode + 'static>(
         "free or in slabs as before the phase; a long-lived object moved slab"
     };
     kprintln!(
-        "kmm: smp: every page back ({free_after} free + {slab_after} in slabs, {how}), 3 stress caches validated, vmallocinfo empty"
+        "kmm: smp: every page back ({free_after} free + {slab_after} in slabs, {how}), every cache's active objects as before ({} caches), 3 stress caches validated, vmallocinfo empty",
+        objects_after.caches
     );
     kprintln!("kmm: smp ok ({} CPUs)", cpu.count());
 }
