@@ -59,6 +59,8 @@ const SVR_ENABLE: u32 = 1 << 8;
 const LVT_MASKED: u32 = 1 << 16;
 /// LVT timer bit 17: periodic mode.
 const LVT_TIMER_PERIODIC: u32 = 1 << 17;
+/// The first vector that is not a CPU exception.
+pub const FIRST_EXTERNAL_VECTOR: u8 = 0x20;
 /// ICR bit 12: delivery status (1 = send pending).
 const ICR_SEND_PENDING: u32 = 1 << 12;
 
@@ -172,10 +174,27 @@ impl LocalApic {
     }
 
     /// Writes the register at byte offset `off` (one of [`reg`]).
-    pub fn write(&self, off: usize, v: u32) {
+    ///
+    /// # Safety
+    ///
+    /// The write must keep the kernel's interrupt set-up sound: a register
+    /// written here can send an IPI (the ICR: see [`LocalApic::send`]'s
+    /// contract), route an interrupt to any vector (the LVT entries: the
+    /// vector needs a handler that expects an external interrupt, and no
+    /// exception vector below 32 does), or move the APIC.
+    pub unsafe fn write(&self, off: usize, v: u32) {
         debug_assert!(off < PAGE_SIZE && off.is_multiple_of(16));
-        // SAFETY: as in `read`.
+        // SAFETY: as in `read`; the caller keeps the contract above.
         unsafe { self.base.byte_add(off).write_volatile(v) }
+    }
+
+    /// Writes a register whose write cannot break the kernel (the caller
+    /// here vouches for the value).
+    fn write_reg(&self, off: usize, v: u32) {
+        // SAFETY: callers in this module write only TPR, ESR, SVR, EOI,
+        // the timer's divide and counts, masked LVT entries and LVT entries
+        // with a vector checked to be an external-interrupt vector (>= 32).
+        unsafe { self.write(off, v) }
     }
 
     /// The running CPU's APIC id.
@@ -190,36 +209,60 @@ impl LocalApic {
 
     /// Signals the end of the interrupt being handled (Linux's `ack_APIC_irq`).
     pub fn eoi(&self) {
-        self.write(reg::EOI, 0);
+        self.write_reg(reg::EOI, 0);
     }
 
     /// Software-enables this CPU's APIC with `spurious_vector` (its low four
     /// bits should be 0xF on old APICs; 0xFF is the usual choice), accepts
     /// every priority (TPR 0), masks LINT0, LINT1 and the error LVT, and
     /// clears the error status (part of Linux's `setup_local_APIC`).
+    ///
+    /// Panics if `spurious_vector` is an exception vector (below 32).
     pub fn enable(&self, spurious_vector: u8) {
-        self.write(reg::TPR, 0);
-        self.write(reg::LVT_LINT0, LVT_MASKED);
-        self.write(reg::LVT_LINT1, LVT_MASKED);
-        self.write(reg::LVT_ERROR, LVT_MASKED);
-        self.write(reg::ESR, 0);
-        self.write(reg::ESR, 0);
-        self.write(reg::SVR, SVR_ENABLE | u32::from(spurious_vector));
+        assert!(
+            spurious_vector >= FIRST_EXTERNAL_VECTOR,
+            "an exception vector"
+        );
+        self.write_reg(reg::TPR, 0);
+        self.write_reg(reg::LVT_LINT0, LVT_MASKED);
+        self.write_reg(reg::LVT_LINT1, LVT_MASKED);
+        self.write_reg(reg::LVT_ERROR, LVT_MASKED);
+        self.write_reg(reg::ESR, 0);
+        self.write_reg(reg::ESR, 0);
+        self.write_reg(reg::SVR, SVR_ENABLE | u32::from(spurious_vector));
     }
 
     /// Starts this CPU's timer in periodic mode: an interrupt of `vector`
     /// every `initial_count` ticks of the bus clock divided by `divide`
-    /// (a power of two from 1 to 128).
+    /// (a power of two from 1 to 128). `vector`'s handler must expect a
+    /// timer interrupt (as any external-interrupt vector's handler must
+    /// expect an unexpected one).
+    ///
+    /// Panics if `vector` is an exception vector (below 32).
     pub fn start_timer_periodic(&self, vector: u8, initial_count: u32, divide: u32) {
-        self.write(reg::TIMER_DIVIDE, divide_config(divide));
-        self.write(reg::LVT_TIMER, LVT_TIMER_PERIODIC | u32::from(vector));
-        self.write(reg::TIMER_INITIAL, initial_count);
+        assert!(vector >= FIRST_EXTERNAL_VECTOR, "an exception vector");
+        self.write_reg(reg::TIMER_DIVIDE, divide_config(divide));
+        self.write_reg(reg::LVT_TIMER, LVT_TIMER_PERIODIC | u32::from(vector));
+        self.write_reg(reg::TIMER_INITIAL, initial_count);
     }
 
     /// Stops this CPU's timer (masks it, count 0).
     pub fn stop_timer(&self) {
-        self.write(reg::LVT_TIMER, LVT_MASKED);
-        self.write(reg::TIMER_INITIAL, 0);
+        self.write_reg(reg::LVT_TIMER, LVT_MASKED);
+        self.write_reg(reg::TIMER_INITIAL, 0);
+    }
+
+    /// Busy-waits about `ticks` ticks of the bus clock divided by 16 on this
+    /// CPU's timer, in one-shot mode with its interrupt masked (the timer is
+    /// left stopped). With QEMU's 1 GHz APIC bus, 62.5 ticks are 1 µs.
+    pub fn spin_ticks(&self, ticks: u32) {
+        self.write_reg(reg::TIMER_DIVIDE, divide_config(16));
+        self.write_reg(reg::LVT_TIMER, LVT_MASKED);
+        self.write_reg(reg::TIMER_INITIAL, ticks.max(1));
+        while self.read(reg::TIMER_CURRENT) != 0 {
+            core::hint::spin_loop();
+        }
+        self.stop_timer();
     }
 
     /// Waits until the previous command has been accepted (ICR delivery
@@ -236,10 +279,35 @@ impl LocalApic {
     /// Sending is not atomic with respect to another sender on the same CPU:
     /// call it with interrupts disabled if an interrupt handler on this CPU
     /// may also send.
-    pub fn send(&self, icr: Icr) {
+    ///
+    /// # Safety
+    ///
+    /// INIT and STARTUP go only to a CPU the caller is starting (not running
+    /// kernel code: INIT resets it, STARTUP makes it run the code at the
+    /// given page in real mode, which must be the caller's trampoline). A
+    /// fixed IPI carries an external-interrupt vector (32 or above) whose
+    /// handler on every target expects it; [`LocalApic::send_fixed`] is the
+    /// safe form.
+    pub unsafe fn send(&self, icr: Icr) {
         self.wait_icr_idle();
-        self.write(reg::ICR_HIGH, icr.high);
-        self.write(reg::ICR_LOW, icr.low);
+        // SAFETY: the caller keeps the contract above.
+        unsafe {
+            self.write(reg::ICR_HIGH, icr.high);
+            self.write(reg::ICR_LOW, icr.low);
+        }
+    }
+
+    /// Sends a fixed IPI of `vector` to the CPU whose APIC id is `apic_id`.
+    /// Any external-interrupt vector's handler must cope with an interrupt
+    /// it did not expect (devices and the APIC raise such interrupts too);
+    /// the kernel's IDT keeps that rule.
+    ///
+    /// Panics if `vector` is an exception vector (below 32): there the CPU
+    /// would run an exception handler that expects the CPU's own frame.
+    pub fn send_fixed(&self, apic_id: u8, vector: u8) {
+        assert!(vector >= FIRST_EXTERNAL_VECTOR, "an exception vector");
+        // SAFETY: a fixed IPI of an external-interrupt vector (checked).
+        unsafe { self.send(Icr::fixed(apic_id, vector)) }
     }
 }
 
@@ -350,7 +418,8 @@ mod tests {
         // registers, and outlives `apic`.
         let apic = unsafe { LocalApic::new(base) };
         assert_eq!(apic.id(), 5);
-        apic.send(Icr::startup(1, 8));
+        // SAFETY: no CPU: the "registers" are memory.
+        unsafe { apic.send(Icr::startup(1, 8)) };
         apic.enable(0xFF);
         apic.start_timer_periodic(0xEF, 1000, 16);
         apic.eoi();

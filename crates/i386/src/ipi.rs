@@ -27,7 +27,7 @@ use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicUsize, Ordering}
 
 use kmm_hal::{Cpu, CrossCall};
 
-use crate::apic::{Icr, LocalApic};
+use crate::apic::LocalApic;
 
 /// The most CPUs an [`ApicCrossCall`] reaches (the width of its masks).
 pub const MAX_CPUS: usize = 32;
@@ -220,7 +220,10 @@ impl<C: Cpu> ApicCrossCall<C> {
     /// The kernel calls it from the vector's interrupt gate, inside its
     /// `irq_enter`/`irq_exit`, and sends the EOI after it.
     pub fn handle_ipi(&self) {
-        let bit = 1u32 << self.cpu.id();
+        let Some(bit) = 1u32.checked_shl(self.cpu.id() as u32) else {
+            self.spurious.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
         if self.pending.fetch_and(!bit, Ordering::Acquire) & bit == 0 {
             self.spurious.fetch_add(1, Ordering::Relaxed);
             return;
@@ -268,7 +271,8 @@ unsafe impl<C: Cpu> CrossCall for ApicCrossCall<C> {
         let preempt = self.cpu.preempt_guard();
         let me = preempt.cpu_id();
         self.lock();
-        let targets = self.online.load(Ordering::Acquire) & !(1u32 << me);
+        let me_bit = 1u32.checked_shl(me as u32).unwrap_or(0);
+        let targets = self.online.load(Ordering::Acquire) & !me_bit;
         if targets != 0 {
             // SAFETY: the call waits below until no handler can read the
             // slot any more, and clears it before unlocking, so the erased
@@ -289,7 +293,7 @@ unsafe impl<C: Cpu> CrossCall for ApicCrossCall<C> {
                     let cpu = rest.trailing_zeros() as usize;
                     rest &= rest - 1;
                     let apic_id = self.apic_ids[cpu].load(Ordering::Relaxed);
-                    self.apic.send(Icr::fixed(apic_id, self.vector));
+                    self.apic.send_fixed(apic_id, self.vector);
                     self.ipis.fetch_add(1, Ordering::Relaxed);
                 }
             }

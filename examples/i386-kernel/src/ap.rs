@@ -114,18 +114,12 @@ static STACKS: [Stack; MAX_CPUS] = [const { Stack(UnsafeCell::new([0; AP_STACK_S
 /// CPUs that reached [`ap_entry`] and left the trampoline.
 static STARTED: AtomicUsize = AtomicUsize::new(0);
 
-/// Busy-waits about `us` microseconds on the local APIC timer (one-shot,
-/// masked; QEMU's APIC bus clock is 1 GHz, divided by 16 here). Only used
-/// while the boot CPU's timer is otherwise unused.
+/// Busy-waits about `us` microseconds on the local APIC timer (QEMU's APIC
+/// bus clock is 1 GHz: 62.5 ticks of the clock divided by 16 per µs; real
+/// hardware would calibrate). Only used while the boot CPU's timer is
+/// otherwise unused.
 fn delay_us(us: u32) {
-    use kmm_i386::apic::reg;
-    let apic = smp::apic();
-    apic.write(reg::TIMER_DIVIDE, kmm_i386::apic::divide_config(16));
-    apic.write(reg::LVT_TIMER, 1 << 16);
-    apic.write(reg::TIMER_INITIAL, us.saturating_mul(62).max(1));
-    while apic.read(reg::TIMER_CURRENT) != 0 {
-        core::hint::spin_loop();
-    }
+    smp::apic().spin_ticks(us.saturating_mul(62));
 }
 
 /// The AP's Rust entry, called by the trampoline on the CPU's own stack
@@ -180,13 +174,17 @@ pub fn start_all() -> usize {
         let before = STARTED.load(Ordering::Acquire);
         let id = cpus.apic_ids[cpu];
         let page = (TRAMPOLINE_PHYS >> 12) as u8;
-        apic.send(Icr::init(id));
+        // SAFETY: CPU `id` is not running (never started): INIT puts it in
+        // its wait-for-STARTUP state.
+        unsafe { apic.send(Icr::init(id)) };
         delay_us(10_000);
         let mut sipis = 0;
         let mut waited = 0;
         while STARTED.load(Ordering::Acquire) == before {
             if sipis < 2 && waited % 20_000 == 0 {
-                apic.send(Icr::startup(id, page));
+                // SAFETY: CPU `id` is being started and has not checked in;
+                // the page holds the trampoline with this CPU's parameters.
+                unsafe { apic.send(Icr::startup(id, page)) };
                 sipis += 1;
             }
             delay_us(100);
