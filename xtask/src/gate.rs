@@ -109,7 +109,8 @@ const NO_HIGHMEM_LINES: [&str; 3] = [
 ];
 
 /// The SMP phase's lines for `smp` CPUs: the CPUs found (ACPI MADT), all
-/// online (the others started with INIT-SIPI-SIPI), each CPU's work line,
+/// online (the others started with INIT-SIPI-SIPI), every CPU sending
+/// cross-CPU calls at once with each run exactly once, each CPU's work line,
 /// the shootdown and cross-CPU call counts, the allocations from the timer
 /// interrupt, every page back, and `kmm: smp ok`.
 fn smp_lines(smp: usize) -> Vec<String> {
@@ -120,6 +121,9 @@ fn smp_lines(smp: usize) -> Vec<String> {
             smp - 1
         ),
     ];
+    v.push(format!(
+        "kmm: smp: concurrent cross-CPU calls: {smp} CPUs sent 100 on_each_cpu calls each at once; every CPU ran each exactly once"
+    ));
     v.extend((0..smp).map(|i| format!("kmm: smp: cpu {i}: pages=")));
     v.extend(
         [

@@ -25,7 +25,7 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use kmm_buddy::{Freed, Gfp, MAX_ORDER};
-use kmm_hal::{Cpu, PAGE_SIZE, VirtAddr};
+use kmm_hal::{Cpu, CrossCall, PAGE_SIZE, VirtAddr};
 use kmm_i386::Mode;
 use kmm_page_frame::{Page, ZoneType};
 use kmm_slab::{Cache, SlabFlags};
@@ -67,6 +67,10 @@ static TIMER_WORK: AtomicBool = AtomicBool::new(false);
 /// CPUs whose timer work stopped (set before they drain: a tick already
 /// pending when the timer is stopped must not refill what is drained).
 static TIMER_STOPPED: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+/// Cross-CPU calls each CPU makes at the start of its work, all CPUs at once.
+const CALLS_PER_CPU: usize = 100;
+/// Runs of those calls' function, by the CPU that ran it.
+static CALL_RUNS: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
 /// Timer interrupts, by CPU.
 static TICKS: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
 /// Timer interrupts that allocated a page and an object, by CPU.
@@ -391,6 +395,14 @@ impl<M: Mode + 'static> Shared<M> {
 
     /// One CPU's work.
     fn work(&self, me: usize) {
+        // Every CPU sends cross-CPU calls at once: each must run exactly
+        // once everywhere, and no two senders may wait on each other.
+        let calls = smp::calls();
+        for _ in 0..CALLS_PER_CPU {
+            calls.on_each_cpu(&|| {
+                CALL_RUNS[smp::cpu().id()].fetch_add(1, Ordering::Relaxed);
+            });
+        }
         let mut w = Work::default();
         let mut blocks: [Option<Held>; HELD_BLOCKS] = [None; HELD_BLOCKS];
         let mut objects: [Option<(NonNull<u8>, usize)>; HELD_OBJECTS] = [None; HELD_OBJECTS];
@@ -687,6 +699,17 @@ pub fn run<M: Mode + 'static>(
     while WORKED.load(Ordering::Acquire) < started {
         core::hint::spin_loop();
     }
+    for (id, runs) in CALL_RUNS.iter().enumerate().take(cpu.count()) {
+        assert_eq!(
+            runs.load(Ordering::Relaxed),
+            CALLS_PER_CPU * cpu.count(),
+            "CPU {id} ran the concurrent cross-CPU calls a wrong number of times"
+        );
+    }
+    kprintln!(
+        "kmm: smp: concurrent cross-CPU calls: {} CPUs sent {CALLS_PER_CPU} on_each_cpu calls each at once; every CPU ran each exactly once",
+        cpu.count()
+    );
     let mut leftovers = 0;
     for inbox in 0..cpu.count() {
         while let Some((p, idx)) = Shared::<M>::pop(inbox) {
