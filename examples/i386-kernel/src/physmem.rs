@@ -100,6 +100,13 @@ pub fn run<M: Mode + Send + 'static>(
         let what = ["multiboot info", "command line", "memory map"][i];
         reserve(&mut bootmem, what, s, e);
     }
+    let tramp = crate::ap::TRAMPOLINE_PHYS as u64;
+    for &(s, e) in &boot.loader_data {
+        assert!(
+            e <= tramp || s >= tramp + PAGE_SIZE as u64,
+            "the loader's data {s:#x}..{e:#x} overlaps the AP trampoline page"
+        );
+    }
     reserve(
         &mut bootmem,
         "AP trampoline",
