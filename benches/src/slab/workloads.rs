@@ -177,9 +177,20 @@ pub fn two_threads<S>(
     setup: impl Fn(usize) -> S + Sync,
     work: impl Fn(&mut S) + Sync,
 ) -> Duration {
-    let barrier = Barrier::new(3);
+    threads(2, iters, setup, work)
+}
+
+/// [`two_threads`] on `count` threads: `work` `iters` times on each, the
+/// wall time from their common start to the end of the slowest.
+pub fn threads<S>(
+    count: usize,
+    iters: u64,
+    setup: impl Fn(usize) -> S + Sync,
+    work: impl Fn(&mut S) + Sync,
+) -> Duration {
+    let barrier = Barrier::new(count + 1);
     std::thread::scope(|s| {
-        for id in 0..2 {
+        for id in 0..count {
             let (barrier, setup, work) = (&barrier, &setup, &work);
             s.spawn(move || {
                 let mut state = setup(id);

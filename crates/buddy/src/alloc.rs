@@ -118,8 +118,15 @@ impl<'a, C: Cpu> Buddy<'a, C> {
         if let Some(p) = self.get_page_from_freelist(node, gfp, order, min) {
             return Some(p);
         }
-        // Pages may sit on per-CPU lists: drain them and try once more.
-        self.drain_all_pages();
+        // Pages may sit on per-CPU lists: drain them and try once more. Only
+        // an allocation that may wait sends a cross-CPU call (and only where
+        // the deadlock rule allows one); an atomic one asks the other CPUs
+        // to drain at their next allocator call.
+        if gfp.contains(Gfp::WAIT) {
+            self.drain_all_pages();
+        } else {
+            self.request_drains();
+        }
         if let Some(p) = self.get_page_from_freelist(node, gfp, order, min) {
             return Some(p);
         }

@@ -2,7 +2,7 @@
 
 use core::sync::atomic::AtomicUsize;
 
-use kmm_hal::{Cpu, CpuLocal, PAGE_SIZE, PerCpu, Pfn};
+use kmm_hal::{Cpu, CpuLocal, CrossCall, PAGE_SIZE, PerCpu, Pfn};
 use kmm_page_frame::{Bootmem, MAX_NUMNODES, MemMap, ZoneType};
 
 use crate::BuddyError;
@@ -51,6 +51,14 @@ pub struct BuddyConfig<'h> {
     /// Send order-0 requests straight to the zone free lists, as if every
     /// per-CPU list had `high` 0 (for measurement and debugging).
     pub bypass_pcp: bool,
+    /// How the allocator runs code on the other CPUs (Linux's IPIs): an
+    /// allocation that may wait ([`crate::Gfp::WAIT`]) and finds memory short
+    /// empties every CPU's per-CPU lists through it before it gives up
+    /// ([`Buddy::drain_all_pages`]); the slab allocator empties every CPU's
+    /// array caches the same way. Required when the `Cpu` has more than one
+    /// CPU ([`crate::BuddyError::NoCrossCall`] otherwise); `None` is fine on
+    /// one CPU. It must reach the CPUs of the allocator's own `Cpu`.
+    pub cross_call: Option<&'h (dyn CrossCall + Sync)>,
 }
 
 impl core::fmt::Debug for BuddyConfig<'_> {
@@ -61,6 +69,7 @@ impl core::fmt::Debug for BuddyConfig<'_> {
             .field("on_low", &self.on_low.is_some())
             .field("zero_highmem", &self.zero_highmem.is_some())
             .field("bypass_pcp", &self.bypass_pcp)
+            .field("cross_call", &self.cross_call.is_some())
             .finish()
     }
 }
@@ -110,6 +119,9 @@ pub struct Buddy<'a, C: Cpu> {
     pub(crate) zero_highmem: Option<&'a (dyn Fn(Pfn) + Sync)>,
     pub(crate) min_free_kbytes: usize,
     pub(crate) failures: AtomicUsize,
+    /// Drains of every CPU's lists done through a cross-CPU call.
+    pub(crate) ipi_drains: AtomicUsize,
+    pub(crate) cross: Option<&'a (dyn CrossCall + Sync)>,
     pub(crate) bypass_pcp: bool,
     /// `zonelists[node][highest zone]`.
     pub(crate) zonelists: [[ZoneList; ZoneType::COUNT]; MAX_NUMNODES],
@@ -263,6 +275,9 @@ impl<'a, C: Cpu> Buddy<'a, C> {
         if ncpu > MAX_CPUS {
             return Err(BuddyError::TooManyCpus);
         }
+        if ncpu > 1 && config.cross_call.is_none() {
+            return Err(BuddyError::NoCrossCall);
+        }
         // SAFETY: forwarded from the caller; the lists are reached only
         // through this allocator, with guards of `cpu` (moved into it below).
         let zones = unsafe { place_zones(&mut boot, &mem, ncpu)? };
@@ -277,6 +292,8 @@ impl<'a, C: Cpu> Buddy<'a, C> {
             zero_highmem: config.zero_highmem,
             min_free_kbytes: 0,
             failures: AtomicUsize::new(0),
+            ipi_drains: AtomicUsize::new(0),
+            cross: config.cross_call,
             bypass_pcp: config.bypass_pcp,
             zonelists: [[ZoneList::EMPTY; ZoneType::COUNT]; MAX_NUMNODES],
             numa: false,

@@ -10,6 +10,16 @@ use crate::buddy::Buddy;
 use crate::pcp::{Pcp, PerCpuPages};
 use crate::zone::Zone;
 
+/// How far [`Buddy::drain_all_pages`] got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DrainAll {
+    /// Every CPU emptied its lists before the call returned (a cross-CPU call).
+    Done,
+    /// The calling CPU emptied its lists; the others were asked to empty theirs
+    /// at their next entry into the allocator.
+    Requested,
+}
+
 impl<'a, C: Cpu> Buddy<'a, C> {
     /// Moves up to `n` pages from the cold end of a per-CPU list to its zone
     /// (Linux's `free_pcppages_bulk`). The caller holds the list (`p`, from
@@ -63,11 +73,38 @@ impl<'a, C: Cpu> Buddy<'a, C> {
         }
     }
 
-    /// Empties the calling CPU's lists now and asks every other CPU to empty
-    /// its own at its next entry into the allocator (Linux sends an IPI; here
-    /// the request waits for the CPU, as the HAL has no IPI).
-    pub fn drain_all_pages(&self) {
+    /// Empties every CPU's per-CPU lists into the zones (Linux's
+    /// `drain_all_pages`). Returns [`DrainAll::Done`] when every CPU's lists
+    /// were emptied before the call returned: with a cross-CPU call
+    /// ([`crate::BuddyConfig::cross_call`]), called with interrupts enabled
+    /// and outside an interrupt handler (the deadlock rule of
+    /// [`kmm_hal::CrossCall`]), each CPU empties its own lists as an
+    /// interrupt handler. Otherwise — no cross-CPU call, interrupts off, an
+    /// interrupt handler — the calling CPU empties its own lists now and
+    /// asks every other CPU to empty its own at its next entry into the
+    /// allocator ([`DrainAll::Requested`]).
+    ///
+    /// A list that is busy on its CPU (code there re-entered the allocator
+    /// from inside its per-CPU path) is left to its holder.
+    pub fn drain_all_pages(&self) -> DrainAll {
         self.cpu.interrupt_point();
+        match self.cross {
+            Some(x) if !self.cpu.irqs_disabled() && !self.cpu.in_interrupt() => {
+                x.on_each_cpu(&|| self.drain_local());
+                self.ipi_drains.fetch_add(1, Ordering::Relaxed);
+                DrainAll::Done
+            }
+            _ => {
+                self.request_drains();
+                DrainAll::Requested
+            }
+        }
+    }
+
+    /// Empties the calling CPU's lists now and asks every other CPU to empty
+    /// its own at its next entry into the allocator: the drain of an
+    /// allocation that may not wait for other CPUs.
+    pub(crate) fn request_drains(&self) {
         let id = {
             let _g = self.cpu.preempt_guard();
             self.cpu.id()

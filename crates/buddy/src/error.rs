@@ -79,6 +79,10 @@ pub enum BuddyError {
     MemMap(MemMapError),
     /// More CPUs than [`crate::MAX_CPUS`].
     TooManyCpus,
+    /// The `Cpu` has more than one CPU and no cross-CPU call was given
+    /// ([`crate::BuddyConfig::cross_call`]): without one there is no safe way
+    /// to reach the other CPUs (their page lists, their TLBs).
+    NoCrossCall,
 }
 
 impl fmt::Display for BuddyError {
@@ -87,6 +91,9 @@ impl fmt::Display for BuddyError {
             BuddyError::Bootmem(e) => write!(f, "{e}"),
             BuddyError::MemMap(e) => write!(f, "{e}"),
             BuddyError::TooManyCpus => write!(f, "more CPUs than MAX_CPUS"),
+            BuddyError::NoCrossCall => {
+                write!(f, "more than one CPU and no cross-CPU call (IPI) given")
+            }
         }
     }
 }

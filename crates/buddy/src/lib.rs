@@ -8,7 +8,10 @@
 //!   atomic and high-priority requests go below `min`; crossing `low` calls a
 //!   hook.
 //! - Per-CPU order-0 lists (hot and cold ends, `high` and `batch`), drained on
-//!   demand and when an allocation fails.
+//!   demand and when an allocation fails: with a cross-CPU call
+//!   ([`BuddyConfig::cross_call`], required on more than one CPU) a waiting
+//!   allocation has every CPU drain its own lists at once (Linux's IPI), an
+//!   atomic one asks them to drain at their next allocator call.
 //! - Per-zone IRQ-safe spin locks ([`IrqSpinLock`]): an atomic allocation
 //!   may come from an interrupt handler.
 //! - `/proc/buddyinfo` and `/proc/zoneinfo` text.
@@ -114,6 +117,7 @@ pub const MAX_ORDER: usize = 11;
 
 pub use blocks::aligned_blocks;
 pub use buddy::{Buddy, BuddyConfig, Freed, MAX_CPUS};
+pub use drain::DrainAll;
 pub use error::{BuddyError, FreeError};
 pub use gfp::Gfp;
 pub use pcp::{PerCpuLists, PerCpuPages};

@@ -31,6 +31,18 @@ impl<'a, C: Cpu> Buddy<'a, C> {
         self.failures.load(Ordering::Relaxed)
     }
 
+    /// The cross-CPU call the allocator reaches the other CPUs with
+    /// ([`crate::BuddyConfig::cross_call`]).
+    pub fn cross_call(&self) -> Option<&'a (dyn kmm_hal::CrossCall + Sync)> {
+        self.cross
+    }
+
+    /// Drains of every CPU's per-CPU lists made through a cross-CPU call
+    /// ([`Buddy::drain_all_pages`] with a cross-CPU call available).
+    pub fn ipi_drains(&self) -> usize {
+        self.ipi_drains.load(Ordering::Relaxed)
+    }
+
     /// Pages in every zone's free lists plus every per-CPU list.
     pub fn free_pages_total(&self) -> usize {
         self.zones

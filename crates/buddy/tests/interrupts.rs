@@ -158,7 +158,9 @@ fn allocating_interrupts_on_every_path() {
                         b.drain_local();
                     }
                     if round % 32 == 0 {
-                        slow(&|| b.drain_all_pages());
+                        slow(&|| {
+                            b.drain_all_pages();
+                        });
                     }
                 }
             });

@@ -53,7 +53,11 @@ impl IrqState {
 /// - **No re-entry with interrupts off.** [`Cpu::interrupt_point`],
 ///   [`Cpu::cpu_relax`] and [`Cpu::lockdep_report`] run no code that calls
 ///   into kmm while interrupts are disabled on the calling CPU.
-pub unsafe trait Cpu {
+///
+/// `Sync` because one value (or its clones) is used by every CPU at once: the
+/// allocators share it, and a cross-CPU call runs their code, with it, on the
+/// other CPUs.
+pub unsafe trait Cpu: Sync {
     /// The number of CPUs; ids are `0..count()`.
     fn count(&self) -> usize;
 

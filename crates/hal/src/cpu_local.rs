@@ -251,10 +251,10 @@ impl<'a, T, S> CpuLocal<'a, T, S> {
 mod tests {
     use super::*;
     use crate::IrqState;
-    use core::cell::Cell;
+    use core::sync::atomic::AtomicUsize;
 
-    /// One CPU, id 0, interrupt state in a cell (single-threaded tests only).
-    struct OneCpu(Cell<bool>, Cell<usize>);
+    /// One CPU, id 0: the interrupt flag and the preemption count.
+    struct OneCpu(AtomicBool, AtomicUsize);
 
     // SAFETY: one CPU, always id 0; `irq_save` really records "off"; the
     // tests are single-threaded.
@@ -266,28 +266,28 @@ mod tests {
             0
         }
         fn irq_save(&self) -> IrqState {
-            IrqState::from_raw(usize::from(self.0.replace(true)))
+            IrqState::from_raw(usize::from(self.0.swap(true, Ordering::Relaxed)))
         }
         unsafe fn irq_restore(&self, state: IrqState) {
-            self.0.set(state.raw() != 0);
+            self.0.store(state.raw() != 0, Ordering::Relaxed);
         }
         fn irqs_disabled(&self) -> bool {
-            self.0.get()
+            self.0.load(Ordering::Relaxed)
         }
         fn preempt_disable(&self) {
-            self.1.set(self.1.get() + 1);
+            self.1.fetch_add(1, Ordering::Relaxed);
         }
         unsafe fn preempt_enable(&self) {
-            self.1.set(self.1.get() - 1);
+            self.1.fetch_sub(1, Ordering::Relaxed);
         }
         fn preempt_count(&self) -> usize {
-            self.1.get()
+            self.1.load(Ordering::Relaxed)
         }
     }
 
     #[test]
     fn with_gives_this_cpus_slot_once() {
-        let cpu = OneCpu(Cell::new(false), Cell::new(0));
+        let cpu = OneCpu(AtomicBool::new(false), AtomicUsize::new(0));
         let slots = [PerCpu::new(0u32, 7u8)];
         // SAFETY: only `cpu`'s guards are used.
         let local = unsafe { CpuLocal::new(&slots) };
@@ -307,7 +307,7 @@ mod tests {
 
     #[test]
     fn no_slot_for_an_unknown_cpu() {
-        let cpu = OneCpu(Cell::new(false), Cell::new(0));
+        let cpu = OneCpu(AtomicBool::new(false), AtomicUsize::new(0));
         let slots: [PerCpu<u32>; 0] = [];
         let irq = cpu.irq_guard();
         // SAFETY: only `cpu`'s guards are used.

@@ -211,14 +211,18 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         }
     }
 
-    /// Gives idle memory back to the page allocator when it has run dry: every
-    /// cache's free slabs and this CPU's arrays, and this CPU's per-CPU page
-    /// lists. Returns the pages given back by the caches.
+    /// Gives idle memory back to the page allocator when it has run dry, for
+    /// an allocation that may wait: every CPU's arrays (through a cross-CPU
+    /// call where there is one: [`Self::drain_cpu_caches`]; else this CPU's,
+    /// and the others are asked), every cache's free slabs, and the per-CPU
+    /// page lists ([`kmm_buddy::Buddy::drain_all_pages`]). Returns the pages
+    /// given back by the caches.
     #[cold]
     pub(crate) fn reclaim(&self) -> usize {
+        let drained = self.drain_cpu_caches().unwrap_or(0);
         let n = self.shrink_all();
-        self.buddy().drain_local();
-        n
+        self.buddy().drain_all_pages();
+        drained + n
     }
 
     /// Frees an object to its cache (Linux's `kmem_cache_free`). Refused, with

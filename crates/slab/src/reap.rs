@@ -1,6 +1,6 @@
 //! Giving memory back: `kmem_cache_shrink`, periodic reaping, CPU drains.
 
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use kmm_hal::Cpu;
 
@@ -79,6 +79,28 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             }
         });
         pages
+    }
+
+    /// Every CPU empties its own array of every cache now, as an interrupt
+    /// handler (Linux's `drain_cpu_caches`: `on_each_cpu(do_drain)`), through
+    /// the page allocator's cross-CPU call. Returns the pages the drains gave
+    /// back, or `None` — and nothing is done — when there is no cross-CPU
+    /// call or the deadlock rule forbids one here (interrupts off, or inside
+    /// an interrupt handler). An array busy on its CPU (an interrupted drain
+    /// holds it) is left to its holder.
+    pub fn drain_cpu_caches(&self) -> Option<usize> {
+        let cpu = self.buddy().cpu();
+        let cross = self.buddy().cross_call()?;
+        if cpu.irqs_disabled() || cpu.in_interrupt() {
+            return None;
+        }
+        let pages = AtomicUsize::new(0);
+        cross.on_each_cpu(&|| {
+            let mut n = 0;
+            self.each_cache(|c| n += self.drain_local(c));
+            pages.fetch_add(n, Ordering::Relaxed);
+        });
+        Some(pages.into_inner())
     }
 
     /// Empties the calling CPU's array of `c`.

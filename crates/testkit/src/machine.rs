@@ -9,8 +9,10 @@
 //! a promise kept by this module alone:
 //!
 //! - **Drop order.** `Inner`'s fields drop in declaration order: the slab
-//!   allocator, then the buddy allocator it borrows, then the CPUs they ran on,
-//!   then the machine whose RAM (the direct map) holds `mem_map` and the zones.
+//!   allocator, then the buddy allocator it borrows, then the cross-CPU call
+//!   the buddy allocator holds as `&'static` (the machine's [`MockCpu`], in an
+//!   `Arc` whose allocation never moves), then the CPUs they ran on, then the
+//!   machine whose RAM (the direct map) holds `mem_map` and the zones.
 //! - **No move.** The buddy allocator sits inside the `Arc`'s allocation, which
 //!   never moves; the slab allocator's `&'static Buddy` points there. It is only
 //!   replaced through `&mut self` with the `Arc` unique
@@ -285,7 +287,8 @@ impl TestMachineBuilder {
             .build()
             .expect("kmm-testkit: the mock machine");
         let cpu = wrap(machine.cpu().clone());
-        let buddy = boot_buddy(&machine, &self, cpu.clone(), self.config);
+        let cross = Arc::new(machine.cpu().clone());
+        let buddy = boot_buddy(&machine, &self, cpu.clone(), &cross, self.config);
         let tables = self.page_tables.map(|(base, len)| {
             let mut frames = MockFrames::new(PhysAddr::new(base), PhysAddr::new(base + len));
             let pt = machine
@@ -298,6 +301,7 @@ impl TestMachineBuilder {
                 slab: OnceLock::new(),
                 tables,
                 buddy: Some(buddy),
+                cross,
                 cpu,
                 machine,
                 desc: self,
@@ -311,12 +315,22 @@ impl TestMachineBuilder {
 ///
 /// The result claims `'static`; see the module docs for who keeps that promise
 /// (the caller stores it in an [`Inner`] beside a clone of `machine`).
+///
+/// Unless `config` names one, the allocator's cross-CPU call is `cross`, the
+/// machine's CPUs, claimed `'static` as well (the `Inner` keeps the `Arc` and
+/// drops it after the allocator).
 fn boot_buddy<C: Cpu>(
     machine: &Machine,
     desc: &TestMachineBuilder,
     cpu: C,
-    config: BuddyConfig<'static>,
+    cross: &Arc<MockCpu>,
+    mut config: BuddyConfig<'static>,
 ) -> Buddy<'static, C> {
+    // SAFETY: the `Arc`'s allocation never moves and the `Inner` that stores
+    // the result keeps the `Arc` and drops it after the allocator (module
+    // docs), so the reference outlives every use.
+    let cross: &'static MockCpu = unsafe { &*Arc::as_ptr(cross) };
+    config.cross_call.get_or_insert(cross);
     let map = desc.regions();
     let mut boot = Bootmem::new(&map, machine.lowmem_end()).expect("kmm-testkit: bootmem");
     for &(base, len) in &desc.reserved {
@@ -347,6 +361,9 @@ struct Inner<C: Cpu + 'static> {
     tables: Option<KernelTables<MockPageTable, MockFrames>>,
     /// Always `Some` but inside [`TestMachine::rebuild`].
     buddy: Option<Buddy<'static, C>>,
+    /// The machine's CPUs as the buddy allocator's cross-CPU call (it holds
+    /// them as `&'static`: dropped after it).
+    cross: Arc<MockCpu>,
     /// The CPUs the allocators run on (the machine's, or a test's wrapper of
     /// them); a copy for [`TestMachine::rebuild`].
     cpu: C,
@@ -521,7 +538,13 @@ impl<C: Cpu + Clone + Send + Sync + 'static> TestMachine<C> {
         // over the same RAM.
         inner.buddy = None;
         let cpu = inner.cpu.clone();
-        inner.buddy = Some(boot_buddy(&inner.machine, &inner.desc, cpu, config));
+        inner.buddy = Some(boot_buddy(
+            &inner.machine,
+            &inner.desc,
+            cpu,
+            &inner.cross,
+            config,
+        ));
     }
 
     /// Drains every CPU's per-CPU page lists (each CPU its own, on its own

@@ -153,6 +153,9 @@ pub fn run<M: Mode + Send + 'static>(
     );
     let config = BuddyConfig {
         zero_highmem: Some(zero),
+        // Waiting allocations drain every CPU's per-CPU lists (and the
+        // slab's arrays) through the IPIs.
+        cross_call: Some(crate::smp::calls()),
         ..BuddyConfig::default()
     };
     // SAFETY: as for MemMap::new: the direct map covers what bootmem hands out

@@ -759,8 +759,9 @@ pub fn run<M: Mode + 'static>(
         idt::spurious()
     );
     kprintln!(
-        "kmm: smp: interrupt-context allocations: {total_ticks} timer ticks allocated a page and a kmalloc object with Gfp::ATOMIC ({} failed); {cross} cross-CPU frees, {leftovers} left in the inboxes freed by cpu 0",
-        TICK_FAILS.load(Ordering::Relaxed)
+        "kmm: smp: interrupt-context allocations: {total_ticks} timer ticks allocated a page and a kmalloc object with Gfp::ATOMIC ({} failed); {cross} cross-CPU frees, {leftovers} left in the inboxes freed by cpu 0; {} drains of every CPU's lists through IPIs (waiting allocations short of memory)",
+        TICK_FAILS.load(Ordering::Relaxed),
+        buddy.ipi_drains()
     );
     for (i, &cache) in caches.iter().enumerate() {
         match slab.validate_cache(cache) {
