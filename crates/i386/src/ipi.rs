@@ -66,6 +66,35 @@ pub struct CrossCallStats {
 ///
 /// Until another CPU is online the calls send nothing, so the same value
 /// serves a kernel on one CPU and the boot CPU before it starts the others.
+///
+/// ```
+/// use core::ptr::NonNull;
+/// use kmm_hal::{Cpu, CrossCall};
+/// use kmm_i386::{ApicCrossCall, LocalApic};
+/// use kmm_mock::MockCpu;
+///
+/// // A page of memory stands in for the APIC's registers on the host.
+/// #[repr(C, align(4096))]
+/// struct Regs([u32; 1024]);
+/// let mut regs = Box::new(Regs([0; 1024]));
+/// // SAFETY: the page outlives `apic`; no CPU reads these "registers".
+/// let apic = unsafe { LocalApic::new(NonNull::new(regs.0.as_mut_ptr()).unwrap()) };
+///
+/// let cpu = MockCpu::new(1);
+/// let _on_cpu0 = cpu.bind(0).unwrap();
+/// // SAFETY: (a kernel: its IDT routes 0xFB to `handle_ipi` on every CPU)
+/// // one CPU here, and nothing else sends the vector.
+/// let calls = unsafe { ApicCrossCall::new(cpu.clone(), apic, 0xFB) };
+/// // SAFETY: once, on this CPU, "APIC enabled and IDT loaded".
+/// unsafe { calls.cpu_online() };
+/// let ran = std::sync::atomic::AtomicUsize::new(0);
+/// calls.on_each_cpu(&|| {
+///     assert!(cpu.irqs_disabled());
+///     ran.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+/// });
+/// assert_eq!(ran.into_inner(), 1);
+/// assert_eq!(calls.stats().ipis, 0, "no other CPU online: no IPI");
+/// ```
 pub struct ApicCrossCall<C> {
     cpu: C,
     apic: LocalApic,

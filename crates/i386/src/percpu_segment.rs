@@ -8,6 +8,19 @@
 //! `load_fs` with the entry's [`selector`]. From then on an access through
 //! `%fs:` reaches the running CPU's area in one instruction — what
 //! `I386SmpCpu` reads its id and counts through.
+//!
+//! ```
+//! use kmm_i386::percpu_segment::{data_segment, descriptor_base, selector};
+//!
+//! // GDT: null, kernel code, kernel data, then CPU n's %fs at entry 3 + n.
+//! let areas = [0xC010_0000u32, 0xC010_0040, 0xC010_0080, 0xC010_00C0];
+//! let mut gdt = [0u64; 3 + 4];
+//! for (n, &area) in areas.iter().enumerate() {
+//!     gdt[3 + n] = data_segment(area, 63);
+//! }
+//! assert_eq!(descriptor_base(gdt[5]), 0xC010_0080);
+//! assert_eq!(selector(3 + 2, 0), 0x28); // what CPU 2 loads into %fs
+//! ```
 
 /// A GDT (or LDT) descriptor, as the CPU reads it: eight bytes, stored as one
 /// little-endian `u64`.
