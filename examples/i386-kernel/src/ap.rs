@@ -130,7 +130,13 @@ extern "C" fn ap_entry(cpu: u32) -> ! {
     unsafe { smp::load_gdt_and_fs(cpu) };
     STARTED.fetch_add(1, Ordering::Release);
     idt::load();
-    smp::apic().enable(smp::SPURIOUS_APIC_VECTOR);
+    let apic = smp::apic();
+    apic.enable(smp::SPURIOUS_APIC_VECTOR);
+    assert_eq!(
+        (kmm_hal::Cpu::id(&smp::cpu()), apic.id()),
+        (cpu, smp::cpus().apic_ids[cpu]),
+        "CPU {cpu}: the id read through %fs or the APIC id is wrong"
+    );
     // SAFETY: once on this CPU; its APIC is enabled and its IDT routes the
     // call vector to the handler.
     unsafe { smp::calls().cpu_online() };

@@ -207,6 +207,13 @@ fn stop_and_drain() {
     if let Some(buddy) = crate::physmem::buddy() {
         buddy.drain_local();
     }
+    let cpu = smp::cpu();
+    assert_eq!(
+        (cpu.preempt_count(), cpu.irq_count(), cpu.irqs_disabled()),
+        (0, 0, false),
+        "CPU {}: per-CPU preempt or irq count unbalanced after the phase",
+        cpu.id()
+    );
 }
 
 /// An application processor after [`crate::ap`] brought it up: timer on,
