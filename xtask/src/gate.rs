@@ -122,7 +122,7 @@ fn smp_lines(smp: usize) -> Vec<String> {
         ),
     ];
     v.push(format!(
-        "kmm: smp: concurrent cross-CPU calls: {smp} CPUs sent 100 on_each_cpu calls each at once; every CPU ran each exactly once"
+        "kmm: smp: concurrent cross-CPU calls: {smp} CPUs sent 25 on_each_cpu calls each at once; every CPU ran each exactly once"
     ));
     v.extend((0..smp).map(|i| format!("kmm: smp: cpu {i}: pages=")));
     v.extend(

@@ -68,7 +68,7 @@ static TIMER_WORK: AtomicBool = AtomicBool::new(false);
 /// pending when the timer is stopped must not refill what is drained).
 static TIMER_STOPPED: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
 /// Cross-CPU calls each CPU makes at the start of its work, all CPUs at once.
-const CALLS_PER_CPU: usize = 100;
+const CALLS_PER_CPU: usize = 25;
 /// Runs of those calls' function, by the CPU that ran it.
 static CALL_RUNS: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
 /// Timer interrupts, by CPU.
