@@ -260,15 +260,19 @@ impl<M: Mode + 'static> Shared<M> {
     /// Writes (`Some(tag)`) or checks the stamp of page `page` of a block:
     /// its first and last word.
     fn page_stamp(&self, page: &Page, tag: u32, write: bool) -> bool {
-        let mem = self.buddy.mem();
-        let (va, local) = match mem.page_address(page) {
-            Some(va) => (va, false),
-            None => (
-                self.pkmap
-                    .kmap_local_page(page)
-                    .unwrap_or_else(|e| panic!("kmap_local_page: {e}")),
-                true,
-            ),
+        // A HIGHMEM page is reached through a mapping of our own: its
+        // `page_address` may be a pkmap entry another CPU's
+        // `flush_all_zero_pkmaps` takes away at any moment (Linux's rule:
+        // `page_address` of a high page holds only while you kmap it).
+        let (va, local) = if page.zone_type() == ZoneType::HighMem {
+            let va = self
+                .pkmap
+                .kmap_local_page(page)
+                .unwrap_or_else(|e| panic!("kmap_local_page: {e}"));
+            (va, true)
+        } else {
+            let va = self.buddy.mem().page_address(page);
+            (va.expect("low memory is in the direct map"), false)
         };
         let p = va.as_mut_ptr::<u32>();
         let last = PAGE_SIZE / 4 - 1;
