@@ -3,21 +3,28 @@
 //! and frees with `Gfp::ATOMIC` (a buddy page and a kmalloc object), so
 //! allocation from interrupt context runs for real.
 //!
-//! Each CPU, for `smp_work` rounds: pages of every zone and order (the block
-//! stamped with its owner in its first and last page, through the direct
-//! map or `kmap_local_page` for HIGHMEM, and checked before it is freed, a
-//! few rounds later); slab objects of three caches and kmalloc, each
-//! stamped (owner, cache) over the whole object, half handed to the other
-//! CPUs through a shared queue and freed there (cross-CPU frees); vmalloc
-//! areas stamped page by page; `kmap` and `kmap_local_page` of HIGHMEM
-//! pages. A stamp that changed while its owner held the memory means it was
-//! handed out twice: the check panics. At the end every CPU stops its timer
-//! and drains its per-CPU lists and arrays, and the boot CPU checks that
-//! every page is back (`/proc/buddyinfo` as before the phase), validates
-//! the caches and finds `/proc/vmallocinfo` empty.
+//! First every CPU sends [`CALLS_PER_CPU`] `on_each_cpu` calls at once:
+//! each must run exactly once on every CPU, and the senders must not wait on
+//! each other. Then each CPU, for `smp_work` rounds: pages of every zone and
+//! order (the block stamped with its owner in its first and last page,
+//! through the direct map or its own `kmap_local_page` for HIGHMEM, and
+//! checked before it is freed, a few rounds later; up to 64 pages of a
+//! HIGHMEM block written and read back through `kmap`); slab objects of
+//! three caches and kmalloc, each stamped (owner, cache) over the whole
+//! object, half put in the next CPU's inbox and freed there (cross-CPU
+//! frees); a vmalloc area stamped page by page; `kmap` and
+//! `kmap_local_page` of a HIGHMEM page. A stamp that changed while its owner
+//! held the memory means it was handed out twice: the check panics. At the
+//! end every CPU stops its timer, drains its per-CPU lists and arrays and
+//! checks its preempt and irq counts; the boot CPU checks that every page is
+//! free or in a slab as before the phase and every cache has its active
+//! objects of before (`/proc/buddyinfo` and `/proc/slabinfo`), validates
+//! the stress caches and finds `/proc/vmallocinfo` empty.
 //!
 //! vmalloc and pkmap flush through [`crate::smp::KernelTlb`]: every purge
-//! and `flush_all_zero_pkmaps` is a shootdown IPI to the other CPUs.
+//! and `flush_all_zero_pkmaps` is a shootdown IPI to the other CPUs; a
+//! waiting allocation short of memory drains every CPU's lists through
+//! IPIs too.
 
 use alloc::boxed::Box;
 use core::fmt;
