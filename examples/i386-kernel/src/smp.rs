@@ -1,10 +1,11 @@
-//! The kernel's CPUs: how many there are (the MP table), the GDT with one
+//! The kernel's CPUs: how many there are (the ACPI MADT, or the MP table),
+//! the GDT with one
 //! per-CPU `%fs` segment per CPU, the SMP [`Cpu`](kmm_hal::Cpu) every
 //! allocator is built with ([`I386SmpCpu`]), the cross-CPU calls over the
 //! local APIC ([`ApicCrossCall`]) and the kernel-wide TLB shootdown
 //! ([`SmpTlb`]); the application processors are started by [`crate::ap`].
 //!
-//! CPU 0 is the boot CPU; the others are numbered in MP-table order. Each
+//! CPU 0 is the boot CPU; the others are numbered in table order. Each
 //! CPU's `%fs` base is its [`SmpCpuArea`] (id, preempt count, irq count):
 //! the offsets are [`SmpCpuArea::OFFSETS`], so a per-CPU allocator's areas
 //! can replace these structs by changing the GDT bases and the offsets.
@@ -40,14 +41,14 @@ pub type KernelCalls = ApicCrossCall<KernelCpu>;
 /// The kernel-wide TLB flush: a shootdown through [`KernelCalls`].
 pub type KernelTlb = SmpTlb<&'static KernelCalls>;
 
-/// The CPUs the MP table lists.
+/// The CPUs the firmware's tables list.
 #[derive(Debug, Clone, Copy)]
 pub struct CpuList {
     /// APIC id of CPU `i` (CPU 0 is the boot CPU).
     pub apic_ids: [u8; MAX_CPUS],
     /// How many CPUs (at least 1).
     pub count: usize,
-    /// CPUs the table listed beyond [`MAX_CPUS`].
+    /// CPUs listed beyond [`MAX_CPUS`] (not started).
     pub dropped: usize,
     /// Where the CPU list came from.
     pub source: &'static str,
