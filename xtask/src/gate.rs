@@ -62,29 +62,25 @@ fn cargo_on(
     step(name, move || cmd::run(&mut command(&dir, "cargo", &args)))
 }
 
-/// The lines every good boot prints besides the mode line: paging on,
-/// a mapping proved through two aliases, the buddy allocator built from the
-/// multiboot map with every zone (HIGHMEM too: QEMU gets 2 GiB) and order
-/// exercised and every page back, the slab allocator as the global allocator
-/// (`Vec`, `Box`, `String`, `BTreeMap`), its own caches, a mempool and
-/// `/proc/slabinfo`, with every page accounted for; then, with interrupts on,
-/// vmalloc and pkmap over the shared kernel tables: an 8 MiB vmalloc of
-/// HIGHMEM pages read back through `kmap`, every free HIGHMEM page stamped
-/// and verified through `kmap`, the local APIC through `ioremap_nocache`,
-/// VGA text memory through `ioremap` (the direct map), a `vmap`,
-/// `/proc/vmallocinfo`, every area given back; and `kmm: boot ok` last.
-const BOOT_LINES: [&str; 18] = [
+/// The lines every good boot prints besides the mode line, whatever its RAM
+/// and CPUs: paging on, a mapping proved through two aliases, the buddy
+/// allocator built from the multiboot map with every zone and order
+/// exercised and every page back, the slab allocator as the global
+/// allocator (`Vec`, `Box`, `String`, `BTreeMap`), its own caches, a mempool
+/// and `/proc/slabinfo`, with every page accounted for; then, with
+/// interrupts on, vmalloc and pkmap over the shared kernel tables: the
+/// local APIC through `ioremap_nocache`, VGA text memory through `ioremap`
+/// (the direct map), a `vmap`, `/proc/vmallocinfo`, every area given back;
+/// the SMP phase (see [`smp_lines`]); and `kmm: boot ok` last.
+const BOOT_LINES: [&str; 15] = [
     "kmm: paging enabled",
     "kmm: alias check ok",
-    "kmm: highmem zone ok",
     "kmm: buddy ok",
     "kmm: global allocator ok",
     "kmm: slabinfo: slabinfo - version: 2.1",
     "kmm: mempool ok",
     "kmm: slab ok",
     "kmm: interrupts on",
-    "kmm: vmalloc: 8 MiB from 2048 pages (2048 highmem) checked through kmap",
-    "kmm: pkmap: every free HIGHMEM page stamped through kmap and verified",
     "kmm: ioremap: local APIC 0xfee00000 at ",
     "kmm: ioremap: VGA text memory 0xb8000 at 0xc00b8000 (the direct map",
     "kmm: vmap: 2 highmem pages",
@@ -94,34 +90,218 @@ const BOOT_LINES: [&str; 18] = [
     "kmm: boot ok",
 ];
 
-/// Boots the kernel in one paging mode (`2level` or `pae`) and checks its
-/// lines and exit code (also `cargo xtask qemu --check [--pae]`).
-pub fn boot_mode(mode: &str) -> Result {
+/// The lines of a machine with HIGHMEM (more than 896 MiB of RAM): the
+/// HIGHMEM zone checked, an 8 MiB vmalloc of HIGHMEM pages read back
+/// through `kmap`, every free HIGHMEM page stamped and verified through
+/// `kmap`.
+const HIGHMEM_LINES: [&str; 3] = [
+    "kmm: highmem zone ok",
+    "kmm: vmalloc: 8 MiB from 2048 pages (2048 highmem) checked through kmap",
+    "kmm: pkmap: every free HIGHMEM page stamped through kmap and verified",
+];
+
+/// The lines of a machine without HIGHMEM (896 MiB of RAM or less): the
+/// zone is absent, the vmalloc buffer comes from low memory, pkmap has no
+/// page to stamp.
+const NO_HIGHMEM_LINES: [&str; 3] = [
+    "kmm: no highmem zone",
+    "kmm: vmalloc: 8 MiB from 2048 pages (0 highmem) checked through kmap",
+    "kmm: pkmap: no HIGHMEM zone; nothing to stamp",
+];
+
+/// The SMP phase's lines for `smp` CPUs: the CPUs found (ACPI MADT), all
+/// online (the others started with INIT-SIPI-SIPI), every CPU sending
+/// cross-CPU calls at once with each run exactly once, each CPU's work line,
+/// the shootdown and cross-CPU call counts, the allocations from the timer
+/// interrupt, every page back, and `kmm: smp ok`.
+fn smp_lines(smp: usize) -> Vec<String> {
+    let mut v = vec![
+        format!("kmm: smp: {smp} CPU(s) (ACPI MADT)"),
+        format!(
+            "kmm: smp: {smp} CPUs online ({} started with INIT-SIPI-SIPI)",
+            smp - 1
+        ),
+    ];
+    v.push(format!(
+        "kmm: smp: concurrent cross-CPU calls: {smp} CPUs sent 25 on_each_cpu calls each at once; every CPU ran each exactly once"
+    ));
+    v.extend((0..smp).map(|i| format!("kmm: smp: cpu {i}: pages=")));
+    v.extend(
+        [
+            "kmm: smp: shootdowns: ",
+            "kmm: smp: interrupt-context allocations: ",
+            "kmm: smp: vmalloc during the phase: ",
+            "kmm: smp: every page back (",
+        ]
+        .map(String::from),
+    );
+    v.push(format!("kmm: smp ok ({smp} CPUs)"));
+    v
+}
+
+/// One boot of the gate: paging mode, RAM, CPUs, extra command line, and
+/// whether the machine has HIGHMEM (which decides the expected lines).
+#[derive(Debug, Clone, Copy)]
+pub struct GateBoot {
+    /// The step's name.
+    pub name: &'static str,
+    /// `2level` or `pae`.
+    pub mode: &'static str,
+    /// Guest RAM (QEMU's `-m`).
+    pub memory: &'static str,
+    /// CPUs (QEMU's `-smp`).
+    pub smp: usize,
+    /// More kernel command line.
+    pub extra: &'static str,
+    /// The machine has a HIGHMEM zone.
+    pub highmem: bool,
+}
+
+/// The gate's boots. Expected lines, per boot: the mode line, [`BOOT_LINES`],
+/// [`HIGHMEM_LINES`] or [`NO_HIGHMEM_LINES`], and [`smp_lines`] for its CPU
+/// count; at least one timer allocation per CPU, and with several CPUs at
+/// least one cross-CPU call. The 8 GiB boot caps the SMP phase's work
+/// (`smp_work=200`) so it stays short under QEMU's emulation.
+pub const BOOTS: [GateBoot; 5] = [
+    GateBoot {
+        name: "qemu boot, 2-level paging, 2 GiB, 4 CPUs",
+        mode: "2level",
+        memory: "2G",
+        smp: 4,
+        extra: "",
+        highmem: true,
+    },
+    GateBoot {
+        name: "qemu boot, PAE paging, 2 GiB, 4 CPUs",
+        mode: "pae",
+        memory: "2G",
+        smp: 4,
+        extra: "",
+        highmem: true,
+    },
+    GateBoot {
+        name: "qemu boot, 2-level paging, 2 GiB, 1 CPU",
+        mode: "2level",
+        memory: "2G",
+        smp: 1,
+        extra: "",
+        highmem: true,
+    },
+    GateBoot {
+        name: "qemu boot, 2-level paging, 16 MiB (ZONE_DMA only), 1 CPU",
+        mode: "2level",
+        memory: "16M",
+        smp: 1,
+        extra: "",
+        highmem: false,
+    },
+    GateBoot {
+        name: "qemu boot, PAE paging, 8 GiB, 4 CPUs, capped work",
+        mode: "pae",
+        memory: "8G",
+        smp: 4,
+        extra: "smp_work=200",
+        highmem: true,
+    },
+];
+
+/// The gate boot of `mode`, `memory` and `smp` (for `cargo xtask qemu
+/// --check`).
+pub fn find_boot(mode: &str, memory: &str, smp: usize) -> Result<&'static GateBoot> {
+    BOOTS
+        .iter()
+        .find(|b| b.mode == mode && b.memory == memory && b.smp == smp)
+        .ok_or_else(|| {
+            let list: Vec<String> = BOOTS
+                .iter()
+                .map(|b| format!("{} {} smp {}", b.mode, b.memory, b.smp))
+                .collect();
+            format!(
+                "qemu --check: no gate boot is {mode} {memory} smp {smp} (the gate boots: {})",
+                list.join("; ")
+            )
+        })
+}
+
+/// The number after `key` in the rest of the line starting with `prefix`
+/// (right after the prefix when `key` is empty).
+fn number_after(b: &Boot, prefix: &str, key: &str) -> Option<usize> {
+    let rest = b.serial.lines().find_map(|l| l.strip_prefix(prefix))?;
+    let rest = &rest[rest.find(key)? + key.len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// Boots the kernel as `g` says and checks its lines and exit code (also
+/// `cargo xtask qemu --check`).
+pub fn boot_config(g: &GateBoot) -> Result {
     let elf = qemu::build_kernel()?;
-    let b = qemu::boot(&elf, &format!("paging={mode}"))?;
-    let mode_line = format!("kmm: paging={mode}");
+    let mut append = format!("paging={}", g.mode);
+    if !g.extra.is_empty() {
+        append.push(' ');
+        append.push_str(g.extra);
+    }
+    let machine = qemu::Machine {
+        memory: Some(g.memory),
+        smp: g.smp,
+    };
+    let started = std::time::Instant::now();
+    let b = qemu::boot_on(&elf, &append, machine)?;
+    let secs = started.elapsed().as_secs_f64();
+    let name = g.name;
+    let mode_line = format!("kmm: paging={}", g.mode);
+    let zone_lines = if g.highmem {
+        HIGHMEM_LINES
+    } else {
+        NO_HIGHMEM_LINES
+    };
+    let smp = smp_lines(g.smp);
     let missing: Vec<&str> = std::iter::once(mode_line.as_str())
         .chain(BOOT_LINES)
+        .chain(zone_lines)
+        .chain(smp.iter().map(String::as_str))
         .filter(|l| !b.has_line(l))
         .collect();
     if b.code != Some(EXIT_SUCCESS) {
         return Err(format!(
-            "{mode} boot: {} (want exit code {EXIT_SUCCESS})",
+            "{name}: {} (want exit code {EXIT_SUCCESS})",
             b.ending()
         ));
     }
     if !missing.is_empty() {
-        return Err(format!("{mode} boot: missing serial lines {missing:?}"));
+        return Err(format!("{name}: missing serial lines {missing:?}"));
     }
     if b.has_line("PANIC:") {
-        return Err(format!("{mode} boot: printed a PANIC line"));
+        return Err(format!("{name}: printed a PANIC line"));
+    }
+    let unexpected = if g.highmem {
+        NO_HIGHMEM_LINES
+    } else {
+        HIGHMEM_LINES
+    };
+    if let Some(l) = unexpected.iter().find(|l| b.has_line(l)) {
+        return Err(format!("{name}: printed {l:?}"));
+    }
+    let ticks = number_after(&b, "kmm: smp: interrupt-context allocations: ", "");
+    if ticks.is_none_or(|t| t < g.smp) {
+        return Err(format!(
+            "{name}: {ticks:?} timer allocations in interrupt context, want at least one per CPU"
+        ));
+    }
+    let calls = number_after(&b, "kmm: smp: shootdowns: ", "cross-CPU calls=");
+    if g.smp > 1 && calls.is_none_or(|c| c == 0) {
+        return Err(format!(
+            "{name}: no cross-CPU call (shootdown) with {} CPUs",
+            g.smp
+        ));
     }
     let last = b.serial.lines().rfind(|l| !l.trim().is_empty());
     if !last.is_some_and(|l| l.starts_with("kmm: boot ok")) {
         return Err(format!(
-            "{mode} boot: `kmm: boot ok` is not the last line (last: {last:?})"
+            "{name}: `kmm: boot ok` is not the last line (last: {last:?})"
         ));
     }
+    eprintln!("xtask: {name}: booted and checked in {secs:.1}s");
     Ok(())
 }
 
@@ -270,10 +450,11 @@ fn steps() -> Vec<Step> {
             c.env("RUSTDOCFLAGS", "-D warnings");
             cmd::run(&mut c)
         }),
-        step("qemu boot, 2-level paging", || boot_mode("2level")),
-        step("qemu boot, PAE paging", || boot_mode("pae")),
-        step("qemu boot, panic path (test=panic)", boot_panic),
     ]
+    .into_iter()
+    .chain(BOOTS.iter().map(|g| step(g.name, move || boot_config(g))))
+    .chain([step("qemu boot, panic path (test=panic)", boot_panic)])
+    .collect()
 }
 
 /// Runs the gate.

@@ -1,7 +1,8 @@
 //! `cargo xtask`: the project's task runner.
 //!
 //! - `setup`: installs what is missing (the i686 Rust target, QEMU);
-//! - `qemu [--pae] [-- ARGS...]`: builds the example kernel and boots it;
+//! - `qemu [--pae] [--smp N] [--memory SIZE] [-- ARGS...]`: builds the
+//!   example kernel and boots it (four CPUs and 2 GiB unless told otherwise);
 //! - `test`: the whole gate (formatting, clippy, tests, QEMU boots);
 //! - `bench [ARGS...]`: the criterion benchmarks, ARGS handed to criterion;
 //! - `miri`: the library tests under Miri (nightly);
@@ -23,11 +24,15 @@ usage: cargo xtask <command>
 
 commands:
   setup                   install what is missing (i686 target, qemu-system-i386, gcc-multilib)
-  qemu [--pae] [-- ARGS]  build the example kernel and boot it in qemu-system-i386;
+  qemu [--pae] [--smp N] [--memory SIZE] [-- ARGS]
+                          build the example kernel and boot it in qemu-system-i386
+                          with N CPUs (default 4) and SIZE of RAM (default 2G);
                           ARGS are appended to the kernel command line
-  qemu --check [--pae]    one boot step of the gate: boot and check the expected lines
+  qemu --check [--pae] [--smp N] [--memory SIZE]
+                          one boot step of the gate: boot and check the expected lines
   test                    run the gate: fmt, clippy (host and i686), cargo test,
-                          QEMU boots in 2-level and PAE mode and the panic path
+                          QEMU boots (2-level and PAE, 16 MiB to 8 GiB, 1 and 4 CPUs)
+                          and the panic path
   bench [ARGS]            run the criterion benchmarks (kmm beside its peers):
                           cargo bench -p kmm-benches -- ARGS (e.g. a group name)
   miri                    run the library tests under Miri (nightly)

@@ -30,6 +30,27 @@ pub fn timeout() -> Duration {
 /// Guest RAM: 2 GiB shows highmem above the 896 MiB direct map; 1 GiB is the
 /// fallback when the host cannot give QEMU that much.
 const MEMORY: [&str; 2] = ["2G", "1G"];
+/// CPUs a boot gets unless told otherwise (`--smp N`).
+pub const DEFAULT_SMP: usize = 4;
+
+/// The machine QEMU emulates for one boot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Machine<'a> {
+    /// Guest RAM (QEMU's `-m`); `None`: 2 GiB, or 1 GiB if the host
+    /// cannot give 2.
+    pub memory: Option<&'a str>,
+    /// CPUs (QEMU's `-smp`).
+    pub smp: usize,
+}
+
+impl Default for Machine<'_> {
+    fn default() -> Self {
+        Machine {
+            memory: None,
+            smp: DEFAULT_SMP,
+        }
+    }
+}
 
 /// The directory of the example kernel.
 pub fn kernel_dir() -> PathBuf {
@@ -130,9 +151,9 @@ fn wait_until(child: &mut Child, deadline: Instant) -> Result<(Option<i32>, bool
     }
 }
 
-fn boot_once(elf: &Path, append: &str, memory: &str) -> Result<(Boot, String)> {
+fn boot_once(elf: &Path, append: &str, memory: &str, smp: usize) -> Result<(Boot, String)> {
     let mut c = Command::new(QEMU);
-    c.args(["-m", memory, "-kernel"])
+    c.args(["-m", memory, "-smp", &smp.to_string(), "-kernel"])
         .arg(elf)
         .args(["-append", append])
         .args(["-display", "none", "-serial", "stdio", "-no-reboot"])
@@ -157,15 +178,26 @@ fn boot_once(elf: &Path, append: &str, memory: &str) -> Result<(Boot, String)> {
     ))
 }
 
-/// Boots `elf` with kernel command line `append`, streaming the serial output to
-/// the terminal. Retries with less RAM if QEMU cannot allocate the first size.
+/// Boots `elf` on the default machine (2 GiB, [`DEFAULT_SMP`] CPUs); see
+/// [`boot_on`].
 pub fn boot(elf: &Path, append: &str) -> Result<Boot> {
-    for (i, memory) in MEMORY.iter().enumerate() {
-        let (boot, stderr) = boot_once(elf, append, memory)?;
+    boot_on(elf, append, Machine::default())
+}
+
+/// Boots `elf` on `machine` with kernel command line `append`, streaming the
+/// serial output to the terminal. Without a memory size, retries with less
+/// RAM if QEMU cannot allocate 2 GiB.
+pub fn boot_on(elf: &Path, append: &str, machine: Machine<'_>) -> Result<Boot> {
+    let sizes: &[&str] = match &machine.memory {
+        Some(m) => std::slice::from_ref(m),
+        None => &MEMORY,
+    };
+    for (i, memory) in sizes.iter().enumerate() {
+        let (boot, stderr) = boot_once(elf, append, memory, machine.smp)?;
         let no_memory = boot.code == Some(1)
             && boot.serial.trim().is_empty()
             && stderr.to_ascii_lowercase().contains("memory");
-        if no_memory && i + 1 < MEMORY.len() {
+        if no_memory && i + 1 < sizes.len() {
             eprintln!("xtask: {QEMU} could not get {memory} of RAM; retrying with less");
             continue;
         }
@@ -174,24 +206,40 @@ pub fn boot(elf: &Path, append: &str) -> Result<Boot> {
     unreachable!("the last memory size always returns")
 }
 
-/// `cargo xtask qemu [--pae] [--check] [-- ARGS...]`. With `--check`, the
-/// boot is the gate's boot step for that paging mode: its serial lines are
-/// checked too (no extra ARGS then).
+/// The usage line of `cargo xtask qemu`.
+const USAGE: &str = "usage: qemu [--pae] [--smp N] [--memory SIZE] [--check] [-- ARGS...]";
+
+/// `cargo xtask qemu [--pae] [--smp N] [--memory SIZE] [--check] [-- ARGS...]`:
+/// boots with `N` CPUs (default [`DEFAULT_SMP`]) and `SIZE` of RAM (QEMU's
+/// `-m`; default 2 GiB). With `--check`, the boot is the gate's boot of the
+/// same paging mode, RAM and CPU count (see `gate::BOOTS`): its serial
+/// lines are checked too (no extra ARGS then).
 pub fn cli(args: &[String]) -> Result {
     let mut pae = false;
     let mut check = false;
+    let mut machine = Machine::default();
     let mut extra: Vec<&str> = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--pae" => pae = true,
             "--check" => check = true,
-            "--" => extra.extend(it.by_ref().map(String::as_str)),
-            other => {
-                return Err(format!(
-                    "qemu: unknown option {other:?} (usage: qemu [--pae] [--check] [-- ARGS...])"
-                ));
+            "--smp" => {
+                machine.smp = it
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .filter(|&n| (1..=8).contains(&n))
+                    .ok_or_else(|| format!("qemu: --smp wants a CPU count from 1 to 8 ({USAGE})"))?
             }
+            "--memory" => {
+                machine.memory = Some(
+                    it.next()
+                        .map(String::as_str)
+                        .ok_or_else(|| format!("qemu: --memory wants a size ({USAGE})"))?,
+                )
+            }
+            "--" => extra.extend(it.by_ref().map(String::as_str)),
+            other => return Err(format!("qemu: unknown option {other:?} ({USAGE})")),
         }
     }
     setup::for_qemu()?;
@@ -200,8 +248,12 @@ pub fn cli(args: &[String]) -> Result {
             return Err("qemu: --check boots with the gate's command line: no ARGS".into());
         }
         let mode = if pae { "pae" } else { "2level" };
-        crate::gate::boot_mode(mode)?;
-        eprintln!("xtask: {mode} boot: every expected line, exit code {EXIT_SUCCESS}");
+        let b = crate::gate::find_boot(mode, machine.memory.unwrap_or("2G"), machine.smp)?;
+        crate::gate::boot_config(b)?;
+        eprintln!(
+            "xtask: {}: every expected line, exit code {EXIT_SUCCESS}",
+            b.name
+        );
         return Ok(());
     }
     let elf = build_kernel()?;
@@ -210,7 +262,7 @@ pub fn cli(args: &[String]) -> Result {
         append.push(' ');
         append.push_str(e);
     }
-    let boot = boot(&elf, &append)?;
+    let boot = boot_on(&elf, &append, machine)?;
     eprintln!("xtask: {QEMU}: {}", boot.ending());
     if boot.code == Some(EXIT_SUCCESS) {
         Ok(())

@@ -10,7 +10,8 @@ const EFLAGS_IF: usize = 1 << 9;
 
 /// The boot CPU of a uniprocessor kernel: id 0 of 1. Interrupt guards save
 /// EFLAGS and execute `cli`, and restore IF as it was; the preemption count is
-/// kept here for the kernel's scheduler to consult.
+/// kept here for the kernel's scheduler to consult. An SMP kernel uses
+/// [`crate::I386SmpCpu`] instead (id and counts per CPU).
 #[derive(Debug)]
 pub struct I386Cpu {
     preempt: AtomicUsize,

@@ -9,6 +9,12 @@
 //!   `I386Cpu` (same): the [`kmm_hal::Cpu`] of a uniprocessor kernel;
 //!   `I386Tlb` (same): its [`kmm_hal::KernelTlb`] — INVLPG per page, or a
 //!   full flush (global entries too) above [`FULL_FLUSH_PAGES`] pages.
+//! - SMP (see `docs/smp.md`): `I386SmpCpu` (x86), the [`kmm_hal::Cpu`] of
+//!   an SMP kernel, its id and counts per CPU through `%fs`;
+//!   [`percpu_segment`], the GDT descriptor of each CPU's `%fs` segment;
+//!   [`apic`], the local APIC through the fixmap's APIC slot (IPIs, INIT and
+//!   STARTUP, the timer); [`ApicCrossCall`], Linux's `smp_call_function`
+//!   over it; `SmpTlb` (x86), the kernel-wide flush as a real shootdown.
 //!
 //! With the `hw-flush` feature (ring-0 code on an x86 CPU only),
 //! [`kmm_hal::PageTable::flush`] executes INVLPG and `flush_all` reloads CR4.PGE
@@ -37,7 +43,13 @@
 //!   only one CPU may run kmm code with it.
 //! - `I386Tlb::new` (on x86) is `unsafe` for the same reason: its kernel-wide
 //!   flushes are local, which keeps [`kmm_hal::KernelTlb`]'s contract only
-//!   while one CPU runs (the IPI shootdown comes with SMP support).
+//!   while one CPU runs; `SmpTlb` is the shootdown for several.
+//! - `I386SmpCpu::new` is `unsafe`: the kernel vouches for each CPU's `%fs`
+//!   segment and id word and for its interrupt entry's `irq_enter`/`irq_exit`.
+//!   [`ApicCrossCall::new`] and [`LocalApic::new`] are `unsafe`: the kernel
+//!   vouches for the APIC mapping and the IPI vector's handler.
+//!   [`ApicCrossCall`]'s protocol (one call at a time under a lock taken with
+//!   interrupts on, per-CPU claim and done masks) is described in its module.
 //!
 //! # Example
 //!
@@ -83,23 +95,32 @@
 //! ```
 #![no_std]
 
+pub mod apic;
 #[cfg(target_arch = "x86")]
 pub mod arch;
 #[cfg(target_arch = "x86")]
 mod cpu;
+mod ipi;
 mod layout;
 mod mode;
+pub mod percpu_segment;
+#[cfg(target_arch = "x86")]
+mod smp_cpu;
 mod tables;
 mod tlb;
 
+pub use apic::{APIC_DEFAULT_PHYS_BASE, FIX_APIC_BASE, Icr, LocalApic};
 #[cfg(target_arch = "x86")]
 pub use cpu::I386Cpu;
+pub use ipi::{ApicCrossCall, CrossCallStats, MAX_CPUS};
 pub use layout::{
     DEFAULT_NR_CPUS, FIX_KMAP_BEGIN, FIXADDR_TOP, I386Layout, KM_TYPE_NR, LAST_PKMAP,
     LAST_PKMAP_PAE, MAX_LOWMEM, PAGE_OFFSET, VMALLOC_OFFSET,
 };
 pub use mode::{Classic, Mode, PaeMode};
-pub use tables::{Pae, Paging, TwoLevel};
-pub use tlb::FULL_FLUSH_PAGES;
 #[cfg(target_arch = "x86")]
-pub use tlb::I386Tlb;
+pub use smp_cpu::{I386SmpCpu, PerCpuWords, SmpCpuArea};
+pub use tables::{Pae, Paging, TwoLevel};
+pub use tlb::{FULL_FLUSH_PAGES, ShootdownStats};
+#[cfg(target_arch = "x86")]
+pub use tlb::{I386Tlb, SmpTlb};

@@ -49,9 +49,9 @@ fn plan(start: VirtAddr, end: VirtAddr) -> RangeFlush {
 /// Once other CPUs are started, a kernel-wide flush must also interrupt them
 /// and wait until they have flushed (an IPI shootdown): an SMP kernel runs
 /// the local flush on every CPU through a [`kmm_hal::CrossCall`]
-/// (`on_each_cpu`), under the same deadlock rule. The local-APIC
-/// implementation of `CrossCall` comes with SMP support. Until then this type is sound only before the other CPUs start,
-/// which is what [`I386Tlb::new`]'s caller promises.
+/// (`on_each_cpu`), under the same deadlock rule: that is [`SmpTlb`]. This
+/// type is sound only while one CPU runs, which is what [`I386Tlb::new`]'s
+/// caller promises.
 #[cfg(target_arch = "x86")]
 #[derive(Debug)]
 pub struct I386Tlb {
@@ -66,7 +66,7 @@ impl I386Tlb {
     /// Only one CPU may run while this value is used — a uniprocessor kernel,
     /// or an SMP kernel before it starts the other CPUs: the flushes are local,
     /// so a second running CPU would keep its translations and [`KernelTlb`]'s
-    /// contract would break (the IPI shootdown comes with SMP support). The
+    /// contract would break (use [`SmpTlb`] then). The
     /// code must run in ring 0 with paging on (INVLPG, CR4 writes).
     pub const unsafe fn new() -> I386Tlb {
         I386Tlb { _private: () }
@@ -82,22 +82,117 @@ impl I386Tlb {
 #[cfg(target_arch = "x86")]
 unsafe impl KernelTlb for I386Tlb {
     fn flush_tlb_kernel_range(&self, start: VirtAddr, end: VirtAddr) {
-        match plan(start, end) {
-            RangeFlush::Nothing => {}
-            RangeFlush::Pages { first, pages } => {
-                for i in 0..pages {
-                    // SAFETY: ring 0 (`new`'s contract); INVLPG only drops a
-                    // cached translation.
-                    unsafe { crate::arch::invlpg(VirtAddr::new(first + i * PAGE_SIZE)) };
-                }
-            }
-            RangeFlush::All => self.flush_tlb_all(),
-        }
+        local_flush(plan(start, end));
     }
 
     fn flush_tlb_all(&self) {
-        // SAFETY: ring 0 with paging on (`new`'s contract).
-        unsafe { crate::arch::flush_tlb_all() };
+        local_flush(RangeFlush::All);
+    }
+}
+
+/// The [`KernelTlb`] of an SMP i386 kernel: a real shootdown (Linux's
+/// `flush_tlb_kernel_range` / `flush_tlb_all` on SMP, `do_flush_tlb_all`
+/// through `on_each_cpu`). Every flush runs the local flush of
+/// [`I386Tlb`] — INVLPG per page, or a full flush, global entries included,
+/// above [`FULL_FLUSH_PAGES`] pages — on every running CPU through the
+/// [`CrossCall`](kmm_hal::CrossCall) it is given (an
+/// [`ApicCrossCall`](crate::ApicCrossCall) in a kernel), and returns when all
+/// have flushed.
+///
+/// The flush is a cross-CPU call, so it keeps the deadlock rule: interrupts
+/// enabled, no IRQ-safe lock held, not in an interrupt handler (kmm's
+/// allocators keep it).
+#[cfg(target_arch = "x86")]
+#[derive(Debug)]
+pub struct SmpTlb<X> {
+    calls: X,
+    range_flushes: core::sync::atomic::AtomicUsize,
+    full_flushes: core::sync::atomic::AtomicUsize,
+}
+
+/// What an `SmpTlb` did, for a kernel's report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ShootdownStats {
+    /// Range flushes (`flush_tlb_kernel_range`) that flushed page by page.
+    pub range_flushes: usize,
+    /// Whole-TLB flushes (`flush_tlb_all`, or a range too long to flush by
+    /// page).
+    pub full_flushes: usize,
+}
+
+#[cfg(target_arch = "x86")]
+impl<X: kmm_hal::CrossCall> SmpTlb<X> {
+    /// The shootdown over `calls`.
+    ///
+    /// # Safety
+    /// Ring 0 with paging on, on every CPU `calls` reaches; `calls` reaches
+    /// every CPU that may hold a translation of the kernel tables (by its
+    /// contract, every running CPU: a CPU must be online in `calls` before
+    /// it uses kernel mappings that kmm changes).
+    pub const unsafe fn new(calls: X) -> SmpTlb<X> {
+        SmpTlb {
+            calls,
+            range_flushes: core::sync::atomic::AtomicUsize::new(0),
+            full_flushes: core::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// The cross-CPU calls it flushes through.
+    pub fn calls(&self) -> &X {
+        &self.calls
+    }
+
+    /// The shootdowns so far.
+    pub fn stats(&self) -> ShootdownStats {
+        use core::sync::atomic::Ordering::Relaxed;
+        ShootdownStats {
+            range_flushes: self.range_flushes.load(Relaxed),
+            full_flushes: self.full_flushes.load(Relaxed),
+        }
+    }
+
+    fn shoot(&self, flush: RangeFlush) {
+        use core::sync::atomic::Ordering::Relaxed;
+        match flush {
+            RangeFlush::Nothing => return,
+            RangeFlush::Pages { .. } => self.range_flushes.fetch_add(1, Relaxed),
+            RangeFlush::All => self.full_flushes.fetch_add(1, Relaxed),
+        };
+        let local = move || local_flush(flush);
+        self.calls.on_each_cpu(&local);
+    }
+}
+
+/// Carries out `flush` on the calling CPU.
+#[cfg(target_arch = "x86")]
+fn local_flush(flush: RangeFlush) {
+    match flush {
+        RangeFlush::Nothing => {}
+        RangeFlush::Pages { first, pages } => {
+            for i in 0..pages {
+                // SAFETY: ring 0 (the callers' contracts); INVLPG only drops
+                // a cached translation.
+                unsafe { crate::arch::invlpg(VirtAddr::new(first + i * PAGE_SIZE)) };
+            }
+        }
+        // SAFETY: ring 0 with paging on (the callers' contracts).
+        RangeFlush::All => unsafe { crate::arch::flush_tlb_all() },
+    }
+}
+
+// SAFETY: `on_each_cpu` runs the local flush on every running CPU (the
+// `CrossCall` contract, and `new`'s caller promised that those are all the
+// CPUs that may hold kernel translations) and returns after every run
+// finished; the local flush is `I386Tlb`'s (INVLPG per page drops global and
+// large-page entries too; a full flush toggles CR4.PGE or reloads CR3).
+#[cfg(target_arch = "x86")]
+unsafe impl<X: kmm_hal::CrossCall> KernelTlb for SmpTlb<X> {
+    fn flush_tlb_kernel_range(&self, start: VirtAddr, end: VirtAddr) {
+        self.shoot(plan(start, end));
+    }
+
+    fn flush_tlb_all(&self) {
+        self.shoot(RangeFlush::All);
     }
 }
 

@@ -6,7 +6,7 @@
 
 use kmm_buddy::{Buddy, Freed, Gfp, MAX_ORDER, Watermark, Zone};
 use kmm_hal::{PAGE_SIZE, Pfn};
-use kmm_i386::{I386Cpu, Mode};
+use kmm_i386::Mode;
 use kmm_page_frame::{MAX_NUMNODES, Page, PgFlags, ZoneType};
 
 use crate::bad_free;
@@ -16,7 +16,7 @@ use crate::physmem::print_buddyinfo;
 use crate::serial::kprintln;
 
 /// The allocator the kernel builds.
-pub type KernelBuddy<'a> = Buddy<'a, I386Cpu>;
+pub type KernelBuddy<'a> = Buddy<'a, crate::smp::KernelCpu>;
 
 /// Blocks taken per zone and order, at most.
 const PER_ORDER: usize = 16;

@@ -4,13 +4,13 @@
 
 use core::alloc::{GlobalAlloc, Layout};
 
-use kmm_i386::I386Cpu;
+use crate::smp::KernelCpu;
 use kmm_slab::{KmallocHeap, SlabAllocator};
 
 use crate::buddy_check::KernelBuddy;
 
 /// The slab allocator the kernel builds.
-pub type KernelSlab = SlabAllocator<'static, I386Cpu>;
+pub type KernelSlab = SlabAllocator<'static, KernelCpu>;
 
 /// The slab allocator, built once by [`init`] and kept for the kernel's life
 /// (the global allocator borrows it).
@@ -21,7 +21,7 @@ static SLAB: spin::Once<KernelSlab> = spin::Once::new();
 /// fails (returns null), so an early `Box::new` ends in the allocation error
 /// handler's panic rather than in undefined behaviour.
 pub struct KernelHeap {
-    heap: spin::Once<KmallocHeap<'static, 'static, I386Cpu>>,
+    heap: spin::Once<KmallocHeap<'static, 'static, KernelCpu>>,
 }
 
 impl KernelHeap {
@@ -80,6 +80,11 @@ unsafe impl GlobalAlloc for KernelHeap {
             None => core::ptr::null_mut(),
         }
     }
+}
+
+/// The slab allocator, once [`init`] built it.
+pub fn slab() -> Option<&'static KernelSlab> {
+    SLAB.get()
 }
 
 /// Builds the slab allocator over `buddy` (the cache of caches and the

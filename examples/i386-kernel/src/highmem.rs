@@ -10,7 +10,9 @@ use kmm_hal::{
     FrameSource, KernelLayout, PAGE_SIZE, PageFlags, PageTable, Pfn, PhysAddr, TableReclaim,
     VirtAddr,
 };
-use kmm_i386::{I386Cpu, I386Layout, Mode, Paging};
+use kmm_i386::{I386Layout, Mode, Paging};
+
+use crate::smp::{self, KernelCpu};
 
 use crate::frames::BootFrames;
 use crate::paging::check;
@@ -38,7 +40,7 @@ unsafe impl FrameSource for NoFrames {
 pub struct HighmemWindow<M: Mode + 'static> {
     tables: &'static KTables<M>,
     va: VirtAddr,
-    cpu: I386Cpu,
+    cpu: KernelCpu,
 }
 
 /// The window's address: the page table that holds the slot is allocated
@@ -77,8 +79,7 @@ impl<M: Mode + 'static> HighmemWindow<M> {
         HighmemWindow {
             tables,
             va,
-            // SAFETY: this kernel runs on one CPU, in ring 0.
-            cpu: unsafe { I386Cpu::new() },
+            cpu: smp::cpu(),
         }
     }
 

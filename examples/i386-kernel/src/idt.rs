@@ -4,13 +4,21 @@
 //!
 //! Every exception (vectors 0–31) panics with its name, error code, EIP and
 //! CR2. The two 8259 PICs are moved to vectors 0x20–0x2F and every line is
-//! masked, so no device interrupt arrives; the remaining vectors only count
-//! a stray interrupt and return.
+//! masked, so no device interrupt arrives. Three local-APIC vectors have
+//! handlers (see [`crate::smp`]): the cross-CPU calls
+//! (`CALL_FUNCTION_VECTOR`, kmm's `ApicCrossCall::handle_ipi`), the local
+//! timer (`LOCAL_TIMER_VECTOR`, allocation from interrupt context) and the
+//! spurious vector (counted, no EOI). Their stubs save the SSE state
+//! (FXSAVE), since the handlers are Rust code that may use SSE registers,
+//! and bracket the handler with `irq_enter`/`irq_exit` so kmm sees interrupt
+//! context. The remaining vectors only count a stray interrupt and return.
+//! Every CPU loads the same table ([`load`]).
 
 use core::arch::{asm, global_asm};
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::serial::outb;
+use crate::smp;
 
 /// The kernel code segment of the boot GDT (see [`crate::boot`]).
 const KERNEL_CS: u16 = 0x08;
@@ -79,6 +87,33 @@ global_asm!(
     "push esp",
     "call kmm_exception",
     "ud2",
+    // The local-APIC interrupts: the general registers and the SSE state
+    // saved (a 512-byte FXSAVE area, 16-byte aligned, below the saved
+    // registers), the Rust handler called with ESP 16-byte aligned.
+    ".macro kmm_irq_stub name, handler",
+    ".balign 16",
+    ".global \\name",
+    "\\name:",
+    "pushad",
+    "cld",
+    "mov ebp, esp",
+    "sub esp, 512",
+    "and esp, -16",
+    "fxsave [esp]",
+    "call \\handler",
+    "fxrstor [esp]",
+    "mov esp, ebp",
+    "popad",
+    "iretd",
+    ".endm",
+    "kmm_irq_stub kmm_irq_timer, kmm_timer_interrupt",
+    "kmm_irq_stub kmm_irq_call_function, kmm_call_function_interrupt",
+    // The spurious vector: count it, no EOI (the APIC expects none).
+    ".balign 16",
+    ".global kmm_irq_spurious",
+    "kmm_irq_spurious:",
+    "lock inc dword ptr [{spurious}]",
+    "iretd",
     // Any other vector: count it and return.
     ".balign 16",
     ".global kmm_isr_stray",
@@ -86,6 +121,7 @@ global_asm!(
     "lock inc dword ptr [{stray}]",
     "iretd",
     stray = sym STRAY,
+    spurious = sym SPURIOUS,
 );
 
 unsafe extern "C" {
@@ -93,6 +129,38 @@ unsafe extern "C" {
     static kmm_isr_stubs: u8;
     /// The stub of every other vector.
     static kmm_isr_stray: u8;
+    /// The stub of the local timer vector.
+    static kmm_irq_timer: u8;
+    /// The stub of the cross-CPU call vector.
+    static kmm_irq_call_function: u8;
+    /// The stub of the spurious vector.
+    static kmm_irq_spurious: u8;
+}
+
+/// Spurious local-APIC interrupts.
+static SPURIOUS: AtomicUsize = AtomicUsize::new(0);
+
+/// The local timer's handler (called by its stub with interrupts off).
+#[unsafe(no_mangle)]
+extern "C" fn kmm_timer_interrupt() {
+    let cpu = smp::cpu();
+    cpu.irq_enter();
+    crate::smp_check::timer_tick();
+    // SAFETY: matches the `irq_enter` above, in this handler.
+    unsafe { cpu.irq_exit() };
+    smp::apic().eoi();
+}
+
+/// The cross-CPU call vector's handler (Linux's
+/// `smp_call_function_interrupt`), called by its stub with interrupts off.
+#[unsafe(no_mangle)]
+extern "C" fn kmm_call_function_interrupt() {
+    let cpu = smp::cpu();
+    cpu.irq_enter();
+    smp::calls().handle_ipi();
+    // SAFETY: matches the `irq_enter` above, in this handler.
+    unsafe { cpu.irq_exit() };
+    smp::apic().eoi();
 }
 
 /// Interrupts that arrived on a vector that is not an exception.
@@ -217,28 +285,52 @@ fn mask_pics() {
     }
 }
 
-/// Loads the table, masks the PICs and enables interrupts. Called once.
+/// Builds and loads the table, masks the PICs and enables interrupts.
+/// Called once, on the boot CPU.
 pub fn init_and_enable() {
     assert!(!IDT.is_completed(), "the IDT is loaded once");
     let stubs = (&raw const kmm_isr_stubs).addr();
     let stray = (&raw const kmm_isr_stray).addr();
-    let idt = IDT.call_once(|| {
-        core::array::from_fn(|v| Gate::new(if v < 32 { stubs + v * STUB_SIZE } else { stray }))
+    let timer = (&raw const kmm_irq_timer).addr();
+    let call = (&raw const kmm_irq_call_function).addr();
+    let spurious = (&raw const kmm_irq_spurious).addr();
+    IDT.call_once(|| {
+        core::array::from_fn(|v| {
+            Gate::new(match v {
+                0..32 => stubs + v * STUB_SIZE,
+                _ if v == usize::from(smp::LOCAL_TIMER_VECTOR) => timer,
+                _ if v == usize::from(smp::CALL_FUNCTION_VECTOR) => call,
+                _ if v == usize::from(smp::SPURIOUS_APIC_VECTOR) => spurious,
+                _ => stray,
+            })
+        })
     });
     mask_pics();
+    load();
+    // SAFETY: every vector that can arrive has a handler (the table is
+    // loaded); every device line of the PICs is masked.
+    unsafe { asm!("sti", options(nomem, nostack)) };
+}
+
+/// Loads the table (built by [`init_and_enable`]) on the calling CPU;
+/// interrupts stay as they are.
+pub fn load() {
+    let idt = IDT.get().expect("idt::init_and_enable ran");
     let ptr = Pointer {
         limit: (size_of::<[Gate; 256]>() - 1) as u16,
         base: idt.as_ptr().addr() as u32,
     };
     // SAFETY: the table lives for the kernel's life (a static), its gates
     // point at the stubs above in the kernel code segment, and the kernel
-    // runs identity mapped, so the linear addresses stay valid. Every device
-    // line is masked; what still arrives (an exception, a stray vector) has
-    // a handler.
+    // runs identity mapped, so the linear addresses stay valid.
     unsafe {
         asm!("lidt [{}]", in(reg) &raw const ptr, options(readonly, nostack, preserves_flags));
-        asm!("sti", options(nomem, nostack));
     }
+}
+
+/// Spurious local-APIC interrupts so far.
+pub fn spurious() -> usize {
+    SPURIOUS.load(Ordering::Relaxed)
 }
 
 /// Interrupts that arrived on a vector that is not an exception.

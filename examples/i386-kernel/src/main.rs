@@ -8,10 +8,16 @@
 //! caches, then turns interrupts on and builds vmalloc and pkmap over the
 //! shared kernel tables (kmm-vmalloc, kmm-pkmap): vmalloc memory read back
 //! through `kmap`, every free HIGHMEM page through `kmap`, `ioremap` of the
-//! local APIC and VGA text memory, `/proc/vmallocinfo`; it reports on COM1.
+//! local APIC and VGA text memory, `/proc/vmallocinfo`; then it starts the
+//! other CPUs (see [`smp`], [`ap`]) and runs every allocator on all of them
+//! at once, with a timer interrupt allocating on each (see [`smp_check`]).
+//! Every allocator is built with the SMP `Cpu` from the start
+//! (`kmm_i386::I386SmpCpu`, the CPU count from the ACPI MADT) and flushes
+//! through the IPI shootdown (`kmm_i386::SmpTlb`). It reports on COM1.
 //!
-//! Command line: `paging=2level` (default) or `paging=pae`; `test=panic` to
-//! panic on purpose. QEMU exits with 33 on success and 35 on failure through
+//! Command line: `paging=2level` (default) or `paging=pae`; `smp_work=N`
+//! rounds of work per CPU in the SMP phase; `test=panic` to panic on
+//! purpose. QEMU exits with 33 on success and 35 on failure through
 //! the `isa-debug-exit` device.
 #![no_std]
 #![no_main]
@@ -19,6 +25,7 @@
 extern crate alloc;
 
 mod alloc_check;
+mod ap;
 mod bad_free;
 mod boot;
 mod buddy_check;
@@ -37,6 +44,8 @@ mod rt;
 mod serial;
 mod slab_bad_input;
 mod slab_check;
+mod smp;
+mod smp_check;
 mod tables;
 mod vmalloc_check;
 
@@ -74,6 +83,26 @@ pub extern "C" fn kmain(magic: u32, info: u32) -> ! {
     );
     let opts = Options::parse(boot.cmdline());
     kprintln!("kmm: paging={}", opts.paging);
+    // SAFETY: paging is off, so the local APIC's registers are reached at
+    // their physical address; reading the id register has no side effect.
+    let boot_apic_id = unsafe {
+        core::ptr::with_exposed_provenance::<u32>(kmm_i386::APIC_DEFAULT_PHYS_BASE as usize + 0x20)
+            .read_volatile()
+            >> 24
+    } as u8;
+    let cpus = smp::find_cpus(boot_apic_id);
+    smp::init_boot_cpu(cpus);
+    kprintln!(
+        "kmm: smp: {} CPU(s) ({}{}), APIC ids {:?}; per-CPU %fs segments loaded on the boot CPU",
+        cpus.count,
+        cpus.source,
+        if cpus.dropped > 0 {
+            ", some past MAX_CPUS dropped"
+        } else {
+            ""
+        },
+        &cpus.apic_ids[..cpus.count]
+    );
     match opts.paging {
         PagingMode::TwoLevel => run::<Classic>(&boot, opts, false),
         PagingMode::Pae => run::<PaeMode>(&boot, opts, true),
@@ -130,7 +159,7 @@ fn run<M: Mode + Send + 'static>(boot: &BootInfo, opts: Options, pae: bool) -> !
         frames.capacity() / MIB
     );
 
-    let layout = I386Layout::new(lowmem, pae, 1);
+    let layout = I386Layout::new(lowmem, pae, smp::cpus().count);
     let (mut pt, stats) = paging::build_tables::<M>(lowmem, kend, &mut frames);
     let large_kib = kmm_i386::Paging::<M>::LARGE_PAGE_SIZE >> 10;
     kprintln!(
@@ -173,13 +202,20 @@ fn run<M: Mode + Send + 'static>(boot: &BootInfo, opts: Options, pae: bool) -> !
         frames.allocated()
     );
     let window = highmem::prepare(&mut pt, &layout, &mut frames);
+    smp::init_apic(&mut pt, &layout, &mut frames);
     kprintln!(
         "kmm: highmem window at {window} (the fixmap's vDSO slot), {} table pages",
         pt.table_pages()
     );
     let (buddy, tables) = physmem::run(boot, &layout, frames, pt, window);
     let slab = slab_check::run(buddy);
-    vmalloc_check::run(slab, tables, &layout);
+    let (vm, pkmap) = vmalloc_check::run(slab, tables, &layout);
+    smp_check::run(
+        slab,
+        vm,
+        pkmap,
+        opts.smp_work.unwrap_or(smp_check::DEFAULT_ROUNDS),
+    );
     if opts.test_panic {
         kprintln!("kmm: test=panic: panicking on purpose");
         panic!("deliberate panic requested by test=panic");

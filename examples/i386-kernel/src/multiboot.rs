@@ -236,6 +236,8 @@ pub struct Options {
     pub paging: PagingMode,
     /// `test=panic`: panic on purpose to test the panic path.
     pub test_panic: bool,
+    /// `smp_work=N`: rounds of work per CPU in the SMP phase.
+    pub smp_work: Option<usize>,
 }
 
 impl Options {
@@ -245,6 +247,7 @@ impl Options {
         let mut o = Options {
             paging: PagingMode::TwoLevel,
             test_panic: false,
+            smp_work: None,
         };
         for word in cmdline.split_ascii_whitespace() {
             match word.split_once('=') {
@@ -253,6 +256,10 @@ impl Options {
                 Some(("paging", v)) => panic!("unknown paging mode {v:?} (want 2level or pae)"),
                 Some(("test", "panic")) => o.test_panic = true,
                 Some(("test", v)) => panic!("unknown test {v:?} (want panic)"),
+                Some(("smp_work", v)) => match v.parse() {
+                    Ok(n) => o.smp_work = Some(n),
+                    Err(_) => panic!("smp_work={v:?}: want a number of rounds"),
+                },
                 _ => {}
             }
         }

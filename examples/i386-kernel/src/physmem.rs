@@ -5,7 +5,7 @@
 use kmm_buddy::{Buddy, BuddyConfig};
 use kmm_hal::KernelTables;
 use kmm_hal::{KernelLayout, PAGE_SIZE, Pfn, PhysAddr, VirtAddr};
-use kmm_i386::{I386Cpu, I386Layout, Mode, Paging};
+use kmm_i386::{I386Layout, Mode, Paging};
 use kmm_page_frame::{Bootmem, MemMap, Region, RegionKind, ZoneType};
 
 use crate::boot;
@@ -33,6 +33,11 @@ fn reserve(bootmem: &mut Bootmem<'_>, what: &str, start: u64, end: u64) {
 /// the slab allocator (and through it the global allocator) borrows it for
 /// `'static`.
 static BUDDY: spin::Once<KernelBuddy<'static>> = spin::Once::new();
+
+/// The page allocator, once [`run`] built it (the timer handler's way to it).
+pub fn buddy() -> Option<&'static KernelBuddy<'static>> {
+    BUDDY.get()
+}
 
 /// Moves `value` into memory taken from bootmem for good (Linux's
 /// `alloc_bootmem`: the frames stay reserved and never reach the page
@@ -95,6 +100,19 @@ pub fn run<M: Mode + Send + 'static>(
         let what = ["multiboot info", "command line", "memory map"][i];
         reserve(&mut bootmem, what, s, e);
     }
+    let tramp = crate::ap::TRAMPOLINE_PHYS as u64;
+    for &(s, e) in &boot.loader_data {
+        assert!(
+            e <= tramp || s >= tramp + PAGE_SIZE as u64,
+            "the loader's data {s:#x}..{e:#x} overlaps the AP trampoline page"
+        );
+    }
+    reserve(
+        &mut bootmem,
+        "AP trampoline",
+        crate::ap::TRAMPOLINE_PHYS as u64,
+        crate::ap::TRAMPOLINE_PHYS as u64 + PAGE_SIZE as u64,
+    );
     for (s, e) in frames.used_ranges() {
         reserve(&mut bootmem, "boot frames (page tables)", s, e);
     }
@@ -135,12 +153,14 @@ pub fn run<M: Mode + Send + 'static>(
     );
     let config = BuddyConfig {
         zero_highmem: Some(zero),
+        // Waiting allocations drain every CPU's per-CPU lists (and the
+        // slab's arrays) through the IPIs.
+        cross_call: Some(crate::smp::calls()),
         ..BuddyConfig::default()
     };
     // SAFETY: as for MemMap::new: the direct map covers what bootmem hands out
     // and stays; the frames `mem` releases (usable, not reserved) are unused.
-    // SAFETY: (`I386Cpu::new`) this kernel runs on one CPU, in ring 0.
-    let buddy = match unsafe { Buddy::new(mem, bootmem, I386Cpu::new(), config) } {
+    let buddy = match unsafe { Buddy::new(mem, bootmem, crate::smp::cpu(), config) } {
         Ok(b) => b,
         Err(e) => panic!("buddy allocator: {e}"),
     };

@@ -10,7 +10,7 @@ use alloc::vec::Vec;
 
 use kmm_buddy::{Freed, Gfp, MAX_ORDER};
 use kmm_hal::{PAGE_SIZE, Pfn};
-use kmm_i386::{I386Cpu, I386Tlb, Mode, Paging};
+use kmm_i386::{Mode, Paging};
 use kmm_page_frame::{Page, ZoneType};
 use kmm_pkmap::{Pkmap, SpinWait};
 
@@ -19,7 +19,8 @@ use crate::serial::kprintln;
 use crate::tables::LowmemFrames;
 
 /// The kernel's pkmap.
-pub type KernelPkmap<M> = Pkmap<'static, Paging<M>, LowmemFrames, I386Tlb, I386Cpu, SpinWait>;
+pub type KernelPkmap<M> =
+    Pkmap<'static, Paging<M>, LowmemFrames, crate::smp::KernelTlb, crate::smp::KernelCpu, SpinWait>;
 
 /// The last word of a page.
 const LAST_WORD: usize = PAGE_SIZE / 4 - 1;

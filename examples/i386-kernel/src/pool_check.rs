@@ -97,7 +97,8 @@ pub fn run(slab: &KernelSlab) {
     let before = dma_free(slab);
     let reported = slab.kmem_cache_shrink(cache).expect("kmem_cache_shrink");
     let pages = dma_free(slab) - before;
-    // SAFETY: one CPU, and nothing uses the cache any more.
+    // SAFETY: only the boot CPU runs yet (the others start in the SMP
+    // phase), and nothing uses the cache any more.
     unsafe { slab.kmem_cache_destroy(cache) }.expect("kmem_cache_destroy");
     let free1 = dma_free_shrunk(slab);
     assert_eq!(free1, free0, "ZONE_DMA free pages after the pool");

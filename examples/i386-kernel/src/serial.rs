@@ -3,6 +3,7 @@
 
 use core::arch::asm;
 use core::fmt;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 /// The I/O base of COM1.
 pub const COM1: u16 = 0x3F8;
@@ -59,8 +60,8 @@ fn write_byte(byte: u8) {
     }
 }
 
-/// A writer to COM1. It holds no state: the kernel runs on one CPU and no
-/// interrupt handler prints (only a panic does), so writes never interleave.
+/// A writer to COM1. It holds no state; [`print`] keeps the CPUs' lines
+/// apart.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Serial;
 
@@ -76,10 +77,39 @@ impl fmt::Write for Serial {
     }
 }
 
-/// Writes formatted text to COM1 (the backend of [`kprintln!`]).
+/// Held while a CPU prints, so lines of several CPUs do not interleave.
+static PRINTING: AtomicBool = AtomicBool::new(false);
+
+/// Writes formatted text to COM1 (the backend of [`kprintln!`]), one CPU at
+/// a time, with interrupts off meanwhile. A CPU that waits too long (the
+/// holder panicked or stopped mid-line) prints anyway, so a panic message
+/// always comes out.
 pub fn print(args: fmt::Arguments<'_>) {
+    let flags: usize;
+    // SAFETY: saving EFLAGS and clearing IF only masks interrupts.
+    unsafe { asm!("pushfd", "pop {}", "cli", out(reg) flags, options(nomem)) };
+    let mut spins = 0u32;
+    let mut locked = true;
+    while PRINTING
+        .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        spins += 1;
+        if spins > 50_000_000 {
+            locked = false;
+            break;
+        }
+        core::hint::spin_loop();
+    }
     // Serial::write_str never fails.
     let _ = fmt::Write::write_fmt(&mut Serial, args);
+    if locked {
+        PRINTING.store(false, Ordering::Release);
+    }
+    if flags & (1 << 9) != 0 {
+        // SAFETY: interrupts were enabled on entry.
+        unsafe { asm!("sti", options(nomem, nostack)) };
+    }
 }
 
 /// Prints a line to COM1, like `println!`.

@@ -171,7 +171,8 @@ fn own_caches(slab: &KernelSlab) {
     );
     print_slabinfo(slab);
     let refused = slab_bad_input::run(slab, task, small);
-    // SAFETY: one CPU, and no one else uses the cache during the call.
+    // SAFETY: only the boot CPU runs yet (the others start in the SMP
+    // phase), and no one else uses the cache during the call.
     let busy = unsafe { slab.kmem_cache_destroy(task) };
     assert_eq!(busy, Err(SlabError::Busy), "destroying a cache in use");
     put_tasks(slab, task, tasks);
@@ -197,7 +198,8 @@ fn own_caches(slab: &KernelSlab) {
         let s = slab.cache_stats(c).expect("the cache exists");
         assert_eq!((s.num_slabs, s.in_arrays), (0, 0), "a shrunk empty cache");
     }
-    // SAFETY: one CPU, and nothing uses the caches any more.
+    // SAFETY: only the boot CPU runs yet (the others start in the SMP
+    // phase), and nothing uses the caches any more.
     unsafe {
         slab.kmem_cache_destroy(task)
             .expect("destroying task_struct");

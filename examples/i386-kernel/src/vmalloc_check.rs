@@ -1,17 +1,19 @@
 //! vmalloc (kmm-vmalloc) and the highmem mappings (kmm-pkmap) on the real
 //! machine: both share the kernel page tables ([`KTables`]) and flush
-//! through [`I386Tlb`]. A large vmalloc buffer is stamped through its
-//! vmalloc address and read back page by page through `kmap`; every free
+//! through the IPI shootdown ([`crate::smp::KernelTlb`]). A large vmalloc
+//! buffer is stamped through its vmalloc address and read back page by
+//! page through `kmap`; every free
 //! high-memory page passes through `kmap` (see [`pkmap_check`]); the local
 //! APIC is reached through `ioremap_nocache`, VGA text memory through
 //! `ioremap` (the direct map: ISA range); `/proc/vmallocinfo` is printed
 //! while areas of each kind are live, and every area is given back.
 
+use alloc::boxed::Box;
 use core::ptr::NonNull;
 
 use kmm_buddy::{Freed, Gfp};
 use kmm_hal::{KernelLayout, PAGE_SIZE, PageFlags, PhysAddr, VirtAddr};
-use kmm_i386::{I386Cpu, I386Layout, I386Tlb, Mode, PAGE_OFFSET, Paging};
+use kmm_i386::{I386Layout, Mode, PAGE_OFFSET, Paging};
 use kmm_page_frame::ZoneType;
 use kmm_pkmap::{Pkmap, SpinWait};
 use kmm_vmalloc::{AreaKind, Vmalloc, VmallocError};
@@ -24,7 +26,13 @@ use crate::serial::{LineWriter, kprintln};
 use crate::tables::{KTables, LowmemFrames};
 
 /// The kernel's vmalloc allocator.
-type KernelVmalloc<M> = Vmalloc<'static, Paging<M>, LowmemFrames, &'static I386Tlb, I386Cpu>;
+pub type KernelVmalloc<M> = Vmalloc<
+    'static,
+    Paging<M>,
+    LowmemFrames,
+    &'static crate::smp::KernelTlb,
+    crate::smp::KernelCpu,
+>;
 
 /// Bytes of the large vmalloc buffer.
 const BIG: usize = 8 << 20;
@@ -38,11 +46,6 @@ const VGA_TEXT: u64 = 0xB_8000;
 /// Bytes of VGA text memory the kernel maps.
 const VGA_BYTES: usize = 80 * 25 * 2;
 
-/// The kernel-wide TLB flush.
-// SAFETY: (`I386Tlb::new`) this kernel runs on one CPU, in ring 0, and
-// uses it only after paging is on.
-static TLB: I386Tlb = unsafe { I386Tlb::new() };
-
 /// The stamp of page `i` of the big buffer.
 fn stamp(i: usize) -> u32 {
     (i as u32).wrapping_mul(0x85EB_CA6B) ^ 0x766D_0000
@@ -52,24 +55,37 @@ fn ok<T>(r: Result<T, VmallocError>, what: &str) -> T {
     r.unwrap_or_else(|e| panic!("{what}: {e}"))
 }
 
-/// Builds vmalloc and pkmap over the kernel tables and runs every check.
+/// Builds vmalloc and pkmap over the kernel tables, runs every check, and
+/// returns both, kept for the kernel's life (the SMP phase uses them).
 pub fn run<M: Mode + Send + 'static>(
     slab: &'static KernelSlab,
     tables: &'static KTables<M>,
     layout: &I386Layout,
-) {
+) -> (&'static KernelVmalloc<M>, &'static KernelPkmap<M>) {
     idt::init_and_enable();
     kprintln!("kmm: interrupts on (IDT: 32 exception gates; PICs at 0x20, every line masked)");
     let buddy = slab.buddy();
     let tables_before = tables.lock(buddy.cpu()).frames.in_use();
-    let vm: KernelVmalloc<M> = ok(Vmalloc::new(slab, tables, &TLB, layout), "vmalloc");
+    let vm: KernelVmalloc<M> = ok(
+        Vmalloc::new(slab, tables, crate::smp::tlb(), layout),
+        "vmalloc",
+    );
     // SAFETY: the only pkmap over the kernel's mem_map and tables, built with
-    // `layout`; `buddy.cpu()` is the one CPU that uses them.
-    let pkmap: KernelPkmap<M> =
-        match unsafe { Pkmap::new(buddy.mem(), tables, &TLB, buddy.cpu(), layout, SpinWait) } {
-            Ok(p) => p,
-            Err(e) => panic!("pkmap: {e}"),
-        };
+    // `layout` (for every CPU `buddy.cpu()` counts); `buddy.cpu()` is the
+    // CPUs that use them.
+    let pkmap: KernelPkmap<M> = match unsafe {
+        Pkmap::new(
+            buddy.mem(),
+            tables,
+            crate::smp::tlb(),
+            buddy.cpu(),
+            layout,
+            SpinWait,
+        )
+    } {
+        Ok(p) => p,
+        Err(e) => panic!("pkmap: {e}"),
+    };
     kprintln!(
         "kmm: vmalloc: range {}..{} ({} MiB), lazy_max_pages={}; pkmap: {} entries at {}; {} page-table page(s) from the buddy allocator",
         layout.vmalloc_start(),
@@ -118,6 +134,7 @@ pub fn run<M: Mode + Send + 'static>(
         "kmm: vmalloc ok (every area given back and purged; {} page-table page(s) from the buddy allocator held for the pkmap window)",
         tables.lock(buddy.cpu()).frames.in_use() - tables_before
     );
+    (Box::leak(Box::new(vm)), Box::leak(Box::new(pkmap)))
 }
 
 /// vmallocs [`BIG`] bytes, stamps every page through the vmalloc address,
@@ -183,7 +200,7 @@ fn big_buffer<M: Mode + 'static>(vm: &KernelVmalloc<M>, pkmap: &KernelPkmap<M>) 
 fn apic<M: Mode + 'static>(
     vm: &KernelVmalloc<M>,
     tables: &KTables<M>,
-    cpu: &I386Cpu,
+    cpu: &crate::smp::KernelCpu,
 ) -> NonNull<u8> {
     let p = ok(
         vm.ioremap_nocache(PhysAddr::new(APIC_BASE), PAGE_SIZE),
