@@ -126,8 +126,10 @@ fn smp_lines(smp: usize) -> Vec<String> {
         "kmm: smp: concurrent cross-CPU calls: {smp} CPUs sent 25 on_each_cpu calls each at once; every CPU ran each exactly once"
     ));
     v.extend((0..smp).map(|i| format!("kmm: smp: cpu {i}: pages=")));
+    v.push(format!("kmm: percpu: {smp} areas of 32 KiB ("));
     v.extend(
         [
+            "kmm: smp: percpu: every CPU's SMP_ROUNDS = ",
             "kmm: smp: shootdowns: ",
             "kmm: smp: interrupt-context allocations: ",
             "kmm: smp: vmalloc during the phase: ",

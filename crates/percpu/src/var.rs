@@ -5,7 +5,7 @@
 //!
 //! # Two ways to name the template
 //!
-//! - **The linker section** (`target_os = "none"`): the macro places every
+//! - **The linker section** (`target_os = "none"`, or the `linker-section` feature): the macro places every
 //!   variable in `.data..percpu`, and the kernel's linker script brackets the
 //!   section with `__per_cpu_start` and `__per_cpu_end`, as Linux's does
 //!   ([`Template::linker_section`]). A variable's template address is its
@@ -61,6 +61,18 @@ impl<T, S> PerCpuVar<T, S> {
             size: size_of::<PerCpu<T, S>>(),
             align: align_of::<PerCpu<T, S>>(),
         }
+    }
+
+    /// The address of the shared part in the template, as a number. With
+    /// the kernel's linker-section template ([`Template::linker_section`])
+    /// this is the variable's per-CPU cookie: with a CPU's `%fs` base at
+    /// its per-CPU offset, `%fs:` this address is that CPU's copy of the
+    /// shared part. That is how an i386 kernel names per-CPU words it must
+    /// reach before the areas exist (the CPU id and preemption count of
+    /// `kmm_i386::I386SmpCpu`: `PerCpuWords`). Meaningless for a
+    /// registration-list template, whose copies are laid out afresh.
+    pub fn template_shared_addr(&'static self) -> usize {
+        core::ptr::from_ref(self.template.shared()).addr()
     }
 
     /// The template's address.
@@ -134,7 +146,7 @@ impl<'t> Template<'t> {
 
     /// The template between the linker script's `__per_cpu_start` and
     /// `__per_cpu_end` (docs/percpu.md shows the lines).
-    #[cfg(target_os = "none")]
+    #[cfg(any(target_os = "none", feature = "linker-section"))]
     pub fn linker_section() -> Template<'static> {
         unsafe extern "C" {
             static __per_cpu_start: u8;
@@ -168,34 +180,64 @@ impl<'t> Template<'t> {
 ///
 /// Each item is a `static` of type [`PerCpuVar<T, S>`]: `T` is the local
 /// part (`()` for `shared` items), `S` the shared part (`()` when none is
-/// given). Initialisers are constants. On `target_os = "none"` the statics
+/// given). Initialisers are constants. On `target_os = "none"` (or with the
+/// `linker-section` feature) the statics
 /// go to the `.data..percpu` section; elsewhere list them with
 /// [`PerCpuVar::desc`] in [`Template::from_vars`].
 #[macro_export]
 macro_rules! define_per_cpu {
     () => {};
     ($(#[$m:meta])* $vis:vis static $name:ident : shared $s:ty = $sinit:expr ; $($rest:tt)*) => {
-        $(#[$m])*
-        #[cfg_attr(target_os = "none", unsafe(link_section = ".data..percpu"))]
-        $vis static $name: $crate::PerCpuVar<(), $s> =
-            // SAFETY: a static's initialiser: a constant, never written.
-            unsafe { $crate::PerCpuVar::__new((), $sinit) };
+        $crate::__percpu_static! {
+            $(#[$m])*
+            $vis static $name: $crate::PerCpuVar<(), $s> =
+                // SAFETY: a static's initialiser: a constant, never written.
+                unsafe { $crate::PerCpuVar::__new((), $sinit) };
+        }
         $crate::define_per_cpu!($($rest)*);
     };
     ($(#[$m:meta])* $vis:vis static $name:ident : $t:ty = $init:expr , shared $s:ty = $sinit:expr ; $($rest:tt)*) => {
-        $(#[$m])*
-        #[cfg_attr(target_os = "none", unsafe(link_section = ".data..percpu"))]
-        $vis static $name: $crate::PerCpuVar<$t, $s> =
-            // SAFETY: a static's initialiser: a constant, never written.
-            unsafe { $crate::PerCpuVar::__new($init, $sinit) };
+        $crate::__percpu_static! {
+            $(#[$m])*
+            $vis static $name: $crate::PerCpuVar<$t, $s> =
+                // SAFETY: a static's initialiser: a constant, never written.
+                unsafe { $crate::PerCpuVar::__new($init, $sinit) };
+        }
         $crate::define_per_cpu!($($rest)*);
     };
     ($(#[$m:meta])* $vis:vis static $name:ident : $t:ty = $init:expr ; $($rest:tt)*) => {
-        $(#[$m])*
-        #[cfg_attr(target_os = "none", unsafe(link_section = ".data..percpu"))]
-        $vis static $name: $crate::PerCpuVar<$t> =
-            // SAFETY: a static's initialiser: a constant, never written.
-            unsafe { $crate::PerCpuVar::__new($init, ()) };
+        $crate::__percpu_static! {
+            $(#[$m])*
+            $vis static $name: $crate::PerCpuVar<$t> =
+                // SAFETY: a static's initialiser: a constant, never written.
+                unsafe { $crate::PerCpuVar::__new($init, ()) };
+        }
         $crate::define_per_cpu!($($rest)*);
+    };
+}
+
+/// One `define_per_cpu!` static, in `.data..percpu` where the template is
+/// the linker section (`target_os = "none"`, or the `linker-section`
+/// feature: decided here, in this crate, whatever the caller's target).
+#[cfg(any(target_os = "none", feature = "linker-section"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __percpu_static {
+    ($(#[$m:meta])* $vis:vis static $name:ident : $ty:ty = $init:expr ;) => {
+        $(#[$m])*
+        #[unsafe(link_section = ".data..percpu")]
+        $vis static $name: $ty = $init;
+    };
+}
+
+/// One `define_per_cpu!` static, an ordinary `static` (a registration-list
+/// template).
+#[cfg(not(any(target_os = "none", feature = "linker-section")))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __percpu_static {
+    ($(#[$m:meta])* $vis:vis static $name:ident : $ty:ty = $init:expr ;) => {
+        $(#[$m])*
+        $vis static $name: $ty = $init;
     };
 }

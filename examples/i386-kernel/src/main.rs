@@ -37,6 +37,7 @@ mod highmem;
 mod idt;
 mod multiboot;
 mod paging;
+mod percpu;
 mod physmem;
 mod pkmap_check;
 mod pool_check;
@@ -208,12 +209,15 @@ fn run<M: Mode + Send + 'static>(boot: &BootInfo, opts: Options, pae: bool) -> !
         pt.table_pages()
     );
     let (buddy, tables) = physmem::run(boot, &layout, frames, pt, window);
+    percpu::setup(buddy);
     let slab = slab_check::run(buddy);
     let (vm, pkmap) = vmalloc_check::run(slab, tables, &layout);
+    let pcpu = percpu::init_dynamic(vm, tables, buddy);
     smp_check::run(
         slab,
         vm,
         pkmap,
+        pcpu,
         opts.smp_work.unwrap_or(smp_check::DEFAULT_ROUNDS),
     );
     if opts.test_panic {

@@ -6,18 +6,18 @@
 //! ([`SmpTlb`]); the application processors are started by [`crate::ap`].
 //!
 //! CPU 0 is the boot CPU; the others are numbered in table order. Each
-//! CPU's `%fs` base is its [`SmpCpuArea`] (id, preempt count, irq count):
-//! the offsets are [`SmpCpuArea::OFFSETS`], so a per-CPU allocator's areas
-//! can replace these structs by changing the GDT bases and the offsets.
+//! CPU's `%fs` base is its per-CPU offset (`__per_cpu_offset[n]`, from
+//! kmm-percpu: [`crate::percpu`]), where its id, preemption count and
+//! interrupt-nesting count live as per-CPU variables; until the areas
+//! exist the boot CPU's base is a copy of the template.
 
 use core::cell::UnsafeCell;
 use core::ptr::NonNull;
 
-use kmm_hal::PhysAddr;
+use kmm_hal::{Cpu, PhysAddr};
 use kmm_i386::percpu_segment::{self, TablePointer};
 use kmm_i386::{
-    APIC_DEFAULT_PHYS_BASE, ApicCrossCall, I386Layout, I386SmpCpu, LocalApic, Paging, SmpCpuArea,
-    SmpTlb,
+    APIC_DEFAULT_PHYS_BASE, ApicCrossCall, I386Layout, I386SmpCpu, LocalApic, Paging, SmpTlb,
 };
 
 use crate::frames::BootFrames;
@@ -54,40 +54,22 @@ pub struct CpuList {
     pub source: &'static str,
 }
 
-/// One CPU's `%fs` area, writable through `%fs` (hence the cell).
-#[repr(transparent)]
-struct Area(UnsafeCell<SmpCpuArea>);
-
-// SAFETY: each area is written only by its own CPU, through `%fs` (the
-// counts), or by the boot CPU before that CPU starts (the id).
-unsafe impl Sync for Area {}
-
-const fn areas() -> [Area; MAX_CPUS] {
-    let mut a = [const { Area(UnsafeCell::new(SmpCpuArea::new(0))) }; MAX_CPUS];
-    let mut i = 0;
-    while i < MAX_CPUS {
-        a[i] = Area(UnsafeCell::new(SmpCpuArea::new(i as u32)));
-        i += 1;
-    }
-    a
-}
-
-/// The per-CPU areas, by CPU id.
-static AREAS: [Area; MAX_CPUS] = areas();
-
 /// GDT entries: null, kernel code, kernel data, then one `%fs` segment per
 /// CPU.
 const GDT_ENTRIES: usize = 3 + MAX_CPUS;
 /// The GDT index of CPU 0's `%fs` segment.
 const PERCPU_GDT_BASE: u16 = 3;
 
-/// The kernel's GDT; filled by the boot CPU before it loads it, never
+/// The kernel's GDT; filled by the boot CPU before it loads it; the per-CPU
+/// segments' bases are set again by the boot CPU when the per-CPU areas
+/// exist ([`set_percpu_bases`]), before any other CPU starts; never
 /// changed after.
 #[repr(C, align(8))]
 struct Gdt(UnsafeCell<[u64; GDT_ENTRIES]>);
 
-// SAFETY: written once by the boot CPU in `init_boot_cpu`, before any other
-// CPU runs; read-only afterwards (by the CPUs' segment loads).
+// SAFETY: written by the boot CPU in `init_boot_cpu` and `set_percpu_bases`,
+// before any other CPU runs; read-only afterwards (by the CPUs' segment
+// loads).
 unsafe impl Sync for Gdt {}
 
 static GDT: Gdt = Gdt(UnsafeCell::new([0; GDT_ENTRIES]));
@@ -330,30 +312,73 @@ pub unsafe fn load_gdt_and_fs(cpu: usize) {
 }
 
 /// Builds the GDT (flat code and data, one `%fs` segment per CPU), loads it
-/// on the boot CPU with CPU 0's `%fs`, and builds the SMP [`I386SmpCpu`]
+/// on the boot CPU with its `%fs` on a copy of the per-CPU template
+/// ([`crate::percpu::boot_area_base`]), and builds the SMP [`I386SmpCpu`]
 /// with `cpus.count` CPUs. Call once, first thing, before any allocator.
 pub fn init_boot_cpu(cpus: CpuList) {
     assert!(!CPU.is_completed(), "the boot CPU is set up once");
+    let boot_base = crate::percpu::boot_area_base();
     // SAFETY: nothing else reads or writes the GDT yet (one CPU runs, and it
     // has not loaded it).
     let gdt = unsafe { &mut *GDT.0.get() };
     gdt[1] = percpu_segment::code_segment(0, u32::MAX);
     gdt[2] = percpu_segment::data_segment(0, u32::MAX);
-    for (i, area) in AREAS.iter().enumerate() {
-        let base = area.0.get().addr() as u32;
+    for i in 0..MAX_CPUS {
+        // Every CPU's segment on the boot area until the areas exist (only
+        // the boot CPU runs until then); 4 GiB: the per-CPU pointers are
+        // template addresses, and the base wraps.
         gdt[PERCPU_GDT_BASE as usize + i] =
-            percpu_segment::data_segment(base, size_of::<SmpCpuArea>() as u32 - 1);
+            percpu_segment::data_segment(boot_base as u32, u32::MAX);
     }
     // SAFETY: the GDT is filled; this is CPU 0, once.
     unsafe { load_gdt_and_fs(0) };
     CPUS.call_once(|| cpus);
     // SAFETY: every CPU loads its own `%fs` segment (the boot CPU above,
-    // each AP in `ap::ap_entry` before it uses the value) whose base is its
-    // `SmpCpuArea` holding its id (`areas()`: CPU i has id i, below
-    // `cpus.count` for every CPU started) and zero counts; the interrupt
-    // entries (`idt`) call `irq_enter`/`irq_exit`; the kernel has no
-    // scheduler, so nothing migrates.
-    CPU.call_once(|| unsafe { I386SmpCpu::new(cpus.count, SmpCpuArea::OFFSETS) });
+    // each AP in `ap::ap_entry` before it uses the value), whose base makes
+    // the words' template addresses (`percpu::words`) its own copies: the
+    // boot area (the template copied: id 0, zero counts) for the boot CPU
+    // until `set_percpu_bases` moves it onto its area, where `percpu::setup`
+    // wrote each CPU's id (`0..cpus.count`) and zero counts before any AP
+    // starts; the interrupt entries (`idt`) call `irq_enter`/`irq_exit`; the
+    // kernel has no scheduler, so nothing migrates.
+    CPU.call_once(|| unsafe { I386SmpCpu::new(cpus.count, crate::percpu::words()) });
+}
+
+/// Points CPU `n`'s `%fs` segment at base `offsets[n]` (its per-CPU area:
+/// `__per_cpu_offset[n]`) and reloads the boot CPU's `%fs`, with interrupts
+/// off. Called once by [`crate::percpu::setup`] on the boot CPU, before any
+/// other CPU starts, once every area holds its CPU's words (the boot CPU's
+/// counts are zero on both sides: no guard is alive).
+pub fn set_percpu_bases(offsets: &[usize]) {
+    assert!(offsets.len() <= MAX_CPUS && offsets.len() >= cpus().count);
+    let cpu = cpu_ref();
+    let flags: u32;
+    // SAFETY: pushfd/pop reads EFLAGS and restores the stack pointer.
+    unsafe {
+        core::arch::asm!("pushfd", "pop {}", out(reg) flags, options(nomem, preserves_flags))
+    };
+    // SAFETY: ring 0; interrupts stay off until `%fs` is reloaded, so no
+    // handler sees a half-switched CPU.
+    unsafe { core::arch::asm!("cli", options(nomem, nostack)) };
+    assert_eq!((cpu.preempt_count(), cpu.irq_count()), (0, 0));
+    // SAFETY: only the boot CPU runs (the others start after this), and it
+    // reads the GDT only when it loads a segment, below.
+    let gdt = unsafe { &mut *GDT.0.get() };
+    for (i, &off) in offsets.iter().enumerate() {
+        gdt[PERCPU_GDT_BASE as usize + i] = percpu_segment::data_segment(off as u32, u32::MAX);
+    }
+    // SAFETY: CPU 0's entry now describes its area, which holds its words
+    // (id 0, zero counts, as the boot area does now).
+    unsafe { percpu_segment::load_fs(percpu_selector(0)) };
+    if flags & (1 << 9) != 0 {
+        // SAFETY: interrupts were on before; the IDT is loaded.
+        unsafe { core::arch::asm!("sti", options(nomem, nostack)) };
+    }
+}
+
+/// The kernel's CPUs, by reference (after [`init_boot_cpu`]).
+pub fn cpu_ref() -> &'static KernelCpu {
+    CPU.get().expect("smp::init_boot_cpu ran")
 }
 
 /// The kernel's CPUs (after [`init_boot_cpu`]).

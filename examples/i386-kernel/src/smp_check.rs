@@ -29,7 +29,7 @@
 use alloc::boxed::Box;
 use core::fmt;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 use kmm_buddy::{Freed, Gfp, MAX_ORDER};
 use kmm_hal::{Cpu, CrossCall, PAGE_SIZE, VirtAddr};
@@ -39,6 +39,9 @@ use kmm_slab::{Cache, SlabFlags};
 
 use crate::buddy_check::KernelBuddy;
 use crate::heap::KernelSlab;
+use kmm_percpu::PercpuPtr;
+
+use crate::percpu::{self, KernelPercpu};
 use crate::pkmap_check::KernelPkmap;
 use crate::serial::{LineWriter, kprintln};
 use crate::smp::{self, MAX_CPUS};
@@ -54,6 +57,8 @@ const TIMER_COUNT: u32 = 625_000;
 const HELD_BLOCKS: usize = 6;
 /// Slab objects each CPU holds at once.
 const HELD_OBJECTS: usize = 16;
+/// Dynamic per-CPU blocks a CPU holds at once.
+const HELD_PERCPU: usize = 16;
 /// Pages of a HIGHMEM block mapped with `kmap` one by one.
 const KMAP_BLOCK_PAGES: usize = 64;
 /// Slots of each CPU's inbox.
@@ -103,6 +108,7 @@ struct Work {
     cross_frees: usize,
     vmallocs: usize,
     kmaps: usize,
+    percpu_allocs: usize,
 }
 
 impl Work {
@@ -114,6 +120,7 @@ impl Work {
         cross_frees: 0,
         vmallocs: 0,
         kmaps: 0,
+        percpu_allocs: 0,
     };
 }
 
@@ -249,6 +256,7 @@ struct Shared<M: Mode + 'static> {
     slab: &'static KernelSlab,
     vm: &'static KernelVmalloc<M>,
     pkmap: &'static KernelPkmap<M>,
+    pcpu: &'static KernelPercpu<M>,
     caches: [Cache<'static>; 3],
     rounds: usize,
     highmem: bool,
@@ -425,6 +433,7 @@ impl<M: Mode + 'static> Shared<M> {
         let mut blocks: [Option<Held>; HELD_BLOCKS] = [None; HELD_BLOCKS];
         let mut objects: [Option<(NonNull<u8>, usize)>; HELD_OBJECTS] = [None; HELD_OBJECTS];
         let zones = [Gfp::KERNEL | Gfp::DMA, Gfp::KERNEL, Gfp::HIGHUSER];
+        let mut pcpu_held: [Option<(PercpuPtr<u8>, u32)>; HELD_PERCPU] = [None; HELD_PERCPU];
         for r in 0..self.rounds {
             let tag = 0x8000_0000 | (me as u32) << 20 | (r as u32 & 0xF_FFFF);
             // Pages: every zone and order in turn.
@@ -480,6 +489,15 @@ impl<M: Mode + 'static> Shared<M> {
                 self.kmap_round(tag);
                 w.kmaps += 2;
             }
+            // Per-CPU variables: this CPU's round counter (one `incl %fs:`),
+            // and a dynamic per-CPU variable every fourth round.
+            percpu::this_cpu()
+                .inc(&percpu::SMP_ROUNDS)
+                .expect("SMP_ROUNDS is in the template");
+            if r % 2 == 0 {
+                self.percpu_round(me, tag, &mut pcpu_held);
+                w.percpu_allocs += 1;
+            }
         }
         for h in blocks.into_iter().flatten() {
             self.free_block(h);
@@ -487,7 +505,58 @@ impl<M: Mode + 'static> Shared<M> {
         for (p, idx) in objects.into_iter().flatten() {
             self.free_object(p, idx, me);
         }
+        for (p, tag) in pcpu_held.into_iter().flatten() {
+            self.percpu_check(p, me, tag);
+            self.pcpu.free_percpu(p).expect("free_percpu");
+        }
         RESULTS.lock()[me] = w;
+    }
+
+    /// Allocates a dynamic per-CPU block of 4 bytes or 256 bytes to a page (held a
+    /// while, so the CPUs together fill the first chunk and chunks in the
+    /// vmalloc area are made), adds `tag` to this CPU's first word through
+    /// `%fs`, checks every copy (this CPU's holds `tag`, the others' are
+    /// zero: nobody else was handed it), and frees the block it replaces
+    /// in `held` after checking it the same way.
+    fn percpu_round(&self, me: usize, tag: u32, held: &mut [Option<(PercpuPtr<u8>, u32)>]) {
+        let size = if tag.is_multiple_of(3) {
+            4
+        } else {
+            256 << (tag as usize % 5)
+        };
+        let slot = tag as usize % held.len();
+        if let Some((old, old_tag)) = held[slot].take() {
+            self.percpu_check(old, me, old_tag);
+            self.pcpu.free_percpu(old).expect("free_percpu");
+        }
+        let Ok(p) = self.pcpu.__alloc_percpu(size, 4) else {
+            return;
+        };
+        let this = percpu::this_cpu();
+        // SAFETY: `p` is live until freed above on a later round, at least 4
+        // bytes per CPU, 4-aligned.
+        unsafe { this.add_ptr(p.cast::<AtomicU32>(), tag) };
+        self.percpu_check(p, me, tag);
+        held[slot] = Some((p, tag));
+    }
+
+    /// Every CPU's first word of live per-CPU block `p`: `tag` on `me`, 0 on
+    /// the others.
+    fn percpu_check(&self, p: PercpuPtr<u8>, me: usize, tag: u32) {
+        let areas = percpu::areas();
+        for cpu in 0..self.cpus {
+            let q = areas
+                .per_cpu_ptr(p.cast::<AtomicU32>(), cpu)
+                .expect("a possible CPU");
+            // SAFETY: live, zeroed when handed out, and an atomic: any CPU
+            // may read another's copy.
+            let v = unsafe { q.as_ref() }.load(Ordering::Relaxed);
+            let want = if cpu == me { tag } else { 0 };
+            assert_eq!(
+                v, want,
+                "per-CPU block {p:?}, CPU {cpu}'s copy: handed out twice?"
+            );
+        }
     }
 
     fn vmalloc_round(&self, tag: u32) {
@@ -657,6 +726,7 @@ pub fn run<M: Mode + 'static>(
     slab: &'static KernelSlab,
     vm: &'static KernelVmalloc<M>,
     pkmap: &'static KernelPkmap<M>,
+    pcpu: &'static KernelPercpu<M>,
     rounds: usize,
 ) where
     KernelVmalloc<M>: Sync,
@@ -682,6 +752,7 @@ pub fn run<M: Mode + 'static>(
         slab,
         vm,
         pkmap,
+        pcpu,
         caches,
         rounds,
         highmem,
@@ -698,6 +769,7 @@ pub fn run<M: Mode + 'static>(
     let objects_before = ActiveObjects::of(slab);
     let shoot_before = smp::tlb().stats();
     let vm_before = vm.stats();
+    let pcpu_before = pcpu.stats();
 
     let started = ap::start_all();
     while calls.online_count() < cpu.count() {
@@ -741,6 +813,9 @@ pub fn run<M: Mode + 'static>(
         core::hint::spin_loop();
     }
     TIMER_WORK.store(false, Ordering::Release);
+    // The spare per-CPU chunk goes back too (its vmalloc area is purged
+    // next).
+    pcpu.shrink().expect("process context");
     vm.purge();
     slab.shrink_all();
     buddy.drain_local();
@@ -760,6 +835,29 @@ pub fn run<M: Mode + 'static>(
             TICK_ALLOCS[id].load(Ordering::Relaxed)
         );
     }
+    let areas = percpu::areas();
+    for id in 0..cpu.count() {
+        let rounds_done = areas
+            .per_cpu(&percpu::SMP_ROUNDS, id)
+            .expect("a possible CPU")
+            .load(Ordering::Relaxed);
+        assert_eq!(
+            rounds_done as usize, rounds,
+            "CPU {id}'s per-CPU round counter: another CPU's increments landed in it?"
+        );
+    }
+    let ps = pcpu.stats();
+    pcpu.check().unwrap_or_else(|e| panic!("percpu check: {e}"));
+    let allocs: usize = results.iter().map(|w| w.percpu_allocs).sum();
+    assert_eq!(
+        (ps.chunks, ps.allocations),
+        (pcpu_before.chunks, pcpu_before.allocations),
+        "per-CPU chunks or allocations left after the SMP phase"
+    );
+    kprintln!(
+        "kmm: smp: percpu: every CPU's SMP_ROUNDS = {rounds} (this_cpu_inc through %fs), {allocs} dynamic per-CPU blocks (4 B, or 256 B to a page; up to {HELD_PERCPU} held per CPU) checked on every CPU and freed, vmalloc chunks made during the phase: {}, all given back",
+        ps.created - pcpu_before.created
+    );
     let total_ticks: usize = TICK_ALLOCS.iter().map(|t| t.load(Ordering::Relaxed)).sum();
     let cross: usize = results.iter().map(|w| w.cross_frees).sum();
     let s = smp::tlb().stats();
