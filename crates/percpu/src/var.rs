@@ -64,7 +64,7 @@ impl<T, S> PerCpuVar<T, S> {
     }
 
     /// The address of the shared part in the template, as a number. With
-    /// the kernel's linker-section template ([`Template::linker_section`])
+    /// the kernel's linker-section template (`Template::linker_section`)
     /// this is the variable's per-CPU cookie: with a CPU's `%fs` base at
     /// its per-CPU offset, `%fs:` this address is that CPU's copy of the
     /// shared part. That is how an i386 kernel names per-CPU words it must
