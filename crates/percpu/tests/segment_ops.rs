@@ -138,13 +138,15 @@ fn fs_operations_reach_this_cpus_copies() {
 fn every_op_is_one_access_per_width() {
     #[repr(C, align(8))]
     struct Area([u8; 8]);
-    let area = Area([0; 8]);
-    let old = load_fs_base(std::ptr::from_ref(&area).addr());
+    let area = std::cell::UnsafeCell::new(Area([0; 8]));
+    let old = load_fs_base(area.get().expose_provenance());
     // SAFETY: `%fs` is based at `area` on this thread while `ops` lives.
     let ops = unsafe { SegmentOps::new(&[]) };
     let r = every_op(&ops, 0);
     restore_fs(old);
     // u8: 1 - 1 = 0; u16: 2 + 3 = 5; i32: 5 + 4 = 9; usize: 9 + 5 = 14.
     assert_eq!(r, 14 + 14 + 14);
-    assert_eq!(area.0, [14, 0, 0, 0, 0, 0, 0, 0]);
+    // SAFETY: the `%fs` writes are done; nothing else holds `area`.
+    let bytes = unsafe { area.get().read_volatile() }.0;
+    assert_eq!(bytes, [14, 0, 0, 0, 0, 0, 0, 0]);
 }
