@@ -39,7 +39,7 @@ fn percpu(c: &mut Criterion) {
         BuddyAreas::new(host.buddy(), &[]),
     )
     .expect("per-CPU areas");
-    let pcpu = Percpu::new(&areas, FirstChunkOnly);
+    let pcpu = Percpu::new(&areas, FirstChunkOnly).expect("the allocator");
     let this = areas.this_cpu();
     let dynamic = pcpu.alloc_percpu::<AtomicU32>().expect("a counter");
 

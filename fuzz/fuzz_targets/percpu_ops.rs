@@ -75,7 +75,8 @@ thread_local! {
         ));
         // SAFETY: `vm` maps its areas in these kernel tables.
         let backing = unsafe { VmallocBacking::new(vm, host.kernel_tables(), host.buddy(), &[]) };
-        let pcpu: &'static Pc = Box::leak(Box::new(Percpu::new(areas, backing)));
+        let pcpu: &'static Pc =
+            Box::leak(Box::new(Percpu::new(areas, backing).expect("the allocator")));
         World { areas, pcpu, _cpu0: cpu0 }
     };
 }

@@ -57,9 +57,11 @@ pub struct PerCpu<T, S = ()> {
     shared: S,
 }
 
-// SAFETY: `local` is only reached through `CpuLocal::with` (by the owning CPU,
-// pinned, and never twice at once: `busy`) or `CpuLocal::with_offline` (whose
-// caller guarantees the owner is not running), so sharing the slot between
+// SAFETY: `local` is only reached through `CpuLocal::with` and
+// `PerCpu::try_local` (by the owning CPU, pinned, and never twice at once:
+// `busy`), `CpuLocal::with_unchecked` (whose caller guarantees no other use is
+// live) or `CpuLocal::with_offline` (whose caller guarantees the owner is not
+// running), or `PerCpu::get_mut` (an exclusive borrow), so sharing the slot between
 // threads gives at most one of them access to `local` at a time, which needs
 // `T: Send`; `shared` is shared as `&S`.
 unsafe impl<T: Send, S: Sync> Sync for PerCpu<T, S> {}

@@ -155,7 +155,11 @@ impl LocalApic {
     /// `base` must be page aligned and map the 4 KiB register page of the
     /// local APIC (uncached, read-write) on every CPU that uses the value —
     /// see [`map_local_apic`] — for as long as the value is used. Only ring
-    /// 0 code uses it.
+    /// 0 code uses it. On every CPU, every external-interrupt vector (32 to
+    /// 255) has a handler that copes with an interrupt it did not expect:
+    /// the safe methods can send ([`LocalApic::send_fixed`]) or route
+    /// ([`LocalApic::start_timer_periodic`], [`LocalApic::enable`]'s
+    /// spurious vector) any of them.
     pub const unsafe fn new(base: NonNull<u32>) -> LocalApic {
         LocalApic { base }
     }

@@ -248,7 +248,17 @@ impl<C: Cpu> ApicCrossCall<C> {
     /// is one of its targets that has not run it yet, then reports it done.
     /// The kernel calls it from the vector's interrupt gate, inside its
     /// `irq_enter`/`irq_exit`, and sends the EOI after it.
+    ///
+    /// Called anywhere else — interrupts enabled, or not inside an
+    /// interrupt handler — it runs nothing and counts a spurious IPI: the
+    /// call's function must run in an interrupt handler of the CPU whose
+    /// bit it claims, and a caller that could migrate between reading its
+    /// id and running the function would flush or drain the wrong CPU.
     pub fn handle_ipi(&self) {
+        if !self.cpu.irqs_disabled() || !self.cpu.in_interrupt() {
+            self.spurious.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         let Some(bit) = 1u32.checked_shl(self.cpu.id() as u32) else {
             self.spurious.fetch_add(1, Ordering::Relaxed);
             return;
@@ -287,7 +297,8 @@ impl<C: Cpu> ApicCrossCall<C> {
 // claims its `pending` bit atomically) and at least once (it got an IPI
 // after `pending` was published, and the vector's handler calls
 // `handle_ipi`, `new`'s contract), in its interrupt handler (interrupts off,
-// `in_interrupt` true). The sender returns after `unfinished` is empty
+// `in_interrupt` true: `handle_ipi` runs nothing otherwise, so the id it
+// claims for is the CPU that runs `func`). The sender returns after `unfinished` is empty
 // (acquire; targets clear their bit with release after `func` returned), so
 // every run has finished and its writes are visible. The caller is pinned
 // by a preemption guard. `on_each_cpu` runs `func` once more on the caller

@@ -208,7 +208,10 @@ unsafe impl Cpu for I386SmpCpu {
     fn irq_save(&self) -> IrqState {
         let f = eflags();
         // SAFETY: `cli` only masks interrupts; ring 0 is `new`'s contract.
-        unsafe { asm!("cli", options(nomem, nostack)) };
+        // No `nomem`: like Linux's `"memory"` clobber, the block is a compiler
+        // barrier, so no access of the data the guard protects is moved
+        // before interrupts are off.
+        unsafe { asm!("cli", options(nostack)) };
         IrqState::from_raw(f & EFLAGS_IF)
     }
 
@@ -216,7 +219,9 @@ unsafe impl Cpu for I386SmpCpu {
     unsafe fn irq_restore(&self, state: IrqState) {
         if state.raw() & EFLAGS_IF != 0 {
             // SAFETY: interrupts were enabled when the matching `irq_save` ran.
-            unsafe { asm!("sti", options(nomem, nostack)) };
+            // A compiler barrier (no `nomem`), as `cli`: no access of the
+            // guarded data is moved after interrupts are on again.
+            unsafe { asm!("sti", options(nostack)) };
         }
     }
 

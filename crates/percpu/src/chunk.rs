@@ -134,6 +134,10 @@ impl AllocMap {
     /// The lowest offset of `size` free bytes aligned to `align` (a power
     /// of two), marked in use (Linux's `pcpu_alloc_area`); `None` if none.
     pub fn alloc(&mut self, size: usize, align: usize) -> Option<usize> {
+        // Also keeps `n * PCPU_MIN_ALLOC_SIZE` below from overflowing.
+        if size > self.free {
+            return None;
+        }
         let n = size.div_ceil(PCPU_MIN_ALLOC_SIZE).max(1);
         let a = (align / PCPU_MIN_ALLOC_SIZE).max(1);
         if n * PCPU_MIN_ALLOC_SIZE > self.free {
@@ -261,6 +265,18 @@ mod tests {
         }
         assert_eq!(n, 7, "the first aligned block holds the head");
         assert_eq!(m.alloc(PCPU_UNIT_SIZE, 4), None);
+        m.check().unwrap();
+    }
+
+    #[test]
+    fn huge_sizes_and_alignments_find_nothing() {
+        let mut m = AllocMap::new();
+        for size in [usize::MAX, usize::MAX - 2, PCPU_UNIT_SIZE + 1] {
+            assert_eq!(m.alloc(size, 4), None, "{size:#x}");
+        }
+        assert_eq!(m.alloc(4, 4), Some(0));
+        assert_eq!(m.alloc(4, usize::MAX / 2 + 1), None);
+        assert_eq!(m.free_bytes(), PCPU_UNIT_SIZE - 4);
         m.check().unwrap();
     }
 }

@@ -52,6 +52,11 @@ pub enum PercpuError {
     /// re-entry from a hook or an interrupt handler): the copy is not handed
     /// out twice.
     Busy,
+    /// `Percpu::new` over areas whose first chunk another allocator serves
+    /// (each would hand out the same bytes): one allocator per set of areas.
+    /// The first allocator gives the areas back when it is dropped holding
+    /// no allocation in the first chunk.
+    AreasTaken,
     /// Set-up: more possible CPUs than [`crate::NR_CPUS`], or none.
     TooManyCpus,
     /// Set-up: the static template leaves less than
@@ -94,6 +99,7 @@ impl fmt::Display for PercpuError {
             PercpuError::NotLive => f.write_str("percpu: no allocation starts there"),
             PercpuError::NotRegistered => f.write_str("percpu: variable is not in the template"),
             PercpuError::Busy => f.write_str("percpu: this CPU's copy is already held"),
+            PercpuError::AreasTaken => f.write_str("percpu: another allocator serves these areas"),
             PercpuError::TooManyCpus => {
                 f.write_str("percpu: no possible CPU, or more than NR_CPUS")
             }

@@ -51,7 +51,7 @@
 //!     .unwrap();
 //! // SAFETY: `vm` maps its areas in these kernel tables.
 //! let backing = unsafe { VmallocBacking::new(&vm, host.kernel_tables(), host.buddy(), &[]) };
-//! let pcpu = Percpu::new(&areas, backing);
+//! let pcpu = Percpu::new(&areas, backing).unwrap();
 //! let counter = pcpu.alloc_percpu::<AtomicU32>().unwrap();
 //! // SAFETY: `counter` is live until the `free_percpu` below.
 //! unsafe { this.add_ptr(counter, 5) };

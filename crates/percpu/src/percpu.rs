@@ -121,7 +121,13 @@ pub struct Percpu<'a, C: Cpu, A: AreaAlloc, B: ChunkBacking> {
 impl<'a, C: Cpu, A: AreaAlloc, B: ChunkBacking> Percpu<'a, C, A, B> {
     /// The allocator, its first chunk the dynamic part of `areas`' units
     /// (Linux's `pcpu_setup_first_chunk`), more chunks from `backing`.
-    pub fn new(areas: &'a PerCpuAreas<'a, C, A>, backing: B) -> Self {
+    ///
+    /// Refused with [`PercpuError::AreasTaken`] while another allocator
+    /// serves `areas` (both would hand out the first chunk's bytes).
+    pub fn new(areas: &'a PerCpuAreas<'a, C, A>, backing: B) -> Result<Self, PercpuError> {
+        if !areas.claim_first_chunk() {
+            return Err(PercpuError::AreasTaken);
+        }
         let mut map = AllocMap::new();
         map.reserve_head(areas.static_size());
         let first = Chunk {
@@ -137,7 +143,7 @@ impl<'a, C: Cpu, A: AreaAlloc, B: ChunkBacking> Percpu<'a, C, A, B> {
         slots.insert(0, pcpu_size_to_slot(first.map.free_bytes()));
         let mut chunks: [Option<Chunk>; PCPU_MAX_CHUNKS] = Default::default();
         chunks[0] = Some(first);
-        Percpu {
+        Ok(Percpu {
             areas,
             state: SpinLock::new(
                 "pcpu_lock",
@@ -151,7 +157,7 @@ impl<'a, C: Cpu, A: AreaAlloc, B: ChunkBacking> Percpu<'a, C, A, B> {
             ),
             created: AtomicU64::new(0),
             destroyed: AtomicU64::new(0),
-        }
+        })
     }
 
     /// The areas the allocator works in.
@@ -426,9 +432,19 @@ impl<'a, C: Cpu, A: AreaAlloc, B: ChunkBacking> Percpu<'a, C, A, B> {
 impl<C: Cpu, A: AreaAlloc, B: ChunkBacking> Drop for Percpu<'_, C, A, B> {
     /// Gives the empty chunks back. Chunks with live allocations are left
     /// as they are (their pages leaked, never freed under a user; a kernel
-    /// never drops its allocator, tests free everything first).
+    /// never drops its allocator, tests free everything first). The areas
+    /// are released for another allocator only if the first chunk holds no
+    /// dynamic allocation: otherwise a new allocator could hand out bytes a
+    /// user still holds.
     fn drop(&mut self) {
         let geo = self.areas.geometry();
-        self.state.get_mut().destroy_empty(&geo, &self.destroyed);
+        let s = self.state.get_mut();
+        s.destroy_empty(&geo, &self.destroyed);
+        let first_empty = s.chunks[0]
+            .as_ref()
+            .is_some_and(|c| c.map.free_bytes() == PCPU_UNIT_SIZE - self.areas.static_size());
+        if first_empty {
+            self.areas.release_first_chunk();
+        }
     }
 }

@@ -8,6 +8,7 @@
 
 use core::ops::{Deref, DerefMut};
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use kmm_buddy::{Buddy, Gfp};
 use kmm_hal::{Cpu, DirectMap, LocalMut, PAGE_SIZE, PerCpu, PreemptGuard, VirtAddr};
@@ -151,6 +152,9 @@ pub struct PerCpuAreas<'a, C: Cpu, A: AreaAlloc> {
     static_size: usize,
     low: usize,
     span: usize,
+    /// Set while a [`crate::Percpu`] serves the first chunk's dynamic part
+    /// (two allocators over one set of areas would hand out the same bytes).
+    first_chunk_taken: AtomicBool,
     alloc: A,
 }
 
@@ -244,6 +248,7 @@ pub fn setup_per_cpu_areas<'a, C: Cpu, A: AreaAlloc>(
         static_size,
         low: lo.wrapping_sub(base),
         span: hi - lo + PCPU_UNIT_SIZE,
+        first_chunk_taken: AtomicBool::new(false),
         alloc,
     })
 }
@@ -340,6 +345,18 @@ impl<'a, C: Cpu, A: AreaAlloc> PerCpuAreas<'a, C, A> {
             low: self.low,
             span: self.span,
         }
+    }
+
+    /// Claims the first chunk's dynamic part for one allocator: false if
+    /// another allocator holds it already.
+    pub(crate) fn claim_first_chunk(&self) -> bool {
+        !self.first_chunk_taken.swap(true, Ordering::Acquire)
+    }
+
+    /// Gives the first chunk's dynamic part back (its allocator is gone and
+    /// held no allocation in it).
+    pub(crate) fn release_first_chunk(&self) {
+        self.first_chunk_taken.store(false, Ordering::Release);
     }
 
     fn check_cpu(&self, cpu: usize) -> Result<(), PercpuError> {

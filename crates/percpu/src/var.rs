@@ -34,6 +34,18 @@ use kmm_hal::PerCpu;
 /// of the constant initialiser — exactly what evaluating that constant once
 /// per CPU would give. The copies are never dropped (a kernel's areas live
 /// forever).
+///
+/// A copy is aligned because each area is page-aligned and the template
+/// keeps every variable's alignment from a page-aligned start, so a
+/// variable aligned to more than a page does not build:
+///
+/// ```compile_fail
+/// #[repr(align(8192))]
+/// struct Huge(u8);
+/// kmm_percpu::define_per_cpu! {
+///     static TOO_ALIGNED: Huge = Huge(0);
+/// }
+/// ```
 #[repr(transparent)]
 pub struct PerCpuVar<T, S = ()> {
     template: PerCpu<T, S>,
@@ -48,6 +60,12 @@ impl<T, S> PerCpuVar<T, S> {
     /// value if the value is a constant, never written.
     #[doc(hidden)]
     pub const unsafe fn __new(local: T, shared: S) -> Self {
+        const {
+            assert!(
+                align_of::<PerCpu<T, S>>() <= kmm_hal::PAGE_SIZE,
+                "a per-CPU variable aligned to more than a page"
+            )
+        };
         PerCpuVar {
             template: PerCpu::new(local, shared),
         }
@@ -133,7 +151,9 @@ impl<'t> Template<'t> {
     /// # Safety
     /// `[start, end)` must be readable, hold only [`PerCpuVar`] statics made
     /// by [`define_per_cpu!`](crate::define_per_cpu) (and padding), be
-    /// aligned to at least 64 bytes at `start`, and never be written.
+    /// aligned to a page at `start` (copies keep a variable's alignment only
+    /// if its offset from `start` does; variables are aligned to at most a
+    /// page), and never be written.
     pub unsafe fn from_section(start: *const u8, end: *const u8) -> Self {
         Template {
             kind: TemplateKind::Section {

@@ -28,7 +28,7 @@ fn with_allocator(
     let list = [COUNT.desc()];
     let areas =
         setup_per_cpu_areas(&cpu, &Template::from_vars(&list), SoftAreas(l.clone())).unwrap();
-    let pcpu = Percpu::new(&areas, SoftBacking(l.clone()));
+    let pcpu = Percpu::new(&areas, SoftBacking(l.clone())).unwrap();
     let live = pcpu.alloc_percpu::<u64>().unwrap();
     let p = areas.per_cpu_ptr(live, 1).unwrap();
     // SAFETY: live, ours.
@@ -177,7 +177,7 @@ fn double_free_in_a_later_chunk() {
     let cpu = FakeCpu::new(2);
     let l = ledger();
     let areas = setup_per_cpu_areas(&cpu, &Template::from_vars(&[]), SoftAreas(l.clone())).unwrap();
-    let pcpu = Percpu::new(&areas, SoftBacking(l.clone()));
+    let pcpu = Percpu::new(&areas, SoftBacking(l.clone())).unwrap();
     let pages = PCPU_UNIT_SIZE / PAGE_SIZE;
     let ptrs: Vec<_> = (0..pages + 1)
         .map(|_| pcpu.__alloc_percpu(PAGE_SIZE, PAGE_SIZE).unwrap())
@@ -214,7 +214,7 @@ fn backing_failures_leave_nothing_behind() {
     let cpu = FakeCpu::new(3);
     let l = ledger();
     let areas = setup_per_cpu_areas(&cpu, &Template::from_vars(&[]), SoftAreas(l.clone())).unwrap();
-    let pcpu = Percpu::new(&areas, SoftBacking(l.clone()));
+    let pcpu = Percpu::new(&areas, SoftBacking(l.clone())).unwrap();
     // Fill the first chunk.
     let ptrs: Vec<_> = (0..PCPU_UNIT_SIZE / PAGE_SIZE)
         .map(|_| pcpu.__alloc_percpu(PAGE_SIZE, PAGE_SIZE).unwrap())
@@ -242,7 +242,7 @@ fn backing_failures_leave_nothing_behind() {
     let solo_cpu = FakeCpu::new(1);
     let solo =
         setup_per_cpu_areas(&solo_cpu, &Template::from_vars(&[]), SoftAreas(ledger())).unwrap();
-    let first = Percpu::new(&solo, FirstChunkOnly);
+    let first = Percpu::new(&solo, FirstChunkOnly).unwrap();
     let mut n = 0;
     while first.__alloc_percpu(PAGE_SIZE, PAGE_SIZE).is_ok() {
         n += 1;
@@ -262,4 +262,30 @@ fn backing_failures_leave_nothing_behind() {
         assert_eq!(v, 0);
     }
     pcpu.free_percpu(c).unwrap();
+}
+
+#[test]
+fn one_allocator_per_set_of_areas() {
+    let cpu = FakeCpu::new(2);
+    let l = ledger();
+    let areas = setup_per_cpu_areas(&cpu, &Template::from_vars(&[]), SoftAreas(l.clone())).unwrap();
+    let first = Percpu::new(&areas, FirstChunkOnly).unwrap();
+    let p = first.alloc_percpu::<u64>().unwrap();
+    // A second allocator would hand out `p`'s bytes again.
+    assert!(matches!(
+        Percpu::new(&areas, FirstChunkOnly),
+        Err(PercpuError::AreasTaken)
+    ));
+    first.free_percpu(p).unwrap();
+    drop(first);
+    // Dropped with nothing in the first chunk: the areas are free again.
+    let second = Percpu::new(&areas, FirstChunkOnly).unwrap();
+    let q = second.alloc_percpu::<u64>().unwrap();
+    drop(second);
+    // Dropped holding `q`: a third allocator could hand it out again.
+    assert!(matches!(
+        Percpu::new(&areas, FirstChunkOnly),
+        Err(PercpuError::AreasTaken)
+    ));
+    let _ = q;
 }

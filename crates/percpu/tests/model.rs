@@ -295,7 +295,7 @@ fn run(cpus: usize, ops: &[Op]) -> Result<(), TestCaseError> {
     let areas =
         setup_per_cpu_areas(&cpu, &Template::from_vars(&vars), SoftAreas(ledger.clone())).unwrap();
     {
-        let pcpu = Percpu::new(&areas, SoftBacking(ledger.clone()));
+        let pcpu = Percpu::new(&areas, SoftBacking(ledger.clone())).unwrap();
         let mut m = Model {
             cpu: &cpu,
             areas: &areas,

@@ -1,21 +1,33 @@
-//! The i386 `%fs` operations assemble for every integer width (they run in
-//! the QEMU kernel, whose CPUs have their per-CPU segment; a Linux host
-//! process has no `%fs` segment to point at its areas, so here they are
-//! only built: `objdump -d` of the test binary shows `every_op` as
-//! `mov %al,%fs:(%ecx)`, `add %eax,%fs:(%ecx)`, `mov %fs:(%ecx),%dx` …, one
-//! instruction each).
-#![cfg(target_arch = "x86")]
+//! The i386 `%fs` operations, run for real on an i686 Linux host: the test
+//! asks the kernel for a TLS descriptor (`set_thread_area`) whose base is a
+//! CPU's offset, loads it into this thread's `%fs` — what a kernel's per-CPU
+//! segment is — and checks that `SegmentOps` reads, writes and adds the
+//! copies `PerCpuAreas` and `Percpu` say are this CPU's. `every_op` keeps
+//! one call of each operation at every width: `objdump -d` of the test
+//! binary shows each as one instruction (`mov %al,%fs:(%ecx)`,
+//! `add %eax,%fs:(%ecx)`, `mov %fs:(%ecx),%dx` …).
+#![cfg(all(target_arch = "x86", target_os = "linux"))]
+
+mod common;
 
 use core::sync::atomic::{
-    AtomicI8, AtomicI16, AtomicI32, AtomicU8, AtomicU16, AtomicU32, AtomicUsize,
+    AtomicI8, AtomicI16, AtomicI32, AtomicU8, AtomicU16, AtomicU32, AtomicUsize, Ordering,
 };
 
-use kmm_percpu::{SegmentOps, ThisCpuOps};
+use common::{FakeCpu, SoftAreas, ledger};
+use kmm_percpu::{
+    FirstChunkOnly, Percpu, SegmentOps, Template, ThisCpuOps, define_per_cpu, setup_per_cpu_areas,
+};
 
-/// Every operation at every width, never called: building it assembles them.
+define_per_cpu! {
+    static HITS: shared AtomicU32 = AtomicU32::new(5);
+    static SMALL: shared AtomicU16 = AtomicU16::new(0);
+}
+
+/// Every operation at every width (see the module docs).
 #[inline(never)]
 pub fn every_op(ops: &SegmentOps<'_>, p: usize) -> u32 {
-    // SAFETY: never called.
+    // SAFETY: the caller's: `%fs:p` is a live copy of every width used.
     unsafe {
         ops.write::<AtomicU8>(p, 1);
         ops.add::<AtomicI8>(p, -1);
@@ -29,8 +41,112 @@ pub fn every_op(ops: &SegmentOps<'_>, p: usize) -> u32 {
     }
 }
 
+/// Linux's `struct user_desc` (`asm/ldt.h`).
+#[repr(C)]
+struct UserDesc {
+    entry_number: u32,
+    base_addr: u32,
+    limit: u32,
+    /// seg_32bit (bit 0), contents (1–2), read_exec_only (3),
+    /// limit_in_pages (4), seg_not_present (5), useable (6).
+    flags: u32,
+}
+
+/// Loads this thread's `%fs` with a flat 4 GiB data segment based at
+/// `base` and returns the previous selector.
+fn load_fs_base(base: usize) -> u16 {
+    const SYS_SET_THREAD_AREA: usize = 243;
+    let mut d = UserDesc {
+        entry_number: u32::MAX,
+        base_addr: base as u32,
+        limit: 0xF_FFFF,
+        flags: 0b101_0001,
+    };
+    let ret: isize;
+    // SAFETY: `set_thread_area(&d)` only writes `d.entry_number`; `ebx` is
+    // swapped back before the block ends.
+    unsafe {
+        core::arch::asm!(
+            "xchg {d}, ebx",
+            "int 0x80",
+            "xchg {d}, ebx",
+            d = in(reg) &raw mut d,
+            inlateout("eax") SYS_SET_THREAD_AREA as isize => ret,
+        );
+    }
+    assert_eq!(ret, 0, "set_thread_area failed");
+    let sel = ((d.entry_number << 3) | 3) as u16;
+    let old: u16;
+    // SAFETY: a data segment of this thread's TLS entries, just set up;
+    // only `SegmentOps` reads through `%fs` in this test.
+    unsafe {
+        core::arch::asm!("mov {old:x}, fs", "mov fs, {sel:x}", old = out(reg) old, sel = in(reg) sel);
+    }
+    old
+}
+
+fn restore_fs(old: u16) {
+    // SAFETY: the selector `%fs` held before `load_fs_base`.
+    unsafe { core::arch::asm!("mov fs, {0:x}", in(reg) old) };
+}
+
 #[test]
-fn segment_ops_build() {
-    let f: fn(&SegmentOps<'_>, usize) -> u32 = every_op;
-    std::hint::black_box(f);
+fn fs_operations_reach_this_cpus_copies() {
+    let cpu = FakeCpu::new(2);
+    cpu.switch(1);
+    let vars = [HITS.desc(), SMALL.desc()];
+    let areas =
+        setup_per_cpu_areas(&cpu, &Template::from_vars(&vars), SoftAreas(ledger())).unwrap();
+    let pcpu = Percpu::new(&areas, FirstChunkOnly).unwrap();
+    let dynamic = pcpu.alloc_percpu::<AtomicU32>().unwrap();
+    let old = load_fs_base(areas.offset(1).unwrap());
+    {
+        // SAFETY: this thread is "CPU 1" and its `%fs` base is CPU 1's
+        // offset, with a 4 GiB limit, while `ops` lives.
+        let ops = unsafe { SegmentOps::new(areas.offsets()) };
+        // SAFETY: `ops` is tied to `areas`.
+        let this = unsafe { areas.this_cpu_with(&ops) };
+        assert_eq!(this.read(&HITS), Ok(5), "the template's value");
+        this.add(&HITS, 10).unwrap();
+        this.inc(&HITS).unwrap();
+        this.write(&SMALL, 0xBEEF).unwrap();
+        this.dec(&SMALL).unwrap();
+        // SAFETY: `dynamic` is live until freed below.
+        unsafe {
+            this.write_ptr(dynamic, 40);
+            this.add_ptr(dynamic, 2);
+            assert_eq!(this.read_ptr(dynamic), 42);
+        }
+        assert_eq!(this.read(&HITS), Ok(16));
+        assert_eq!(this.read(&SMALL), Ok(0xBEEE));
+    }
+    restore_fs(old);
+    // CPU 1's copies moved, CPU 0's did not.
+    let hits = |c| areas.per_cpu(&HITS, c).unwrap().load(Ordering::Relaxed);
+    let small = |c| areas.per_cpu(&SMALL, c).unwrap().load(Ordering::Relaxed);
+    assert_eq!((hits(0), hits(1)), (5, 16));
+    assert_eq!((small(0), small(1)), (0, 0xBEEE));
+    for (c, want) in [(0, 0), (1, 42)] {
+        // SAFETY: live; an atomic.
+        let v = unsafe { areas.per_cpu_ptr(dynamic, c).unwrap().as_ref() }.load(Ordering::Relaxed);
+        assert_eq!(v, want, "CPU {c}'s dynamic copy");
+    }
+    pcpu.free_percpu(dynamic).unwrap();
+}
+
+#[test]
+fn every_op_is_one_access_per_width() {
+    #[repr(C, align(8))]
+    struct Area([u8; 8]);
+    let area = std::cell::UnsafeCell::new(Area([0; 8]));
+    let old = load_fs_base(area.get().expose_provenance());
+    // SAFETY: `%fs` is based at `area` on this thread while `ops` lives.
+    let ops = unsafe { SegmentOps::new(&[]) };
+    let r = every_op(&ops, 0);
+    restore_fs(old);
+    // u8: 1 - 1 = 0; u16: 2 + 3 = 5; i32: 5 + 4 = 9; usize: 9 + 5 = 14.
+    assert_eq!(r, 14 + 14 + 14);
+    // SAFETY: the `%fs` writes are done; nothing else holds `area`.
+    let bytes = unsafe { area.get().read_volatile() }.0;
+    assert_eq!(bytes, [14, 0, 0, 0, 0, 0, 0, 0]);
 }

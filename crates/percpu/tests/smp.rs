@@ -56,7 +56,7 @@ fn every_cpu_sees_only_its_own_copies() {
     };
     // SAFETY: `vm` maps its areas in these kernel tables.
     let backing = unsafe { VmallocBacking::new(&vm, host.kernel_tables(), host.buddy(), &[]) };
-    let pcpu = Percpu::new(&areas, backing);
+    let pcpu = Percpu::new(&areas, backing).unwrap();
     let (shared, filler) = {
         let _cpu0 = host.bind(0);
         let shared = pcpu.alloc_percpu::<AtomicUsize>().unwrap();
@@ -180,7 +180,7 @@ fn vmalloc_chunks_sit_at_the_first_chunks_offsets() {
     {
         // SAFETY: `vm` maps its areas in these kernel tables.
         let backing = unsafe { VmallocBacking::new(&vm, host.kernel_tables(), host.buddy(), &[]) };
-        let pcpu = Percpu::new(&areas, backing);
+        let pcpu = Percpu::new(&areas, backing).unwrap();
         let per_unit = PCPU_UNIT_SIZE / PAGE_SIZE;
         // Fill the first chunk, then one small allocation in a new chunk.
         let mut ptrs: Vec<_> = (0..per_unit)
@@ -261,7 +261,7 @@ fn an_interrupt_handler_finds_the_copy_busy() {
         BuddyAreas::new(host.buddy(), &[]),
     )
     .unwrap();
-    let pcpu = Percpu::new(&areas, kmm_percpu::FirstChunkOnly);
+    let pcpu = Percpu::new(&areas, kmm_percpu::FirstChunkOnly).unwrap();
     let seen = std::cell::Cell::new(None);
     let handler = || {
         // Re-entering the held variable is refused, not aliased.
@@ -335,7 +335,7 @@ fn chunks_span_areas_on_distant_nodes() {
         // SAFETY: `vm` maps its areas in these kernel tables.
         let backing =
             unsafe { VmallocBacking::new(&vm, host.kernel_tables(), host.buddy(), &NODES) };
-        let pcpu = Percpu::new(&areas, backing);
+        let pcpu = Percpu::new(&areas, backing).unwrap();
         let per_unit = PCPU_UNIT_SIZE / PAGE_SIZE;
         let ptrs: Vec<_> = (0..per_unit + 1)
             .map(|_| pcpu.__alloc_percpu(PAGE_SIZE, PAGE_SIZE).unwrap())
