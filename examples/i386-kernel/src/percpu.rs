@@ -186,5 +186,7 @@ pub fn init_dynamic<M: Mode + Send + 'static>(
     // SAFETY: `tables` are the kernel page tables `vm` maps its areas in,
     // the ones every CPU uses.
     let backing = unsafe { VmallocBacking::new(vm, tables, buddy, &[]) };
-    alloc::boxed::Box::leak(alloc::boxed::Box::new(Percpu::new(areas(), backing)))
+    let pcpu = Percpu::new(areas(), backing)
+        .unwrap_or_else(|e| panic!("the dynamic per-CPU allocator: {e}"));
+    alloc::boxed::Box::leak(alloc::boxed::Box::new(pcpu))
 }
