@@ -225,6 +225,19 @@ pub fn find_boot(mode: &str, memory: &str, smp: usize) -> Result<&'static GateBo
         })
 }
 
+/// `cargo xtask qemu --check`: boots the gate's configuration of `o`'s
+/// paging mode, RAM and CPU count and checks it ([`boot_config`]).
+pub fn check_boot(o: &qemu::Options<'_>) -> Result {
+    let mode = if o.pae { "pae" } else { "2level" };
+    let b = find_boot(mode, o.machine.memory.unwrap_or("2G"), o.machine.smp)?;
+    boot_config(b)?;
+    eprintln!(
+        "xtask: {}: every expected line, exit code {EXIT_SUCCESS}",
+        b.name
+    );
+    Ok(())
+}
+
 /// The number after `key` in the rest of the line starting with `prefix`
 /// (right after the prefix when `key` is empty).
 fn number_after(b: &Boot, prefix: &str, key: &str) -> Option<usize> {

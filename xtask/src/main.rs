@@ -44,11 +44,23 @@ pub fn root() -> PathBuf {
     manifest.parent().map(PathBuf::from).unwrap_or(manifest)
 }
 
+/// `cargo xtask qemu …` ([`qemu::parse`] says what it takes): a boot, or
+/// with `--check` the gate's boot of that configuration, checked.
+fn qemu_cli(args: &[String]) -> cmd::Result {
+    let o = qemu::parse(args)?;
+    setup::for_qemu()?;
+    if o.check {
+        gate::check_boot(&o)
+    } else {
+        qemu::run(&o)
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("setup") => setup::run(),
-        Some("qemu") => qemu::cli(&args[1..]),
+        Some("qemu") => qemu_cli(&args[1..]),
         Some("test") => gate::run(),
         Some("bench") => bench::cli(&args[1..]),
         Some("miri") => miri::run(),

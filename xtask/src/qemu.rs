@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::cmd::{self, Result, command};
 use crate::root;
-use crate::setup::{self, KERNEL_TARGET, QEMU};
+use crate::setup::{KERNEL_TARGET, QEMU};
 
 /// The package name (and binary name) of the example kernel.
 pub const KERNEL_PACKAGE: &str = "kmm-example-i386-kernel";
@@ -209,12 +209,26 @@ pub fn boot_on(elf: &Path, append: &str, machine: Machine<'_>) -> Result<Boot> {
 /// The usage line of `cargo xtask qemu`.
 const USAGE: &str = "usage: qemu [--pae] [--smp N] [--memory SIZE] [--check] [-- ARGS...]";
 
-/// `cargo xtask qemu [--pae] [--smp N] [--memory SIZE] [--check] [-- ARGS...]`:
-/// boots with `N` CPUs (default [`DEFAULT_SMP`]) and `SIZE` of RAM (QEMU's
-/// `-m`; default 2 GiB). With `--check`, the boot is the gate's boot of the
-/// same paging mode, RAM and CPU count (see `gate::BOOTS`): its serial
-/// lines are checked too (no extra ARGS then).
-pub fn cli(args: &[String]) -> Result {
+/// What `cargo xtask qemu` was asked for ([`parse`]).
+#[derive(Debug)]
+pub struct Options<'a> {
+    /// PAE paging (else 2-level).
+    pub pae: bool,
+    /// Boot the gate's configuration of this mode, RAM and CPU count and
+    /// check its lines (`gate::check_boot`).
+    pub check: bool,
+    /// RAM and CPUs.
+    pub machine: Machine<'a>,
+    /// More kernel command line.
+    pub extra: Vec<&'a str>,
+}
+
+/// Parses `cargo xtask qemu [--pae] [--smp N] [--memory SIZE] [--check]
+/// [-- ARGS...]`: `N` CPUs (default [`DEFAULT_SMP`]) and `SIZE` of RAM
+/// (QEMU's `-m`; default 2 GiB). With `--check`, the boot is the gate's
+/// boot of the same paging mode, RAM and CPU count (see `gate::BOOTS`): its
+/// serial lines are checked too (no extra ARGS then).
+pub fn parse(args: &[String]) -> Result<Options<'_>> {
     let mut pae = false;
     let mut check = false;
     let mut machine = Machine::default();
@@ -242,20 +256,21 @@ pub fn cli(args: &[String]) -> Result {
             other => return Err(format!("qemu: unknown option {other:?} ({USAGE})")),
         }
     }
-    setup::for_qemu()?;
-    if check {
-        if !extra.is_empty() {
-            return Err("qemu: --check boots with the gate's command line: no ARGS".into());
-        }
-        let mode = if pae { "pae" } else { "2level" };
-        let b = crate::gate::find_boot(mode, machine.memory.unwrap_or("2G"), machine.smp)?;
-        crate::gate::boot_config(b)?;
-        eprintln!(
-            "xtask: {}: every expected line, exit code {EXIT_SUCCESS}",
-            b.name
-        );
-        return Ok(());
+    if check && !extra.is_empty() {
+        return Err("qemu: --check boots with the gate's command line: no ARGS".into());
     }
+    Ok(Options {
+        pae,
+        check,
+        machine,
+        extra,
+    })
+}
+
+/// Builds the kernel and boots it as `o` says (without `--check`).
+pub fn run(o: &Options<'_>) -> Result {
+    let (pae, machine) = (o.pae, o.machine);
+    let extra = o.extra.iter().copied();
     let elf = build_kernel()?;
     let mut append = String::from(if pae { "paging=pae" } else { "paging=2level" });
     for e in extra {

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use kmm_hal::sync::LockReport;
 use kmm_hal::{Cpu, IrqState};
 
-use crate::smp::{self, CallQueues};
+use crate::call_queue::{self, CallQueues, run_queue};
 
 thread_local! {
     /// The CPU id this thread runs as, if bound.
@@ -184,6 +184,21 @@ pub(crate) fn assert_may_wait(what: &str) {
              could deadlock (the deadlock rule)"
         );
     }
+}
+
+/// Runs the calling thread's CPU's pending cross-CPU calls, as interrupt
+/// handlers, if it is one of `shared`'s CPUs and may take interrupts now.
+fn take_cross_calls(shared: &Shared) {
+    let Some(id) = this_cpu_of(shared) else {
+        return;
+    };
+    if shared.calls.queued[id].load(Ordering::Acquire) == 0 {
+        return;
+    }
+    if !may_take_irqs() {
+        return;
+    }
+    in_irq_context(|| run_queue(&shared.calls, id));
 }
 
 pub(crate) struct Shared {
@@ -443,7 +458,7 @@ impl MockCpu {
     #[cold]
     #[inline(never)]
     pub(crate) fn irqs_on_slow(&self) {
-        smp::take_cross_calls(&self.shared);
+        take_cross_calls(&self.shared);
         if DELIVER && IRQ.with(Cell::get) == HANDLER {
             self.deliver_slow();
         }
@@ -551,7 +566,7 @@ unsafe impl Cpu for MockCpu {
         // Release builds (the benchmarks) keep the restore to this store:
         // there, cross-CPU calls are taken at `interrupt_point` and
         // `cpu_relax` only (and the sender serves unbound CPUs).
-        if DELIVER && v & OFF == 0 && (v == HANDLER || smp::in_flight()) {
+        if DELIVER && v & OFF == 0 && (v == HANDLER || call_queue::in_flight()) {
             self.irqs_on_slow();
         }
     }
@@ -589,7 +604,7 @@ unsafe impl Cpu for MockCpu {
     #[inline]
     fn interrupt_point(&self) {
         let v = IRQ.with(Cell::get);
-        if v & OFF == 0 && ((DELIVER && v == HANDLER) || smp::in_flight()) {
+        if v & OFF == 0 && ((DELIVER && v == HANDLER) || call_queue::in_flight()) {
             self.irqs_on_slow();
         }
     }
@@ -599,8 +614,8 @@ unsafe impl Cpu for MockCpu {
     /// their own delivery points.
     #[inline]
     fn cpu_relax(&self) {
-        if !irqs_off() && smp::in_flight() {
-            smp::take_cross_calls(&self.shared);
+        if !irqs_off() && call_queue::in_flight() {
+            take_cross_calls(&self.shared);
         }
         std::hint::spin_loop();
     }

@@ -102,6 +102,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod call_queue;
 mod cpu;
 mod frames;
 mod layout;

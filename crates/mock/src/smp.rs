@@ -26,134 +26,13 @@
 //! forever, as a real CPU spinning with interrupts off would: test code that
 //! spins while another CPU may cross-call calls `cpu.interrupt_point()`.
 
-use std::collections::VecDeque;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
 
 use kmm_hal::{Cpu, CrossCall};
 
 use crate::MockCpu;
+use crate::call_queue::{Call, CallRef, IN_FLIGHT, run_queue};
 use crate::cpu::{self, ACTING, FREE, Shared};
-
-/// Cross-CPU calls under way anywhere in the process: while 0, interrupt
-/// points and guards skip the queues with one load.
-static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
-
-/// True if some cross-CPU call may be waiting for a CPU.
-#[inline]
-pub(crate) fn in_flight() -> bool {
-    IN_FLIGHT.load(Ordering::Relaxed) != 0
-}
-
-/// One cross-CPU call, on its sender's stack until every target ran it.
-struct Call {
-    /// The function; only its lifetime is erased (see `MockCpu::cross_call`).
-    func: *const (dyn Fn() + Sync + 'static),
-    /// Targets that have not finished running `func`.
-    remaining: AtomicUsize,
-    /// 1 + the first CPU on which `func` panicked, or 0.
-    panicked: AtomicUsize,
-}
-
-/// A queued [`Call`].
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct CallRef(*const Call);
-
-// SAFETY: a `CallRef` is only dereferenced while its call's `remaining`
-// count says a target still has to run it, and the sender keeps the `Call`
-// alive until that count is 0; the function it points to is `Sync`, so any
-// thread may run it.
-unsafe impl Send for CallRef {}
-
-/// The per-CPU queues of cross-CPU calls.
-pub(crate) struct CallQueues {
-    queues: Vec<Mutex<VecDeque<CallRef>>>,
-    /// Calls waiting per CPU (the queue's length, readable without its lock).
-    queued: Vec<AtomicUsize>,
-    /// Functions run per CPU.
-    run: Vec<AtomicUsize>,
-}
-
-impl CallQueues {
-    pub(crate) fn new(cpus: usize) -> CallQueues {
-        CallQueues {
-            queues: (0..cpus).map(|_| Mutex::new(VecDeque::new())).collect(),
-            queued: (0..cpus).map(|_| AtomicUsize::new(0)).collect(),
-            run: (0..cpus).map(|_| AtomicUsize::new(0)).collect(),
-        }
-    }
-
-    fn lock(&self, cpu: usize) -> MutexGuard<'_, VecDeque<CallRef>> {
-        self.queues[cpu].lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn push(&self, cpu: usize, call: CallRef) {
-        let mut q = self.lock(cpu);
-        q.push_back(call);
-        self.queued[cpu].store(q.len(), Ordering::Release);
-    }
-
-    fn pop(&self, cpu: usize) -> Option<CallRef> {
-        if self.queued[cpu].load(Ordering::Acquire) == 0 {
-            return None;
-        }
-        let mut q = self.lock(cpu);
-        let c = q.pop_front();
-        self.queued[cpu].store(q.len(), Ordering::Release);
-        c
-    }
-
-    /// Takes `call` off every queue it still waits on; returns how many.
-    fn withdraw(&self, call: CallRef) -> usize {
-        let mut n = 0;
-        for (cpu, queue) in self.queues.iter().enumerate() {
-            let mut q = queue.lock().unwrap_or_else(|e| e.into_inner());
-            let before = q.len();
-            q.retain(|&c| c != call);
-            n += before - q.len();
-            self.queued[cpu].store(q.len(), Ordering::Release);
-        }
-        n
-    }
-}
-
-/// Runs every call queued for CPU `cpu`; the caller runs as that CPU, in
-/// interrupt context.
-fn run_queue(shared: &Shared, cpu: usize) {
-    while let Some(CallRef(call)) = shared.calls.pop(cpu) {
-        // SAFETY: the call was queued and had not run on `cpu`, so its
-        // `remaining` count is not 0 and its sender keeps it alive (see
-        // `CallRef`); it is only read here, and not touched after the
-        // `fetch_sub` that may let the sender go.
-        let call = unsafe { &*call };
-        // SAFETY: as above: the function outlives the call's wait.
-        let func = unsafe { &*call.func };
-        if catch_unwind(AssertUnwindSafe(func)).is_err() {
-            // The sender panics with the CPU's number; the target goes on.
-            let _ =
-                call.panicked
-                    .compare_exchange(0, cpu + 1, Ordering::Relaxed, Ordering::Relaxed);
-        }
-        shared.calls.run[cpu].fetch_add(1, Ordering::Relaxed);
-        call.remaining.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// Runs the calling thread's CPU's pending cross-CPU calls, as interrupt
-/// handlers, if it is one of `shared`'s CPUs and may take interrupts now.
-pub(crate) fn take_cross_calls(shared: &Shared) {
-    let Some(id) = cpu::this_cpu_of(shared) else {
-        return;
-    };
-    if shared.calls.queued[id].load(Ordering::Acquire) == 0 {
-        return;
-    }
-    if !cpu::may_take_irqs() {
-        return;
-    }
-    cpu::in_irq_context(|| run_queue(shared, id));
-}
 
 /// Runs the pending calls of every unbound CPU of `shared` but `me`, acting
 /// as each one.
@@ -166,7 +45,7 @@ fn serve_unbound(shared: &Shared, me: Option<usize>) {
             .compare_exchange(FREE, ACTING, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
         {
-            cpu::as_cpu(shared, cpu, || run_queue(shared, cpu));
+            cpu::as_cpu(shared, cpu, || run_queue(&shared.calls, cpu));
             shared.bound[cpu].store(FREE, Ordering::Release);
         }
     }
