@@ -22,6 +22,7 @@
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::hint::black_box;
+use std::ptr::{NonNull, with_exposed_provenance_mut};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -49,6 +50,23 @@ fn group<'c>(
     g
 }
 
+/// Benchmarks `work` under `name` on one thread and on two
+/// (`<name>/1`, `<name>/2`), each thread set up with `setup(index)`
+/// outside the timing.
+fn scaling<S>(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    setup: impl Fn(usize) -> S + Sync,
+    work: impl Fn(&mut S) + Sync,
+) {
+    for t in THREADS {
+        g.throughput(Throughput::Elements(t as u64));
+        g.bench_with_input(BenchmarkId::new(name, t), &t, |b, &t| {
+            b.iter_custom(|n| threads(t, n, &setup, &work))
+        });
+    }
+}
+
 /// Workload 1: the order-0 page pair.
 fn order0(c: &mut Criterion) {
     let mut g = group(c, "smp_order0_pair");
@@ -56,66 +74,37 @@ fn order0(c: &mut Criterion) {
         drop(cpu0);
         let buddy = slab.buddy();
         let cpu = buddy.cpu();
-        for t in THREADS {
-            g.throughput(Throughput::Elements(t as u64));
-            g.bench_with_input(BenchmarkId::new("kmm", t), &t, |b, &t| {
-                b.iter_custom(|n| {
-                    threads(
-                        t,
-                        n,
-                        |id| cpu.bind(id).expect("a simulated CPU per thread"),
-                        |_| {
-                            let p = buddy.alloc_pages(Gfp::KERNEL, 0).expect("a page");
-                            buddy.free_pages_page(black_box(p), 0).expect("free");
-                        },
-                    )
-                })
-            });
-        }
+        scaling(
+            &mut g,
+            "kmm",
+            |id| cpu.bind(id).expect("a simulated CPU per thread"),
+            |_| {
+                let p = buddy.alloc_pages(Gfp::KERNEL, 0).expect("a page");
+                buddy.free_pages_page(black_box(p), 0).expect("free");
+            },
+        );
     });
     let bsa = buddy_system_allocator::LockedFrameAllocator::<11>::new();
     bsa.lock().add_frame(0, FRAMES_4G);
-    for t in THREADS {
-        g.throughput(Throughput::Elements(t as u64));
-        g.bench_with_input(
-            BenchmarkId::new("buddy_system_allocator_locked", t),
-            &t,
-            |b, &t| {
-                b.iter_custom(|n| {
-                    threads(
-                        t,
-                        n,
-                        |_| (),
-                        |_| {
-                            let f = bsa.lock().alloc(1).expect("a frame");
-                            bsa.lock().dealloc(black_box(f), 1);
-                        },
-                    )
-                })
-            },
-        );
-    }
+    scaling(
+        &mut g,
+        "buddy_system_allocator_locked",
+        |_| (),
+        |_| {
+            let f = bsa.lock().alloc(1).expect("a frame");
+            bsa.lock().dealloc(black_box(f), 1);
+        },
+    );
     let bitmap = spin::Mutex::new(Bitmap::<BitAlloc1M>::new(FRAMES_4G));
-    for t in THREADS {
-        g.throughput(Throughput::Elements(t as u64));
-        g.bench_with_input(
-            BenchmarkId::new("bitmap-allocator_locked", t),
-            &t,
-            |b, &t| {
-                b.iter_custom(|n| {
-                    threads(
-                        t,
-                        n,
-                        |_| (),
-                        |_| {
-                            let f = bitmap.lock().alloc(0).expect("a frame");
-                            bitmap.lock().free(black_box(f), 0);
-                        },
-                    )
-                })
-            },
-        );
-    }
+    scaling(
+        &mut g,
+        "bitmap-allocator_locked",
+        |_| (),
+        |_| {
+            let f = bitmap.lock().alloc(0).expect("a frame");
+            bitmap.lock().free(black_box(f), 0);
+        },
+    );
     g.finish();
 }
 
@@ -128,54 +117,43 @@ fn slab64(c: &mut Criterion) {
             .expect("the bench cache");
         drop(cpu0);
         let cpu = slab.buddy().cpu();
-        for t in THREADS {
-            g.throughput(Throughput::Elements(t as u64));
-            g.bench_with_input(BenchmarkId::new("kmm", t), &t, |b, &t| {
-                b.iter_custom(|n| {
-                    threads(
-                        t,
-                        n,
-                        |id| cpu.bind(id).expect("a simulated CPU per thread"),
-                        |_| {
-                            let p = slab
-                                .kmem_cache_alloc(cache, Gfp::KERNEL)
-                                .expect("an object");
-                            slab.kmem_cache_free(cache, black_box(p)).expect("free");
-                        },
-                    )
-                })
-            });
-        }
+        scaling(
+            &mut g,
+            "kmm",
+            |id| cpu.bind(id).expect("a simulated CPU per thread"),
+            |_| {
+                let p = slab
+                    .kmem_cache_alloc(cache, Gfp::KERNEL)
+                    .expect("an object");
+                slab.kmem_cache_free(cache, black_box(p)).expect("free");
+            },
+        );
         heap
     });
     let talc = Locked::talc(heap);
-    for t in THREADS {
-        g.throughput(Throughput::Elements(t as u64));
-        g.bench_with_input(BenchmarkId::new("talc_locked", t), &t, |b, &t| {
-            b.iter_custom(|n| threads(t, n, |_| Global(talc.heap()), |a| pair(a, HOT_SIZE)))
-        });
-    }
+    scaling(
+        &mut g,
+        "talc_locked",
+        |_| Global(talc.heap()),
+        |a| pair(a, HOT_SIZE),
+    );
     drop(talc);
     let slabm = Locked::slabmalloc(heap);
-    for t in THREADS {
-        g.throughput(Throughput::Elements(t as u64));
-        g.bench_with_input(BenchmarkId::new("slabmalloc_locked", t), &t, |b, &t| {
-            b.iter_custom(|n| threads(t, n, |_| Global(slabm.heap()), |a| pair(a, HOT_SIZE)))
-        });
-    }
+    scaling(
+        &mut g,
+        "slabmalloc_locked",
+        |_| Global(slabm.heap()),
+        |a| pair(a, HOT_SIZE),
+    );
     drop(slabm);
     // How well the machine itself scales during the run: each thread on an
     // unlocked talc heap of its own, nothing shared.
-    for t in THREADS {
-        g.throughput(Throughput::Elements(t as u64));
-        g.bench_with_input(
-            BenchmarkId::new("reference_talc_per_thread", t),
-            &t,
-            |b, &t| {
-                b.iter_custom(|n| threads(t, n, |_| TalcHeap::new(1 << 20), |a| pair(a, HOT_SIZE)))
-            },
-        );
-    }
+    scaling(
+        &mut g,
+        "reference_talc_per_thread",
+        |_| TalcHeap::new(1 << 20),
+        |a| pair(a, HOT_SIZE),
+    );
     g.finish();
 }
 
@@ -206,6 +184,12 @@ impl Slots {
     }
 }
 
+/// A step counter's next slot.
+fn next_slot(k: &mut usize) -> usize {
+    *k = k.wrapping_add(1);
+    *k % SLOTS
+}
+
 /// Workload 3: an object and a page per step, exchanged through the slots.
 fn mix(c: &mut Criterion) {
     let mut g = group(c, "smp_mix_cross_free");
@@ -217,91 +201,71 @@ fn mix(c: &mut Criterion) {
         drop(cpu0);
         let cpu = buddy.cpu();
         let slots = Slots::new();
-        for t in THREADS {
-            g.throughput(Throughput::Elements(t as u64));
-            g.bench_with_input(BenchmarkId::new("kmm", t), &t, |b, &t| {
-                b.iter_custom(|n| {
-                    threads(
-                        t,
-                        n,
-                        |id| (cpu.bind(id).expect("a simulated CPU per thread"), 0usize),
-                        |(_, k)| {
-                            *k = k.wrapping_add(1);
-                            let i = *k % SLOTS;
-                            let o = slab
-                                .kmem_cache_alloc(cache, Gfp::KERNEL)
-                                .expect("an object");
-                            let old = slots.objs[i].swap(o.as_ptr().addr(), Ordering::AcqRel);
-                            if let Some(old) = std::ptr::NonNull::new(
-                                std::ptr::with_exposed_provenance_mut::<u8>(old),
-                            ) {
-                                slab.kmem_cache_free(cache, old).expect("free");
-                            }
-                            let p = buddy.get_free_pages(Gfp::KERNEL, 0).expect("a page");
-                            let old = slots.pages[i].swap(p.as_usize(), Ordering::AcqRel);
-                            if old != 0 {
-                                buddy.free_pages(VirtAddr::new(old), 0).expect("free");
-                            }
-                        },
-                    )
-                })
-            });
-        }
+        let free_obj = |o: usize| {
+            let o = NonNull::new(with_exposed_provenance_mut::<u8>(o)).expect("not null");
+            slab.kmem_cache_free(cache, o).expect("free");
+        };
+        let free_page = |p: usize| {
+            buddy.free_pages(VirtAddr::new(p), 0).expect("free");
+        };
+        scaling(
+            &mut g,
+            "kmm",
+            |id| (cpu.bind(id).expect("a simulated CPU per thread"), 0usize),
+            |(_, k)| {
+                let i = next_slot(k);
+                let o = slab
+                    .kmem_cache_alloc(cache, Gfp::KERNEL)
+                    .expect("an object");
+                let old = slots.objs[i].swap(o.as_ptr().expose_provenance(), Ordering::AcqRel);
+                if old != 0 {
+                    free_obj(old);
+                }
+                let p = buddy.get_free_pages(Gfp::KERNEL, 0).expect("a page");
+                let old = slots.pages[i].swap(p.as_usize(), Ordering::AcqRel);
+                if old != 0 {
+                    free_page(old);
+                }
+            },
+        );
         let _cpu0 = cpu.bind(0).expect("CPU 0");
         let (objs, pages) = slots.take_all();
-        for o in objs {
-            let o = std::ptr::NonNull::new(std::ptr::with_exposed_provenance_mut::<u8>(o));
-            slab.kmem_cache_free(cache, o.expect("not null"))
-                .expect("free");
-        }
-        for p in pages {
-            buddy.free_pages(VirtAddr::new(p), 0).expect("free");
-        }
+        objs.into_iter().for_each(free_obj);
+        pages.into_iter().for_each(free_page);
         heap
     });
     let obj = Layout::from_size_align(HOT_SIZE, 8).expect("layout");
     let page = Layout::from_size_align(4096, 4096).expect("layout");
-    let peer = |g: &mut criterion::BenchmarkGroup<'_, _>,
-                name: &str,
-                heap: &(dyn GlobalAlloc + Sync)| {
-        let slots = Slots::new();
-        for t in THREADS {
-            g.throughput(Throughput::Elements(t as u64));
-            g.bench_with_input(BenchmarkId::new(name, t), &t, |b, &t| {
-                b.iter_custom(|n| {
-                    threads(
-                        t,
-                        n,
-                        |_| 0usize,
-                        |k| {
-                            *k = k.wrapping_add(1);
-                            let i = *k % SLOTS;
-                            for (v, l) in [(&slots.objs, obj), (&slots.pages, page)] {
-                                // SAFETY: a valid, non-zero-sized layout.
-                                let p = unsafe { heap.alloc(l) };
-                                assert!(!p.is_null(), "the heap has room");
-                                let old = v[i].swap(p.expose_provenance(), Ordering::AcqRel);
-                                if old != 0 {
-                                    // SAFETY: a live block of this layout, put
-                                    // in this slot by its allocation.
-                                    unsafe {
-                                        heap.dealloc(std::ptr::with_exposed_provenance_mut(old), l)
-                                    };
-                                }
-                            }
-                        },
-                    )
-                })
-            });
-        }
-        let (objs, pages) = slots.take_all();
-        for (v, l) in [(objs, obj), (pages, page)] {
-            for p in v {
-                // SAFETY: as above.
-                unsafe { heap.dealloc(std::ptr::with_exposed_provenance_mut(p), l) };
+    let peer =
+        |g: &mut criterion::BenchmarkGroup<'_, _>, name: &str, heap: &(dyn GlobalAlloc + Sync)| {
+            let slots = Slots::new();
+            scaling(
+                g,
+                name,
+                |_| 0usize,
+                |k| {
+                    let i = next_slot(k);
+                    for (v, l) in [(&slots.objs, obj), (&slots.pages, page)] {
+                        // SAFETY: a valid, non-zero-sized layout.
+                        let p = unsafe { heap.alloc(l) };
+                        assert!(!p.is_null(), "the heap has room");
+                        let old = v[i].swap(p.expose_provenance(), Ordering::AcqRel);
+                        if old != 0 {
+                            // SAFETY: a live block of this layout, put in this slot
+                            // by its allocation.
+                            unsafe { heap.dealloc(with_exposed_provenance_mut(old), l) };
+                        }
+                    }
+                },
+            );
+            let (objs, pages) = slots.take_all();
+            for (v, l) in [(objs, obj), (pages, page)] {
+                for p in v {
+                    // SAFETY: as above.
+                    unsafe { heap.dealloc(with_exposed_provenance_mut(p), l) };
+                }
             }
-        }
-    };
+        };
     let talc = Locked::talc(heap);
     peer(&mut g, "talc_locked", talc.heap());
     drop(talc);

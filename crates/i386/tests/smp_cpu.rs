@@ -9,55 +9,7 @@ use std::cell::UnsafeCell;
 
 use kmm_hal::Cpu;
 use kmm_i386::{I386SmpCpu, SmpCpuArea};
-
-/// Linux's `struct user_desc` (`asm/ldt.h`).
-#[repr(C)]
-struct UserDesc {
-    entry_number: u32,
-    base_addr: u32,
-    limit: u32,
-    /// seg_32bit (bit 0), contents (1–2), read_exec_only (3),
-    /// limit_in_pages (4), seg_not_present (5), useable (6).
-    flags: u32,
-}
-
-/// Loads this thread's `%fs` with a data segment at `base` whose last byte
-/// is `limit`, and returns the previous selector.
-fn load_fs_base(base: usize, limit: u32) -> u16 {
-    const SYS_SET_THREAD_AREA: usize = 243;
-    let mut d = UserDesc {
-        entry_number: u32::MAX,
-        base_addr: base as u32,
-        limit,
-        flags: 0b100_0001,
-    };
-    let ret: isize;
-    // SAFETY: `set_thread_area(&d)` only writes `d.entry_number`; `ebx` is
-    // swapped back before the block ends.
-    unsafe {
-        core::arch::asm!(
-            "xchg {d}, ebx",
-            "int 0x80",
-            "xchg {d}, ebx",
-            d = in(reg) &raw mut d,
-            inlateout("eax") SYS_SET_THREAD_AREA as isize => ret,
-        );
-    }
-    assert_eq!(ret, 0, "set_thread_area failed");
-    let sel = ((d.entry_number << 3) | 3) as u16;
-    let old: u16;
-    // SAFETY: a data segment of this thread's TLS entries, just set up;
-    // only `I386SmpCpu` reads through `%fs` in this test.
-    unsafe {
-        core::arch::asm!("mov {old:x}, fs", "mov fs, {sel:x}", old = out(reg) old, sel = in(reg) sel);
-    }
-    old
-}
-
-fn restore_fs(old: u16) {
-    // SAFETY: the selector `%fs` held before `load_fs_base`.
-    unsafe { core::arch::asm!("mov fs, {0:x}", in(reg) old) };
-}
+use kmm_mock::fs_segment::{FsLimit, FsSegment};
 
 /// CPU `n`'s words, read from memory (not through `%fs`).
 fn words(areas: &UnsafeCell<[SmpCpuArea; 3]>, n: usize) -> (u32, u32, u32) {
@@ -71,7 +23,14 @@ fn id_and_counts_live_in_this_cpus_area() {
     let areas = UnsafeCell::new([SmpCpuArea::new(0), SmpCpuArea::new(1), SmpCpuArea::new(2)]);
     // SAFETY: in bounds; the address is exposed for the `%fs` accesses.
     let area = unsafe { std::ptr::addr_of_mut!((*areas.get())[2]) };
-    let old = load_fs_base(area.expose_provenance(), size_of::<SmpCpuArea>() as u32 - 1);
+    // SAFETY: only `I386SmpCpu` reads through `%fs` in this test, inside
+    // CPU 2's area.
+    let fs = unsafe {
+        FsSegment::load(
+            area.expose_provenance(),
+            FsLimit::Bytes(size_of::<SmpCpuArea>() as u32 - 1),
+        )
+    };
     // SAFETY: this thread's `%fs` covers CPU 2's area (a distinct id below
     // the count, counts zero) while `cpu` is used, and the thread is not
     // migrated between "CPUs" (there is one).
@@ -90,7 +49,7 @@ fn id_and_counts_live_in_this_cpus_area() {
     // SAFETY: matches the `irq_enter` above.
     unsafe { cpu.irq_exit() };
     assert!(!cpu.in_interrupt());
-    restore_fs(old);
+    drop(fs);
     for n in 0..3 {
         assert_eq!(words(&areas, n), (n as u32, 0, 0), "CPU {n}");
     }

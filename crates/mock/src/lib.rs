@@ -105,6 +105,8 @@
 mod call_queue;
 mod cpu;
 mod frames;
+#[cfg(all(target_arch = "x86", target_os = "linux"))]
+pub mod fs_segment;
 mod layout;
 mod machine;
 mod page_table;

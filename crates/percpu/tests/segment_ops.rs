@@ -15,6 +15,7 @@ use core::sync::atomic::{
 };
 
 use common::{FakeCpu, SoftAreas, ledger};
+use kmm_mock::fs_segment::{FsLimit, FsSegment};
 use kmm_percpu::{
     FirstChunkOnly, Percpu, SegmentOps, Template, ThisCpuOps, define_per_cpu, setup_per_cpu_areas,
 };
@@ -41,55 +42,6 @@ pub fn every_op(ops: &SegmentOps<'_>, p: usize) -> u32 {
     }
 }
 
-/// Linux's `struct user_desc` (`asm/ldt.h`).
-#[repr(C)]
-struct UserDesc {
-    entry_number: u32,
-    base_addr: u32,
-    limit: u32,
-    /// seg_32bit (bit 0), contents (1–2), read_exec_only (3),
-    /// limit_in_pages (4), seg_not_present (5), useable (6).
-    flags: u32,
-}
-
-/// Loads this thread's `%fs` with a flat 4 GiB data segment based at
-/// `base` and returns the previous selector.
-fn load_fs_base(base: usize) -> u16 {
-    const SYS_SET_THREAD_AREA: usize = 243;
-    let mut d = UserDesc {
-        entry_number: u32::MAX,
-        base_addr: base as u32,
-        limit: 0xF_FFFF,
-        flags: 0b101_0001,
-    };
-    let ret: isize;
-    // SAFETY: `set_thread_area(&d)` only writes `d.entry_number`; `ebx` is
-    // swapped back before the block ends.
-    unsafe {
-        core::arch::asm!(
-            "xchg {d}, ebx",
-            "int 0x80",
-            "xchg {d}, ebx",
-            d = in(reg) &raw mut d,
-            inlateout("eax") SYS_SET_THREAD_AREA as isize => ret,
-        );
-    }
-    assert_eq!(ret, 0, "set_thread_area failed");
-    let sel = ((d.entry_number << 3) | 3) as u16;
-    let old: u16;
-    // SAFETY: a data segment of this thread's TLS entries, just set up;
-    // only `SegmentOps` reads through `%fs` in this test.
-    unsafe {
-        core::arch::asm!("mov {old:x}, fs", "mov fs, {sel:x}", old = out(reg) old, sel = in(reg) sel);
-    }
-    old
-}
-
-fn restore_fs(old: u16) {
-    // SAFETY: the selector `%fs` held before `load_fs_base`.
-    unsafe { core::arch::asm!("mov fs, {0:x}", in(reg) old) };
-}
-
 #[test]
 fn fs_operations_reach_this_cpus_copies() {
     let cpu = FakeCpu::new(2);
@@ -99,7 +51,9 @@ fn fs_operations_reach_this_cpus_copies() {
         setup_per_cpu_areas(&cpu, &Template::from_vars(&vars), SoftAreas(ledger())).unwrap();
     let pcpu = Percpu::new(&areas, FirstChunkOnly).unwrap();
     let dynamic = pcpu.alloc_percpu::<AtomicU32>().unwrap();
-    let old = load_fs_base(areas.offset(1).unwrap());
+    // SAFETY: only `SegmentOps` reads through `%fs` in this test, at
+    // per-CPU pointers of these areas (CPU 1's copies).
+    let fs = unsafe { FsSegment::load(areas.offset(1).unwrap(), FsLimit::Flat) };
     {
         // SAFETY: this thread is "CPU 1" and its `%fs` base is CPU 1's
         // offset, with a 4 GiB limit, while `ops` lives.
@@ -120,7 +74,7 @@ fn fs_operations_reach_this_cpus_copies() {
         assert_eq!(this.read(&HITS), Ok(16));
         assert_eq!(this.read(&SMALL), Ok(0xBEEE));
     }
-    restore_fs(old);
+    drop(fs);
     // CPU 1's copies moved, CPU 0's did not.
     let hits = |c| areas.per_cpu(&HITS, c).unwrap().load(Ordering::Relaxed);
     let small = |c| areas.per_cpu(&SMALL, c).unwrap().load(Ordering::Relaxed);
@@ -139,11 +93,12 @@ fn every_op_is_one_access_per_width() {
     #[repr(C, align(8))]
     struct Area([u8; 8]);
     let area = std::cell::UnsafeCell::new(Area([0; 8]));
-    let old = load_fs_base(area.get().expose_provenance());
+    // SAFETY: as above, inside `area`.
+    let fs = unsafe { FsSegment::load(area.get().expose_provenance(), FsLimit::Flat) };
     // SAFETY: `%fs` is based at `area` on this thread while `ops` lives.
     let ops = unsafe { SegmentOps::new(&[]) };
     let r = every_op(&ops, 0);
-    restore_fs(old);
+    drop(fs);
     // u8: 1 - 1 = 0; u16: 2 + 3 = 5; i32: 5 + 4 = 9; usize: 9 + 5 = 14.
     assert_eq!(r, 14 + 14 + 14);
     // SAFETY: the `%fs` writes are done; nothing else holds `area`.

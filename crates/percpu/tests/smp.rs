@@ -9,10 +9,10 @@
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use kmm_hal::{Cpu, PAGE_SIZE, PageTable, VirtAddr};
-use kmm_mock::MockCpu;
+use kmm_mock::{Machine, MockCpu, MockFrames, MockPageTable};
 use kmm_percpu::{
-    BuddyAreas, PCPU_UNIT_SIZE, Percpu, PercpuError, Template, VmallocBacking, define_per_cpu,
-    setup_per_cpu_areas,
+    BuddyAreas, PCPU_UNIT_SIZE, PerCpuAreas, Percpu, PercpuError, Template, VarDesc,
+    VmallocBacking, define_per_cpu, setup_per_cpu_areas,
 };
 use kmm_testkit::TestMachine;
 use kmm_vmalloc::Vmalloc;
@@ -20,6 +20,32 @@ use kmm_vmalloc::Vmalloc;
 define_per_cpu! {
     static HITS: shared AtomicU32 = AtomicU32::new(0);
     static LOCAL: usize = usize::MAX, shared AtomicUsize = AtomicUsize::new(0);
+}
+
+/// The areas of the registered `vars` (each CPU's from the buddy allocator,
+/// on `nodes[cpu]` where given); the caller is bound to a CPU.
+fn areas<'h>(
+    host: &'h TestMachine,
+    vars: &[VarDesc],
+    nodes: &'h [u8],
+) -> PerCpuAreas<'h, MockCpu, BuddyAreas<'h, MockCpu>> {
+    setup_per_cpu_areas(
+        host.cpu(),
+        &Template::from_vars(vars),
+        BuddyAreas::new(host.buddy(), nodes),
+    )
+    .unwrap()
+}
+
+/// vmalloc over the machine's kernel tables; the caller is bound to a CPU.
+fn vmalloc(host: &TestMachine) -> Vmalloc<'_, MockPageTable, MockFrames, &Machine, MockCpu> {
+    Vmalloc::new(
+        host.slab(),
+        host.kernel_tables(),
+        host.machine(),
+        host.machine().layout(),
+    )
+    .unwrap()
 }
 
 fn machine(cpus: usize) -> TestMachine {
@@ -39,20 +65,7 @@ fn every_cpu_sees_only_its_own_copies() {
     let vars = [HITS.desc(), LOCAL.desc()];
     let (areas, vm) = {
         let _cpu0 = host.bind(0);
-        let areas = setup_per_cpu_areas(
-            host.cpu(),
-            &Template::from_vars(&vars),
-            BuddyAreas::new(host.buddy(), &[]),
-        )
-        .unwrap();
-        let vm = Vmalloc::new(
-            host.slab(),
-            host.kernel_tables(),
-            host.machine(),
-            host.machine().layout(),
-        )
-        .unwrap();
-        (areas, vm)
+        (areas(&host, &vars, &[]), vmalloc(&host))
     };
     // SAFETY: `vm` maps its areas in these kernel tables.
     let backing = unsafe { VmallocBacking::new(&vm, host.kernel_tables(), host.buddy(), &[]) };
@@ -160,19 +173,8 @@ fn every_cpu_sees_only_its_own_copies() {
 fn vmalloc_chunks_sit_at_the_first_chunks_offsets() {
     let host = machine(2);
     let cpu0 = host.bind(0);
-    let areas = setup_per_cpu_areas(
-        host.cpu(),
-        &Template::from_vars(&[]),
-        BuddyAreas::new(host.buddy(), &[]),
-    )
-    .unwrap();
-    let vm = Vmalloc::new(
-        host.slab(),
-        host.kernel_tables(),
-        host.machine(),
-        host.machine().layout(),
-    )
-    .unwrap();
+    let areas = areas(&host, &[], &[]);
+    let vm = vmalloc(&host);
     drop(cpu0);
     host.shrink_everywhere();
     let baseline = host.pages_out();
@@ -255,12 +257,7 @@ fn an_interrupt_handler_finds_the_copy_busy() {
     let host = machine(1);
     let _cpu0 = host.bind(0);
     let vars = [HITS.desc(), LOCAL.desc()];
-    let areas = setup_per_cpu_areas(
-        host.cpu(),
-        &Template::from_vars(&vars),
-        BuddyAreas::new(host.buddy(), &[]),
-    )
-    .unwrap();
+    let areas = areas(&host, &vars, &[]);
     let pcpu = Percpu::new(&areas, kmm_percpu::FirstChunkOnly).unwrap();
     let seen = std::cell::Cell::new(None);
     let handler = || {
@@ -310,12 +307,7 @@ fn chunks_span_areas_on_distant_nodes() {
         .kernel_tables_mib(1)
         .build();
     let _cpu0 = host.bind(0);
-    let areas = setup_per_cpu_areas(
-        host.cpu(),
-        &Template::from_vars(&[]),
-        BuddyAreas::new(host.buddy(), &NODES),
-    )
-    .unwrap();
+    let areas = areas(&host, &[], &NODES);
     let (a0, a1) = (
         areas.area(0).unwrap().as_ptr().addr(),
         areas.area(1).unwrap().as_ptr().addr(),
@@ -324,13 +316,7 @@ fn chunks_span_areas_on_distant_nodes() {
         a0.abs_diff(a1) >= 16 << 20,
         "areas on different nodes: {a0:#x} {a1:#x}"
     );
-    let vm = Vmalloc::new(
-        host.slab(),
-        host.kernel_tables(),
-        host.machine(),
-        host.machine().layout(),
-    )
-    .unwrap();
+    let vm = vmalloc(&host);
     {
         // SAFETY: `vm` maps its areas in these kernel tables.
         let backing =
