@@ -5,9 +5,10 @@
 //! 2. `smp_slab_64B`: a 64-byte object allocation and its free
 //!    (`kmem_cache_alloc`/`kmem_cache_free` for kmm);
 //! 3. `smp_mix_cross_free`: a 64-byte object and a page per step, each put in
-//!    a slot shared by the threads in exchange for the block left there
-//!    earlier, which is freed: with two threads about half the frees are of
-//!    blocks the other CPU allocated.
+//!    a slot of a ring shared by the threads in exchange for the block left
+//!    there earlier, which is freed; each thread walks the ring from its own
+//!    half, so with two threads at the same pace most frees are of blocks
+//!    the other CPU allocated.
 //!
 //! Each is run on one thread and on two at once (`<name>/1`, `<name>/2`); an
 //! iteration is one step on every thread, and the throughput is counted in
@@ -184,10 +185,12 @@ impl Slots {
     }
 }
 
-/// A step counter's next slot.
-fn next_slot(k: &mut usize) -> usize {
+/// The next slot of thread `t` at step counter `k`: each thread walks the
+/// ring from its own half, so two threads at the same pace take each
+/// other's blocks (cross-CPU frees) without hitting the same slots at once.
+fn next_slot(t: usize, k: &mut usize) -> usize {
     *k = k.wrapping_add(1);
-    *k % SLOTS
+    (*k + t * SLOTS / 2) % SLOTS
 }
 
 /// Workload 3: an object and a page per step, exchanged through the slots.
@@ -211,9 +214,15 @@ fn mix(c: &mut Criterion) {
         scaling(
             &mut g,
             "kmm",
-            |id| (cpu.bind(id).expect("a simulated CPU per thread"), 0usize),
-            |(_, k)| {
-                let i = next_slot(k);
+            |id| {
+                (
+                    cpu.bind(id).expect("a simulated CPU per thread"),
+                    id,
+                    0usize,
+                )
+            },
+            |(_, t, k)| {
+                let i = next_slot(*t, k);
                 let o = slab
                     .kmem_cache_alloc(cache, Gfp::KERNEL)
                     .expect("an object");
@@ -242,9 +251,9 @@ fn mix(c: &mut Criterion) {
             scaling(
                 g,
                 name,
-                |_| 0usize,
-                |k| {
-                    let i = next_slot(k);
+                |t| (t, 0usize),
+                |(t, k)| {
+                    let i = next_slot(*t, k);
                     for (v, l) in [(&slots.objs, obj), (&slots.pages, page)] {
                         // SAFETY: a valid, non-zero-sized layout.
                         let p = unsafe { heap.alloc(l) };
