@@ -230,7 +230,21 @@ fn vmalloc_chunks_sit_at_the_first_chunks_offsets() {
             pcpu.free_percpu(p).unwrap();
         }
         let s = pcpu.stats();
-        assert_eq!((s.chunks, s.empty_chunks), (2, 1), "one spare kept: {s:?}");
+        assert_eq!(
+            (s.chunks, s.empty_chunks, s.destroyed),
+            (4, 3, 0),
+            "nothing given back at the frees: {s:?}"
+        );
+        pcpu.check().unwrap();
+        // The next allocation gives back the empty chunks beyond one spare.
+        let p = pcpu.__alloc_percpu(4, 4).unwrap();
+        let s = pcpu.stats();
+        assert_eq!(
+            (s.empty_chunks, s.destroyed),
+            (1, 2),
+            "one spare kept: {s:?}"
+        );
+        pcpu.free_percpu(p).unwrap();
         pcpu.check().unwrap();
         pcpu.shrink().unwrap();
         assert_eq!(pcpu.stats().chunks, 1);
