@@ -48,9 +48,12 @@ pub enum PercpuError {
     /// A static per-CPU variable that the template does not hold (not
     /// registered, or not in the linker section).
     NotRegistered,
-    /// `get_cpu_var` of a variable whose copy this CPU already holds (a
-    /// re-entry from a hook or an interrupt handler): the copy is not handed
-    /// out twice.
+    /// A re-entry on a CPU that already holds what the call needs:
+    /// `get_cpu_var` of a variable whose copy this CPU holds (a hook or an
+    /// interrupt handler; the copy is not handed out twice), or
+    /// `__alloc_percpu`/`shrink` from a hook the backing called while this
+    /// CPU holds the allocator's allocation lock (instead of spinning on
+    /// it forever).
     Busy,
     /// `Percpu::new` over areas whose first chunk another allocator serves
     /// (each would hand out the same bytes): one allocator per set of areas.
@@ -98,7 +101,7 @@ impl fmt::Display for PercpuError {
             PercpuError::Interior => f.write_str("percpu: inside an allocation, not its start"),
             PercpuError::NotLive => f.write_str("percpu: no allocation starts there"),
             PercpuError::NotRegistered => f.write_str("percpu: variable is not in the template"),
-            PercpuError::Busy => f.write_str("percpu: this CPU's copy is already held"),
+            PercpuError::Busy => f.write_str("percpu: already held on this CPU (a re-entry)"),
             PercpuError::AreasTaken => f.write_str("percpu: another allocator serves these areas"),
             PercpuError::TooManyCpus => {
                 f.write_str("percpu: no possible CPU, or more than NR_CPUS")

@@ -107,9 +107,17 @@
 //! - **Dynamic pointers** are cookies like Linux's `__percpu` pointers:
 //!   copyable, not owning, so the calls that dereference one are `unsafe`
 //!   ("not freed"), while [`Percpu::free_percpu`] checks what it is given.
-//! - **The allocator's lock** is a [`kmm_hal::sync::SpinLock`] over the
-//!   chunks, slots and backing; allocation and free are for process context
-//!   ([`PercpuError::InInterrupt`] otherwise). [`ChunkBacking`] and
+//! - **The allocator's locks** are two [`kmm_hal::sync::SpinLock`]s, as
+//!   Linux's: the allocation lock (`pcpu_alloc_mutex`, the backing) held
+//!   through `__alloc_percpu` and [`Percpu::shrink`], and the map lock
+//!   (`pcpu_lock`: chunk table, maps, slots) held for map work only, never
+//!   across a backing call. So hooks the backing reaches (the buddy
+//!   allocator's `on_low`, vmalloc's flushes) run with no map lock held:
+//!   [`Percpu::free_percpu`] works there, and `__alloc_percpu`/`shrink`
+//!   on the CPU that holds the allocation lock return
+//!   [`PercpuError::Busy`]. Allocation, free and [`Percpu::check`] are for
+//!   process context ([`PercpuError::InInterrupt`] otherwise);
+//!   [`Percpu::stats`] reads atomics, any context. [`ChunkBacking`] and
 //!   [`AreaAlloc`] are `unsafe trait`s: the allocator writes through the
 //!   memory they vouch for.
 #![no_std]

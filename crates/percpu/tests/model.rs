@@ -12,8 +12,10 @@
 //!   disjoint from every other, still holding its stamp (nothing else wrote
 //!   it) — and a new allocation zeroed on every CPU;
 //! - exact accounting: live allocations and bytes per CPU as the model
-//!   says, the allocator's own check (maps, slots, populated pages, at most
-//!   one empty chunk), the backing's chunks as the allocator counts them.
+//!   says, the allocator's own check (maps, slots, populated pages), the
+//!   backing's chunks as the allocator counts them, and at most one empty
+//!   chunk after an allocation (frees leave emptied chunks for the next
+//!   allocation or shrink to give back).
 //!
 //! At the end everything is freed and the empty chunks given back: the
 //! backing holds no chunk and no page, and dropping the areas returns
@@ -167,6 +169,14 @@ impl Model<'_> {
                     }
                     Err(e) => prop_assert!(false, "alloc({size}, {align}): {e}"),
                 }
+                // Frees leave emptied chunks; an allocation gives back all
+                // but one spare, whatever its outcome.
+                let s = self.pcpu.stats();
+                prop_assert!(s.empty_chunks <= 1, "after an allocation: {s:?}");
+                prop_assert_eq!(
+                    s.chunks as u64 + s.destroyed - before.destroyed,
+                    before.chunks as u64 + s.created - before.created
+                );
             }
             Op::Free { index } => {
                 if self.live.is_empty() {

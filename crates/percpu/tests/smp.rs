@@ -3,8 +3,10 @@
 //! through `get_cpu_var`, `per_cpu` and this-CPU operations, dynamic ones
 //! through this-CPU operations and `per_cpu_ptr` — while all of them
 //! allocate and free; chunks in the vmalloc area sit at the first chunk's
-//! unit offsets, are populated on demand and given back; and an interrupt
-//! handler that re-enters finds its CPU's copy busy rather than aliased.
+//! unit offsets, are populated on demand and given back; an interrupt
+//! handler that re-enters finds its CPU's copy busy rather than aliased;
+//! and the buddy allocator's `on_low` hook, run inside a chunk's creation
+//! or population, frees per-CPU memory and finds allocation `Busy`.
 
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
@@ -230,7 +232,21 @@ fn vmalloc_chunks_sit_at_the_first_chunks_offsets() {
             pcpu.free_percpu(p).unwrap();
         }
         let s = pcpu.stats();
-        assert_eq!((s.chunks, s.empty_chunks), (2, 1), "one spare kept: {s:?}");
+        assert_eq!(
+            (s.chunks, s.empty_chunks, s.destroyed),
+            (4, 3, 0),
+            "nothing given back at the frees: {s:?}"
+        );
+        pcpu.check().unwrap();
+        // The next allocation gives back the empty chunks beyond one spare.
+        let p = pcpu.__alloc_percpu(4, 4).unwrap();
+        let s = pcpu.stats();
+        assert_eq!(
+            (s.empty_chunks, s.destroyed),
+            (1, 2),
+            "one spare kept: {s:?}"
+        );
+        pcpu.free_percpu(p).unwrap();
         pcpu.check().unwrap();
         pcpu.shrink().unwrap();
         assert_eq!(pcpu.stats().chunks, 1);
@@ -366,4 +382,113 @@ fn chunks_span_areas_on_distant_nodes() {
     }
     vm.purge();
     assert_eq!(vm.stats().areas, 0);
+}
+
+/// The reclaim hook of [`a_buddy_on_low_hook_reenters_the_allocator`]: runs
+/// the armed closure once.
+static REENTER: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>> = std::sync::OnceLock::new();
+static ARMED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn on_low(_: &kmm_buddy::Zone<'_>) {
+    if ARMED.swap(false, Ordering::Relaxed)
+        && let Some(f) = REENTER.get()
+    {
+        f();
+    }
+}
+
+#[test]
+#[cfg_attr(
+    miri,
+    ignore = "the software mock cannot dereference vmalloc addresses"
+)]
+fn a_buddy_on_low_hook_reenters_the_allocator() {
+    // The buddy allocator's `on_low` hook runs inside the backing's page
+    // allocations (a chunk being created or populated): from there
+    // `free_percpu` works and `alloc_percpu` is `Busy`, never a deadlock.
+    kmm_mock::watchdog(
+        "on_low re-entering percpu",
+        std::time::Duration::from_secs(60),
+        || {
+            static HOOK: fn(&kmm_buddy::Zone<'_>) = on_low;
+            let host: &'static TestMachine = Box::leak(Box::new(
+                TestMachine::builder()
+                    .ram_mib(64)
+                    .highmem_mib(8)
+                    .cpus(1)
+                    .kernel_tables_mib(1)
+                    .buddy_config(kmm_buddy::BuddyConfig {
+                        on_low: Some(&HOOK),
+                        ..Default::default()
+                    })
+                    .build(),
+            ));
+            let _cpu0 = host.bind(0);
+            let areas = Box::leak(Box::new(areas(host, &[], &[])));
+            let vm = Box::leak(Box::new(vmalloc(host)));
+            // SAFETY: `vm` maps its areas in these kernel tables.
+            let backing =
+                unsafe { VmallocBacking::new(vm, host.kernel_tables(), host.buddy(), &[]) };
+            let pcpu = Box::leak(Box::new(Percpu::new(areas, backing).unwrap()));
+            let pcpu = &*pcpu;
+            let mut first: Vec<_> = (0..PCPU_UNIT_SIZE / PAGE_SIZE)
+                .map(|_| pcpu.__alloc_percpu(PAGE_SIZE, PAGE_SIZE).unwrap())
+                .collect();
+            let victim = first.pop().unwrap().raw();
+            let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let seen2 = seen.clone();
+            assert!(
+                REENTER
+                    .set(Box::new(move || {
+                        let p = kmm_percpu::PercpuPtr::<u8>::from_raw(victim);
+                        seen2.lock().unwrap().push((
+                            pcpu.free_percpu(p),
+                            pcpu.alloc_percpu::<u64>().err(),
+                            pcpu.shrink().err(),
+                            pcpu.check(),
+                        ));
+                    }))
+                    .is_ok()
+            );
+            // Every zone below its low watermark: the next page allocation
+            // takes the slow path and calls the hook.
+            let buddy = host.buddy();
+            let lows = || buddy.zones().iter().map(|z| z.low_events()).sum::<usize>();
+            let start = lows();
+            let mut hog = Vec::new();
+            while lows() == start {
+                hog.push(
+                    buddy
+                        .alloc_pages(kmm_buddy::Gfp::KERNEL | kmm_buddy::Gfp::HIGHMEM, 0)
+                        .expect("above min"),
+                );
+            }
+            ARMED.store(true, Ordering::Relaxed);
+            // A new chunk: vmalloc and the buddy allocator run the hook.
+            let p = pcpu.__alloc_percpu(PAGE_SIZE, PAGE_SIZE).unwrap();
+            assert!(!ARMED.load(Ordering::Relaxed), "the hook ran");
+            assert_eq!(
+                *seen.lock().unwrap(),
+                [(
+                    Ok(()),
+                    Some(PercpuError::Busy),
+                    Some(PercpuError::Busy),
+                    Ok(())
+                )]
+            );
+            pcpu.check().unwrap();
+            let s = pcpu.stats();
+            assert_eq!((s.allocations, s.chunks), (first.len() + 1, 2));
+            for page in hog {
+                buddy.free_pages_page(page, 0).unwrap();
+            }
+            for q in first.into_iter().chain([p]) {
+                pcpu.free_percpu(q).unwrap();
+            }
+            assert_eq!(pcpu.shrink(), Ok(1));
+            pcpu.check().unwrap();
+            let s = pcpu.stats();
+            assert_eq!((s.chunks, s.allocations, s.used_bytes), (1, 0, 0));
+        },
+    );
 }

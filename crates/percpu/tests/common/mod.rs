@@ -169,3 +169,57 @@ unsafe impl ChunkBacking for SoftBacking {
 pub fn ledger() -> Arc<Mutex<Ledger>> {
     Arc::new(Mutex::new(Ledger::default()))
 }
+
+/// Which backing call a [`HookBacking`] hook runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackingCall {
+    Create,
+    Populate,
+    Destroy,
+}
+
+/// The hook a [`HookBacking`] calls, set by the test after the allocator
+/// exists (it usually calls back into it, as a buddy `on_low` hook would).
+pub type Hook = std::rc::Rc<std::cell::RefCell<Option<Box<dyn FnMut(BackingCall)>>>>;
+
+/// [`SoftBacking`] that runs a hook at the start of every call, as the
+/// buddy allocator runs its `on_low` hook (or vmalloc a flush) inside the
+/// backing's calls. The hook is taken out while it runs, so a nested call
+/// does not run it again.
+pub struct HookBacking {
+    pub inner: SoftBacking,
+    pub hook: Hook,
+}
+
+impl HookBacking {
+    fn run(&self, call: BackingCall) {
+        let taken = self.hook.borrow_mut().take();
+        if let Some(mut f) = taken {
+            f(call);
+            *self.hook.borrow_mut() = Some(f);
+        }
+    }
+}
+
+// SAFETY: forwards to `SoftBacking`, which keeps the contract; the hook
+// changes nothing the contract speaks of.
+unsafe impl ChunkBacking for HookBacking {
+    fn create_chunk(&mut self, geo: &ChunkGeometry<'_>) -> Result<ChunkMem, PercpuError> {
+        self.run(BackingCall::Create);
+        self.inner.create_chunk(geo)
+    }
+    fn populate(
+        &mut self,
+        mem: &ChunkMem,
+        geo: &ChunkGeometry<'_>,
+        page: usize,
+    ) -> Result<(), PercpuError> {
+        self.run(BackingCall::Populate);
+        self.inner.populate(mem, geo, page)
+    }
+    unsafe fn destroy_chunk(&mut self, mem: ChunkMem, geo: &ChunkGeometry<'_>, populated: u32) {
+        self.run(BackingCall::Destroy);
+        // SAFETY: the caller's contract, forwarded.
+        unsafe { self.inner.destroy_chunk(mem, geo, populated) }
+    }
+}
