@@ -3,9 +3,10 @@
 
 use core::fmt;
 
-use kmm_hal::{PAGE_SIZE, PhysAddr};
+use kmm_hal::{FrameSource, PAGE_SIZE, PhysAddr};
 
 use crate::memory_map::{Region, RegionKind};
+use crate::range_set::RangeSet;
 
 /// Reserved ranges a [`Bootmem`] can track (merged when adjacent).
 pub const MAX_RESERVED: usize = 64;
@@ -22,6 +23,9 @@ pub enum BootmemError {
     BadRequest,
     /// The memory map has no usable RAM.
     NoMemory,
+    /// A free of pages [`Bootmem::alloc`] did not hand out (or handed out and
+    /// took back already), or not page-aligned.
+    NotAllocated,
 }
 
 impl fmt::Display for BootmemError {
@@ -31,6 +35,7 @@ impl fmt::Display for BootmemError {
             BootmemError::TooManyRanges => "bootmem: too many reserved ranges",
             BootmemError::BadRequest => "bootmem: bad size or alignment",
             BootmemError::NoMemory => "bootmem: the memory map has no usable RAM",
+            BootmemError::NotAllocated => "bootmem: freeing pages it did not hand out",
         })
     }
 }
@@ -69,8 +74,10 @@ impl PfnRange {
 pub struct Bootmem<'m> {
     regions: &'m [Region],
     lowmem_end: u64,
-    reserved: [PfnRange; MAX_RESERVED],
-    nr_reserved: usize,
+    reserved: RangeSet<MAX_RESERVED>,
+    /// The ranges `alloc` handed out and nobody gave back (a subset of
+    /// `reserved`): what `free` may take back.
+    allocs: RangeSet<MAX_RESERVED>,
     /// Frames handed out by `alloc` (accounting).
     allocated: u64,
     goal: u64,
@@ -101,8 +108,8 @@ impl<'m> Bootmem<'m> {
         let mut b = Bootmem {
             regions,
             lowmem_end: lowmem_end.as_u64() / PAGE_SIZE as u64,
-            reserved: [PfnRange::default(); MAX_RESERVED],
-            nr_reserved: 0,
+            reserved: RangeSet::new(),
+            allocs: RangeSet::new(),
             allocated: 0,
             goal: (16 << 20) / PAGE_SIZE as u64,
             limit_pfn: u64::MAX,
@@ -118,7 +125,7 @@ impl<'m> Bootmem<'m> {
 
     /// The reserved ranges, sorted and merged.
     pub fn reserved(&self) -> &[PfnRange] {
-        &self.reserved[..self.nr_reserved]
+        self.reserved.as_slice()
     }
 
     /// Frames handed out by [`Bootmem::alloc`] so far.
@@ -141,27 +148,50 @@ impl<'m> Bootmem<'m> {
     }
 
     fn reserve_pfns(&mut self, r: PfnRange) -> Result<(), BootmemError> {
-        // The list is sorted and merged: ranges [lo, hi) overlap or touch `r`.
-        let n = self.nr_reserved;
-        let list = &mut self.reserved;
-        let lo = list[..n].partition_point(|x| x.end < r.start);
-        let hi = list[..n].partition_point(|x| x.start <= r.end);
-        if lo < hi {
-            let merged = PfnRange {
-                start: list[lo].start.min(r.start),
-                end: list[hi - 1].end.max(r.end),
-            };
-            list[lo] = merged;
-            list.copy_within(hi..n, lo + 1);
-            self.nr_reserved = n - (hi - lo) + 1;
-        } else {
-            if n == MAX_RESERVED {
-                return Err(BootmemError::TooManyRanges);
-            }
-            list.copy_within(lo..n, lo + 1);
-            list[lo] = r;
-            self.nr_reserved = n + 1;
+        self.reserved
+            .insert(r)
+            .map_err(|_| BootmemError::TooManyRanges)
+    }
+
+    /// Gives back pages [`Bootmem::alloc`] handed out (Linux's
+    /// `free_bootmem`): every page of `[base, base + len)`, which must start
+    /// on a page and lie inside one allocation still out. They become free
+    /// for later allocations and for the page allocator. Refused with
+    /// nothing changed: a zero or overflowing length
+    /// ([`BootmemError::BadRequest`]); pages not handed out by `alloc`, or
+    /// given back already, or a `base` off a page boundary
+    /// ([`BootmemError::NotAllocated`]: a reservation such as the kernel
+    /// image is never freed this way); a range whose removal would split
+    /// one of the range lists past [`MAX_RESERVED`]
+    /// ([`BootmemError::TooManyRanges`]).
+    pub fn free(&mut self, base: PhysAddr, len: u64) -> Result<(), BootmemError> {
+        if len == 0 || base.as_u64().checked_add(len).is_none() {
+            return Err(BootmemError::BadRequest);
         }
+        if !base.as_u64().is_multiple_of(PAGE_SIZE as u64) {
+            return Err(BootmemError::NotAllocated);
+        }
+        let start = base.as_u64() / PAGE_SIZE as u64;
+        let r = PfnRange {
+            start,
+            end: start + len.div_ceil(PAGE_SIZE as u64),
+        };
+        let a = self.allocs.holding(r).ok_or(BootmemError::NotAllocated)?;
+        let v = self.reserved.holding(r).ok_or(BootmemError::NotAllocated)?;
+        // Both removals must succeed, or neither is made.
+        let full = |splits: bool, len: usize| splits && len == MAX_RESERVED;
+        if full(
+            self.allocs.remove_splits(a, r),
+            self.allocs.as_slice().len(),
+        ) || full(
+            self.reserved.remove_splits(v, r),
+            self.reserved.as_slice().len(),
+        ) {
+            return Err(BootmemError::TooManyRanges);
+        }
+        let ok = self.allocs.remove(a, r).is_ok() && self.reserved.remove(v, r).is_ok();
+        debug_assert!(ok, "checked above");
+        self.allocated -= r.len();
         Ok(())
     }
 
@@ -302,10 +332,15 @@ impl<'m> Bootmem<'m> {
             .find(self.goal.min(self.lowmem_end), pages, align)
             .or_else(|| self.find(1, pages, align))
             .ok_or(BootmemError::OutOfMemory)?;
-        self.reserve_pfns(PfnRange {
+        let r = PfnRange {
             start: found,
             end: found + pages,
-        })?;
+        };
+        // Room in both lists first, so a refusal changes nothing.
+        let mut allocs = self.allocs;
+        allocs.insert(r).map_err(|_| BootmemError::TooManyRanges)?;
+        self.reserve_pfns(r)?;
+        self.allocs = allocs;
         self.allocated += pages;
         Ok(PhysAddr::new(found * PAGE_SIZE as u64))
     }
@@ -321,6 +356,28 @@ impl<'m> Bootmem<'m> {
             }
         }
         None
+    }
+}
+
+// SAFETY: every frame `alloc_frame` returns comes from `Bootmem::alloc`:
+// page-aligned, usable RAM below the end of low memory (what the direct map
+// maps; page-table code that reaches frames through a smaller map refuses
+// the frame as unusable, `MapError::BadFrame`), and reserved from then on,
+// so no later `alloc`, no `MemMap`/buddy hand-over and no other caller gets
+// it until `free_frame` gives it back. A `free_frame` of a frame this
+// bootmem did not hand out is refused by `Bootmem::free` and changes
+// nothing.
+unsafe impl FrameSource for Bootmem<'_> {
+    /// One frame from [`Bootmem::alloc`], for early page tables.
+    fn alloc_frame(&mut self) -> Option<PhysAddr> {
+        self.alloc(PAGE_SIZE, PAGE_SIZE).ok()
+    }
+
+    /// [`Bootmem::free`] of one frame. A frame it refuses (not handed out
+    /// by this bootmem, or no room to split a range) stays as it was:
+    /// reserved, never reused.
+    fn free_frame(&mut self, frame: PhysAddr) {
+        let _ = self.free(frame, PAGE_SIZE as u64);
     }
 }
 
@@ -447,5 +504,81 @@ mod tests {
         assert!(!b.is_ram((4 << 30) >> 12));
         assert!(b.is_ram(((4 << 30) >> 12) - 1));
         assert_eq!(b.limit_pfn(), (4 << 30) >> 12);
+    }
+
+    #[test]
+    fn free_gives_back_only_what_alloc_handed_out() {
+        let m = map();
+        let mut b = Bootmem::new(&m, PhysAddr::new(896 << 20)).unwrap();
+        b.reserve(PhysAddr::new(0x10_0000), 0x10_0000).unwrap(); // a kernel image
+        let a = b.alloc(3 * PAGE_SIZE, PAGE_SIZE).unwrap();
+        let pfn = a.as_u64() / PAGE_SIZE as u64;
+        let before = b.reserved().to_vec();
+        // Refusals change nothing.
+        assert_eq!(b.free(a, 0), Err(BootmemError::BadRequest));
+        assert_eq!(
+            b.free(PhysAddr::new(a.as_u64() + 8), 8),
+            Err(BootmemError::NotAllocated)
+        );
+        assert_eq!(
+            b.free(PhysAddr::new(0x10_0000), PAGE_SIZE as u64),
+            Err(BootmemError::NotAllocated),
+            "the kernel image was reserved, not allocated"
+        );
+        assert_eq!(
+            b.free(PhysAddr::new(a.as_u64()), 4 * PAGE_SIZE as u64),
+            Err(BootmemError::NotAllocated)
+        );
+        assert_eq!(b.reserved(), &before[..]);
+        assert_eq!(b.allocated_pages(), 3);
+        // The middle page comes back and is handed out again.
+        let mid = PhysAddr::new(a.as_u64() + PAGE_SIZE as u64);
+        b.free(mid, PAGE_SIZE as u64).unwrap();
+        assert!(b.is_free(pfn + 1) && b.is_reserved(pfn) && b.is_reserved(pfn + 2));
+        assert_eq!(
+            b.free(mid, PAGE_SIZE as u64),
+            Err(BootmemError::NotAllocated),
+            "twice"
+        );
+        assert_eq!(b.allocated_pages(), 2);
+        assert_eq!(b.alloc(PAGE_SIZE, PAGE_SIZE), Ok(mid));
+    }
+
+    #[test]
+    fn a_free_that_would_split_past_the_limit_is_refused() {
+        let m = map();
+        let mut b = Bootmem::new(&m, PhysAddr::new(896 << 20)).unwrap();
+        // Frame 0 and 62 separate reservations: 63 ranges.
+        for i in 0..62u64 {
+            b.reserve(PhysAddr::new((100 + 2 * i) * PAGE_SIZE as u64), 1)
+                .unwrap();
+        }
+        let a = b.alloc(3 * PAGE_SIZE, PAGE_SIZE).unwrap();
+        assert_eq!(b.reserved().len(), MAX_RESERVED);
+        let before = b.reserved().to_vec();
+        let mid = PhysAddr::new(a.as_u64() + PAGE_SIZE as u64);
+        assert_eq!(
+            b.free(mid, PAGE_SIZE as u64),
+            Err(BootmemError::TooManyRanges)
+        );
+        assert_eq!(b.reserved(), &before[..]);
+        // The first page needs no split.
+        b.free(a, PAGE_SIZE as u64).unwrap();
+        assert!(b.is_free(a.as_u64() / PAGE_SIZE as u64));
+    }
+
+    #[test]
+    fn bootmem_is_a_frame_source() {
+        let m = map();
+        let mut b = Bootmem::new(&m, PhysAddr::new(896 << 20)).unwrap();
+        let f = b.alloc_frame().unwrap();
+        assert!(f.as_u64().is_multiple_of(PAGE_SIZE as u64));
+        assert!(b.is_reserved(f.as_u64() / PAGE_SIZE as u64));
+        let before = b.reserved().to_vec();
+        b.free_frame(PhysAddr::new(0)); // the BIOS page: refused, nothing changes
+        assert_eq!(b.reserved(), &before[..]);
+        b.free_frame(f);
+        assert!(b.is_free(f.as_u64() / PAGE_SIZE as u64));
+        assert_eq!(b.alloc_frame(), Some(f));
     }
 }

@@ -75,6 +75,7 @@ mod mem_map;
 mod memory_map;
 mod node;
 mod page;
+mod range_set;
 
 pub use bootmem::{Bootmem, BootmemError, MAX_RESERVED, PfnRange};
 pub use mem_map::{MemMap, MemMapError, MemStats, PfnError};
