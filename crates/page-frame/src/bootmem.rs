@@ -6,7 +6,7 @@ use core::fmt;
 use kmm_hal::{FrameSource, PAGE_SIZE, PhysAddr};
 
 use crate::memory_map::{Region, RegionKind};
-use crate::range_set::RangeSet;
+use crate::range_set::{PfnRange, RangeSet};
 
 /// Reserved ranges a [`Bootmem`] can track (merged when adjacent).
 pub const MAX_RESERVED: usize = 64;
@@ -41,27 +41,6 @@ impl fmt::Display for BootmemError {
 }
 
 impl core::error::Error for BootmemError {}
-
-/// A half-open frame-number range.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct PfnRange {
-    /// First frame.
-    pub start: u64,
-    /// One past the last frame.
-    pub end: u64,
-}
-
-impl PfnRange {
-    /// Number of frames.
-    pub const fn len(&self) -> u64 {
-        self.end - self.start
-    }
-
-    /// True if empty.
-    pub const fn is_empty(&self) -> bool {
-        self.end <= self.start
-    }
-}
 
 /// The early boot allocator over the firmware memory map.
 ///

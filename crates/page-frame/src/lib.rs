@@ -77,8 +77,9 @@ mod node;
 mod page;
 mod range_set;
 
-pub use bootmem::{Bootmem, BootmemError, MAX_RESERVED, PfnRange};
+pub use bootmem::{Bootmem, BootmemError, MAX_RESERVED};
 pub use mem_map::{MemMap, MemMapError, MemStats, PfnError};
 pub use memory_map::{Region, RegionKind};
 pub use node::{MAX_NUMNODES, Node, ZoneSpan};
 pub use page::{FreeListAdapter, Page, PageAdapter, PageLinkOps, PgFlags, ZoneType};
+pub use range_set::PfnRange;

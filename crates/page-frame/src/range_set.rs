@@ -1,7 +1,27 @@
-//! [`RangeSet`]: a small sorted set of disjoint frame ranges, merged when they
-//! touch (bootmem's reserved and allocated ranges).
+//! [`PfnRange`], a half-open range of frames, and [`RangeSet`]: a small
+//! sorted set of disjoint frame ranges, merged when they touch (bootmem's
+//! reserved and allocated ranges).
 
-use crate::bootmem::PfnRange;
+/// A half-open frame-number range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PfnRange {
+    /// First frame.
+    pub start: u64,
+    /// One past the last frame.
+    pub end: u64,
+}
+
+impl PfnRange {
+    /// Number of frames.
+    pub const fn len(&self) -> u64 {
+        self.end - self.start
+    }
+
+    /// True if empty.
+    pub const fn is_empty(&self) -> bool {
+        self.end <= self.start
+    }
+}
 
 /// Up to `N` disjoint, non-touching frame ranges, sorted by start.
 #[derive(Debug, Clone, Copy)]
