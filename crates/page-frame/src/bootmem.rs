@@ -496,6 +496,11 @@ mod tests {
         // Refusals change nothing.
         assert_eq!(b.free(a, 0), Err(BootmemError::BadRequest));
         assert_eq!(
+            b.free(a, u64::MAX),
+            Err(BootmemError::BadRequest),
+            "overflows"
+        );
+        assert_eq!(
             b.free(PhysAddr::new(a.as_u64() + 8), 8),
             Err(BootmemError::NotAllocated)
         );
