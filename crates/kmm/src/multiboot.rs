@@ -1,0 +1,1 @@
+//! Multiboot (version 1).
