@@ -10,5 +10,23 @@ pub use kmm_pkmap as pkmap;
 pub use kmm_slab as slab;
 pub use kmm_vmalloc as vmalloc;
 
+mod api;
+mod frames;
+#[cfg(feature = "global-allocator")]
+mod heap;
+pub mod init;
+mod mem_init;
+mod mm;
 #[cfg(feature = "multiboot")]
 pub mod multiboot;
+mod params;
+mod platform;
+mod proc;
+
+pub use frames::PageTableFrames;
+#[cfg(feature = "global-allocator")]
+pub use heap::{GlobalHeap, KMALLOC_MAX_SIZE, Refused, ReportHook};
+pub use mem_init::MemSummary;
+pub use mm::{AreasOf, MemoryManager, PageAllocator, PercpuOf, PkmapOf, Slab, Tables, VmallocOf};
+pub use params::{BootParams, InitError};
+pub use platform::Platform;

@@ -56,9 +56,13 @@
 #![warn(missing_docs)]
 
 mod machine;
+mod mm_machine;
 pub mod model;
+mod platform;
 
 pub use machine::{TestMachine, TestMachineBuilder, zone_index};
+pub use mm_machine::MmMachine;
+pub use platform::MockPlatform;
 
 /// The mock's types a description names.
 pub use kmm_mock::{Backing, PagingMode};

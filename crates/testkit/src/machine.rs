@@ -23,6 +23,7 @@
 //!   every page, cache handle or zone they return dies with that borrow
 //!   ([`reborrow`] says why shortening the lifetime is sound).
 
+use std::ops::Range;
 use std::sync::{Arc, OnceLock};
 
 use kmm_buddy::{Buddy, BuddyConfig, MAX_ORDER};
@@ -30,7 +31,7 @@ use kmm_hal::{Cpu, KernelTables, Pfn, PhysAddr};
 use kmm_mock::{
     Backing, BindError, CpuBinding, Machine, MockCpu, MockFrames, MockPageTable, PagingMode,
 };
-use kmm_page_frame::{Bootmem, MemMap, PgFlags, Region, RegionKind, ZoneType};
+use kmm_page_frame::{PgFlags, Region, RegionKind, ZoneType};
 use kmm_slab::{Cache, SlabAllocator};
 
 const MIB: u64 = 1 << 20;
@@ -47,9 +48,9 @@ pub struct TestMachineBuilder {
     map: Option<Vec<Region>>,
     bios_holes: bool,
     nodes: usize,
-    highmem: Option<u64>,
-    reserved: Vec<(u64, u64)>,
-    config: BuddyConfig<'static>,
+    pub(crate) highmem: Option<u64>,
+    pub(crate) reserved: Vec<(u64, u64)>,
+    pub(crate) config: BuddyConfig<'static>,
     page_tables: Option<(u64, u64)>,
 }
 
@@ -279,13 +280,7 @@ impl TestMachineBuilder {
         self,
         wrap: impl FnOnce(MockCpu) -> C,
     ) -> TestMachine<C> {
-        let machine = Machine::builder()
-            .ram(self.ram)
-            .cpus(self.cpus)
-            .paging(self.paging)
-            .backing(self.backing)
-            .build()
-            .expect("kmm-testkit: the mock machine");
+        let machine = self.mock_machine();
         let cpu = wrap(machine.cpu().clone());
         let cross = Arc::new(machine.cpu().clone());
         let buddy = boot_buddy(&machine, &self, cpu.clone(), &cross, self.config);
@@ -307,6 +302,19 @@ impl TestMachineBuilder {
                 desc: self,
             }),
         }
+    }
+}
+
+impl TestMachineBuilder {
+    /// The mock machine the description names, with nothing on it yet.
+    pub(crate) fn mock_machine(&self) -> Machine {
+        Machine::builder()
+            .ram(self.ram)
+            .cpus(self.cpus)
+            .paging(self.paging)
+            .backing(self.backing)
+            .build()
+            .expect("kmm-testkit: the mock machine")
     }
 }
 
@@ -332,25 +340,22 @@ fn boot_buddy<C: Cpu>(
     let cross: &'static MockCpu = unsafe { &*Arc::as_ptr(cross) };
     config.cross_call.get_or_insert(cross);
     let map = desc.regions();
-    let mut boot = Bootmem::new(&map, machine.lowmem_end()).expect("kmm-testkit: bootmem");
-    for &(base, len) in &desc.reserved {
-        boot.reserve(PhysAddr::new(base), len)
-            .expect("kmm-testkit: a reservation");
-    }
     let layout = match desc.highmem {
         Some(high) => machine.layout().with_highmem_start(high as usize),
         None => *machine.layout(),
     };
+    let reserved: Vec<Range<u64>> = desc.reserved.iter().map(|&(b, l)| b..b + l).collect();
+    // Steps 1, 4 and 5 of `MemoryManager::init`, as a kernel boots them.
+    let boot = kmm::init::bootmem(&map, &layout, &reserved).expect("kmm-testkit: bootmem");
     // SAFETY: the direct map is `machine`'s RAM, which is mapped for reading
     // and writing and which nothing else uses (the machine is new, or the
     // allocator that used it is gone: `TestMachine::rebuild`). It stays mapped
     // as long as the allocator: the `Inner` that stores the result holds a
-    // clone of the machine and drops it last (module docs).
-    let mem = unsafe { MemMap::new(&mut boot, &layout) }.expect("kmm-testkit: mem_map");
-    // SAFETY: as above; the frames `mem` releases are unused, `boot` is the
-    // bootmem `mem` was built with, and `cpu` keeps the `Cpu` contract (its
-    // type's `unsafe impl`).
-    unsafe { Buddy::new(mem, boot, cpu, config) }.expect("kmm-testkit: buddy")
+    // clone of the machine and drops it last (module docs). The reservations
+    // cover what is in use, and `cpu` keeps the `Cpu` contract (its type's
+    // `unsafe impl`).
+    unsafe { kmm::init::page_allocator(boot, &layout, cpu, config) }
+        .unwrap_or_else(|e| panic!("kmm-testkit: {e}"))
 }
 
 /// What a [`TestMachine`] owns. Fields drop in declaration order: slab,

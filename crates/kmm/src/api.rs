@@ -1,0 +1,108 @@
+//! The Linux functions a kernel calls most, as methods of
+//! [`MemoryManager`] with their Linux names; everything else is on the
+//! allocator itself ([`MemoryManager::buddy`], [`MemoryManager::slab`],
+//! [`MemoryManager::vmalloc_allocator`], [`MemoryManager::pkmap`],
+//! [`MemoryManager::percpu`]).
+
+use core::ptr::NonNull;
+
+use kmm_buddy::{FreeError, Freed, Gfp};
+use kmm_hal::VirtAddr;
+use kmm_page_frame::Page;
+use kmm_percpu::{PercpuError, PercpuPtr, Zeroable};
+use kmm_pkmap::{KmapError, KmapLocalError, KunmapError, KunmapLocalError};
+use kmm_slab::SlabError;
+use kmm_vmalloc::VmallocError;
+
+use crate::{MemoryManager, Platform};
+
+impl<'a, P: Platform> MemoryManager<'a, P> {
+    /// `alloc_pages`: a block of `2^order` pages, `None` if none is free.
+    pub fn alloc_pages(&self, gfp: Gfp, order: usize) -> Option<&'a Page> {
+        self.buddy.alloc_pages(gfp, order)
+    }
+
+    /// `alloc_page`: one page.
+    pub fn alloc_page(&self, gfp: Gfp) -> Option<&'a Page> {
+        self.buddy.alloc_pages(gfp, 0)
+    }
+
+    /// `__free_pages`: gives back a block `alloc_pages` handed out; a page
+    /// it did not, the wrong order, or a double free is refused.
+    pub fn free_pages(&self, page: &Page, order: usize) -> Result<Freed, FreeError> {
+        self.buddy.free_pages_page(page, order)
+    }
+
+    /// `__get_free_pages`: a low-memory block's direct-map address.
+    pub fn get_free_pages(&self, gfp: Gfp, order: usize) -> Option<VirtAddr> {
+        self.buddy.get_free_pages(gfp, order)
+    }
+
+    /// `kmalloc`: `size` bytes from the general caches (or the page
+    /// allocator above the largest).
+    pub fn kmalloc(&self, size: usize, gfp: Gfp) -> Result<NonNull<u8>, SlabError> {
+        self.slab.kmalloc(size, gfp)
+    }
+
+    /// `kzalloc`: `kmalloc`, zeroed.
+    pub fn kzalloc(&self, size: usize, gfp: Gfp) -> Result<NonNull<u8>, SlabError> {
+        self.slab.kzalloc(size, gfp)
+    }
+
+    /// `kfree`: gives back a `kmalloc` block; anything else (a vmalloc
+    /// address, a page, an interior or freed pointer) is refused.
+    pub fn kfree(&self, ptr: *mut u8) -> Result<(), SlabError> {
+        self.slab.kfree(ptr)
+    }
+
+    /// `ksize`: the usable size of a live `kmalloc` block.
+    pub fn ksize(&self, ptr: *mut u8) -> Result<usize, SlabError> {
+        self.slab.ksize(ptr)
+    }
+
+    /// `vmalloc`: `size` bytes, virtually contiguous, page by page.
+    pub fn vmalloc(&self, size: usize) -> Result<NonNull<u8>, VmallocError> {
+        self.vmalloc.vmalloc(size)
+    }
+
+    /// `vzalloc`: `vmalloc`, zeroed.
+    pub fn vzalloc(&self, size: usize) -> Result<NonNull<u8>, VmallocError> {
+        self.vmalloc.vzalloc(size)
+    }
+
+    /// `vfree`: gives back a `vmalloc` area; anything else is refused.
+    pub fn vfree(&self, addr: *const u8) -> Result<(), VmallocError> {
+        self.vmalloc.vfree(addr)
+    }
+
+    /// `kmap`: a kernel address for `page` (its direct-map address in low
+    /// memory, a pkmap entry in high memory; may wait for an entry).
+    pub fn kmap(&self, page: &Page) -> Result<VirtAddr, KmapError> {
+        self.pkmap.kmap(page)
+    }
+
+    /// `kunmap`: drops a `kmap`.
+    pub fn kunmap(&self, page: &Page) -> Result<(), KunmapError> {
+        self.pkmap.kunmap(page)
+    }
+
+    /// `kmap_local_page`: a short-lived mapping in this CPU's fixmap slots.
+    pub fn kmap_local_page(&self, page: &Page) -> Result<VirtAddr, KmapLocalError> {
+        self.pkmap.kmap_local_page(page)
+    }
+
+    /// `kunmap_local`: drops the latest `kmap_local_page` of this CPU.
+    pub fn kunmap_local(&self, addr: VirtAddr) -> Result<(), KunmapLocalError> {
+        self.pkmap.kunmap_local(addr)
+    }
+
+    /// `alloc_percpu`: one zeroed `T` per possible CPU.
+    pub fn alloc_percpu<T: Zeroable>(&self) -> Result<PercpuPtr<T>, PercpuError> {
+        self.percpu.alloc_percpu()
+    }
+
+    /// `free_percpu`: gives back an `alloc_percpu` allocation.
+    pub fn free_percpu<T>(&self, ptr: PercpuPtr<T>) -> Result<(), PercpuError> {
+        self.percpu.free_percpu(ptr)
+    }
+}
