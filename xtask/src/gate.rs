@@ -364,6 +364,7 @@ fn steps() -> Vec<Step> {
         step("setup", setup::run),
         cargo("rustfmt (workspace)", &root, &["fmt", "--all", "--check"]),
         cargo("rustfmt (example kernel)", &kernel, &["fmt", "--check"]),
+        step("linux map: every item named exists", crate::linux_map::run),
         cargo(
             "clippy (workspace, host, all targets)",
             &root,

@@ -3,7 +3,9 @@
 //! - `setup`: installs what is missing (the i686 Rust target, QEMU);
 //! - `qemu [--pae] [--smp N] [--memory SIZE] [-- ARGS...]`: builds the
 //!   example kernel and boots it (four CPUs and 2 GiB unless told otherwise);
-//! - `test`: the whole gate (formatting, clippy, tests, QEMU boots);
+//! - `test`: the whole gate (formatting, the Linux map, clippy, tests, QEMU
+//!   boots);
+//! - `linux-map`: the gate's check of `docs/linux-map.md` alone;
 //! - `bench [ARGS...]`: the criterion benchmarks, ARGS handed to criterion;
 //! - `miri`: the library tests under Miri (nightly);
 //! - `fuzz [TARGET] [SECONDS]`: a cargo-fuzz target (nightly).
@@ -12,6 +14,7 @@ mod bench;
 mod cmd;
 mod fuzz;
 mod gate;
+mod linux_map;
 mod miri;
 mod qemu;
 mod setup;
@@ -30,9 +33,11 @@ commands:
                           ARGS are appended to the kernel command line
   qemu --check [--pae] [--smp N] [--memory SIZE]
                           one boot step of the gate: boot and check the expected lines
-  test                    run the gate: fmt, clippy (host and i686), cargo test,
-                          QEMU boots (2-level and PAE, 16 MiB to 8 GiB, 1 and 4 CPUs)
-                          and the panic path
+  test                    run the gate: fmt, the Linux map, clippy (host and i686),
+                          cargo test, QEMU boots (2-level and PAE, 16 MiB to 8 GiB,
+                          1 and 4 CPUs) and the panic path
+  linux-map               check docs/linux-map.md: every kmm item it names exists
+                          and every Linux name has a row (a step of the gate)
   bench [ARGS]            run the criterion benchmarks (kmm beside its peers):
                           cargo bench -p kmm-benches -- ARGS (e.g. a group name)
   miri                    run the library tests under Miri (nightly)
@@ -62,6 +67,7 @@ fn main() -> ExitCode {
         Some("setup") => setup::run(),
         Some("qemu") => qemu_cli(&args[1..]),
         Some("test") => gate::run(),
+        Some("linux-map") => linux_map::run(),
         Some("bench") => bench::cli(&args[1..]),
         Some("miri") => miri::run(),
         Some("fuzz") => fuzz::cli(&args[1..]),
