@@ -273,6 +273,43 @@ impl<M: Mode> Paging<M> {
         self.dm = dm;
     }
 
+    /// Maps physical `[0, size)` at `base` with global large pages, and
+    /// base pages for a tail that is not a whole large page (Linux's
+    /// `kernel_physical_mapping_init`): the direct map when `base` is the
+    /// layout's `PAGE_OFFSET`. Table pages for the tail come from `frames`.
+    /// Returns how many large pages and base pages it entered; the caller
+    /// flushes (or loads the tables afterwards).
+    pub fn kernel_physical_mapping_init<F: FrameSource + ?Sized>(
+        &mut self,
+        base: VirtAddr,
+        size: usize,
+        flags: PageFlags,
+        frames: &mut F,
+    ) -> Result<(usize, usize), MapError> {
+        let large = if self.large_pages {
+            Self::LARGE_PAGE_SIZE
+        } else {
+            usize::MAX
+        };
+        let mut pa = 0usize;
+        let (mut n_large, mut n_base) = (0, 0);
+        while pa < size {
+            let va = VirtAddr::new(base.as_usize() + pa);
+            let phys = PhysAddr::new(pa as u64);
+            if size - pa >= large {
+                self.map_large(va, phys, flags)?.ignore();
+                pa += large;
+                n_large += 1;
+            } else {
+                let len = (size - pa).min(large);
+                self.map_range(va, phys, len, flags, frames)?.ignore();
+                pa += len;
+                n_base += len / PAGE_SIZE;
+            }
+        }
+        Ok((n_large, n_base))
+    }
+
     /// How many page-table pages (root, directories and tables) are in use.
     pub fn table_pages(&self) -> usize {
         self.table_pages

@@ -14,6 +14,8 @@ mod api;
 mod frames;
 #[cfg(feature = "global-allocator")]
 mod heap;
+#[cfg(target_arch = "x86")]
+mod i386_platform;
 pub mod init;
 mod mem_init;
 mod mm;
@@ -26,6 +28,8 @@ mod proc;
 pub use frames::PageTableFrames;
 #[cfg(feature = "global-allocator")]
 pub use heap::{GlobalHeap, KMALLOC_MAX_SIZE, Refused, ReportHook};
+#[cfg(target_arch = "x86")]
+pub use i386_platform::I386;
 pub use mem_init::MemSummary;
 pub use mm::{AreasOf, MemoryManager, PageAllocator, PercpuOf, PkmapOf, Slab, Tables, VmallocOf};
 pub use params::{BootParams, InitError};

@@ -24,8 +24,8 @@ pub enum InitError {
     /// The page tables refused to build a page-table page for the window (the
     /// frame source ran dry, say).
     Map(MapError),
-    /// Called with interrupts disabled: set-up ends with a kernel-wide TLB
-    /// flush, which needs them on.
+    /// Called with interrupts disabled on a machine with more than one CPU:
+    /// set-up ends with a kernel-wide TLB flush, which needs them on.
     IrqsDisabled,
 }
 

@@ -60,8 +60,8 @@ where
     /// Sets up the highmem mappings (Linux's `permanent_kmaps_init`): checks
     /// the layout, builds the page-table pages of the pkmap window and of
     /// every CPU's `kmap_atomic` slots (so no kmap ever needs a frame) and
-    /// flushes both ranges from every TLB. Call it with interrupts on and no
-    /// lock held.
+    /// flushes both ranges from every TLB. Call it with no lock held and,
+    /// when `cpu` counts more than one CPU, with interrupts on.
     ///
     /// Fails if the layout is inconsistent or larger than this crate's
     /// limits ([`MAX_PKMAP`], [`MAX_CPUS`], [`KM_MAX`]), if a pkmap entry or
@@ -96,7 +96,10 @@ where
         if cpus > MAX_CPUS || cpus > fixmap.nr_cpus {
             return Err(InitError::TooManyCpus);
         }
-        if cpu.irqs_disabled() {
+        // The closing flush reaches the other CPUs through interrupts; a
+        // machine with one CPU flushes its own TLB and needs none (Linux
+        // runs `permanent_kmaps_init` with interrupts still off at boot).
+        if cpus > 1 && cpu.irqs_disabled() {
             return Err(InitError::IrqsDisabled);
         }
         let cx = Ctx {

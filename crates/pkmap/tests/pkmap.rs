@@ -374,3 +374,46 @@ fn bad_inputs_return_their_errors_and_change_nothing() {
     p.kunmap_local(a).unwrap();
     assert!(host.machine().tlb().violations().is_empty());
 }
+
+/// A one-CPU machine's flush: its own TLB, legal with interrupts off.
+struct UpTlb(TestMachine);
+
+// SAFETY: the machine has one CPU, and `flush_all` clears its whole TLB in
+// the checker before returning.
+unsafe impl kmm_hal::KernelTlb for UpTlb {
+    fn flush_tlb_kernel_range(&self, _start: VirtAddr, _end: VirtAddr) {
+        self.0.machine().tlb().flush_all();
+    }
+    fn flush_tlb_all(&self) {
+        self.0.machine().tlb().flush_all();
+    }
+}
+
+#[test]
+fn set_up_with_interrupts_off_only_on_one_cpu() {
+    for (cpus, ok) in [(1, true), (2, false)] {
+        let host = common::machine(32, cpus);
+        let _cpu = host.bind(0);
+        let tlb = UpTlb(host.clone());
+        let _irq = host.cpu().irq_guard();
+        // SAFETY: the only pkmap over this machine's mem_map and tables.
+        let r = unsafe {
+            kmm_pkmap::Pkmap::new(
+                host.buddy().mem(),
+                host.kernel_tables(),
+                &tlb,
+                host.cpu(),
+                host.machine().layout(),
+                kmm_pkmap::SpinWait,
+            )
+        };
+        match r {
+            Ok(_) => assert!(ok, "{cpus} CPUs: set up with interrupts off"),
+            Err(e) => assert_eq!(
+                (ok, e),
+                (false, kmm_pkmap::InitError::IrqsDisabled),
+                "{cpus} CPUs"
+            ),
+        }
+    }
+}
