@@ -56,6 +56,8 @@ impl ReservedRange {
 #[derive(Clone)]
 pub struct ReservedRanges<const N: usize = 32> {
     ranges: [ReservedRange; N],
+    /// The same ranges as `start..end`, for [`Self::as_ranges`].
+    plain: [Range<u64>; N],
     len: usize,
     dropped: usize,
 }
@@ -68,6 +70,7 @@ impl<const N: usize> ReservedRanges<N> {
                 end: 0,
                 kind: ReservedKind::Kernel,
             }; N],
+            plain: [const { 0..0 }; N],
             len: 0,
             dropped: 0,
         }
@@ -80,6 +83,7 @@ impl<const N: usize> ReservedRanges<N> {
         }
         match self.ranges.get_mut(self.len) {
             Some(slot) => {
+                self.plain[self.len] = range.clone();
                 *slot = ReservedRange {
                     start: range.start,
                     end: range.end,
@@ -94,6 +98,12 @@ impl<const N: usize> ReservedRanges<N> {
     /// The ranges, each with what it holds.
     pub fn entries(&self) -> &[ReservedRange] {
         &self.ranges[..self.len]
+    }
+
+    /// The ranges as a slice of `start..end`, as
+    /// [`BootParams::reserved`](crate::BootParams::reserved) takes them.
+    pub fn as_ranges(&self) -> &[Range<u64>] {
+        &self.plain[..self.len]
     }
 
     /// The ranges as `start..end`.
