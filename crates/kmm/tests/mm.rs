@@ -139,3 +139,51 @@ fn machines_are_independent_and_torn_down() {
         host.mm().kfree(p.as_ptr()).unwrap();
     }
 }
+
+#[test]
+fn a_kernel_may_bring_its_own_tables() {
+    const MIB: u64 = 1 << 20;
+    let (_machine, _cross, r) = TestMachine::builder()
+        .ram_mib(48)
+        .reserve(2 * MIB, MIB)
+        .boot_mm(|platform, params| {
+            let mut frames = kmm_mock::MockFrames::new(
+                kmm::hal::PhysAddr::new(2 * MIB),
+                kmm::hal::PhysAddr::new(3 * MIB),
+            );
+            let pt = platform
+                .machine()
+                .kernel_page_table(&mut frames, true)
+                .unwrap();
+            let before = frames.outstanding();
+            // SAFETY: a new machine; the tables map its direct map and take
+            // their pages from a reserved range.
+            let mm = unsafe { kmm::MemoryManager::init(platform, params.tables(pt)) }.unwrap();
+            let v = mm.vmalloc(64 << 10).unwrap();
+            mm.vfree(v.as_ptr()).unwrap();
+            let p: *mut kmm_testkit::MockMm<'static> = mm;
+            // SAFETY: from `init`, used no more.
+            unsafe { kmm::MemoryManager::teardown(p) };
+            before
+        });
+    assert!(r > 0, "the kernel's tables took frames of its own");
+}
+
+#[test]
+fn init_refuses_what_cannot_boot() {
+    let (_m, _c, r) = TestMachine::builder()
+        .ram_mib(16)
+        .memory_map(vec![kmm::page_frame::Region::new(
+            0,
+            16 << 20,
+            kmm::page_frame::RegionKind::Reserved,
+        )])
+        // SAFETY: a new machine; init fails before it builds anything.
+        .boot_mm(|p, params| unsafe { kmm::MemoryManager::init(p, params) }.map(|_| ()));
+    assert_eq!(
+        r,
+        Err(kmm::InitError::Bootmem(
+            kmm::page_frame::BootmemError::NoMemory
+        ))
+    );
+}

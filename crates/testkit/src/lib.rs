@@ -61,7 +61,7 @@ pub mod model;
 mod platform;
 
 pub use machine::{TestMachine, TestMachineBuilder, zone_index};
-pub use mm_machine::MmMachine;
+pub use mm_machine::{MmMachine, MockMm};
 pub use platform::MockPlatform;
 
 /// The mock's types a description names.
