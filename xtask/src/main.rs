@@ -3,8 +3,8 @@
 //! - `setup`: installs what is missing (the i686 Rust target, QEMU);
 //! - `qemu [--pae] [--smp N] [--memory SIZE] [-- ARGS...]`: builds the
 //!   example kernel and boots it (four CPUs and 2 GiB unless told otherwise);
-//! - `test`: the whole gate (formatting, the Linux map, clippy, tests, QEMU
-//!   boots);
+//! - `test`: the whole gate (formatting, the Linux map, clippy, packaging,
+//!   tests, QEMU boots);
 //! - `linux-map`: the gate's check of `docs/linux-map.md` alone;
 //! - `bench [ARGS...]`: the criterion benchmarks, ARGS handed to criterion;
 //! - `miri`: the library tests under Miri (nightly);
@@ -34,7 +34,7 @@ commands:
   qemu --check [--pae] [--smp N] [--memory SIZE]
                           one boot step of the gate: boot and check the expected lines
   test                    run the gate: fmt, the Linux map, clippy (host and i686),
-                          cargo test, QEMU boots (2-level and PAE, 16 MiB to 8 GiB,
+                          cargo package, cargo test, QEMU boots (2-level and PAE, 16 MiB to 8 GiB,
                           1 and 4 CPUs) and the panic path
   linux-map               check docs/linux-map.md: every kmm item it names exists
                           and every Linux name has a row (a step of the gate)
