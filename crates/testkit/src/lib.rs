@@ -55,6 +55,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod cpus;
 mod machine;
 mod mm_machine;
 pub mod model;

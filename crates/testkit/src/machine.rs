@@ -28,9 +28,7 @@ use std::sync::{Arc, OnceLock};
 
 use kmm_buddy::{Buddy, BuddyConfig, MAX_ORDER};
 use kmm_hal::{Cpu, KernelTables, Pfn, PhysAddr};
-use kmm_mock::{
-    Backing, BindError, CpuBinding, Machine, MockCpu, MockFrames, MockPageTable, PagingMode,
-};
+use kmm_mock::{Backing, CpuBinding, Machine, MockCpu, MockFrames, MockPageTable, PagingMode};
 use kmm_page_frame::{PgFlags, Region, RegionKind, ZoneType};
 use kmm_slab::{Cache, SlabAllocator};
 
@@ -470,9 +468,7 @@ impl<C: Cpu + Clone + Send + Sync + 'static> TestMachine<C> {
     /// Binds the calling thread to CPU `id` until the binding is dropped.
     /// Panics if it cannot (no such CPU, taken, or this thread is bound).
     pub fn bind(&self, id: usize) -> CpuBinding {
-        self.cpu()
-            .bind(id)
-            .unwrap_or_else(|e| panic!("kmm-testkit: bind CPU {id}: {e}"))
+        crate::cpus::bind(self.cpu(), id)
     }
 
     /// Runs `f(cpu)` on one thread per CPU, each bound to its CPU; the results
@@ -512,17 +508,7 @@ impl<C: Cpu + Clone + Send + Sync + 'static> TestMachine<C> {
     /// Runs `f` on the calling thread as a CPU: the one it is bound to, or
     /// the first free one for the duration of `f`.
     pub fn on_some_cpu<T>(&self, f: impl FnOnce() -> T) -> T {
-        let mut free = None;
-        for id in 0..self.cpu().count() {
-            match self.cpu().bind(id) {
-                Ok(b) => {
-                    free = Some(b);
-                    break;
-                }
-                Err(BindError::AlreadyBound) => break,
-                Err(_) => {}
-            }
-        }
+        let free = crate::cpus::bind_free(self.cpu());
         let r = f();
         drop(free);
         r

@@ -5,7 +5,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use kmm::{BootParams, MemoryManager};
-use kmm_mock::{BindError, CpuBinding, Machine, MockCpu};
+use kmm_mock::{CpuBinding, Machine, MockCpu};
 use kmm_pkmap::SpinWait;
 
 use crate::TestMachineBuilder;
@@ -97,23 +97,11 @@ impl TestMachineBuilder {
         .buddy_config(config);
         let platform = MockPlatform::new(machine.clone());
         let r = {
-            let _cpu = bind_some(machine.cpu());
+            let _cpu = crate::cpus::bind_free(machine.cpu());
             boot(platform, params)
         };
         (machine, cross, r)
     }
-}
-
-/// Binds the calling thread to the first free CPU, unless it is bound.
-fn bind_some(cpu: &MockCpu) -> Option<CpuBinding> {
-    for id in 0..kmm_hal::Cpu::count(cpu) {
-        match cpu.bind(id) {
-            Ok(b) => return Some(b),
-            Err(BindError::AlreadyBound) => return None,
-            Err(_) => {}
-        }
-    }
-    None
 }
 
 impl MmMachine {
@@ -139,9 +127,7 @@ impl MmMachine {
     /// Binds the calling thread to CPU `id` until the binding is dropped.
     /// Panics if it cannot.
     pub fn bind(&self, id: usize) -> CpuBinding {
-        self.cpu()
-            .bind(id)
-            .unwrap_or_else(|e| panic!("kmm-testkit: bind CPU {id}: {e}"))
+        crate::cpus::bind(self.cpu(), id)
     }
 
     /// Runs `f(cpu)` on one thread per CPU, each bound to its CPU.
@@ -152,7 +138,7 @@ impl MmMachine {
 
 impl Drop for MmMachine {
     fn drop(&mut self) {
-        let _cpu = bind_some(self.machine.cpu());
+        let _cpu = crate::cpus::bind_free(self.machine.cpu());
         // SAFETY: `mm` came from `init` as `&mut` and was only shared
         // through `mm()` borrows of `self`, all ended (`&mut self`); nothing
         // it handed out outlives those borrows. Called once.
