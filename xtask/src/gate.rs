@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use crate::cmd::{self, Result, command};
-use crate::qemu::{self, Boot, EXIT_FAILURE, EXIT_SUCCESS};
+use crate::qemu::{self, Boot, EXIT_FAILURE, EXIT_SUCCESS, Kernel};
 use crate::root;
 use crate::setup::{self, KERNEL_TARGET};
 
@@ -259,8 +259,19 @@ pub fn find_boot(mode: &str, memory: &str, smp: usize) -> Result<&'static GateBo
 }
 
 /// `cargo xtask qemu --check`: boots the gate's configuration of `o`'s
-/// paging mode, RAM and CPU count and checks it ([`boot_config`]).
+/// paging mode, RAM and CPU count and checks it ([`boot_config`]); with
+/// `--minimal`, the gate's minimal-kernel boot of `o`'s RAM
+/// ([`boot_minimal`]).
 pub fn check_boot(o: &qemu::Options<'_>) -> Result {
+    if o.kernel == Kernel::Minimal {
+        let b = find_minimal_boot(o.machine.memory.unwrap_or("2G"))?;
+        boot_minimal(b)?;
+        eprintln!(
+            "xtask: {}: every expected line, exit code {EXIT_SUCCESS}",
+            b.name
+        );
+        return Ok(());
+    }
     let mode = if o.pae { "pae" } else { "2level" };
     let b = find_boot(mode, o.machine.memory.unwrap_or("2G"), o.machine.smp)?;
     boot_config(b)?;
@@ -283,7 +294,7 @@ fn number_after(b: &Boot, prefix: &str, key: &str) -> Option<usize> {
 /// Boots the kernel as `g` says and checks its lines and exit code (also
 /// `cargo xtask qemu --check`).
 pub fn boot_config(g: &GateBoot) -> Result {
-    let elf = qemu::build_kernel()?;
+    let elf = Kernel::Example.build()?;
     let mut append = format!("paging={}", g.mode);
     if !g.extra.is_empty() {
         append.push(' ');
@@ -353,6 +364,143 @@ pub fn boot_config(g: &GateBoot) -> Result {
     Ok(())
 }
 
+/// One boot of the minimal kernel (`examples/minimal-kernel`: 2-level
+/// paging, one CPU) in the gate.
+#[derive(Debug, Clone, Copy)]
+pub struct MinimalBoot {
+    /// The step's name.
+    pub name: &'static str,
+    /// Guest RAM (QEMU's `-m`).
+    pub memory: &'static str,
+    /// The machine has a HIGHMEM zone (more than 896 MiB of RAM).
+    pub highmem: bool,
+}
+
+/// The minimal kernel's boots: all RAM in the direct map, and HIGHMEM
+/// above it (where the kernel maps a page with `kmap_local_page`).
+pub const MINIMAL_BOOTS: [MinimalBoot; 2] = [
+    MinimalBoot {
+        name: "qemu boot, minimal kernel, 2-level paging, 512 MiB, 1 CPU",
+        memory: "512M",
+        highmem: false,
+    },
+    MinimalBoot {
+        name: "qemu boot, minimal kernel, 2-level paging, 2 GiB (HIGHMEM), 1 CPU",
+        memory: "2G",
+        highmem: true,
+    },
+];
+
+/// The gate's minimal-kernel boot of `memory` (for `cargo xtask qemu
+/// --minimal --check`).
+pub fn find_minimal_boot(memory: &str) -> Result<&'static MinimalBoot> {
+    MINIMAL_BOOTS
+        .iter()
+        .find(|b| b.memory == memory)
+        .ok_or_else(|| {
+            let list: Vec<&str> = MINIMAL_BOOTS.iter().map(|b| b.memory).collect();
+            format!(
+                "qemu --minimal --check: no gate boot has {memory} (the gate boots: {})",
+                list.join(", ")
+            )
+        })
+}
+
+/// The lines every minimal-kernel boot prints: one per allocator it uses
+/// (`alloc` through the `GlobalHeap`, a `Vec` grown past 4 MiB into
+/// vmalloc, `alloc_pages`, `kmalloc`, `alloc_percpu`), then `show_mem`:
+/// Linux's boot lines about memory and the `/proc` files under their
+/// headings.
+const MINIMAL_LINES: [&str; 12] = [
+    "alloc: Box 42 at 0x",
+    "vmalloc: a Vec of 5 MiB at 0x",
+    "alloc_pages: an order-2 block in zone ",
+    "kmalloc: 100 bytes at 0x",
+    "alloc_percpu: CPU 0's u64 at 0x",
+    "Zone PFN ranges:",
+    "Memory: ",
+    "/proc/buddyinfo:",
+    "/proc/zoneinfo:",
+    "/proc/slabinfo:",
+    "/proc/vmallocinfo:",
+    "minimal: ok",
+];
+
+/// The line of a minimal-kernel boot on a machine with HIGHMEM: a HIGHMEM
+/// page written and read back through `kmap_local_page`.
+const MINIMAL_KMAP_LINE: &str = "kmap_local_page: a HIGHMEM page at 0x";
+
+/// Builds and boots the minimal kernel as `g` says and checks it
+/// ([`check_minimal`]).
+pub fn boot_minimal(g: &MinimalBoot) -> Result {
+    let elf = Kernel::Minimal.build()?;
+    let machine = qemu::Machine {
+        memory: Some(g.memory),
+        smp: 1,
+    };
+    let started = std::time::Instant::now();
+    let b = qemu::boot_on(&elf, "", machine)?;
+    let secs = started.elapsed().as_secs_f64();
+    check_minimal(g, &b)?;
+    eprintln!("xtask: {}: booted and checked in {secs:.1}s", g.name);
+    Ok(())
+}
+
+/// Checks a minimal-kernel boot: exit code 33, no panic, every line of
+/// [`MINIMAL_LINES`], a non-zero "…MB HIGHMEM available." and the
+/// `kmap_local_page` line exactly when `g` has HIGHMEM, and `minimal: ok`
+/// last.
+fn check_minimal(g: &MinimalBoot, b: &Boot) -> Result {
+    let name = g.name;
+    if b.code != Some(EXIT_SUCCESS) {
+        return Err(format!(
+            "{name}: {} (want exit code {EXIT_SUCCESS})",
+            b.ending()
+        ));
+    }
+    if b.has_line("PANIC:") {
+        return Err(format!("{name}: printed a PANIC line"));
+    }
+    let missing: Vec<&str> = MINIMAL_LINES
+        .into_iter()
+        .filter(|l| !b.has_line(l))
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!("{name}: missing serial lines {missing:?}"));
+    }
+    let highmem_mb = b.serial.lines().find_map(|l| {
+        let mb = l.strip_suffix("MB HIGHMEM available.")?;
+        mb.parse::<u64>().ok()
+    });
+    match highmem_mb {
+        None => return Err(format!("{name}: no `…MB HIGHMEM available.` line")),
+        Some(mb) if (mb > 0) != g.highmem => {
+            return Err(format!(
+                "{name}: {mb}MB HIGHMEM available, want {}",
+                if g.highmem { "some" } else { "none" }
+            ));
+        }
+        Some(_) => {}
+    }
+    if b.has_line(MINIMAL_KMAP_LINE) != g.highmem {
+        return Err(format!(
+            "{name}: the kmap_local_page line is {}",
+            if g.highmem {
+                "missing"
+            } else {
+                "there without HIGHMEM"
+            }
+        ));
+    }
+    let last = b.serial.lines().rfind(|l| !l.trim().is_empty());
+    if last != Some("minimal: ok") {
+        return Err(format!(
+            "{name}: `minimal: ok` is not the last line (last: {last:?})"
+        ));
+    }
+    Ok(())
+}
+
 /// True if `line` is `PANIC: <message> at <file>:<line>`.
 fn is_panic_line(line: &str) -> bool {
     let Some(rest) = line.strip_prefix("PANIC: ") else {
@@ -371,7 +519,7 @@ fn is_panic_line(line: &str) -> bool {
 
 /// Boots with `test=panic` and checks the panic line and the failure code.
 fn boot_panic() -> Result {
-    let elf = qemu::build_kernel()?;
+    let elf = Kernel::Example.build()?;
     let b: Boot = qemu::boot(&elf, "paging=2level test=panic")?;
     if !b.serial.lines().any(is_panic_line) {
         return Err("test=panic boot: no `PANIC: <message> at <file>:<line>` line".into());
@@ -392,11 +540,13 @@ fn boot_panic() -> Result {
 fn steps() -> Vec<Step> {
     let root = root();
     let root_for_doc = root.clone();
-    let kernel = qemu::kernel_dir();
+    let kernel = Kernel::Example.dir();
+    let minimal = Kernel::Minimal.dir();
     vec![
         step("setup", setup::run),
         cargo("rustfmt (workspace)", &root, &["fmt", "--all", "--check"]),
         cargo("rustfmt (example kernel)", &kernel, &["fmt", "--check"]),
+        cargo("rustfmt (minimal kernel)", &minimal, &["fmt", "--check"]),
         step("linux map: every item named exists", crate::linux_map::run),
         cargo(
             "clippy (workspace, host, all targets)",
@@ -414,6 +564,19 @@ fn steps() -> Vec<Step> {
         cargo(
             "clippy (example kernel, i686)",
             &kernel,
+            &[
+                "clippy",
+                "--release",
+                "--target",
+                KERNEL_TARGET,
+                "--",
+                "-D",
+                "warnings",
+            ],
+        ),
+        cargo(
+            "clippy (minimal kernel, i686)",
+            &minimal,
             &[
                 "clippy",
                 "--release",
@@ -504,6 +667,11 @@ fn steps() -> Vec<Step> {
     .into_iter()
     .chain(BOOTS.iter().map(|g| step(g.name, move || boot_config(g))))
     .chain([step("qemu boot, panic path (test=panic)", boot_panic)])
+    .chain(
+        MINIMAL_BOOTS
+            .iter()
+            .map(|g| step(g.name, move || boot_minimal(g))),
+    )
     .collect()
 }
 
@@ -543,8 +711,72 @@ pub fn run() -> Result {
 
 #[cfg(test)]
 mod tests {
-    use super::{UNPUBLISHED, is_panic_line};
+    use super::{MINIMAL_BOOTS, UNPUBLISHED, check_minimal, find_minimal_boot, is_panic_line};
+    use crate::qemu::{Boot, EXIT_FAILURE, EXIT_SUCCESS};
     use crate::root;
+
+    /// What the minimal kernel prints (cut short), with or without HIGHMEM.
+    fn minimal_serial(highmem: bool) -> String {
+        let mut s = String::from(
+            "alloc: Box 42 at 0xc1e1a8a0, String \"kmm minimal\", Vec [0, 1, 2]..\n\
+             vmalloc: a Vec of 5 MiB at 0xf8800000 (kvmalloc)\n\
+             alloc_pages: an order-2 block in zone Normal\n\
+             kmalloc: 100 bytes at 0xc1e1bf00, ksize 128\n",
+        );
+        if highmem {
+            s.push_str("kmap_local_page: a HIGHMEM page at 0xffffb000, read back 0x6b6d6d\n");
+        }
+        s.push_str("alloc_percpu: CPU 0's u64 at 0xc1e10000\n");
+        s.push_str(if highmem {
+            "1151MB HIGHMEM available.\n896MB LOWMEM available.\n"
+        } else {
+            "0MB HIGHMEM available.\n511MB LOWMEM available.\n"
+        });
+        s.push_str(
+            "Zone PFN ranges:\n  DMA      0x00000000 -> 0x00001000\n\
+             Memory: 2081840k/2096636k available (408k kernel code, 14796k reserved, 0k data, 0k init, 1179520k highmem)\n\
+             /proc/buddyinfo:\nNode 0, zone      DMA      1\n\
+             /proc/zoneinfo:\n/proc/slabinfo:\nslabinfo - version: 2.1\n\
+             /proc/vmallocinfo:\nminimal: ok\n",
+        );
+        s
+    }
+
+    fn boot(code: i32, serial: String) -> Boot {
+        Boot {
+            code: Some(code),
+            timed_out: false,
+            serial,
+        }
+    }
+
+    #[test]
+    fn minimal_boot_checks() {
+        let [low, high] = &MINIMAL_BOOTS;
+        assert!(!low.highmem && high.highmem);
+        assert_eq!(find_minimal_boot("2G").unwrap().memory, "2G");
+        assert!(find_minimal_boot("1G").is_err());
+        for g in [low, high] {
+            let good = minimal_serial(g.highmem);
+            assert_eq!(check_minimal(g, &boot(EXIT_SUCCESS, good.clone())), Ok(()));
+            assert!(check_minimal(g, &boot(EXIT_FAILURE, good.clone())).is_err());
+            let other = minimal_serial(!g.highmem);
+            assert!(
+                check_minimal(g, &boot(EXIT_SUCCESS, other)).is_err(),
+                "HIGHMEM mismatch"
+            );
+            let cut = good.replace("/proc/slabinfo:\n", "");
+            assert!(
+                check_minimal(g, &boot(EXIT_SUCCESS, cut)).is_err(),
+                "a heading missing"
+            );
+            let late = format!("{good}PANIC: panicked at src/main.rs:1:1:\nboom\n");
+            assert!(
+                check_minimal(g, &boot(EXIT_SUCCESS, late)).is_err(),
+                "not last / panic"
+            );
+        }
+    }
 
     #[test]
     fn panic_line() {

@@ -3,8 +3,9 @@
 //! - `setup`: installs what is missing (the i686 Rust target, QEMU);
 //! - `qemu [--pae] [--smp N] [--memory SIZE] [-- ARGS...]`: builds the
 //!   example kernel and boots it (four CPUs and 2 GiB unless told otherwise);
+//!   `qemu --minimal [--memory SIZE]`: the minimal kernel (one CPU);
 //! - `test`: the whole gate (formatting, the Linux map, clippy, packaging,
-//!   tests, QEMU boots);
+//!   tests, QEMU boots of both kernels);
 //! - `linux-map`: the gate's check of `docs/linux-map.md` alone;
 //! - `bench [ARGS...]`: the criterion benchmarks, ARGS handed to criterion;
 //! - `miri`: the library tests under Miri (nightly);
@@ -33,9 +34,12 @@ commands:
                           ARGS are appended to the kernel command line
   qemu --check [--pae] [--smp N] [--memory SIZE]
                           one boot step of the gate: boot and check the expected lines
+  qemu --minimal [--memory SIZE] [--check]
+                          build the minimal kernel (examples/minimal-kernel) and boot it
+                          on one CPU; with --check, its gate step (512M or 2G)
   test                    run the gate: fmt, the Linux map, clippy (host and i686),
                           cargo package, cargo test, QEMU boots (2-level and PAE, 16 MiB to 8 GiB,
-                          1 and 4 CPUs) and the panic path
+                          1 and 4 CPUs), the panic path and the minimal kernel
   linux-map               check docs/linux-map.md: every kmm item it names exists
                           and every Linux name has a row (a step of the gate)
   bench [ARGS]            run the criterion benchmarks (kmm beside its peers):

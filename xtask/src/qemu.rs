@@ -1,4 +1,4 @@
-//! Building the example kernel and booting it in `qemu-system-i386`.
+//! Building the example kernels and booting them in `qemu-system-i386`.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -10,8 +10,6 @@ use crate::cmd::{self, Result, command};
 use crate::root;
 use crate::setup::{KERNEL_TARGET, QEMU};
 
-/// The package name (and binary name) of the example kernel.
-pub const KERNEL_PACKAGE: &str = "kmm-example-i386-kernel";
 /// QEMU's exit status when the kernel writes 0x10 to the debug-exit port.
 pub const EXIT_SUCCESS: i32 = 33;
 /// QEMU's exit status when the kernel writes 0x11 (a failed check or a panic).
@@ -52,34 +50,59 @@ impl Default for Machine<'_> {
     }
 }
 
-/// The directory of the example kernel.
-pub fn kernel_dir() -> PathBuf {
-    root().join("examples/i386-kernel")
+/// The kernels in `examples/`, each a workspace of its own built for
+/// [`KERNEL_TARGET`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    /// `examples/i386-kernel`: the test kernel, every crate exercised
+    /// (2-level or PAE, SMP).
+    Example,
+    /// `examples/minimal-kernel`: the kernel a user copies, kmm up through
+    /// the umbrella crate (2-level paging, one CPU).
+    Minimal,
 }
 
-/// Builds the kernel (release, i686) and returns the path of its ELF file.
-pub fn build_kernel() -> Result<PathBuf> {
-    let dir = kernel_dir();
-    cmd::run(&mut command(
-        &dir,
-        "cargo",
-        ["build", "--release", "--target", KERNEL_TARGET],
-    ))?;
-    let target_dir = match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(t) => dir.join(t),
-        None => dir.join("target"),
-    };
-    let elf = target_dir
-        .join(KERNEL_TARGET)
-        .join("release")
-        .join(KERNEL_PACKAGE);
-    if elf.is_file() {
-        Ok(elf)
-    } else {
-        Err(format!(
-            "the kernel built, but {} does not exist",
-            elf.display()
-        ))
+impl Kernel {
+    /// The package name (and binary name).
+    pub const fn package(self) -> &'static str {
+        match self {
+            Kernel::Example => "kmm-example-i386-kernel",
+            Kernel::Minimal => "kmm-example-minimal-kernel",
+        }
+    }
+
+    /// The directory of the kernel's workspace.
+    pub fn dir(self) -> PathBuf {
+        root().join(match self {
+            Kernel::Example => "examples/i386-kernel",
+            Kernel::Minimal => "examples/minimal-kernel",
+        })
+    }
+
+    /// Builds the kernel (release, i686) and returns the path of its ELF file.
+    pub fn build(self) -> Result<PathBuf> {
+        let dir = self.dir();
+        cmd::run(&mut command(
+            &dir,
+            "cargo",
+            ["build", "--release", "--target", KERNEL_TARGET],
+        ))?;
+        let target_dir = match std::env::var_os("CARGO_TARGET_DIR") {
+            Some(t) => dir.join(t),
+            None => dir.join("target"),
+        };
+        let elf = target_dir
+            .join(KERNEL_TARGET)
+            .join("release")
+            .join(self.package());
+        if elf.is_file() {
+            Ok(elf)
+        } else {
+            Err(format!(
+                "the kernel built, but {} does not exist",
+                elf.display()
+            ))
+        }
     }
 }
 
@@ -207,11 +230,14 @@ pub fn boot_on(elf: &Path, append: &str, machine: Machine<'_>) -> Result<Boot> {
 }
 
 /// The usage line of `cargo xtask qemu`.
-const USAGE: &str = "usage: qemu [--pae] [--smp N] [--memory SIZE] [--check] [-- ARGS...]";
+const USAGE: &str = "usage: qemu [--pae] [--smp N] [--memory SIZE] [--check] [-- ARGS...] \
+                     | qemu --minimal [--memory SIZE] [--check]";
 
 /// What `cargo xtask qemu` was asked for ([`parse`]).
 #[derive(Debug)]
 pub struct Options<'a> {
+    /// The kernel to boot.
+    pub kernel: Kernel,
     /// PAE paging (else 2-level).
     pub pae: bool,
     /// Boot the gate's configuration of this mode, RAM and CPU count and
@@ -228,22 +254,33 @@ pub struct Options<'a> {
 /// (QEMU's `-m`; default 2 GiB). With `--check`, the boot is the gate's
 /// boot of the same paging mode, RAM and CPU count (see `gate::BOOTS`): its
 /// serial lines are checked too (no extra ARGS then).
+///
+/// With `--minimal`, the kernel is `examples/minimal-kernel` on one CPU
+/// (2-level paging, no command line: `--pae`, `--smp` and ARGS are
+/// refused); `--check` boots the gate's minimal-kernel boot of that RAM
+/// (see `gate::MINIMAL_BOOTS`).
 pub fn parse(args: &[String]) -> Result<Options<'_>> {
+    let mut kernel = Kernel::Example;
     let mut pae = false;
     let mut check = false;
+    let mut smp = None;
     let mut machine = Machine::default();
     let mut extra: Vec<&str> = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
+            "--minimal" => kernel = Kernel::Minimal,
             "--pae" => pae = true,
             "--check" => check = true,
             "--smp" => {
-                machine.smp = it
-                    .next()
-                    .and_then(|n| n.parse().ok())
-                    .filter(|&n| (1..=8).contains(&n))
-                    .ok_or_else(|| format!("qemu: --smp wants a CPU count from 1 to 8 ({USAGE})"))?
+                smp = Some(
+                    it.next()
+                        .and_then(|n| n.parse().ok())
+                        .filter(|&n| (1..=8).contains(&n))
+                        .ok_or_else(|| {
+                            format!("qemu: --smp wants a CPU count from 1 to 8 ({USAGE})")
+                        })?,
+                )
             }
             "--memory" => {
                 machine.memory = Some(
@@ -259,7 +296,18 @@ pub fn parse(args: &[String]) -> Result<Options<'_>> {
     if check && !extra.is_empty() {
         return Err("qemu: --check boots with the gate's command line: no ARGS".into());
     }
+    if kernel == Kernel::Minimal {
+        if pae || smp.is_some() || !extra.is_empty() {
+            return Err(format!(
+                "qemu: the minimal kernel runs 2-level paging on one CPU and reads no \
+                 command line: no --pae, --smp or ARGS ({USAGE})"
+            ));
+        }
+        smp = Some(1);
+    }
+    machine.smp = smp.unwrap_or(DEFAULT_SMP);
     Ok(Options {
+        kernel,
         pae,
         check,
         machine,
@@ -271,8 +319,11 @@ pub fn parse(args: &[String]) -> Result<Options<'_>> {
 pub fn run(o: &Options<'_>) -> Result {
     let (pae, machine) = (o.pae, o.machine);
     let extra = o.extra.iter().copied();
-    let elf = build_kernel()?;
-    let mut append = String::from(if pae { "paging=pae" } else { "paging=2level" });
+    let elf = o.kernel.build()?;
+    let mut append = match o.kernel {
+        Kernel::Example => String::from(if pae { "paging=pae" } else { "paging=2level" }),
+        Kernel::Minimal => String::new(),
+    };
     for e in extra {
         append.push(' ');
         append.push_str(e);
@@ -286,5 +337,51 @@ pub fn run(o: &Options<'_>) -> Result {
             "the kernel did not boot cleanly: {}",
             boot.ending()
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{DEFAULT_SMP, Kernel, parse};
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn example_kernel_options() {
+        let a = args("--pae --smp 2 --memory 1G -- smp_work=5");
+        let o = parse(&a).unwrap();
+        assert_eq!(o.kernel, Kernel::Example);
+        assert!(o.pae && !o.check);
+        assert_eq!((o.machine.smp, o.machine.memory), (2, Some("1G")));
+        assert_eq!(o.extra, ["smp_work=5"]);
+        let a = args("");
+        assert_eq!(parse(&a).unwrap().machine.smp, DEFAULT_SMP);
+        for bad in ["--smp 9", "--smp", "--memory", "--check -- x", "--bogus"] {
+            let a = args(bad);
+            assert!(parse(&a).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn minimal_kernel_options() {
+        let a = args("--minimal --memory 512M --check");
+        let o = parse(&a).unwrap();
+        assert_eq!(o.kernel, Kernel::Minimal);
+        assert!(o.check && !o.pae && o.extra.is_empty());
+        assert_eq!((o.machine.smp, o.machine.memory), (1, Some("512M")));
+        let a = args("--minimal");
+        assert_eq!(
+            parse(&a).unwrap().machine,
+            super::Machine {
+                memory: None,
+                smp: 1
+            }
+        );
+        for bad in ["--minimal --pae", "--minimal --smp 2", "--minimal -- x"] {
+            let a = args(bad);
+            assert!(parse(&a).is_err(), "{bad}");
+        }
     }
 }

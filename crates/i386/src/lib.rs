@@ -16,6 +16,11 @@
 //!   STARTUP, the timer); [`ApicCrossCall`], Linux's `smp_call_function`
 //!   over it; `SmpTlb` (x86), the kernel-wide flush as a real shootdown.
 //!
+//! - `rt` (x86): `memcpy`, `memmove`, `memset`, `memcmp` and `bcmp`, which
+//!   `core` calls and a freestanding kernel links from nowhere else; the
+//!   `mem-symbols` feature exports them under their C names (a kernel only,
+//!   never a hosted build).
+//!
 //! With the `hw-flush` feature (ring-0 code on an x86 CPU only),
 //! [`kmm_hal::PageTable::flush`] executes INVLPG and `flush_all` reloads CR4.PGE
 //! or CR3; without it they do nothing, and the caller (the mock) tracks flushes.
@@ -104,6 +109,8 @@ mod ipi;
 mod layout;
 mod mode;
 pub mod percpu_segment;
+#[cfg(target_arch = "x86")]
+pub mod rt;
 #[cfg(target_arch = "x86")]
 mod smp_cpu;
 mod tables;

@@ -21,7 +21,7 @@
 //! let info = unsafe { kmm::multiboot::MultibootInfo::new(ebx, 0) }.unwrap();
 //! let map = info.memory_map::<32>().unwrap();
 //! let reserved = info.reserved::<32>(kernel.clone()).unwrap();
-//! let params = unsafe { kmm::BootParams::i386(map.regions(), kernel) }.reserved(reserved.as_ranges());
+//! let params = unsafe { kmm::BootParams::i386(map.regions(), kernel) }.reserved(reserved.ranges());
 //! let mm = unsafe { HEAP.init(kmm::I386::new(), params) }.unwrap();
 //! ```
 //!

@@ -24,8 +24,12 @@
 //! Read the structure early, while paging is still off, with a window of 0
 //! (virtual address = physical address); once the direct map is up, a window
 //! of `PAGE_OFFSET` works as long as everything the structure points to lies
-//! in the direct map. Build bootmem from the map, reserve every range, then
-//! bring up the allocators:
+//! in the direct map. With the umbrella, hand both to
+//! [`MemoryManager::init`](crate::MemoryManager::init): `map.regions()` as
+//! the regions and `reserved.ranges()` to
+//! [`BootParams::reserved`](crate::BootParams::reserved) (the
+//! `examples/minimal-kernel` does, in five lines). Crate by crate, build
+//! bootmem from the map, reserve every range, then bring up the allocators:
 //!
 //! ```no_run
 //! use kmm::hal::PhysAddr;

@@ -9,8 +9,8 @@ use kmm_pkmap::KmapWait;
 
 /// The architecture side of the memory manager.
 ///
-/// kmm ships two: `kmm::I386` (on x86 targets: real i386 paging, 2-level or PAE) and,
-/// in `kmm-testkit`, the host mock's. A port to another CPU implements
+/// kmm ships two: `I386` (real i386 paging, 2-level or PAE; built for x86
+/// targets only) and, in `kmm-testkit`, the host mock's. A port to another CPU implements
 /// [`kmm_hal`]'s traits for its types and names them here.
 ///
 /// # Safety

@@ -258,6 +258,8 @@ fn modules_and_cmdline_are_reserved() {
     assert_eq!(r.dropped(), 0);
     assert!(r.contains(0x17_FFFF) && !r.contains(0x18_0000));
     assert_eq!(r.iter().len(), 9);
+    let ranges: Vec<_> = r.entries().iter().map(ReservedRange::range).collect();
+    assert_eq!(r.ranges(), ranges, "the slice BootParams::reserved takes");
 }
 
 #[test]
@@ -380,6 +382,7 @@ fn entries_past_the_capacity_are_counted() {
     let r: ReservedRanges<4> = f.read(info).reserved(0x10_0000..0x20_0000).unwrap();
     assert_eq!((r.entries().len(), r.dropped()), (4, 4));
     assert_eq!(r.entries()[3].kind, ReservedKind::Module(0));
+    assert_eq!(r.ranges().len(), 4, "the slice stops where the entries do");
 }
 
 #[test]

@@ -41,7 +41,6 @@ mod percpu;
 mod physmem;
 mod pkmap_check;
 mod pool_check;
-mod rt;
 mod serial;
 mod slab_bad_input;
 mod slab_check;
@@ -69,7 +68,7 @@ pub extern "C" fn kmain(magic: u32, info: u32) -> ! {
     serial::init();
     kprintln!();
     kprintln!("kmm: example i386 kernel");
-    rt::self_test();
+    kmm_i386::rt::self_test();
     kprintln!("kmm: memcpy/memmove/memset/memcmp self-test ok");
     assert_eq!(
         magic, BOOTLOADER_MAGIC,

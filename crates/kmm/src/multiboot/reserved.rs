@@ -49,15 +49,16 @@ impl ReservedRange {
 /// list, then each module and its string; empty ranges are left out, and
 /// ranges past `N` are counted in [`ReservedRanges::dropped`].
 ///
-/// It borrows nothing; hand each range to
-/// [`kmm_page_frame::Bootmem::reserve`] before the page allocator takes the
+/// It borrows nothing; hand [`ReservedRanges::ranges`] to
+/// [`BootParams::reserved`](crate::BootParams::reserved) (or each range to
+/// [`kmm_page_frame::Bootmem::reserve`]) before the page allocator takes the
 /// free memory. A `dropped()` above 0 means memory in use would be handed
 /// out: treat it as fatal (or ask for a larger `N`).
 #[derive(Clone)]
 pub struct ReservedRanges<const N: usize = 32> {
-    ranges: [ReservedRange; N],
-    /// The same ranges as `start..end`, for [`Self::as_ranges`].
-    plain: [Range<u64>; N],
+    entries: [ReservedRange; N],
+    /// `entries`' ranges again, as the slice `BootParams::reserved` takes.
+    ranges: [Range<u64>; N],
     len: usize,
     dropped: usize,
 }
@@ -65,12 +66,12 @@ pub struct ReservedRanges<const N: usize = 32> {
 impl<const N: usize> ReservedRanges<N> {
     pub(super) const fn new() -> ReservedRanges<N> {
         ReservedRanges {
-            ranges: [ReservedRange {
+            entries: [ReservedRange {
                 start: 0,
                 end: 0,
                 kind: ReservedKind::Kernel,
             }; N],
-            plain: [const { 0..0 }; N],
+            ranges: [const { 0..0 }; N],
             len: 0,
             dropped: 0,
         }
@@ -81,14 +82,14 @@ impl<const N: usize> ReservedRanges<N> {
         if range.is_empty() {
             return;
         }
-        match self.ranges.get_mut(self.len) {
+        match self.entries.get_mut(self.len) {
             Some(slot) => {
-                self.plain[self.len] = range.clone();
                 *slot = ReservedRange {
                     start: range.start,
                     end: range.end,
                     kind,
                 };
+                self.ranges[self.len] = range;
                 self.len += 1;
             }
             None => self.dropped += 1,
@@ -97,18 +98,18 @@ impl<const N: usize> ReservedRanges<N> {
 
     /// The ranges, each with what it holds.
     pub fn entries(&self) -> &[ReservedRange] {
-        &self.ranges[..self.len]
+        &self.entries[..self.len]
     }
 
-    /// The ranges as a slice of `start..end`, as
-    /// [`BootParams::reserved`](crate::BootParams::reserved) takes them.
-    pub fn as_ranges(&self) -> &[Range<u64>] {
-        &self.plain[..self.len]
+    /// The ranges as `start..end`, in the same order: what
+    /// [`BootParams::reserved`](crate::BootParams::reserved) takes.
+    pub fn ranges(&self) -> &[Range<u64>] {
+        &self.ranges[..self.len]
     }
 
     /// The ranges as `start..end`.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = Range<u64>> + '_ {
-        self.entries().iter().map(ReservedRange::range)
+        self.ranges().iter().cloned()
     }
 
     /// True if physical address `phys` lies in one of the ranges.
