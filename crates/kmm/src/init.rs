@@ -108,6 +108,12 @@ impl<'a, P: Platform> MemoryManager<'a, P> {
     /// flushes every CPU's TLB) and the other CPUs not started; each of them
     /// then calls [`MemoryManager::cpu_up`].
     ///
+    /// It needs a deep stack: about 90 KiB in a release build and 400 KiB
+    /// in a debug one (the allocators are built by value and moved into
+    /// place; `MemoryManager` itself is about 28 KiB on i386), so a kernel
+    /// calls it on a boot stack of 512 KiB, as `examples/minimal-kernel`
+    /// does, or builds it in release.
+    ///
     /// A failure leaves nothing usable (and what was built before it is
     /// never dropped), but corrupts nothing: a kernel reports it and stops.
     ///

@@ -153,7 +153,8 @@ impl<'a, P: Platform> MemoryManager<'a, P> {
 
     /// Brings CPU `cpu` into the memory manager (Linux's per-CPU part of
     /// `start_secondary`): gives the platform its per-CPU offset
-    /// ([`Platform::cpu_up`]; i386 loads its `%fs` segment) and marks it
+    /// ([`Platform::cpu_up`]: a segment-based per-CPU platform loads the
+    /// CPU's segment there) and marks it
     /// online. Call it on that CPU, once, before it allocates. The boot CPU
     /// is online from `init` on. Returns the CPU's per-CPU offset, or
     /// `None` if `cpu` is not a possible CPU or is online already.

@@ -52,8 +52,10 @@ pub unsafe trait Platform {
 
     /// Called by [`MemoryManager::cpu_up`](crate::MemoryManager::cpu_up) on
     /// the CPU that comes up, with its per-CPU offset (Linux's
-    /// `__per_cpu_offset[cpu]`): i386 points the CPU's `%fs` segment there.
-    /// The default does nothing.
+    /// `__per_cpu_offset[cpu]`): a platform whose CPUs reach their per-CPU
+    /// data through a segment (an SMP i386 kernel's `%fs`) loads it here.
+    /// The default, which `I386` keeps (its default CPU is
+    /// uniprocessor), does nothing.
     fn cpu_up(&self, cpu: usize, per_cpu_offset: usize) {
         let _ = (cpu, per_cpu_offset);
     }
