@@ -111,6 +111,29 @@ unsafe impl Sync for Stack {}
 /// The stacks, by CPU id (entry 0, the boot CPU's, is unused).
 static STACKS: [Stack; MAX_CPUS] = [const { Stack(UnsafeCell::new([0; AP_STACK_SIZE])) }; MAX_CPUS];
 
+/// The most any application processor's stack has held so far, in bytes
+/// (as [`crate::boot::stack_high_water`]: the stacks start zeroed and grow
+/// down), and the stack size.
+pub fn stack_high_water() -> (usize, usize) {
+    let used = STACKS
+        .iter()
+        .map(|s| {
+            let bottom = s.0.get().cast::<u8>();
+            let mut untouched = 0;
+            // SAFETY: `AP_STACK_SIZE` bytes of a static; reading bytes below
+            // a running CPU's stack pointer reads what its earlier frames
+            // left (a racy read of plain bytes is only a low estimate).
+            while untouched < AP_STACK_SIZE && unsafe { bottom.add(untouched).read_volatile() } == 0
+            {
+                untouched += 1;
+            }
+            AP_STACK_SIZE - untouched
+        })
+        .max()
+        .unwrap_or(0);
+    (used, AP_STACK_SIZE)
+}
+
 /// CPUs that reached [`ap_entry`] and left the trampoline.
 static STARTED: AtomicUsize = AtomicUsize::new(0);
 

@@ -10,7 +10,7 @@ pub const HEADER_MAGIC: u32 = 0x1BAD_B002;
 /// `mem_*` fields and the memory map).
 pub const HEADER_FLAGS: u32 = 0b11;
 /// Size of the boot stack in bytes.
-pub const STACK_SIZE: usize = 64 * 1024;
+pub const STACK_SIZE: usize = 256 * 1024;
 
 core::arch::global_asm!(
     // The multiboot v1 header: magic, flags, checksum (the three sum to zero).
@@ -32,6 +32,7 @@ core::arch::global_asm!(
     // The boot stack.
     ".section .bss.boot_stack, \"aw\", @nobits",
     ".balign 16",
+    ".global boot_stack_bottom",
     "boot_stack_bottom:",
     ".skip {stack_size}",
     "boot_stack_top:",
@@ -89,6 +90,25 @@ unsafe extern "C" {
     /// First byte after the kernel image, bss and boot stack included, page
     /// aligned (from the linker script).
     static __kernel_end: u8;
+    /// The lowest byte of the boot stack (from the assembly above).
+    static boot_stack_bottom: u8;
+}
+
+/// The most the boot stack has held so far, in bytes: the stack sits in the
+/// zeroed bss and grows down, so everything below its lowest non-zero byte
+/// was never written. A stack that reaches its bottom has overflowed into
+/// whatever lies below it without a fault (no guard page): the boot checks
+/// this at the end and fails if less than a margin was left.
+pub fn stack_high_water() -> usize {
+    let bottom = (&raw const boot_stack_bottom).cast::<u8>();
+    let mut untouched = 0;
+    // SAFETY: the boot stack is `STACK_SIZE` bytes from `boot_stack_bottom`,
+    // mapped (identity and direct map) for the kernel's life; reading bytes
+    // below the running frame's stack pointer reads what earlier frames left.
+    while untouched < STACK_SIZE && unsafe { bottom.add(untouched).read_volatile() } == 0 {
+        untouched += 1;
+    }
+    STACK_SIZE - untouched
 }
 
 /// The physical range `[start, end)` of the kernel image (the kernel runs

@@ -223,6 +223,26 @@ fn run<M: Mode + Send + 'static>(boot: &BootInfo, opts: Options, pae: bool) -> !
         kprintln!("kmm: test=panic: panicking on purpose");
         panic!("deliberate panic requested by test=panic");
     }
+    let used = boot::stack_high_water();
+    kprintln!(
+        "kmm: boot stack: {} KiB of {} KiB used at most",
+        used.div_ceil(1024),
+        boot::STACK_SIZE / 1024
+    );
+    assert!(
+        used + 16 * 1024 <= boot::STACK_SIZE,
+        "the boot stack came within 16 KiB of overflowing"
+    );
+    let (ap_used, ap_size) = ap::stack_high_water();
+    kprintln!(
+        "kmm: AP stacks: {} KiB of {} KiB used at most",
+        ap_used.div_ceil(1024),
+        ap_size / 1024
+    );
+    assert!(
+        ap_used + 8 * 1024 <= ap_size,
+        "an AP stack came within 8 KiB of overflowing"
+    );
     kprintln!("kmm: boot ok");
     exit(ExitCode::Success)
 }
