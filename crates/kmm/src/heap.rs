@@ -12,6 +12,25 @@
 //! `kmalloc`; larger ones — and large ones `kmalloc` cannot place for
 //! fragmentation — go to `vmalloc`, as Linux's `kvmalloc` does, so a `Vec`
 //! of any size that fits in memory can grow.
+//!
+//! # Bad input
+//!
+//! `dealloc` sends an address in the vmalloc range to `vfree` and anything
+//! else to `kfree`; a refusal changes nothing, is counted
+//! ([`GlobalHeap::refused`]) and goes to the report hook with the pointer
+//! (`crates/kmm/tests/global_heap.rs` makes each call):
+//!
+//! | `dealloc` of | reported as |
+//! |---|---|
+//! | anything, before `init` | `Refused::NotInitialized` |
+//! | a `kmalloc` block already freed | `Refused::Kfree(SlabError::DoubleFree)` |
+//! | a pointer inside a `kmalloc` block | `Refused::Kfree(SlabError::Interior)` |
+//! | a pointer no allocator handed out (the stack, a static) | `Refused::Kfree(SlabError::Foreign)` |
+//! | a `vmalloc` block already freed | `Refused::Vfree(VmallocError::NotLive)` |
+//! | a pointer inside a `vmalloc` block | `Refused::Vfree(VmallocError::Interior)` |
+//!
+//! Allocation failures return null: out of memory, an alignment above a
+//! page with a size `kmalloc` cannot serve, a layout `vmalloc` refuses.
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::fmt;

@@ -24,6 +24,9 @@ fn the_heap_from_before_init_to_kvmalloc() {
     // SAFETY: a non-zero layout.
     assert!(unsafe { HEAP.alloc(small) }.is_null(), "null before init");
     assert!(HEAP.get().is_none());
+    let mut local = 0u64;
+    // SAFETY: refused before anything is touched (the heap is not ready).
+    unsafe { HEAP.dealloc((&raw mut local).cast(), small) };
 
     let (machine, cross, mm) = TestMachine::builder()
         .ram_mib(96)
@@ -87,12 +90,34 @@ fn the_heap_from_before_init_to_kvmalloc() {
         HEAP.dealloc(q, small);
         HEAP.dealloc(q, small);
         let w = HEAP.alloc(big);
+        HEAP.dealloc(w.add(4096), big);
         HEAP.dealloc(w, big);
         HEAP.dealloc(w, big);
+        HEAP.dealloc((&raw mut local).cast(), small);
+        let k = HEAP.alloc(small);
+        HEAP.dealloc(k.add(8), small);
+        HEAP.dealloc(k, small);
     }
     let reports = REPORTS.lock().unwrap();
-    assert_eq!(HEAP.refused(), 2);
-    assert_eq!(reports.len(), 2, "{reports:?}");
-    assert!(matches!(reports[0].1, Refused::Kfree(_)), "{reports:?}");
-    assert!(matches!(reports[1].1, Refused::Vfree(_)), "{reports:?}");
+    let why: Vec<Refused> = reports.iter().map(|r| r.1).collect();
+    use kmm::slab::SlabError;
+    use kmm::vmalloc::VmallocError;
+    assert_eq!(
+        why,
+        [
+            Refused::NotInitialized,
+            Refused::Kfree(SlabError::DoubleFree),
+            Refused::Vfree(VmallocError::Interior),
+            Refused::Vfree(VmallocError::NotLive),
+            Refused::Kfree(SlabError::Foreign),
+            Refused::Kfree(SlabError::Interior),
+        ]
+    );
+    assert_eq!(HEAP.refused(), why.len());
+    let at = (&raw const local).addr();
+    assert_eq!(
+        (reports[0].0, reports[4].0),
+        (at, at),
+        "the pointer is reported"
+    );
 }
