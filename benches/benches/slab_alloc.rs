@@ -15,7 +15,10 @@
 //!    reallocations of 1 to 200 (1 to 30 000) bytes;
 //! 4. `two_threads_64B`: workload 1 on two threads at once — kmm on two
 //!    simulated CPUs, the peers behind their locks; `reference_talc_per_thread`
-//!    (a private talc heap per thread) shows how well the machine scales.
+//!    (a private talc heap per thread) shows how well the machine scales;
+//! 5. `kmalloc_size`: one allocation and its free of 8, 16, … 4096 bytes
+//!    (`kmalloc_size/<allocator>/<bytes>`), kmm's `kmalloc` and the peers
+//!    unlocked (the cost-against-size plot of the docs).
 //!
 //! Heap efficiency is not a timing: `cargo run --release -p kmm-benches --bin
 //! heap_efficiency` prints it.
@@ -25,7 +28,7 @@
 
 use std::time::Duration;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use kmm_benches::SEED;
 use kmm_benches::slab::{
     Action, BuddyHeap, Global, HOT_SIZE, KMM_RAM, KmmSlab, LinkedListHeap, Locked, MAX_LIVE,
@@ -47,6 +50,9 @@ fn locked(name: &str) -> String {
     format!("{name}_locked")
 }
 
+/// Object sizes of workload 6, in bytes.
+const SIZES: [usize; 10] = [8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096];
+
 /// Random steps per iteration of the random workloads (plus the frees of what
 /// is still live at the end).
 const RANDOM_STEPS: usize = 4096;
@@ -56,22 +62,25 @@ fn heap_bytes() -> usize {
     with_kmm(KMM_RAM, 1, |_, heap, _cpu0| heap)
 }
 
-/// Benches `$body` (with `$a` a peer, unlocked, on a fresh heap of `$heap`
-/// bytes, and `$b` the bencher) on each peer in turn. A macro, not a function
+/// Runs `$body` with `$a` each peer in turn, unlocked, on a fresh heap of
+/// `$heap` bytes, and `$name` its bench name. A macro, not a function
 /// taking `&mut dyn ObjAlloc`, so every peer is called statically, as kmm is.
 macro_rules! peers {
-    ($g:expr, $heap:expr, |$a:ident, $b:ident| $body:expr) => {{
-        let mut $a = SlabMallocHeap::new($heap);
-        $g.bench_function(SLABMALLOC, |$b| $body);
-        drop($a);
-        let mut $a = TalcHeap::new($heap);
-        $g.bench_function(TALC, |$b| $body);
-        drop($a);
-        let mut $a = LinkedListHeap::new($heap);
-        $g.bench_function(LINKED_LIST, |$b| $body);
-        drop($a);
-        let mut $a = BuddyHeap::new($heap);
-        $g.bench_function(BUDDY, |$b| $body);
+    ($heap:expr, |$name:ident, $a:ident| $body:expr) => {{
+        for_peer!($heap, $name, $a, SLABMALLOC, SlabMallocHeap, $body);
+        for_peer!($heap, $name, $a, TALC, TalcHeap, $body);
+        for_peer!($heap, $name, $a, LINKED_LIST, LinkedListHeap, $body);
+        for_peer!($heap, $name, $a, BUDDY, BuddyHeap, $body);
+    }};
+}
+
+/// One peer of [`peers!`]: `$body` with `$a` a fresh `$heap_type` heap and
+/// `$name` its bench name `$bench`.
+macro_rules! for_peer {
+    ($heap:expr, $name:ident, $a:ident, $bench:expr, $heap_type:ident, $body:expr) => {{
+        let mut $a = $heap_type::new($heap);
+        let $name = $bench;
+        $body;
         drop($a);
     }};
 }
@@ -92,7 +101,8 @@ fn hot_path(c: &mut Criterion) {
         let mut k = Global(&h);
         g.bench_function(KMM_HEAP, |b| b.iter(|| pair(&mut k, HOT_SIZE)));
     });
-    peers!(g, heap, |a, b| b.iter(|| pair(&mut a, HOT_SIZE)));
+    peers!(heap, |name, a| g
+        .bench_function(name, |b| b.iter(|| pair(&mut a, HOT_SIZE))));
     // The peers' thread-safe variants, uncontended: what a kernel would
     // install as its heap (kmm's paths above are all thread-safe).
     let slabm = Locked::slabmalloc(heap);
@@ -117,6 +127,30 @@ fn hot_path(c: &mut Criterion) {
     g.finish();
 }
 
+/// Workload 6: one allocation and its free at each size of [`SIZES`]
+/// (`kmalloc_size/<allocator>/<bytes>`): kmm through `kmalloc`/`kfree`, the
+/// peers unlocked. Short: it is there for the cost-against-size plot.
+fn by_size(c: &mut Criterion) {
+    let heap = heap_bytes();
+    let mut g = c.benchmark_group("kmalloc_size");
+    g.warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1));
+    with_kmm(KMM_RAM, 1, |slab, _, _cpu0| {
+        let mut k = KmmSlab::new(slab);
+        for size in SIZES {
+            g.bench_with_input(BenchmarkId::new(KMM_KMALLOC, size), &size, |b, &n| {
+                b.iter(|| pair(&mut k, n))
+            });
+        }
+    });
+    peers!(heap, |name, a| for size in SIZES {
+        g.bench_with_input(BenchmarkId::new(name, size), &size, |b, &n| {
+            b.iter(|| pair(&mut a, n))
+        });
+    });
+    g.finish();
+}
+
 /// Runs `actions` as one group: one iteration is the whole sequence, from and
 /// back to nothing allocated; the throughput counts its steps.
 fn actions_group(c: &mut Criterion, name: &str, actions: &[Action]) {
@@ -133,8 +167,8 @@ fn actions_group(c: &mut Criterion, name: &str, actions: &[Action]) {
             b.iter(|| run_actions(&mut k, actions, &mut live))
         });
     });
-    peers!(g, heap, |a, b| b
-        .iter(|| run_actions(&mut a, actions, &mut live)));
+    peers!(heap, |name, a| g.bench_function(name, |b| b
+        .iter(|| run_actions(&mut a, actions, &mut live))));
     g.finish();
 }
 
@@ -214,6 +248,7 @@ criterion_group!(
     hot_path,
     kmalloc_random,
     random_mix,
-    two_threads_hot
+    two_threads_hot,
+    by_size
 );
 criterion_main!(benches);

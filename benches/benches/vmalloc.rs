@@ -5,12 +5,12 @@
 //! `docs/benchmarks.md` for the results):
 //!
 //! 1. `vmalloc_vfree_<N>_live`: `vmalloc` of 1, 16 and 256 pages and its
-//!    `vfree`, with N = 100, 10 000 and 100 000 areas already live. The live
-//!    areas are one page each but reserved with `get_vm_area(PAGE_SIZE)`
-//!    (addresses and a descriptor, no pages): 100 000 live one-page
-//!    `vmalloc` areas would need 400 MiB of RAM, and for the address search
-//!    and the area trees an area is an area. They are allocated first, so
-//!    they pack the bottom of the range.
+//!    `vfree`, with N = 100, 1 000, 10 000 and 100 000 areas already live.
+//!    The live areas are one page each but reserved with
+//!    `get_vm_area(PAGE_SIZE)` (addresses and a descriptor, no pages):
+//!    100 000 live one-page `vmalloc` areas would need 400 MiB of RAM, and
+//!    for the address search and the area trees an area is an area. They
+//!    are allocated first, so they pack the bottom of the range.
 //! 2. `map_ram_<P>_pages`: `vm_map_ram` + `vm_unmap_ram` of 1 and 4 pages
 //!    beside `vmap` + `vunmap` of the same pages.
 //!
@@ -36,7 +36,7 @@ const KMM: &str = "kmm";
 const FIRST_FIT: &str = "first_fit_btreemap";
 
 /// Live areas in the background of workload 1.
-const LIVE: [usize; 3] = [100, 10_000, 100_000];
+const LIVE: [usize; 4] = [100, 1_000, 10_000, 100_000];
 /// Pages per benched `vmalloc`.
 const SIZES: [usize; 3] = [1, 16, 256];
 /// Pages per benched `vm_map_ram` / `vmap`.

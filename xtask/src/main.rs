@@ -8,6 +8,8 @@
 //!   tests, QEMU boots of both kernels);
 //! - `linux-map`: the gate's check of `docs/linux-map.md` alone;
 //! - `bench [ARGS...]`: the criterion benchmarks, ARGS handed to criterion;
+//!   `bench --report`: every bench and the instruction counts, and
+//!   docs/benchmarks.md's tables and plots regenerated from them;
 //! - `miri`: the library tests under Miri (nightly);
 //! - `fuzz [TARGET] [SECONDS]`: a cargo-fuzz target (nightly).
 
@@ -44,6 +46,11 @@ commands:
                           and every Linux name has a row (a step of the gate)
   bench [ARGS]            run the criterion benchmarks (kmm beside its peers):
                           cargo bench -p kmm-benches -- ARGS (e.g. a group name)
+  bench --report [--doc PATH] [--from-results] [--no-instructions] [--instructions-only] [-- ARGS]
+                          run every bench (criterion ARGS after --), count the fast paths'
+                          instructions under callgrind, and regenerate the tables and plots
+                          of docs/benchmarks.md (or PATH); --from-results tabulates the results
+                          already in target/criterion instead of running
   miri                    run the library tests under Miri (nightly)
   fuzz [TARGET] [SECONDS] run a cargo-fuzz target in fuzz/ (default buddy_ops, 60 s)";
 

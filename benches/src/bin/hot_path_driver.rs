@@ -1,27 +1,45 @@
-//! A driver for profiling the SLAB hot path outside criterion: 20 million
-//! 64-byte alloc+free pairs of one kmm path, so `perf stat` / `perf record`
-//! see nothing else (the numbers in docs/benchmarks.md, "Where kmm's time
-//! goes", come from it):
+//! A driver for profiling kmm's fast paths outside criterion: many pairs of
+//! one path, so `perf stat` / `perf record` / `valgrind --tool=callgrind`
+//! see nothing else (the instruction counts in docs/benchmarks.md come from
+//! it; `cargo xtask bench --report` runs it under callgrind):
 //!
 //! ```text
 //! cargo build --release -p kmm-benches --bin hot_path_driver
 //! perf stat -e cycles,instructions target/release/hot_path_driver cache
 //! ```
 //!
-//! The argument is `cache` (`kmem_cache_alloc`/`kmem_cache_free`), `kmalloc`
-//! (`kmalloc`/`kfree`) or `global` (the `KmallocHeap` `GlobalAlloc` adapter);
-//! `exhaust` runs exhaust-then-refill cycles of a 64 MiB machine; `order0` runs 20 million order-0 `alloc_pages`/`free_pages` pairs of the
-//! buddy allocator (4 GiB, per-CPU lists) instead; `actions200` runs `random_actions_200B`'s sequence 2000 times through
-//! `kmalloc`/`kfree`/`krealloc`; `vmalloc` runs `vmalloc`/`vfree` pairs on
-//! the vmalloc bench machine with the third argument's number of live areas
-//! (100 if absent) reserved first, of the fourth argument's pages (1 if
-//! absent), and `first_fit` the same on the first-fit reference;
-//! `kmap_mapped` runs `kmap`+`kunmap` pairs of a HIGHMEM page that stays
-//! mapped (another user holds it), `kmap_new` pairs of a different page each
-//! time (a new pkmap entry, a wrap and `flush_all_zero_pkmaps` every
-//! LAST_PKMAP pairs), `kmap_local` `kmap_local_page`+`kunmap_local` pairs;
-//! anything else only builds the machine (the baseline to subtract).
+//! `hot_path_driver MODE [PAIRS]` runs PAIRS pairs (20 million if absent)
+//! of one path:
+//!
+//! - `order0`: order-0 `alloc_pages` + `free_pages_page` of the buddy
+//!   allocator (4 GiB, through the per-CPU lists);
+//! - `cache` (`kmem_cache_alloc` + `kmem_cache_free`), `kmalloc`
+//!   (`kmalloc` + `kfree`) and `global` (the `KmallocHeap` `GlobalAlloc`
+//!   adapter) of 64-byte objects on a 64 MiB machine;
+//! - `global_heap`: the umbrella's `GlobalHeap` (`GlobalAlloc` over a whole
+//!   memory manager brought up with `GlobalHeap::init`), 64 bytes;
+//! - `kmap_mapped`: `kmap` + `kunmap` of a HIGHMEM page that stays mapped
+//!   (another user holds it); `kmap_new` a different page each time (a new
+//!   pkmap entry, a wrap and `flush_all_zero_pkmaps` every LAST_PKMAP
+//!   pairs); `kmap_local`: `kmap_local_page` + `kunmap_local` of a HIGHMEM
+//!   page;
+//! - `this_cpu_add`: one `this_cpu` add (not a pair) on a static per-CPU
+//!   counter through the mock's `IndexOps`;
+//! - `vmalloc PAIRS LIVE PAGES`: `vmalloc` + `vfree` of PAGES pages (1 if
+//!   absent) on the vmalloc bench machine with LIVE areas (100 if absent)
+//!   reserved first; `first_fit PAIRS LIVE PAGES` the same on the first-fit
+//!   reference.
+//!
+//! Two more run workloads rather than pairs: `exhaust` (PAIRS counts
+//! exhaust-then-refill cycles of a 64 MiB machine, 1000 if absent) and
+//! `actions200` (`random_actions_200B`'s sequence 2000 times through
+//! `kmalloc`/`kfree`/`krealloc`). Anything else only builds the slab machine
+//! (a baseline to subtract).
 
+use std::hint::black_box;
+use std::sync::atomic::AtomicU32;
+
+use kmm::GlobalHeap;
 use kmm_benches::pkmap::{KmapHost, kmap_local_pair, kmap_pair};
 use kmm_benches::slab::{
     Global, HOT_SIZE, KMM_RAM, KmmSlab, MAX_LIVE, cache_pair, pair, random_actions, run_actions,
@@ -30,7 +48,9 @@ use kmm_benches::slab::{
 use kmm_benches::vmalloc::{FirstFit, VmHost, vmalloc_free_pair};
 use kmm_benches::{Host, Kmm, KmmPath, RAM_4G, SEED, alloc_free_pair, exhaust_refill};
 use kmm_mock::MockCpu;
+use kmm_percpu::{BuddyAreas, Template, define_per_cpu, setup_per_cpu_areas};
 use kmm_slab::{KmallocHeap, SlabAllocator};
+use kmm_testkit::{MockPlatform, TestMachine};
 
 /// Pairs per run: the second argument, 20 million if absent.
 fn pairs() -> usize {
@@ -66,6 +86,52 @@ fn global(slab: &SlabAllocator<'_, MockCpu>) {
     let mut k = Global(&heap);
     for _ in 0..pairs() {
         pair(&mut k, HOT_SIZE);
+    }
+}
+
+/// The umbrella's global allocator, brought up by `global_heap`.
+static HEAP: GlobalHeap<MockPlatform> = GlobalHeap::new();
+
+/// `GlobalAlloc::alloc` + `dealloc` pairs on [`HEAP`] over a whole memory
+/// manager (a 64 MiB machine, one CPU).
+#[inline(never)]
+fn global_heap() {
+    let (machine, cross, mm) = TestMachine::builder()
+        .ram_mib(64)
+        // SAFETY: the machine and the cross-CPU call are leaked below: the
+        // manager lives for the rest of the process.
+        .boot_mm(|p, params| unsafe { HEAP.init(p, params) });
+    mm.expect("the memory manager");
+    let _cpu0 = machine.cpu().bind(0).expect("CPU 0");
+    std::mem::forget((machine.clone(), cross));
+    let mut k = Global(&HEAP);
+    for _ in 0..pairs() {
+        pair(&mut k, HOT_SIZE);
+    }
+}
+
+define_per_cpu! {
+    static HITS: shared AtomicU32 = AtomicU32::new(0);
+}
+
+/// `this_cpu` adds to a static per-CPU counter (the mock's `IndexOps`: the
+/// offset table by CPU id under a preemption guard, then an atomic add), on
+/// a two-CPU machine with the driver bound to CPU 0, as in the `percpu`
+/// bench.
+#[inline(never)]
+fn this_cpu_add() {
+    let host = TestMachine::builder().ram_mib(32).cpus(2).build();
+    let _cpu0 = host.bind(0);
+    let vars = [HITS.desc()];
+    let areas = setup_per_cpu_areas(
+        host.cpu(),
+        &Template::from_vars(&vars),
+        BuddyAreas::new(host.buddy(), &[]),
+    )
+    .expect("per-CPU areas");
+    let this = areas.this_cpu();
+    for _ in 0..pairs() {
+        this.add(&HITS, black_box(1)).expect("a bound CPU");
     }
 }
 
@@ -168,6 +234,8 @@ fn main() {
         "vmalloc" => return vmalloc(arg(3, 100), arg(4, 1)),
         "first_fit" => return first_fit(arg(3, 100), arg(4, 1)),
         "kmap_mapped" | "kmap_new" | "kmap_local" => return kmap(&mode),
+        "global_heap" => return global_heap(),
+        "this_cpu_add" => return this_cpu_add(),
         _ => {}
     }
     if mode == "order0" {
