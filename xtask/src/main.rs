@@ -3,7 +3,8 @@
 //! - `setup`: installs what is missing (the i686 Rust target, QEMU);
 //! - `qemu [--pae] [--smp N] [--memory SIZE] [-- ARGS...]`: builds the
 //!   example kernel and boots it (four CPUs and 2 GiB unless told otherwise);
-//! - `test`: the whole gate (formatting, clippy, tests, QEMU boots);
+//! - `test [--only WORD]... [--list]`: the gate (formatting, clippy, tests,
+//!   QEMU boots), or the steps whose names contain WORD;
 //! - `bench [ARGS...]`: the criterion benchmarks, ARGS handed to criterion;
 //! - `miri`: the library tests under Miri (nightly);
 //! - `fuzz [TARGET] [SECONDS]`: a cargo-fuzz target (nightly).
@@ -30,9 +31,12 @@ commands:
                           ARGS are appended to the kernel command line
   qemu --check [--pae] [--smp N] [--memory SIZE]
                           one boot step of the gate: boot and check the expected lines
-  test                    run the gate: fmt, clippy (host and i686), cargo test,
+  test [--only WORD]... [--list]
+                          run the gate: fmt, clippy (host and i686), cargo test,
                           QEMU boots (2-level and PAE, 16 MiB to 8 GiB, 1 and 4 CPUs)
-                          and the panic path
+                          and the panic path; each step's time and the total.
+                          --only WORD: setup and the steps whose names contain WORD
+                          (e.g. clippy, qemu); --list: the steps' names
   bench [ARGS]            run the criterion benchmarks (kmm beside its peers):
                           cargo bench -p kmm-benches -- ARGS (e.g. a group name)
   miri                    run the library tests under Miri (nightly)
@@ -61,7 +65,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("setup") => setup::run(),
         Some("qemu") => qemu_cli(&args[1..]),
-        Some("test") => gate::run(),
+        Some("test") => gate::run(&args[1..]),
         Some("bench") => bench::cli(&args[1..]),
         Some("miri") => miri::run(),
         Some("fuzz") => fuzz::cli(&args[1..]),
