@@ -60,6 +60,16 @@ pub fn output(c: &mut Command) -> Result<String> {
     }
 }
 
+/// True if `c` runs and exits 0; its output is discarded (a probe such as
+/// `cargo fuzz --version`).
+pub fn succeeds(c: &mut Command) -> bool {
+    c.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// The path of `program` if it is an executable file on `PATH`.
 pub fn which(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;

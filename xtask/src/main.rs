@@ -1,6 +1,7 @@
 //! `cargo xtask`: the project's task runner.
 //!
-//! - `setup`: installs what is missing (the i686 Rust target, QEMU);
+//! - `setup`: installs what is missing (the i686 Rust target, QEMU, the
+//!   nightly toolchain's components, cargo-fuzz);
 //! - `qemu [--pae] [--smp N] [--memory SIZE] [-- ARGS...]`: builds the
 //!   example kernel and boots it (four CPUs and 2 GiB unless told otherwise);
 //! - `test [--only WORD]... [--list]`: the gate (formatting, clippy, tests,
@@ -24,7 +25,9 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  setup                   install what is missing (i686 target, qemu-system-i386, gcc-multilib)
+  setup                   install what is missing (i686 target, qemu-system-i386, gcc-multilib,
+                          the nightly toolchain with miri, rust-src, rustfmt and clippy, g++,
+                          cargo-fuzz)
   qemu [--pae] [--smp N] [--memory SIZE] [-- ARGS]
                           build the example kernel and boot it in qemu-system-i386
                           with N CPUs (default 4) and SIZE of RAM (default 2G);
@@ -40,7 +43,9 @@ commands:
   bench [ARGS]            run the criterion benchmarks (kmm beside its peers):
                           cargo bench -p kmm-benches -- ARGS (e.g. a group name)
   miri                    run the library tests under Miri (nightly)
-  fuzz [TARGET] [SECONDS] run a cargo-fuzz target in fuzz/ (default buddy_ops, 60 s)";
+  fuzz [TARGET] [SECONDS] run a cargo-fuzz target in fuzz/ (default buddy_ops, 60 s) on its
+                          corpus fuzz/corpus/TARGET (kept between runs, ignored by git);
+                          targets: buddy_ops, slab_ops, vmalloc_ops, pkmap_ops, percpu_ops";
 
 /// The root of the repository (the parent of the xtask package).
 pub fn root() -> PathBuf {
