@@ -1,6 +1,7 @@
-//! `cargo xtask fuzz [TARGET] [SECONDS]`: the cargo-fuzz targets in `fuzz/`
-//! (a workspace of its own, on the nightly toolchain), installing what they
-//! need if it is missing.
+//! The cargo-fuzz targets in `fuzz/` (a workspace of its own, on the nightly
+//! toolchain): `cargo xtask fuzz [TARGET] [SECONDS]` for a long run, and the
+//! gate's steps (formatting, clippy, a build of every target and a short run
+//! of each).
 
 use std::path::PathBuf;
 
@@ -21,6 +22,11 @@ pub const TARGETS: [&str; 5] = [
 const DEFAULT_TARGET: &str = "buddy_ops";
 /// How long a run lasts when no time is given.
 const DEFAULT_SECONDS: &str = "60";
+/// How long the gate runs each target.
+pub const GATE_SECONDS: u64 = 25;
+/// How long one input may take in the gate's runs before libFuzzer calls it
+/// a hang (its default is 20 minutes; an input takes milliseconds).
+const GATE_INPUT_TIMEOUT: u64 = 60;
 
 /// The fuzz workspace.
 fn dir() -> PathBuf {
@@ -48,6 +54,59 @@ pub fn cli(args: &[String]) -> Result {
         &dir(),
         ["fuzz", "run", target, "--", &time],
     ))
+}
+
+/// Gate step: the fuzz targets are formatted (`cargo +nightly fmt --check`).
+pub fn fmt_check() -> Result {
+    cmd::run(&mut nightly_cargo(&dir(), ["fmt", "--check"]))
+}
+
+/// Gate step: clippy on the fuzz targets, warnings denied.
+pub fn clippy() -> Result {
+    cmd::run(&mut nightly_cargo(
+        &dir(),
+        ["clippy", "--all-targets", "--", "-D", "warnings"],
+    ))
+}
+
+/// Gate step: every fuzz target built as `cargo fuzz run` builds it
+/// (release, with AddressSanitizer and libFuzzer's coverage).
+pub fn build() -> Result {
+    cmd::run(&mut nightly_cargo(&dir(), ["fuzz", "build"]))
+}
+
+/// Where the gate's run of `target` keeps its corpus: under `fuzz/target`
+/// (ignored by git), emptied before each run, so a run starts from nothing
+/// and never writes into `fuzz/corpus`.
+fn gate_corpus(target: &str) -> PathBuf {
+    dir().join("target/gate-corpus").join(target)
+}
+
+/// Gate step: `target` fuzzed for [`GATE_SECONDS`] from an empty corpus; a
+/// crash (a panic, a failed model check, an AddressSanitizer report, a leak,
+/// an input running past a minute or out of memory) fails the step, and libFuzzer leaves
+/// the input in `fuzz/artifacts/TARGET/`.
+pub fn gate_run(target: &'static str) -> Result {
+    let corpus = gate_corpus(target);
+    if corpus.exists() {
+        std::fs::remove_dir_all(&corpus)
+            .map_err(|e| format!("cannot empty {}: {e}", corpus.display()))?;
+    }
+    std::fs::create_dir_all(&corpus)
+        .map_err(|e| format!("cannot create {}: {e}", corpus.display()))?;
+    let time = format!("-max_total_time={GATE_SECONDS}");
+    let hang = format!("-timeout={GATE_INPUT_TIMEOUT}");
+    let corpus_arg = corpus.to_string_lossy().into_owned();
+    cmd::run(&mut nightly_cargo(
+        &dir(),
+        ["fuzz", "run", target, &corpus_arg, "--", &time, &hang],
+    ))
+    .map_err(|e| {
+        format!(
+            "{e}; libFuzzer left the input in fuzz/artifacts/{target}/ \
+             (replay it: `cd fuzz && cargo +nightly fuzz run {target} artifacts/{target}/<file>`)"
+        )
+    })
 }
 
 #[cfg(test)]

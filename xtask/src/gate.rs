@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::cmd::{self, Result, command};
+use crate::fuzz;
 use crate::qemu::{self, Boot, EXIT_FAILURE, EXIT_SUCCESS};
 use crate::root;
 use crate::setup::{self, KERNEL_TARGET};
@@ -368,6 +369,7 @@ fn steps() -> Vec<Step> {
         step("setup", setup::run),
         cargo("rustfmt (workspace)", &root, &["fmt", "--all", "--check"]),
         cargo("rustfmt (example kernel)", &kernel, &["fmt", "--check"]),
+        step("rustfmt (fuzz targets, nightly)", fuzz::fmt_check),
         cargo(
             "clippy (workspace, host, all targets)",
             &root,
@@ -400,6 +402,7 @@ fn steps() -> Vec<Step> {
             &LIB_CRATES,
             &["--target", KERNEL_TARGET, "--", "-D", "warnings"],
         ),
+        step("clippy (fuzz targets, nightly)", fuzz::clippy),
         cargo("cargo test (workspace)", &root, &["test", "--workspace"]),
         cargo_on(
             "cargo test (library crates and the mock as a 32-bit i686 host)",
@@ -471,6 +474,13 @@ fn steps() -> Vec<Step> {
         }),
     ]
     .into_iter()
+    .chain([step("fuzz build (every target)", fuzz::build)])
+    .chain(fuzz::TARGETS.map(|t| {
+        step(
+            format!("fuzz run {t} ({} s, empty corpus)", fuzz::GATE_SECONDS),
+            move || fuzz::gate_run(t),
+        )
+    }))
     .chain(BOOTS.iter().map(|g| step(g.name, move || boot_config(g))))
     .chain([step("qemu boot, panic path (test=panic)", boot_panic)])
     .collect()
@@ -625,7 +635,11 @@ mod tests {
         // The boots and the panic path.
         assert_eq!(qemu.len(), 1 + BOOTS.len() + 1, "{qemu:?}");
         assert!(qemu[1..].iter().all(|n| n.contains("qemu")));
-        assert_eq!(chosen(&["rustfmt", "doc"]).len(), 1 + 2 + 1);
+        let fuzz = chosen(&["fuzz"]);
+        // fmt, clippy, the build, one run per target.
+        assert_eq!(fuzz.len(), 1 + 3 + crate::fuzz::TARGETS.len(), "{fuzz:?}");
+        assert!(fuzz[1..].iter().all(|n| n.contains("fuzz")));
+        assert_eq!(chosen(&["rustfmt", "doc"]).len(), 1 + 3 + 1);
     }
 
     #[test]

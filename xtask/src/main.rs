@@ -5,7 +5,7 @@
 //! - `qemu [--pae] [--smp N] [--memory SIZE] [-- ARGS...]`: builds the
 //!   example kernel and boots it (four CPUs and 2 GiB unless told otherwise);
 //! - `test [--only WORD]... [--list]`: the gate (formatting, clippy, tests,
-//!   QEMU boots), or the steps whose names contain WORD;
+//!   fuzz runs, QEMU boots), or the steps whose names contain WORD;
 //! - `bench [ARGS...]`: the criterion benchmarks, ARGS handed to criterion;
 //! - `miri`: the library tests under Miri (nightly);
 //! - `fuzz [TARGET] [SECONDS]`: a cargo-fuzz target (nightly).
@@ -35,11 +35,12 @@ commands:
   qemu --check [--pae] [--smp N] [--memory SIZE]
                           one boot step of the gate: boot and check the expected lines
   test [--only WORD]... [--list]
-                          run the gate: fmt, clippy (host and i686), cargo test,
-                          QEMU boots (2-level and PAE, 16 MiB to 8 GiB, 1 and 4 CPUs)
-                          and the panic path; each step's time and the total.
+                          run the gate: fmt, clippy (host, i686, fuzz targets), cargo test,
+                          the fuzz targets built and each run for 25 s, QEMU boots
+                          (2-level and PAE, 16 MiB to 8 GiB, 1 and 4 CPUs) and the panic
+                          path; each step's time and the total.
                           --only WORD: setup and the steps whose names contain WORD
-                          (e.g. clippy, qemu); --list: the steps' names
+                          (e.g. fuzz, qemu); --list: the steps' names
   bench [ARGS]            run the criterion benchmarks (kmm beside its peers):
                           cargo bench -p kmm-benches -- ARGS (e.g. a group name)
   miri                    run the library tests under Miri (nightly)
