@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::cmd::{self, Result, command};
 use crate::fuzz;
+use crate::miri;
 use crate::qemu::{self, Boot, EXIT_FAILURE, EXIT_SUCCESS};
 use crate::root;
 use crate::setup::{self, KERNEL_TARGET};
@@ -481,6 +482,13 @@ fn steps() -> Vec<Step> {
             move || fuzz::gate_run(t),
         )
     }))
+    .chain([step(
+        format!(
+            "miri ({} tests on the mock's software backing, one case each)",
+            miri::GATE_TESTS.len()
+        ),
+        miri::gate,
+    )])
     .chain(BOOTS.iter().map(|g| step(g.name, move || boot_config(g))))
     .chain([step("qemu boot, panic path (test=panic)", boot_panic)])
     .collect()
@@ -639,7 +647,7 @@ mod tests {
         // fmt, clippy, the build, one run per target.
         assert_eq!(fuzz.len(), 1 + 3 + crate::fuzz::TARGETS.len(), "{fuzz:?}");
         assert!(fuzz[1..].iter().all(|n| n.contains("fuzz")));
-        assert_eq!(chosen(&["rustfmt", "doc"]).len(), 1 + 3 + 1);
+        assert_eq!(chosen(&["miri", "rustfmt"]).len(), 1 + 1 + 3);
     }
 
     #[test]

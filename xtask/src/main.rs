@@ -5,9 +5,9 @@
 //! - `qemu [--pae] [--smp N] [--memory SIZE] [-- ARGS...]`: builds the
 //!   example kernel and boots it (four CPUs and 2 GiB unless told otherwise);
 //! - `test [--only WORD]... [--list]`: the gate (formatting, clippy, tests,
-//!   fuzz runs, QEMU boots), or the steps whose names contain WORD;
+//!   fuzz runs, Miri, QEMU boots), or the steps whose names contain WORD;
 //! - `bench [ARGS...]`: the criterion benchmarks, ARGS handed to criterion;
-//! - `miri`: the library tests under Miri (nightly);
+//! - `miri`: the library tests under Miri (nightly), all of them;
 //! - `fuzz [TARGET] [SECONDS]`: a cargo-fuzz target (nightly).
 
 mod bench;
@@ -36,14 +36,14 @@ commands:
                           one boot step of the gate: boot and check the expected lines
   test [--only WORD]... [--list]
                           run the gate: fmt, clippy (host, i686, fuzz targets), cargo test,
-                          the fuzz targets built and each run for 25 s, QEMU boots
-                          (2-level and PAE, 16 MiB to 8 GiB, 1 and 4 CPUs) and the panic
-                          path; each step's time and the total.
+                          the fuzz targets built and each run for 25 s, a subset of the
+                          tests under Miri, QEMU boots (2-level and PAE, 16 MiB to 8 GiB,
+                          1 and 4 CPUs) and the panic path; each step's time and the total.
                           --only WORD: setup and the steps whose names contain WORD
-                          (e.g. fuzz, qemu); --list: the steps' names
+                          (e.g. fuzz, miri, qemu); --list: the steps' names
   bench [ARGS]            run the criterion benchmarks (kmm beside its peers):
                           cargo bench -p kmm-benches -- ARGS (e.g. a group name)
-  miri                    run the library tests under Miri (nightly)
+  miri                    run every library test under Miri (nightly; the gate runs a subset)
   fuzz [TARGET] [SECONDS] run a cargo-fuzz target in fuzz/ (default buddy_ops, 60 s) on its
                           corpus fuzz/corpus/TARGET (kept between runs, ignored by git);
                           targets: buddy_ops, slab_ops, vmalloc_ops, pkmap_ops, percpu_ops";
