@@ -28,19 +28,52 @@ where
     c
 }
 
-/// Runs `c` with inherited output, after echoing it; fails unless it exits 0.
-pub fn run(c: &mut Command) -> Result {
-    let dir = c.get_current_dir().map(Path::display);
-    match dir {
+/// Prints `c` as a shell line, with its directory.
+fn echo(c: &Command) {
+    match c.get_current_dir().map(Path::display) {
         Some(d) => eprintln!("$ (cd {d} && {})", describe(c)),
         None => eprintln!("$ {}", describe(c)),
     }
+}
+
+/// Runs `c` with inherited output, after echoing it; fails unless it exits 0.
+pub fn run(c: &mut Command) -> Result {
+    echo(c);
     let status = c
         .stdin(Stdio::null())
         .status()
         .map_err(|e| format!("cannot start `{}`: {e}", describe(c)))?;
     if status.success() {
         Ok(())
+    } else {
+        Err(format!("`{}` failed ({status})", describe(c)))
+    }
+}
+
+/// Runs `c` like [`run`], also returning its standard output (shown as it
+/// comes, on standard error).
+pub fn run_capture(c: &mut Command) -> Result<String> {
+    use std::io::{BufRead, BufReader};
+    echo(c);
+    let mut child = c
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start `{}`: {e}", describe(c)))?;
+    let mut out = String::new();
+    if let Some(stdout) = child.stdout.take() {
+        for line in BufReader::new(stdout).lines() {
+            let line = line.map_err(|e| format!("reading `{}`: {e}", describe(c)))?;
+            eprintln!("{line}");
+            out.push_str(&line);
+            out.push('\n');
+        }
+    }
+    let status = child
+        .wait()
+        .map_err(|e| format!("waiting for `{}`: {e}", describe(c)))?;
+    if status.success() {
+        Ok(out)
     } else {
         Err(format!("`{}` failed ({status})", describe(c)))
     }
@@ -58,6 +91,16 @@ pub fn output(c: &mut Command) -> Result<String> {
     } else {
         Err(format!("`{}` failed ({})", describe(c), out.status))
     }
+}
+
+/// True if `c` runs and exits 0; its output is discarded (a probe such as
+/// `cargo fuzz --version`).
+pub fn succeeds(c: &mut Command) -> bool {
+    c.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// The path of `program` if it is an executable file on `PATH`.

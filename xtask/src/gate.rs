@@ -1,9 +1,15 @@
-//! `cargo xtask test`: the gate. Runs each step in order and stops at the first
-//! failure; the last line counts the steps as `xtask: N passed, M failed`.
+//! `cargo xtask test [--only WORD]... [--list]`: the gate. Runs each step in
+//! order and stops at the first failure, printing each step's time; the last
+//! lines give every step's time and count the steps as `xtask: N passed, M
+//! failed in T`. `--only WORD` runs setup and the steps whose names contain
+//! WORD (any of the words given); `--list` prints the steps' names.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use crate::cmd::{self, Result, command};
+use crate::fuzz;
+use crate::miri;
 use crate::qemu::{self, Boot, EXIT_FAILURE, EXIT_SUCCESS, Kernel};
 use crate::root;
 use crate::setup::{self, KERNEL_TARGET};
@@ -14,13 +20,13 @@ const HOST_32: &str = KERNEL_TARGET;
 
 /// One gate step: a name and what it runs.
 struct Step {
-    name: &'static str,
+    name: String,
     run: Box<dyn Fn() -> Result>,
 }
 
-fn step(name: &'static str, run: impl Fn() -> Result + 'static) -> Step {
+fn step(name: impl Into<String>, run: impl Fn() -> Result + 'static) -> Step {
     Step {
-        name,
+        name: name.into(),
         run: Box::new(run),
     }
 }
@@ -548,6 +554,7 @@ fn steps() -> Vec<Step> {
         cargo("rustfmt (example kernel)", &kernel, &["fmt", "--check"]),
         cargo("rustfmt (minimal kernel)", &minimal, &["fmt", "--check"]),
         step("linux map: every item named exists", crate::linux_map::run),
+        step("rustfmt (fuzz targets, nightly)", fuzz::fmt_check),
         cargo(
             "clippy (workspace, host, all targets)",
             &root,
@@ -594,6 +601,7 @@ fn steps() -> Vec<Step> {
             &LIB_CRATES,
             &["--target", KERNEL_TARGET, "--", "-D", "warnings"],
         ),
+        step("clippy (fuzz targets, nightly)", fuzz::clippy),
         cargo("cargo test (workspace)", &root, &["test", "--workspace"]),
         cargo_on(
             "cargo test (library crates and the mock as a 32-bit i686 host)",
@@ -665,6 +673,20 @@ fn steps() -> Vec<Step> {
         }),
     ]
     .into_iter()
+    .chain([step("fuzz build (every target)", fuzz::build)])
+    .chain(fuzz::TARGETS.map(|t| {
+        step(
+            format!("fuzz run {t} ({} s, empty corpus)", fuzz::GATE_SECONDS),
+            move || fuzz::gate_run(t),
+        )
+    }))
+    .chain([step(
+        format!(
+            "miri ({} tests on the mock's software backing, one case each)",
+            miri::GATE_TESTS.len()
+        ),
+        miri::gate,
+    )])
     .chain(BOOTS.iter().map(|g| step(g.name, move || boot_config(g))))
     .chain([step("qemu boot, panic path (test=panic)", boot_panic)])
     .chain(
@@ -675,26 +697,100 @@ fn steps() -> Vec<Step> {
     .collect()
 }
 
-/// Runs the gate.
-pub fn run() -> Result {
-    let steps = steps();
+/// What `cargo xtask test` was asked: the words of `--only` (empty: every
+/// step) and whether to list the steps rather than run them.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Options {
+    only: Vec<String>,
+    list: bool,
+}
+
+/// Reads `cargo xtask test`'s arguments: `--only WORD` (repeatable), `--list`.
+fn parse(args: &[String]) -> Result<Options> {
+    let mut o = Options::default();
+    let mut args = args.iter();
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--only" => match args.next() {
+                Some(w) => o.only.push(w.to_lowercase()),
+                None => return Err("test: --only needs a WORD".into()),
+            },
+            "--list" => o.list = true,
+            other => {
+                return Err(format!(
+                    "test: unknown argument {other:?} (usage: test [--only WORD]... [--list])"
+                ));
+            }
+        }
+    }
+    Ok(o)
+}
+
+/// True if the step called `name` runs under `only`: every step when it is
+/// empty, otherwise setup and the steps whose names contain one of its words
+/// (case-insensitive).
+fn selected(name: &str, only: &[String]) -> bool {
+    let name = name.to_lowercase();
+    only.is_empty() || name == "setup" || only.iter().any(|w| name.contains(w.as_str()))
+}
+
+/// `d` as `1m 23.4s` (or `23.4s`).
+fn elapsed(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s < 60.0 {
+        format!("{s:.1}s")
+    } else {
+        format!("{}m {:04.1}s", (s / 60.0) as u64, s % 60.0)
+    }
+}
+
+/// Runs the gate (or the steps `args` choose, see [`parse`]).
+pub fn run(args: &[String]) -> Result {
+    let o = parse(args)?;
+    let steps: Vec<Step> = steps()
+        .into_iter()
+        .filter(|s| selected(&s.name, &o.only))
+        .collect();
+    if o.list {
+        for s in &steps {
+            println!("{}", s.name);
+        }
+        return Ok(());
+    }
+    if steps.iter().all(|s| s.name == "setup") {
+        return Err(format!("test: no step matches --only {:?}", o.only));
+    }
     let total = steps.len();
     let (mut passed, mut failed) = (0, 0);
     let mut error = None;
+    let mut times = Vec::new();
+    let started = Instant::now();
     for (i, s) in steps.iter().enumerate() {
         eprintln!("\nxtask: [{}/{total}] {}", i + 1, s.name);
-        match (s.run)() {
+        let t = Instant::now();
+        let result = (s.run)();
+        let took = elapsed(t.elapsed());
+        times.push((s.name.as_str(), took.clone()));
+        match result {
             Ok(()) => {
                 passed += 1;
-                eprintln!("xtask: [{}/{total}] {}: ok", i + 1, s.name);
+                eprintln!("xtask: [{}/{total}] {}: ok in {took}", i + 1, s.name);
             }
             Err(e) => {
                 failed += 1;
-                eprintln!("xtask: [{}/{total}] {}: FAILED: {e}", i + 1, s.name);
+                eprintln!(
+                    "xtask: [{}/{total}] {}: FAILED in {took}: {e}",
+                    i + 1,
+                    s.name
+                );
                 error = Some(format!("gate step {:?} failed: {e}", s.name));
                 break;
             }
         }
+    }
+    eprintln!("\nxtask: step times:");
+    for (name, took) in &times {
+        eprintln!("xtask: {took:>10}  {name}");
     }
     if failed > 0 {
         eprintln!(
@@ -702,7 +798,10 @@ pub fn run() -> Result {
             total - passed - failed
         );
     }
-    println!("xtask: {passed} passed, {failed} failed");
+    println!(
+        "xtask: {passed} passed, {failed} failed in {}",
+        elapsed(started.elapsed())
+    );
     match error {
         None => Ok(()),
         Some(e) => Err(e),
@@ -711,7 +810,12 @@ pub fn run() -> Result {
 
 #[cfg(test)]
 mod tests {
-    use super::{MINIMAL_BOOTS, UNPUBLISHED, check_minimal, find_minimal_boot, is_panic_line};
+    use std::time::Duration;
+
+    use super::{
+        BOOTS, MINIMAL_BOOTS, Options, UNPUBLISHED, check_minimal, elapsed, find_minimal_boot,
+        is_panic_line, parse, selected, steps,
+    };
     use crate::qemu::{Boot, EXIT_FAILURE, EXIT_SUCCESS};
     use crate::root;
 
@@ -776,6 +880,56 @@ mod tests {
                 "not last / panic"
             );
         }
+    }
+
+    fn args(v: &[&str]) -> Vec<String> {
+        v.iter().map(|a| a.to_string()).collect()
+    }
+
+    #[test]
+    fn options() {
+        assert_eq!(parse(&[]), Ok(Options::default()));
+        let o = parse(&args(&["--only", "Fuzz", "--only", "miri", "--list"])).unwrap();
+        assert_eq!(o.only, ["fuzz", "miri"]);
+        assert!(o.list);
+        assert!(parse(&args(&["--only"])).is_err());
+        assert!(parse(&args(&["fuzz"])).is_err());
+    }
+
+    /// The names of the steps `--only only` runs.
+    fn chosen(only: &[&str]) -> Vec<String> {
+        let only = args(only);
+        steps()
+            .into_iter()
+            .map(|s| s.name)
+            .filter(|n| selected(n, &only))
+            .collect()
+    }
+
+    #[test]
+    fn only_picks_setup_and_matching_steps() {
+        assert_eq!(chosen(&[]).len(), steps().len());
+        let qemu = chosen(&["qemu"]);
+        assert_eq!(qemu[0], "setup");
+        // The boots, the panic path and the minimal kernel.
+        assert_eq!(
+            qemu.len(),
+            1 + BOOTS.len() + 1 + MINIMAL_BOOTS.len(),
+            "{qemu:?}"
+        );
+        assert!(qemu[1..].iter().all(|n| n.contains("qemu")));
+        let fuzz = chosen(&["fuzz"]);
+        // fmt, clippy, the build, one run per target.
+        assert_eq!(fuzz.len(), 1 + 3 + crate::fuzz::TARGETS.len(), "{fuzz:?}");
+        assert!(fuzz[1..].iter().all(|n| n.contains("fuzz")));
+        assert_eq!(chosen(&["miri", "rustfmt"]).len(), 1 + 1 + 4);
+    }
+
+    #[test]
+    fn times() {
+        assert_eq!(elapsed(Duration::from_millis(1234)), "1.2s");
+        assert_eq!(elapsed(Duration::from_millis(83_400)), "1m 23.4s");
+        assert_eq!(elapsed(Duration::from_millis(3_605_000)), "60m 05.0s");
     }
 
     #[test]

@@ -18,14 +18,24 @@ pub mod buddy;
 pub mod slab;
 
 /// The configuration of kmm's property tests: `cases` cases natively,
-/// `miri_cases` under Miri (orders of magnitude slower), and a failure saved
-/// beside the test's source (`proptest-regressions`) except under Miri, which
-/// has no file system.
+/// `miri_cases` under Miri (orders of magnitude slower) or fewer if
+/// `PROPTEST_CASES` asks for fewer (the gate's Miri step runs one case of
+/// each; Miri shows the program that variable only when told to,
+/// `-Zmiri-env-forward=PROPTEST_CASES`, as `cargo xtask` does), and a failure
+/// saved beside the test's source (`proptest-regressions`) except under Miri,
+/// which has no file system.
 #[cfg(feature = "proptest")]
 pub fn proptest_config(cases: u32, miri_cases: u32) -> proptest::test_runner::Config {
     use proptest::test_runner::{Config, FileFailurePersistence};
+    let cap = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok());
     Config {
-        cases: if cfg!(miri) { miri_cases } else { cases },
+        cases: if cfg!(miri) {
+            cap.map_or(miri_cases, |c| miri_cases.min(c.max(1)))
+        } else {
+            cases
+        },
         failure_persistence: if cfg!(miri) {
             None
         } else {
