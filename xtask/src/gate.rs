@@ -40,7 +40,11 @@ fn cargo(name: &'static str, dir: &Path, args: &'static [&'static str]) -> Step 
 /// The `no_std` library crates (the kernel links them), and with the mock
 /// the crates whose tests also run as a 32-bit host. Not `kmm-testkit`: it
 /// uses std (it is in `miri::CRATES`, so its tests run as a 32-bit host).
-const LIB_CRATES: [&str; 8] = [
+/// The umbrella's tests run as a 32-bit host in a step of their own (with
+/// its `multiboot` feature; not under Miri: they dereference vmalloc
+/// addresses, which the mock's software backing cannot).
+const LIB_CRATES: [&str; 9] = [
+    "kmm",
     "kmm-hal",
     "kmm-i386",
     "kmm-page-frame",
@@ -50,6 +54,11 @@ const LIB_CRATES: [&str; 8] = [
     "kmm-pkmap",
     "kmm-percpu",
 ];
+
+/// The umbrella's features the host tests turn on: all but `hw` (ring 0:
+/// INVLPG and CR3 writes) and `mem-symbols` (C symbols a hosted program
+/// must take from its libc).
+const KMM_HOST_FEATURES: &str = "global-allocator,multiboot,debug,hardened";
 
 /// `cargo SUBCOMMAND -p CRATE… REST…` in `dir` as a step.
 fn cargo_on(
@@ -665,6 +674,61 @@ fn steps() -> Vec<Step> {
             "cargo test (kmm-slab with the hardened feature)",
             &root,
             &["test", "-p", "kmm-slab", "--features", "hardened"],
+        ),
+        cargo(
+            "clippy (kmm with every feature but hw, host)",
+            &root,
+            &[
+                "clippy",
+                "-p",
+                "kmm",
+                "--features",
+                KMM_HOST_FEATURES,
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        ),
+        cargo(
+            "clippy (kmm with hw, multiboot and mem-symbols, i686)",
+            &root,
+            &[
+                "clippy",
+                "-p",
+                "kmm",
+                "--features",
+                "hw,multiboot,mem-symbols",
+                "--target",
+                KERNEL_TARGET,
+                "--",
+                "-D",
+                "warnings",
+            ],
+        ),
+        cargo(
+            "cargo test (kmm with every feature but hw)",
+            &root,
+            &["test", "-p", "kmm", "--features", KMM_HOST_FEATURES],
+        ),
+        cargo_on(
+            "cargo test (kmm with multiboot as a 32-bit i686 host)",
+            &root,
+            "test",
+            &["kmm"],
+            &[
+                "--target",
+                HOST_32,
+                "--features",
+                "multiboot",
+                "--",
+                "--test-threads=1",
+            ],
+        ),
+        cargo(
+            "walkthrough (cargo run -p kmm --example walkthrough)",
+            &root,
+            &["run", "-q", "-p", "kmm", "--example", "walkthrough"],
         ),
         step("rustdoc (workspace, warnings denied)", move || {
             let mut c = command(&root_for_doc, "cargo", ["doc", "--workspace", "--no-deps"]);
