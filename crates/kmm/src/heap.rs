@@ -129,8 +129,8 @@ impl<P: Platform + 'static> GlobalHeap<P> {
     }
 
     /// Brings the memory manager up ([`MemoryManager::init`]) and makes it
-    /// this heap's. A second call fails with
-    /// [`InitError::AlreadyInitialized`], changing nothing.
+    /// this heap's. Any later call — after a success or a failure — fails
+    /// with [`InitError::AlreadyInitialized`], changing nothing.
     ///
     /// # Safety
     ///
@@ -148,22 +148,15 @@ impl<P: Platform + 'static> GlobalHeap<P> {
         {
             return Err(InitError::AlreadyInitialized);
         }
-        // SAFETY: the caller's contract, forwarded.
-        match unsafe { MemoryManager::init(platform, params) } {
-            Ok(mm) => {
-                let p: *mut MemoryManager<'static, P> = mm;
-                self.mm.store(p, Ordering::Release);
-                self.state.store(READY, Ordering::Release);
-                // SAFETY: the manager lives for `'static` and is only shared
-                // from now on.
-                Ok(unsafe { &*p })
-            }
-            Err(e) => {
-                // The heap stays unusable: a second try would build a
-                // second manager over RAM the first may have claimed.
-                Err(e)
-            }
-        }
+        // SAFETY: the caller's contract, forwarded. On failure the heap
+        // stays unusable (state BUSY): a second try would build a second
+        // manager over RAM the first may have claimed.
+        let mm: *mut MemoryManager<'static, P> = unsafe { MemoryManager::init(platform, params) }?;
+        self.mm.store(mm, Ordering::Release);
+        self.state.store(READY, Ordering::Release);
+        // SAFETY: the manager lives for `'static` and is only shared from
+        // now on.
+        Ok(unsafe { &*mm })
     }
 
     /// The memory manager, once [`Self::init`] built it.

@@ -160,8 +160,8 @@ impl<'a, P: Platform> MemoryManager<'a, P> {
     /// `None` if `cpu` is not a possible CPU or is online already.
     pub fn cpu_up(&self, cpu: usize) -> Option<usize> {
         let offset = *self.areas.offsets().get(cpu)?;
-        let bit = 1u64 << (cpu % 64);
-        if cpu >= 64 || self.online.fetch_or(bit, Ordering::AcqRel) & bit != 0 {
+        let bit = 1u64.checked_shl(u32::try_from(cpu).ok()?)?;
+        if self.online.fetch_or(bit, Ordering::AcqRel) & bit != 0 {
             return None;
         }
         self.platform.cpu_up(cpu, offset);

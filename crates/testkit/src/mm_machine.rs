@@ -23,7 +23,7 @@ pub struct MmMachine {
     mm: *mut MockMm<'static>,
     /// The machine's CPUs as the buddy allocator's cross-CPU call, which
     /// holds them as `&'static`: dropped after the manager.
-    cross: Arc<MockCpu>,
+    _cross: Arc<MockCpu>,
     machine: Machine,
 }
 
@@ -57,7 +57,11 @@ impl TestMachineBuilder {
             unsafe { MemoryManager::init(platform, params) }
         });
         let mm = mm.unwrap_or_else(|e| panic!("kmm-testkit: MemoryManager::init: {e}"));
-        MmMachine { mm, cross, machine }
+        MmMachine {
+            mm,
+            _cross: cross,
+            machine,
+        }
     }
 
     /// Builds the machine and hands `boot` the mock's platform and the boot
@@ -143,6 +147,5 @@ impl Drop for MmMachine {
         // through `mm()` borrows of `self`, all ended (`&mut self`); nothing
         // it handed out outlives those borrows. Called once.
         unsafe { MemoryManager::teardown(self.mm) };
-        let _ = &self.cross;
     }
 }
