@@ -35,10 +35,12 @@
 use core::alloc::Layout;
 use core::ptr::NonNull;
 
+mod efficiency;
 mod kmm;
 mod peers;
 mod workloads;
 
+pub use efficiency::*;
 pub use kmm::*;
 pub use peers::*;
 pub use workloads::*;

@@ -145,6 +145,7 @@ impl<'a, P: Platform> MemoryManager<'a, P> {
             tables,
             buddy: config,
             percpu,
+            kmalloc_sizes,
         } = params;
         let dm = layout.direct_map();
         // 1. bootmem, with everything in use reserved.
@@ -194,7 +195,10 @@ impl<'a, P: Platform> MemoryManager<'a, P> {
                     .map_err(InitError::Percpu)?
             );
             // 7. the slab allocator and kmalloc.
-            let slab = place!(m.slab = SlabAllocator::new(buddy).map_err(InitError::Slab)?);
+            let slab = place!(
+                m.slab =
+                    SlabAllocator::with_sizes(buddy, kmalloc_sizes).map_err(InitError::Slab)?
+            );
             let _ = place!(m.heap = KmallocHeap::new(slab));
             // 8. vmalloc.
             let vm = place!(
