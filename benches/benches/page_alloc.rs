@@ -9,7 +9,10 @@
 //!    frees of random live blocks (at most 64 live), the same for everyone;
 //! 3. `exhaust_refill_64MiB`: order-0 allocations until failure, then every
 //!    free, on 64 MiB;
-//! 4. `init_4GiB`: building the allocator over 4 GiB.
+//! 4. `exhaust_refill_random_1GiB`: on 1 GiB whose free memory a fixed-seed
+//!    phase of random orders fragmented first, order-0 allocations until
+//!    failure, then every free in a fixed-seed random order;
+//! 5. `init_4GiB`: building the allocator over 4 GiB.
 //!
 //! Run with `cargo xtask bench` (or `cargo bench -p kmm-benches`); criterion's
 //! arguments follow, e.g. `cargo xtask bench order0` for one group.
@@ -19,8 +22,10 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use kmm_benches::{
-    BitAlloc1M, BitAlloc64K, Bitmap, BuddySystem, FRAMES_4G, Host, Kmm, KmmPath, MAX_LIVE, RAM_4G,
-    SEED, alloc_free_pair, exhaust_refill, random_ops, run_ops,
+    BitAlloc1M, BitAlloc64K, Bitmap, BuddySystem, FRAGMENT_BLOCKS, FRAGMENT_MAX_ORDER, FRAMES_4G,
+    FREE_ORDER_SEED, FrameAlloc, Host, Kmm, KmmPath, MAX_LIVE, RAM_4G, SEED, alloc_free_pair,
+    exhaust_refill, exhaust_refill_shuffled, fragment_ops, live_frames, random_ops, run_ops,
+    run_steps, shuffled,
 };
 
 /// Bench names of the two kmm paths and the peers, as they appear in reports.
@@ -34,6 +39,8 @@ const KMM_PATHS: [(&str, KmmPath); 2] = [(KMM_PCP, KmmPath::PerCpu), (KMM_BYPASS
 
 /// RAM of the exhaust-and-refill workload.
 const EXHAUST_RAM: usize = 64 << 20;
+/// RAM of the fragmented exhaust-and-refill workload.
+const FRAGMENTED_RAM: usize = 1 << 30;
 /// Random steps per iteration of the random-order workload (plus the frees of
 /// what is still live at the end).
 const RANDOM_STEPS: usize = 4096;
@@ -118,7 +125,68 @@ fn exhaust_refill_64m(c: &mut Criterion) {
     g.finish();
 }
 
-/// Workload 4: building the allocator over 4 GiB. For kmm that is `Bootmem`,
+/// Fragments `a` with the fixed phase of random orders ([`fragment_ops`])
+/// and benches workload 4 on what is left under `name` (each cycle checks
+/// that it got every frame `order` frees).
+fn bench_fragmented<A: FrameAlloc>(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    a: &mut A,
+    order: &[u32],
+) {
+    let mut live = Vec::new();
+    run_steps(
+        a,
+        &fragment_ops(SEED, FRAGMENT_BLOCKS, FRAGMENT_MAX_ORDER),
+        &mut live,
+    );
+    let mut buf = Vec::with_capacity(order.len());
+    g.bench_function(name, |b| {
+        b.iter(|| exhaust_refill_shuffled(a, &mut buf, order));
+    });
+}
+
+/// Workload 4: the twin of workload 3 on a 1 GiB machine whose free memory is
+/// fragmented first: a fixed phase of random orders 0–6 ([`fragment_ops`]:
+/// 8192 blocks allocated, a random half of them freed) leaves about 4096
+/// blocks live, scattered; then one iteration allocates order-0 frames until
+/// failure and frees them all in a fixed random order ([`shuffled`]). The
+/// peers get exactly the frames kmm hands out on the fresh machine and the
+/// same phase and order; the throughput counts the pages of one cycle. The
+/// fragmenting phase is set-up, not timed; the cycle ends as it started.
+fn exhaust_refill_random_1g(c: &mut Criterion) {
+    let (frames, held) = {
+        let mut host = Host::new(FRAGMENTED_RAM);
+        let mut kmm = Kmm::new(&mut host, KmmPath::PerCpu);
+        let frames = exhaust_refill(&mut kmm, &mut Vec::new());
+        let mut live = Vec::new();
+        run_steps(
+            &mut kmm,
+            &fragment_ops(SEED, FRAGMENT_BLOCKS, FRAGMENT_MAX_ORDER),
+            &mut live,
+        );
+        (frames, live_frames(&live))
+    };
+    let order = shuffled(FREE_ORDER_SEED, frames - held);
+    let mut g = c.benchmark_group("exhaust_refill_random_1GiB");
+    g.warm_up_time(Duration::from_secs(2))
+        .measurement_time(Duration::from_secs(6))
+        .sample_size(10)
+        .throughput(Throughput::Elements(order.len() as u64));
+    for (name, path) in KMM_PATHS {
+        let mut host = Host::new(FRAGMENTED_RAM);
+        let mut kmm = Kmm::new(&mut host, path);
+        bench_fragmented(&mut g, name, &mut kmm, &order);
+    }
+    let mut bitmap = Bitmap::<BitAlloc1M>::new(frames);
+    bench_fragmented(&mut g, BITMAP, &mut bitmap, &order);
+    drop(bitmap);
+    let mut buddy = BuddySystem::new(frames);
+    bench_fragmented(&mut g, BUDDY_SYSTEM, &mut buddy, &order);
+    g.finish();
+}
+
+/// Workload 5: building the allocator over 4 GiB. For kmm that is `Bootmem`,
 /// `MemMap::new` (a descriptor per frame) and `Buddy::new` (zones, per-CPU
 /// lists, every free frame into the free lists) on one mock machine made once:
 /// each iteration builds a new allocator over the same RAM, as a kernel does at
@@ -171,6 +239,7 @@ criterion_group!(
     order0_alloc_free,
     random_orders,
     exhaust_refill_64m,
+    exhaust_refill_random_1g,
     init_4g
 );
 criterion_main!(benches);

@@ -9,8 +9,9 @@
 //!   kmm's `MAX_ORDER` (11 free lists, blocks of up to 1024 frames).
 //!
 //! Every allocator is driven through the same functions ([`alloc_free_pair`],
-//! [`run_ops`], [`exhaust_refill`]) with the same operation sequences
-//! ([`random_ops`]), so the benchmarks compare the allocators and nothing else.
+//! [`run_ops`], [`exhaust_refill`], [`exhaust_refill_shuffled`]) with the same
+//! operation sequences ([`random_ops`], [`fragment_ops`], [`shuffled`]), so the
+//! benchmarks compare the allocators and nothing else.
 //! `benches/page_alloc.rs` holds the criterion groups; `docs/benchmarks.md` the
 //! results.
 //!
@@ -327,6 +328,14 @@ pub fn random_ops(seed: u64, steps: usize, max_order: u32, max_live: usize) -> V
 /// empty again at the end). Panics if an allocation fails.
 pub fn run_ops<A: FrameAlloc>(a: &mut A, ops: &[Op], live: &mut Vec<(A::Block, u32)>) {
     live.clear();
+    run_steps(a, ops, live);
+    debug_assert!(live.is_empty());
+}
+
+/// Runs steps of a sequence on top of the blocks already in `live` (a
+/// `Free(i)` frees `live[i]`), leaving in `live` what is still allocated at
+/// the end. Panics if an allocation fails.
+pub fn run_steps<A: FrameAlloc>(a: &mut A, ops: &[Op], live: &mut Vec<(A::Block, u32)>) {
     for &op in ops {
         match op {
             Op::Alloc(order) => {
@@ -339,7 +348,6 @@ pub fn run_ops<A: FrameAlloc>(a: &mut A, ops: &[Op], live: &mut Vec<(A::Block, u
             }
         }
     }
-    debug_assert!(live.is_empty());
 }
 
 /// Workload 3: allocates order-0 frames until the allocator fails, then frees
@@ -355,6 +363,79 @@ pub fn exhaust_refill<A: FrameAlloc>(a: &mut A, buf: &mut Vec<A::Block>) -> usiz
         a.free(b, 0);
     }
     n
+}
+
+/// Blocks the fragmenting phase of workload 4 allocates on its 1 GiB machine
+/// (about 150 000 frames of the 229 000 `Gfp::KERNEL` may take there).
+pub const FRAGMENT_BLOCKS: usize = 8192;
+/// Largest order of the fragmenting phase (blocks of up to 64 frames).
+pub const FRAGMENT_MAX_ORDER: u32 = 6;
+/// The seed of the free order of workload 4 (the fragmenting phase uses
+/// [`SEED`]).
+pub const FREE_ORDER_SEED: u64 = 0xD1B5_4A32_D192_ED03;
+
+/// The fragmenting phase of workload 4: `blocks` allocations of random orders
+/// in `0..=max_order` (fixed seed), then the frees of a random half of them
+/// in random order; the other half stays allocated, scattered over the frames
+/// the allocations packed, so the free memory that remains is holes of every
+/// size up to `2^max_order` frames between live blocks. Run it with
+/// [`run_steps`]; it leaves `blocks - blocks / 2` blocks live.
+pub fn fragment_ops(seed: u64, blocks: usize, max_order: u32) -> Vec<Op> {
+    let mut rng = XorShift::new(seed);
+    let mut ops: Vec<Op> = (0..blocks)
+        .map(|_| Op::Alloc(rng.below(max_order as usize + 1) as u32))
+        .collect();
+    let mut live = blocks;
+    for _ in 0..blocks / 2 {
+        ops.push(Op::Free(rng.below(live)));
+        live -= 1;
+    }
+    ops
+}
+
+/// A fixed-seed random permutation of `0..n` (Fisher–Yates with
+/// [`XorShift`]): the order in which workload 4 frees the frames it got.
+pub fn shuffled(seed: u64, n: usize) -> Vec<u32> {
+    let n32 = u32::try_from(n).expect("fewer than 2^32 frames");
+    let mut rng = XorShift::new(seed);
+    let mut v: Vec<u32> = (0..n32).collect();
+    for i in (1..n).rev() {
+        v.swap(i, rng.below(i + 1));
+    }
+    v
+}
+
+/// Workload 4: allocates order-0 frames until the allocator fails, then frees
+/// them in the order `order` gives (`order[k]` is the index, in allocation
+/// order, of the `k`th frame freed: a permutation of `0..n` from
+/// [`shuffled`]); returns how many it got. Panics, before freeing anything,
+/// if that is not `order.len()`. `buf` is scratch space. The allocator ends
+/// as it started, so cycles can repeat.
+pub fn exhaust_refill_shuffled<A: FrameAlloc>(
+    a: &mut A,
+    buf: &mut Vec<A::Block>,
+    order: &[u32],
+) -> usize {
+    buf.clear();
+    while let Some(b) = a.alloc(0) {
+        buf.push(b);
+    }
+    let n = buf.len();
+    assert_eq!(
+        n,
+        order.len(),
+        "the free order covers every frame handed out"
+    );
+    for &i in order {
+        a.free(buf[i as usize], 0);
+    }
+    buf.clear();
+    n
+}
+
+/// Frames the blocks of `live` hold.
+pub fn live_frames<B>(live: &[(B, u32)]) -> usize {
+    live.iter().map(|&(_, order)| 1usize << order).sum()
 }
 
 #[cfg(test)]
@@ -407,6 +488,86 @@ mod tests {
             orders.iter().all(|&n| n > 0),
             "every order is drawn: {orders:?}"
         );
+    }
+
+    /// Fragments `a` (which has `frames` frames), then runs workload 4 twice
+    /// and checks that it gets every frame not held by the fragmenting
+    /// phase each time; then frees what that phase left and checks that every
+    /// frame comes back.
+    fn drive_fragmented<A: FrameAlloc>(a: &mut A, frames: usize) {
+        let ops = fragment_ops(SEED, 512, 5);
+        let mut live = Vec::new();
+        run_steps(a, &ops, &mut live);
+        assert_eq!(live.len(), 256, "half the blocks stay live");
+        let held = live_frames(&live);
+        assert!(held > 256, "the blocks are of several orders");
+        let order = shuffled(FREE_ORDER_SEED, frames - held);
+        let mut buf = Vec::new();
+        assert_eq!(exhaust_refill_shuffled(a, &mut buf, &order), frames - held);
+        assert_eq!(exhaust_refill_shuffled(a, &mut buf, &order), frames - held);
+        for (b, order) in live.drain(..) {
+            a.free(b, order);
+        }
+        assert_eq!(exhaust_refill(a, &mut buf), frames);
+    }
+
+    #[test]
+    fn fragment_phase_leaves_half_live() {
+        let ops = fragment_ops(SEED, 1000, FRAGMENT_MAX_ORDER);
+        assert_eq!(ops, fragment_ops(SEED, 1000, FRAGMENT_MAX_ORDER));
+        assert_eq!(ops.len(), 1500);
+        assert!(
+            ops[..1000]
+                .iter()
+                .all(|op| matches!(op, Op::Alloc(o) if *o <= 6))
+        );
+        let mut live = 1000;
+        for op in &ops[1000..] {
+            let Op::Free(i) = *op else {
+                panic!("allocations come first");
+            };
+            assert!(i < live);
+            live -= 1;
+        }
+    }
+
+    #[test]
+    fn shuffled_is_a_fixed_permutation() {
+        let p = shuffled(FREE_ORDER_SEED, 10_000);
+        assert_eq!(p, shuffled(FREE_ORDER_SEED, 10_000));
+        let mut seen = vec![false; 10_000];
+        for &i in &p {
+            assert!(!seen[i as usize], "{i} twice");
+            seen[i as usize] = true;
+        }
+        let in_place = p.iter().enumerate().filter(|&(k, &i)| k == i as usize);
+        assert!(in_place.count() < 10, "a shuffle, not the identity");
+    }
+
+    #[test]
+    #[should_panic(expected = "the free order covers every frame")]
+    fn shuffled_refill_refuses_a_short_order() {
+        let mut b = Bitmap::<BitAlloc64K>::new(100);
+        exhaust_refill_shuffled(&mut b, &mut Vec::new(), &shuffled(1, 99));
+    }
+
+    #[test]
+    fn kmm_fragmented_both_paths() {
+        let mut host = Host::new(SMALL);
+        let free = {
+            let k = Kmm::new(&mut host, KmmPath::PerCpu);
+            k.buddy().free_pages_total()
+        };
+        for path in [KmmPath::PerCpu, KmmPath::Bypass] {
+            let mut k = Kmm::new(&mut host, path);
+            drive_fragmented(&mut k, free);
+        }
+    }
+
+    #[test]
+    fn peers_fragmented() {
+        drive_fragmented(&mut Bitmap::<BitAlloc64K>::new(SMALL_FRAMES), SMALL_FRAMES);
+        drive_fragmented(&mut BuddySystem::new(SMALL_FRAMES), SMALL_FRAMES);
     }
 
     #[test]

@@ -31,7 +31,10 @@
 //!   reference.
 //!
 //! Two more run workloads rather than pairs: `exhaust` (PAIRS counts
-//! exhaust-then-refill cycles of a 64 MiB machine, 1000 if absent) and
+//! exhaust-then-refill cycles of a 64 MiB machine, 1000 if absent),
+//! `exhaust_random` (PAIRS counts cycles of `exhaust_refill_random_1GiB`'s
+//! workload on its fragmented 1 GiB machine, 10 if absent; `bypass` as the
+//! third argument bypasses the per-CPU lists) and
 //! `actions200` (`random_actions_200B`'s sequence 2000 times through
 //! `kmalloc`/`kfree`/`krealloc`). Anything else only builds the slab machine
 //! (a baseline to subtract).
@@ -46,7 +49,11 @@ use kmm_benches::slab::{
     with_kmm,
 };
 use kmm_benches::vmalloc::{FirstFit, VmHost, vmalloc_free_pair};
-use kmm_benches::{Host, Kmm, KmmPath, RAM_4G, SEED, alloc_free_pair, exhaust_refill};
+use kmm_benches::{
+    FRAGMENT_BLOCKS, FRAGMENT_MAX_ORDER, FREE_ORDER_SEED, Host, Kmm, KmmPath, RAM_4G, SEED,
+    alloc_free_pair, exhaust_refill, exhaust_refill_shuffled, fragment_ops, live_frames, run_steps,
+    shuffled,
+};
 use kmm_mock::MockCpu;
 use kmm_percpu::{BuddyAreas, Template, define_per_cpu, setup_per_cpu_areas};
 use kmm_slab::{KmallocHeap, SlabAllocator};
@@ -168,6 +175,24 @@ fn exhaust(cycles: usize) {
     }
 }
 
+/// Cycles of the fragmented 1 GiB exhaust-then-refill workload (the set-up
+/// as in `benches/page_alloc.rs`: one exhaust to count the frames, the
+/// fragmenting phase, then the cycles).
+#[inline(never)]
+fn exhaust_random(cycles: usize, path: KmmPath) {
+    let mut host = Host::new(1 << 30);
+    let mut kmm = Kmm::new(&mut host, path);
+    let mut buf = Vec::new();
+    let frames = exhaust_refill(&mut kmm, &mut buf);
+    let mut live = Vec::new();
+    let ops = fragment_ops(SEED, FRAGMENT_BLOCKS, FRAGMENT_MAX_ORDER);
+    run_steps(&mut kmm, &ops, &mut live);
+    let order = shuffled(FREE_ORDER_SEED, frames - live_frames(&live));
+    for _ in 0..cycles {
+        std::hint::black_box(exhaust_refill_shuffled(&mut kmm, &mut buf, &order));
+    }
+}
+
 /// vmalloc+vfree pairs of `pages` pages with `live` areas live.
 #[inline(never)]
 fn vmalloc(live: usize, pages: usize) {
@@ -240,6 +265,14 @@ fn main() {
     }
     if mode == "order0" {
         return order0();
+    }
+    if mode == "exhaust_random" {
+        let path = if std::env::args().nth(3).as_deref() == Some("bypass") {
+            KmmPath::Bypass
+        } else {
+            KmmPath::PerCpu
+        };
+        return exhaust_random(arg(2, 10), path);
     }
     if mode == "exhaust" {
         let cycles = std::env::args().nth(2).and_then(|n| n.parse().ok());

@@ -2,10 +2,11 @@
 
 use core::sync::atomic::Ordering;
 
-use kmm_hal::{Cpu, PAGE_SIZE, VirtAddr};
+use kmm_hal::{Cpu, IrqGuard, PAGE_SIZE, VirtAddr};
 use kmm_page_frame::{Page, PgFlags, ZoneType};
 
 use crate::buddy::Buddy;
+use crate::pcp::{Pcp, PerCpuPages};
 use crate::zone::Zone;
 use crate::{Gfp, MAX_ORDER, Watermark, WatermarkCheck};
 
@@ -50,19 +51,21 @@ impl<'a, C: Cpu> Buddy<'a, C> {
             // `drain_offline_cpu` only for a CPU that is not running) and
             // calls nothing with the list held that could reach it again (no
             // hook, no allocation, no interrupt point: this closure reads the
-            // watermarks and pops).
+            // watermarks and pops, and `refill_fast` takes the zone lock and
+            // moves pages from the zone, as the free path's spill does).
             unsafe {
                 z.pcp.with_unchecked(&irq, |p, s| {
                     if s.drain.load(Ordering::Relaxed) {
                         return None;
                     }
-                    // An empty list is refilled on the full path. Pages on the
-                    // list are already out of the zone's free count; the watermark
-                    // check only matters when the zone is low — leave that case to
-                    // the full path.
-                    if p.list.is_empty()
-                        || !z.watermark_ok(0, WatermarkCheck::new(Watermark::Low, class))
-                    {
+                    // An empty list is refilled out of line. Pages on the list
+                    // are already out of the zone's free count; the watermark
+                    // check only matters when the zone is low — leave that case
+                    // to the full path.
+                    if p.list.is_empty() {
+                        return self.refill_fast(z, s, p, gfp, &irq);
+                    }
+                    if !z.watermark_ok(0, WatermarkCheck::new(Watermark::Low, class)) {
                         return None;
                     }
                     let page = if gfp.contains(Gfp::COLD) {
@@ -76,6 +79,63 @@ impl<'a, C: Cpu> Buddy<'a, C> {
             }??
         };
         self.prep_new_page(page, 0, gfp, false);
+        Some(page)
+    }
+
+    /// The fast path found this CPU's list empty: refill it from the zone
+    /// and take a page, as the full path's first pass would for this zone
+    /// (the low watermark, then `rmqueue`), without its set-up. `None` sends
+    /// the caller down the full path (a zone below its low watermark, or
+    /// empty). Out of line, so the fast path keeps its registers.
+    #[cold]
+    #[inline(never)]
+    fn refill_fast(
+        &self,
+        z: &'a Zone<'a>,
+        s: &PerCpuPages,
+        p: &mut Pcp<'a>,
+        gfp: Gfp,
+        irq: &IrqGuard<'_, C>,
+    ) -> Option<&'a Page> {
+        if !z.watermark_ok(0, WatermarkCheck::new(Watermark::Low, gfp.zone())) {
+            return None;
+        }
+        self.refill_pcp(z, s, p, irq);
+        Self::pop_pcp(s, p, gfp)
+    }
+
+    /// Moves a batch of order-0 pages from zone `z` to this CPU's list (Linux's
+    /// `rmqueue_bulk`), under one hold of the zone lock; the batch grows over
+    /// a run of refills ([`Pcp::refill_count`]). The caller holds the list
+    /// (`p`, with its shared part `s`) with interrupts off (`irq`).
+    fn refill_pcp(&self, z: &'a Zone<'a>, s: &PerCpuPages, p: &mut Pcp<'a>, irq: &IrqGuard<'_, C>) {
+        let n = p.refill_count(s.count(), s.high, s.batch);
+        let mut locked = z.lock(irq);
+        let mut got = 0;
+        while got < n {
+            let Some(page) = locked.rmqueue(&self.mem, 0) else {
+                break;
+            };
+            // SAFETY: the owner contract: the page left the zone's free list
+            // under its lock and goes to this CPU's list (which
+            // `FreeListAdapter` asks to flag PCP).
+            unsafe { page.insert(PgFlags::PCP) };
+            p.list.push_back(page);
+            got += 1;
+        }
+        s.add(p, got);
+    }
+
+    /// Takes a page from this CPU's list: the hot end, or the cold end for
+    /// `Gfp::COLD`.
+    #[inline]
+    fn pop_pcp(s: &PerCpuPages, p: &mut Pcp<'a>, gfp: Gfp) -> Option<&'a Page> {
+        let page = if gfp.contains(Gfp::COLD) {
+            p.list.pop_back()
+        } else {
+            p.list.pop_front()
+        }?;
+        s.sub(p, 1);
         Some(page)
     }
 
@@ -221,28 +281,9 @@ impl<'a, C: Cpu> Buddy<'a, C> {
                     self.drain_pcp(z, s, p, &irq);
                 }
                 if p.list.is_empty() {
-                    let mut locked = z.lock(&irq);
-                    for _ in 0..s.batch {
-                        let Some(page) = locked.rmqueue(&self.mem, 0) else {
-                            break;
-                        };
-                        // SAFETY: the owner contract: the page left the zone's
-                        // free list under its lock and goes to this CPU's list
-                        // (which `FreeListAdapter` asks to flag PCP).
-                        unsafe { page.insert(PgFlags::PCP) };
-                        p.list.push_back(page);
-                        s.add(p, 1);
-                    }
+                    self.refill_pcp(z, s, p, &irq);
                 }
-                let page = if gfp.contains(Gfp::COLD) {
-                    p.list.pop_back()
-                } else {
-                    p.list.pop_front()
-                };
-                if page.is_some() {
-                    s.sub(p, 1);
-                }
-                page
+                Self::pop_pcp(s, p, gfp)
             })
         {
             return page;

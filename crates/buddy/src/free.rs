@@ -211,7 +211,8 @@ impl<'a, C: Cpu> Buddy<'a, C> {
         if s.drain.load(Ordering::Relaxed) {
             self.drain_pcp(zone, s, p, irq);
         } else {
-            self.spill(zone, s, p, s.batch, irq);
+            let n = p.spill_count(s.high, s.batch);
+            self.spill(zone, s, p, n, irq);
         }
     }
 }

@@ -19,11 +19,59 @@ use kmm_page_frame::FreeListAdapter;
 /// only the list's holder writes.
 pub(crate) struct Pcp<'a> {
     pub(crate) list: LinkedList<FreeListAdapter<'a>>,
+    /// Refills since the last spill (Linux's `alloc_factor`, capped at
+    /// [`BATCH_SCALE_MAX`]): each doubles the next refill.
+    alloc_factor: u32,
+    /// Spills since the last refill (Linux's `free_count`, counted in
+    /// spills, capped at [`BATCH_SCALE_MAX`]): each doubles the next spill.
+    free_factor: u32,
 }
 
-impl Pcp<'_> {
+/// How many times a run of refills or spills may double the batch (Linux's
+/// `CONFIG_PCP_BATCH_SCALE_MAX` default).
+pub(crate) const BATCH_SCALE_MAX: u32 = 5;
+
+impl<'a> Pcp<'a> {
+    /// Pages the next refill moves from the zone (Linux 6.7's
+    /// `nr_pcp_alloc`): `batch`, doubled for each refill since the last
+    /// spill (a run of allocations that keeps emptying the list), but never
+    /// past `high` less the pages already here less one batch (at least one
+    /// batch); one page while the list is disabled (`high < batch`: a small
+    /// zone's pages go straight back). Counts this refill.
+    pub(crate) fn refill_count(&mut self, count: usize, high: usize, batch: usize) -> usize {
+        if high < batch {
+            return 1;
+        }
+        self.free_factor = 0;
+        let scaled = batch << self.alloc_factor;
+        let max = high.saturating_sub(count + batch).max(batch);
+        if scaled <= max && self.alloc_factor < BATCH_SCALE_MAX {
+            self.alloc_factor += 1;
+        }
+        scaled.min(max)
+    }
+
+    /// Pages the next spill moves to the zone (Linux 6.7's `nr_pcp_free`):
+    /// `batch`, doubled for each spill since the last refill (a run of frees
+    /// that keeps overflowing the list), at most `high - batch` so a batch
+    /// stays for the next allocations; one page while the list is disabled.
+    /// Counts this spill.
+    pub(crate) fn spill_count(&mut self, high: usize, batch: usize) -> usize {
+        if high < batch {
+            return 1;
+        }
+        self.alloc_factor = 0;
+        let scaled = batch << self.free_factor;
+        if self.free_factor < BATCH_SCALE_MAX {
+            self.free_factor += 1;
+        }
+        scaled.clamp(batch, (high - batch).max(batch))
+    }
+
     pub(crate) fn new() -> Self {
         Pcp {
+            alloc_factor: 0,
+            free_factor: 0,
             // SAFETY: the owner contract of `FreeListAdapter::new`: the list
             // holds pages the allocator holds free, flagged PCP while linked
             // (`rmqueue`, `free_block`; cleared by `spill`), and it is reached
@@ -184,7 +232,51 @@ pub(crate) fn batch_for(managed: usize) -> (usize, usize) {
 
 #[cfg(test)]
 mod tests {
-    use super::batch_for;
+    use super::{BATCH_SCALE_MAX, Pcp, batch_for};
+
+    #[test]
+    fn refills_double_over_a_run_up_to_high() {
+        let mut p = Pcp::new();
+        // An 880 MiB zone: high 186, batch 31.
+        let run: [usize; 5] = core::array::from_fn(|_| p.refill_count(0, 186, 31));
+        assert_eq!(run, [31, 62, 124, 155, 155], "capped at high - batch");
+        assert_eq!(
+            p.refill_count(100, 186, 31),
+            55,
+            "pages already listed count"
+        );
+        assert_eq!(p.refill_count(180, 186, 31), 31, "never below one batch");
+        // A spill ends the run: the next refill is one batch again.
+        assert_eq!(p.spill_count(186, 31), 31);
+        assert_eq!(p.refill_count(0, 186, 31), 31);
+    }
+
+    #[test]
+    fn spills_double_over_a_run_up_to_high_less_a_batch() {
+        let mut p = Pcp::new();
+        let run: [usize; 4] = core::array::from_fn(|_| p.spill_count(186, 31));
+        assert_eq!(run, [31, 62, 124, 155]);
+        for _ in 0..10 {
+            assert!(p.spill_count(186, 31) <= 155);
+        }
+        assert_eq!(p.free_factor, BATCH_SCALE_MAX, "the factor is capped");
+        // A refill ends the run.
+        p.refill_count(0, 186, 31);
+        assert_eq!(p.spill_count(186, 31), 31);
+    }
+
+    #[test]
+    fn a_disabled_list_moves_one_page() {
+        // A 16 MiB DMA zone: high 0, batch 1 (Linux's "PCP disabled").
+        let mut p = Pcp::new();
+        for _ in 0..8 {
+            assert_eq!(p.refill_count(0, 0, 1), 1);
+            assert_eq!(p.spill_count(0, 1), 1);
+        }
+        // A tiny zone's list: high 6, batch 1.
+        let run: [usize; 5] = core::array::from_fn(|_| p.refill_count(0, 6, 1));
+        assert_eq!(run, [1, 2, 4, 5, 5]);
+    }
 
     #[test]
     fn linux_batch_sizes() {

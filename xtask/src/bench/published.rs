@@ -244,6 +244,11 @@ fn exhaust_refill(l: &Lookup<'_>) -> Generated {
     versus_peers("median per cycle", Some("per page"), rows).build(l)
 }
 
+fn exhaust_refill_random(l: &Lookup<'_>) -> Generated {
+    let rows = page_rows("exhaust_refill_random_1GiB");
+    versus_peers("median per cycle", Some("per page"), rows).build(l)
+}
+
 fn init_4gib(l: &Lookup<'_>) -> Generated {
     let g = "init_4GiB";
     let rows = vec![
@@ -552,6 +557,7 @@ pub fn tables() -> Vec<TableSpec> {
         t("order0_alloc_free", order0_alloc_free),
         t("random_orders", random_orders),
         t("exhaust_refill_64MiB", exhaust_refill),
+        t("exhaust_refill_random_1GiB", exhaust_refill_random),
         t("init_4GiB", init_4gib),
         t("slab_hot_64B", slab_hot),
         t("kmalloc_random_8-4096B", kmalloc_random),
