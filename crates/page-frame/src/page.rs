@@ -150,8 +150,9 @@ impl fmt::Display for ZoneType {
 /// a free-list operation on a descriptor that is not in the cache costs one
 /// cache-line miss for three descriptors in four (x86-64's 48-byte
 /// descriptors start at 0, 16, 32 or 48 bytes into a 64-byte line, and
-/// only the one at 48 splits its first 32 bytes), not one in two as with
-/// the link last; the slab and high-memory back-pointers follow.
+/// only the one at 48 splits its first 32 bytes), where with the link last
+/// (bytes 32–48, after the back-pointers) the ones at 32 and 48 split
+/// flags and link; the slab and high-memory back-pointers follow.
 #[repr(C)]
 pub struct Page {
     /// [`PgFlags`] in the low 24 bits; zone type and node id above.
