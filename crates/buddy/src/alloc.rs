@@ -44,8 +44,8 @@ impl<'a, C: Cpu> Buddy<'a, C> {
             } else {
                 0
             };
-            let z =
-                &self.zones[usize::from(*self.zonelists[node][class as usize].as_slice().first()?)];
+            let zl = self.zonelists[node][class as usize].as_slice();
+            let z = &self.zones[usize::from(*zl.first()?)];
             // SAFETY: (`with_unchecked`) every user of a zone's per-CPU lists
             // pins with an IRQ guard (this path, `free_block`, `drain_local`;
             // `drain_offline_cpu` only for a CPU that is not running) and
@@ -63,10 +63,10 @@ impl<'a, C: Cpu> Buddy<'a, C> {
                     // check only matters when the zone is low — leave that case
                     // to the full path.
                     if p.list.is_empty() {
-                        return self.refill_fast(z, s, p, gfp, &irq);
+                        return self.refill_fast(z, s, p, gfp, &irq, &zl[1..]);
                     }
                     if !z.watermark_ok(0, WatermarkCheck::new(Watermark::Low, class)) {
-                        return None;
+                        return self.alloc_next_zones(gfp, &irq, &zl[1..]);
                     }
                     let page = if gfp.contains(Gfp::COLD) {
                         p.list.pop_back()
@@ -82,11 +82,13 @@ impl<'a, C: Cpu> Buddy<'a, C> {
         Some(page)
     }
 
-    /// The fast path found this CPU's list empty: refill it from the zone
-    /// and take a page, as the full path's first pass would for this zone
-    /// (the low watermark, then `rmqueue`), without its set-up. `None` sends
-    /// the caller down the full path (a zone below its low watermark, or
-    /// empty). Out of line, so the fast path keeps its registers.
+    /// The fast path found this CPU's list of the zonelist's first zone `z`
+    /// empty: refill it from the zone and take a page, as the full path's
+    /// first pass would (the low watermark, then `rmqueue`), without its
+    /// set-up; if `z` is below its low watermark or empty, go on down the
+    /// zonelist (`rest`, [`Buddy::alloc_next_zones`]). `None` sends the
+    /// caller down the full path. Out of line, so the fast path keeps its
+    /// registers.
     #[cold]
     #[inline(never)]
     fn refill_fast(
@@ -96,12 +98,54 @@ impl<'a, C: Cpu> Buddy<'a, C> {
         p: &mut Pcp<'a>,
         gfp: Gfp,
         irq: &IrqGuard<'_, C>,
+        rest: &[u8],
     ) -> Option<&'a Page> {
-        if !z.watermark_ok(0, WatermarkCheck::new(Watermark::Low, gfp.zone())) {
-            return None;
+        if z.watermark_ok(0, WatermarkCheck::new(Watermark::Low, gfp.zone())) {
+            self.refill_pcp(z, s, p, irq);
+            if let Some(page) = Self::pop_pcp(s, p, gfp) {
+                return Some(page);
+            }
         }
-        self.refill_pcp(z, s, p, irq);
-        Self::pop_pcp(s, p, gfp)
+        self.alloc_next_zones(gfp, irq, rest)
+    }
+
+    /// The rest of the fast path's pass over the zonelist, after its first
+    /// zone was below its low watermark or empty: each zone of `rest` above
+    /// its low watermark gives a page through this CPU's list, refilled if
+    /// empty, as in the full path's first pass (Linux 2.6's first
+    /// `get_page_from_freelist`). `None` sends the caller down the full path
+    /// (every zone low or empty, or a drain requested on one of them). The
+    /// caller may hold the first zone's list: these are other zones' lists.
+    #[cold]
+    #[inline(never)]
+    fn alloc_next_zones(&self, gfp: Gfp, irq: &IrqGuard<'_, C>, rest: &[u8]) -> Option<&'a Page> {
+        let low = WatermarkCheck::new(Watermark::Low, gfp.zone());
+        for &i in rest {
+            let z = &self.zones[usize::from(i)];
+            // SAFETY: (`with_unchecked`) as in `alloc_fast`: this is another
+            // zone's list (the caller holds the first zone's), and the
+            // closure reads the watermarks, refills and pops.
+            let got = unsafe {
+                z.pcp.with_unchecked(irq, |p, s| {
+                    if s.drain.load(Ordering::Relaxed) {
+                        return Err(());
+                    }
+                    if !z.watermark_ok(0, low) {
+                        return Ok(None);
+                    }
+                    if p.list.is_empty() {
+                        self.refill_pcp(z, s, p, irq);
+                    }
+                    Ok(Self::pop_pcp(s, p, gfp))
+                })
+            };
+            match got {
+                Some(Ok(Some(page))) => return Some(page),
+                Some(Ok(None)) => {}
+                _ => return None,
+            }
+        }
+        None
     }
 
     /// Moves a batch of order-0 pages from zone `z` to this CPU's list (Linux's
