@@ -366,7 +366,7 @@ pub fn exhaust_refill<A: FrameAlloc>(a: &mut A, buf: &mut Vec<A::Block>) -> usiz
 }
 
 /// Blocks the fragmenting phase of workload 4 allocates on its 1 GiB machine
-/// (about 150 000 frames of the 229 000 `Gfp::KERNEL` may take there).
+/// (150 187 frames of the 226 301 `Gfp::KERNEL` may take there).
 pub const FRAGMENT_BLOCKS: usize = 8192;
 /// Largest order of the fragmenting phase (blocks of up to 64 frames).
 pub const FRAGMENT_MAX_ORDER: u32 = 6;
