@@ -33,8 +33,11 @@
 //! Two more run workloads rather than pairs: `exhaust` (PAIRS counts
 //! exhaust-then-refill cycles of a 64 MiB machine, 1000 if absent),
 //! `exhaust_random` (PAIRS counts cycles of `exhaust_refill_random_1GiB`'s
-//! workload on its fragmented 1 GiB machine, 10 if absent; `bypass` as the
-//! third argument bypasses the per-CPU lists) and
+//! workload on its fragmented 1 GiB machine, 10 if absent) — for both a
+//! third argument picks the allocator: kmm through the per-CPU lists if
+//! absent, `bypass` around them, or the peers `bitmap` and `buddy_system`
+//! with the frames and sequence of the criterion group, so the peers'
+//! instruction and cache-miss counts can be compared — and
 //! `actions200` (`random_actions_200B`'s sequence 2000 times through
 //! `kmalloc`/`kfree`/`krealloc`). Anything else only builds the slab machine
 //! (a baseline to subtract).
@@ -50,9 +53,9 @@ use kmm_benches::slab::{
 };
 use kmm_benches::vmalloc::{FirstFit, VmHost, vmalloc_free_pair};
 use kmm_benches::{
-    FRAGMENT_BLOCKS, FRAGMENT_MAX_ORDER, FREE_ORDER_SEED, Host, Kmm, KmmPath, RAM_4G, SEED,
-    alloc_free_pair, exhaust_refill, exhaust_refill_shuffled, fragment_ops, live_frames, run_steps,
-    shuffled,
+    BitAlloc1M, BitAlloc64K, Bitmap, BuddySystem, FRAGMENT_BLOCKS, FRAGMENT_MAX_ORDER,
+    FREE_ORDER_SEED, FrameAlloc, Host, Kmm, KmmPath, RAM_4G, SEED, alloc_free_pair, exhaust_refill,
+    exhaust_refill_shuffled, fragment_ops, run_steps, shuffled,
 };
 use kmm_mock::MockCpu;
 use kmm_percpu::{BuddyAreas, Template, define_per_cpu, setup_per_cpu_areas};
@@ -163,15 +166,44 @@ fn order0() {
     }
 }
 
-/// Exhaust-then-refill cycles of a 64 MiB machine through the per-CPU lists
-/// (the second argument counts cycles here, 1000 if absent).
+/// The allocator the `exhaust` modes drive (their third argument).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Who {
+    Kmm(KmmPath),
+    Bitmap,
+    BuddySystem,
+}
+
+impl Who {
+    fn from_arg() -> Who {
+        match std::env::args().nth(3).as_deref() {
+            Some("bypass") => Who::Kmm(KmmPath::Bypass),
+            Some("bitmap") => Who::Bitmap,
+            Some("buddy_system") => Who::BuddySystem,
+            _ => Who::Kmm(KmmPath::PerCpu),
+        }
+    }
+}
+
+/// Exhaust-then-refill cycles of a 64 MiB machine (the second argument
+/// counts cycles here, 1000 if absent); the peers get kmm's frames.
 #[inline(never)]
-fn exhaust(cycles: usize) {
+fn exhaust(cycles: usize, who: Who) {
     let mut host = Host::new(64 << 20);
     let mut kmm = Kmm::new(&mut host, KmmPath::PerCpu);
+    let frames = exhaust_refill(&mut kmm, &mut Vec::new());
+    drop(kmm);
+    match who {
+        Who::Kmm(path) => exhaust_cycles(&mut Kmm::new(&mut host, path), cycles),
+        Who::Bitmap => exhaust_cycles(&mut Bitmap::<BitAlloc64K>::new(frames), cycles),
+        Who::BuddySystem => exhaust_cycles(&mut BuddySystem::new(frames), cycles),
+    }
+}
+
+fn exhaust_cycles<A: FrameAlloc>(a: &mut A, cycles: usize) {
     let mut buf = Vec::new();
     for _ in 0..cycles {
-        std::hint::black_box(exhaust_refill(&mut kmm, &mut buf));
+        std::hint::black_box(exhaust_refill(a, &mut buf));
     }
 }
 
@@ -179,17 +211,27 @@ fn exhaust(cycles: usize) {
 /// as in `benches/page_alloc.rs`: one exhaust to count the frames, the
 /// fragmenting phase, then the cycles).
 #[inline(never)]
-fn exhaust_random(cycles: usize, path: KmmPath) {
+fn exhaust_random(cycles: usize, who: Who) {
     let mut host = Host::new(1 << 30);
-    let mut kmm = Kmm::new(&mut host, path);
-    let mut buf = Vec::new();
-    let frames = exhaust_refill(&mut kmm, &mut buf);
+    let mut kmm = Kmm::new(&mut host, KmmPath::PerCpu);
+    let frames = exhaust_refill(&mut kmm, &mut Vec::new());
+    drop(kmm);
+    match who {
+        Who::Kmm(path) => exhaust_random_cycles(&mut Kmm::new(&mut host, path), cycles),
+        Who::Bitmap => exhaust_random_cycles(&mut Bitmap::<BitAlloc1M>::new(frames), cycles),
+        Who::BuddySystem => exhaust_random_cycles(&mut BuddySystem::new(frames), cycles),
+    }
+}
+
+fn exhaust_random_cycles<A: FrameAlloc>(a: &mut A, cycles: usize) {
     let mut live = Vec::new();
     let ops = fragment_ops(SEED, FRAGMENT_BLOCKS, FRAGMENT_MAX_ORDER);
-    run_steps(&mut kmm, &ops, &mut live);
-    let order = shuffled(FREE_ORDER_SEED, frames - live_frames(&live));
-    for _ in 0..cycles {
-        std::hint::black_box(exhaust_refill_shuffled(&mut kmm, &mut buf, &order));
+    run_steps(a, &ops, &mut live);
+    let mut buf = Vec::new();
+    let n = exhaust_refill(a, &mut buf);
+    let order = shuffled(FREE_ORDER_SEED, n);
+    for _ in 1..cycles {
+        std::hint::black_box(exhaust_refill_shuffled(a, &mut buf, &order));
     }
 }
 
@@ -267,16 +309,10 @@ fn main() {
         return order0();
     }
     if mode == "exhaust_random" {
-        let path = if std::env::args().nth(3).as_deref() == Some("bypass") {
-            KmmPath::Bypass
-        } else {
-            KmmPath::PerCpu
-        };
-        return exhaust_random(arg(2, 10), path);
+        return exhaust_random(arg(2, 10), Who::from_arg());
     }
     if mode == "exhaust" {
-        let cycles = std::env::args().nth(2).and_then(|n| n.parse().ok());
-        return exhaust(cycles.unwrap_or(1000));
+        return exhaust(arg(2, 1000), Who::from_arg());
     }
     with_kmm(KMM_RAM, 1, |slab, _, _cpu0| match mode.as_str() {
         "cache" => cache(slab),
