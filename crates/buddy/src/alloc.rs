@@ -2,7 +2,7 @@
 
 use core::sync::atomic::Ordering;
 
-use kmm_hal::{Cpu, IrqGuard, PAGE_SIZE, VirtAddr};
+use kmm_hal::{Cpu, IrqGuard, PAGE_SIZE, Pfn, VirtAddr};
 use kmm_page_frame::{Page, PgFlags, ZoneType};
 
 use crate::buddy::Buddy;
@@ -150,22 +150,34 @@ impl<'a, C: Cpu> Buddy<'a, C> {
 
     /// Moves a batch of order-0 pages from zone `z` to this CPU's list (Linux's
     /// `rmqueue_bulk`), under one hold of the zone lock; the batch grows over
-    /// a run of refills ([`Pcp::refill_count`]). The caller holds the list
-    /// (`p`, with its shared part `s`) with interrupts off (`irq`).
+    /// a run of refills ([`Pcp::refill_count`]). The pages and their order
+    /// are Linux's (one `__rmqueue` per page), but a free block that fits in
+    /// what is left of the batch moves whole
+    /// ([`LockedZone::rmqueue_run`](crate::zone::LockedZone::rmqueue_run)).
+    /// The caller holds the list (`p`, with its shared part `s`) with
+    /// interrupts off (`irq`).
     fn refill_pcp(&self, z: &'a Zone<'a>, s: &PerCpuPages, p: &mut Pcp<'a>, irq: &IrqGuard<'_, C>) {
         let n = p.refill_count(s.count(), s.high, s.batch);
         let mut locked = z.lock(irq);
         let mut got = 0;
         while got < n {
-            let Some(page) = locked.rmqueue(&self.mem, 0) else {
+            // The largest order whose block still fits in the batch.
+            let fits = (usize::BITS - 1 - (n - got).leading_zeros()) as usize;
+            let Some((pfn, order)) = locked.rmqueue_run(&self.mem, fits) else {
                 break;
             };
-            // SAFETY: the owner contract: the page left the zone's free list
-            // under its lock and goes to this CPU's list (which
-            // `FreeListAdapter` asks to flag PCP).
-            unsafe { page.insert(PgFlags::PCP) };
-            p.list.push_back(page);
-            got += 1;
+            for f in pfn..pfn + (1 << order) {
+                let page = self
+                    .mem
+                    .pfn_to_page(Pfn::new(f))
+                    .expect("a free block lies in mem_map");
+                // SAFETY: the owner contract: the page left the zone's free
+                // lists under its lock and goes to this CPU's list (which
+                // `FreeListAdapter` asks to flag PCP).
+                unsafe { page.insert(PgFlags::PCP) };
+                p.list.push_back(page);
+            }
+            got += 1 << order;
         }
         s.add(p, got);
     }

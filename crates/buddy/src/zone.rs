@@ -310,6 +310,47 @@ impl<'a, G: DerefMut<Target = FreeArea<'a>>> LockedZone<'_, 'a, G> {
         None
     }
 
+    /// Takes order-0 pages for a per-CPU refill that still needs up to
+    /// `2^max_order` of them: the block at the smallest non-empty order,
+    /// whole if it is no larger than that (its frame and order), else split
+    /// down to one page as [`LockedZone::rmqueue`] does (order 0). Either
+    /// way the zone ends as `2^order` calls of `rmqueue(mem, 0)` would leave
+    /// it, and the pages `pfn..pfn + 2^order` are the ones those calls
+    /// would return, in that order: each call takes the smallest block,
+    /// hands out its first page and lists the upper halves, which the next
+    /// calls take first, from the smallest up. Taking the block whole saves
+    /// those pushes and pops. The pages are on no list; the head's `BUDDY`
+    /// flag and order are cleared (the other pages of a free block carry
+    /// neither).
+    pub(crate) fn rmqueue_run(
+        &mut self,
+        mem: &MemMap<'a>,
+        max_order: usize,
+    ) -> Option<(usize, usize)> {
+        let current = (0..MAX_ORDER).find(|&o| !self.area.lists[o].is_empty())?;
+        if current > max_order {
+            let page = self.rmqueue(mem, 0)?;
+            let pfn = mem.page_to_pfn(page).expect("free-list page is in mem_map");
+            return Some((pfn.as_usize(), 0));
+        }
+        let page = self.area.lists[current]
+            .pop_front()
+            .expect("the list was not empty");
+        self.sub(Counter::NrFree(current), 1);
+        // SAFETY: the owner contract: the block just left this zone's free
+        // list under the zone lock; the caller hands its pages out.
+        unsafe {
+            page.remove(PgFlags::BUDDY);
+            page.set_private(0);
+        }
+        self.sub(Counter::Free, 1 << current);
+        let pfn = mem
+            .page_to_pfn(page)
+            .expect("free-list page is in mem_map")
+            .as_usize();
+        Some((pfn, current))
+    }
+
     /// Returns a block of `order` at `pfn` to the free lists, merging it with its
     /// buddy at `pfn ^ (1 << order)` for as long as that buddy is free, of the
     /// same order and in this zone (Linux's `__free_one_page`). The block's
