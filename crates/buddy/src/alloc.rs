@@ -156,7 +156,7 @@ impl<'a, C: Cpu> Buddy<'a, C> {
     }
 
     /// The node of the calling CPU.
-    fn cpu_node(&self) -> usize {
+    pub(crate) fn cpu_node(&self) -> usize {
         if !self.numa {
             return 0;
         }
@@ -221,18 +221,7 @@ impl<'a, C: Cpu> Buddy<'a, C> {
                     self.drain_pcp(z, s, p, &irq);
                 }
                 if p.list.is_empty() {
-                    let mut locked = z.lock(&irq);
-                    for _ in 0..s.batch {
-                        let Some(page) = locked.rmqueue(&self.mem, 0) else {
-                            break;
-                        };
-                        // SAFETY: the owner contract: the page left the zone's
-                        // free list under its lock and goes to this CPU's list
-                        // (which `FreeListAdapter` asks to flag PCP).
-                        unsafe { page.insert(PgFlags::PCP) };
-                        p.list.push_back(page);
-                        s.add(p, 1);
-                    }
+                    self.rmqueue_bulk(z, s, p, s.batch, &irq);
                 }
                 let page = if gfp.contains(Gfp::COLD) {
                     p.list.pop_back()
@@ -253,7 +242,7 @@ impl<'a, C: Cpu> Buddy<'a, C> {
     /// Makes a block ready for its user: head flag and order, count 1, zeroed
     /// if asked.
     #[inline]
-    fn prep_new_page(&self, page: &'a Page, order: usize, gfp: Gfp, reserve: bool) {
+    pub(crate) fn prep_new_page(&self, page: &'a Page, order: usize, gfp: Gfp, reserve: bool) {
         let f = if reserve {
             PgFlags::HEAD | PgFlags::RESERVE
         } else {

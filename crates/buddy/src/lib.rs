@@ -103,6 +103,7 @@
 mod alloc;
 mod blocks;
 mod buddy;
+mod bulk;
 mod drain;
 mod error;
 mod free;
@@ -118,7 +119,7 @@ pub const MAX_ORDER: usize = 11;
 pub use blocks::aligned_blocks;
 pub use buddy::{Buddy, BuddyConfig, Freed, MAX_CPUS};
 pub use drain::DrainAll;
-pub use error::{BuddyError, FreeError};
+pub use error::{BuddyError, BulkFreeError, FreeError};
 pub use gfp::Gfp;
 pub use pcp::{PerCpuLists, PerCpuPages};
 pub use watermark::{Watermark, WatermarkCheck, default_min_free_kbytes};
