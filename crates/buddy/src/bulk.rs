@@ -30,8 +30,11 @@ pub(crate) const WINDOW: usize = 64;
 struct Window {
     /// The first slot not looked at.
     next: usize,
-    /// The slots filled, as bits from the window's first slot.
+    /// The slots filled with pages still to prepare (`Gfp::ZERO`), as bits
+    /// from the window's first slot.
     filled: u64,
+    /// Some slot was filled.
+    any: bool,
     /// The zone ran out: no more pages for this call.
     exhausted: bool,
 }
@@ -106,7 +109,7 @@ impl<'a, C: Cpu> Buddy<'a, C> {
             };
             // Zeroed pages are prepared now, with the list given back: a
             // high-memory page calls a hook.
-            let mut bits = if gfp.contains(Gfp::ZERO) { w.filled } else { 0 };
+            let mut bits = w.filled;
             while bits != 0 {
                 let i = start + bits.trailing_zeros() as usize;
                 bits &= bits - 1;
@@ -114,7 +117,7 @@ impl<'a, C: Cpu> Buddy<'a, C> {
                     self.prep_new_page(page, 0, gfp, false);
                 }
             }
-            any |= w.filled != 0;
+            any |= w.any;
             start = first_empty(pages, w.next);
             if start == pages.len() {
                 return start;
@@ -181,6 +184,7 @@ impl<'a, C: Cpu> Buddy<'a, C> {
             let mut w = Window {
                 next: start,
                 filled: 0,
+                any: false,
                 exhausted: false,
             };
             while w.next < end {
@@ -191,9 +195,11 @@ impl<'a, C: Cpu> Buddy<'a, C> {
                     };
                     if prep_now {
                         self.prep_new_page(page, 0, gfp, false);
+                    } else {
+                        w.filled |= 1 << (w.next - start);
                     }
                     pages[w.next] = Some(page);
-                    w.filled |= 1 << (w.next - start);
+                    w.any = true;
                 }
                 w.next += 1;
             }
@@ -207,6 +213,7 @@ impl<'a, C: Cpu> Buddy<'a, C> {
             let mut w = Window {
                 next: start,
                 filled: 0,
+                any: false,
                 exhausted: false,
             };
             let mut taken = 0;
@@ -219,8 +226,8 @@ impl<'a, C: Cpu> Buddy<'a, C> {
                     } {
                         Some(page) => page,
                         None => {
-                            s.sub(p, taken);
-                            taken = 0;
+                            // (The count lags by `taken` until the end: it
+                            // only grows here.)
                             if self.rmqueue_bulk(zone, s, p, s.batch, &irq) == 0 {
                                 w.exhausted = true;
                                 break;
@@ -237,14 +244,16 @@ impl<'a, C: Cpu> Buddy<'a, C> {
                     // `prep_new_page`.
                     if prep_now {
                         self.prep_new_page(page, 0, gfp, false);
+                    } else {
+                        w.filled |= 1 << bit;
                     }
                     *slot = Some(page);
                     taken += 1;
-                    w.filled |= 1 << bit;
                 }
                 w.next += 1;
             }
             s.sub(p, taken);
+            w.any = taken > 0;
             w
         })
     }
@@ -310,33 +319,55 @@ impl<'a, C: Cpu> Buddy<'a, C> {
                 i += 1;
                 continue;
             };
-            let checked = self
-                .check_free(page, 0)
-                .map_err(|error| BulkFreeError { index: i, error })?;
-            if !self.bypass_pcp {
-                let (zone, zone_index) = (checked.zone, checked.page.zone_index());
+            // The zone the descriptor names: the run checks the rest.
+            let zone = self.mem.own(page).ok().and_then(|(_, page)| {
+                let index = page.zone_index();
+                self.zones.get(index).map(|z| (z, index))
+            });
+            if let Some((zone, zone_index)) = zone
+                && !self.bypass_pcp
+            {
                 let irq = self.cpu.irq_guard();
                 if let Some(run) = zone.pcp.with(&irq, |p, s| {
                     self.release_run(zone, zone_index, s, p, pages, i, &irq)
                 }) {
                     released += run.released;
-                    i = run.next;
                     if let Some(error) = run.refused {
-                        return Err(BulkFreeError { index: i, error });
+                        return Err(BulkFreeError {
+                            index: run.next,
+                            error,
+                        });
                     }
-                    continue;
+                    if run.next > i {
+                        i = run.next;
+                        continue;
+                    }
                 }
             }
-            // Bypassing the lists, or this CPU's list is busy (a hook
-            // re-entered the allocator): the single-page path.
-            match self.free_pages_page(page, 0) {
-                Ok(Freed::Released) => released += 1,
-                Ok(Freed::StillReferenced) => {}
-                Err(error) => return Err(BulkFreeError { index: i, error }),
-            }
-            pages[i] = None;
+            // The page at `i` failed the run's check (the single free says
+            // why), or the lists are bypassed, or this CPU's list is busy (a
+            // hook re-entered the allocator): the single-page path.
+            released += self.release_one(pages, i)?;
             i += 1;
         }
+        Ok(released)
+    }
+
+    /// [`Buddy::release_pages`] of the page in slot `i` alone, through
+    /// `free_pages_page`: 1 if it went back, 0 if references remain. Out of
+    /// line: the bulk loop keeps its registers.
+    #[cold]
+    #[inline(never)]
+    fn release_one(&self, pages: &mut [Option<&Page>], i: usize) -> Result<usize, BulkFreeError> {
+        let Some(page) = pages[i] else {
+            return Ok(0);
+        };
+        let released = match self.free_pages_page(page, 0) {
+            Ok(Freed::Released) => 1,
+            Ok(Freed::StillReferenced) => 0,
+            Err(error) => return Err(BulkFreeError { index: i, error }),
+        };
+        pages[i] = None;
         Ok(released)
     }
 
@@ -345,10 +376,11 @@ impl<'a, C: Cpu> Buddy<'a, C> {
     /// fails the check, spilling a batch to the zone whenever the list
     /// reaches `high`. `zone_index` is `zone`'s.
     ///
-    /// Each page passes the test of `check_free` (the same mask,
-    /// [`STATE`]), with the zone's span and index kept in registers for
-    /// the run; a page that fails it ends the run, and the caller's
-    /// `check_free` classifies it (or starts a run in its zone).
+    /// Each page passes the test of `check_free` (a descriptor of
+    /// `mem_map`, in the zone's span, the same flag mask [`STATE`], order
+    /// 0), with the zone's span kept at hand for the run; a page that fails
+    /// it ends the run, and the caller's `check_free` classifies it (or
+    /// starts a run in its zone).
     #[allow(clippy::too_many_arguments)]
     fn release_run(
         &self,
@@ -370,20 +402,26 @@ impl<'a, C: Cpu> Buddy<'a, C> {
             released: 0,
             refused: None,
         };
-        let mut count = s.count();
+        // Pages the list takes before it reaches `high`.
+        let mut room = s.high.saturating_sub(s.count());
         let mut added = 0;
         for slot in &mut pages[i..] {
             if let Some(page) = *slot {
                 let Ok((pfn, page)) = self.mem.own(page) else {
                     break;
                 };
-                if page.zone_index() != zone_index
-                    || (pfn.as_usize() as u64).wrapping_sub(first) >= spanned
+                // In the span is in the zone: `MemMap::new` refuses
+                // overlapping nodes and a node's zones split its range by
+                // address, so zone spans are disjoint and every descriptor in
+                // one carries its zone (`check_free` looks the zone up from
+                // the descriptor instead, as it has none at hand).
+                if (pfn.as_usize() as u64).wrapping_sub(first) >= spanned
                     || page.flags() & STATE != PgFlags::HEAD
                     || page.private() != 0
                 {
                     break;
                 }
+                debug_assert_eq!(page.zone_index(), zone_index);
                 // SAFETY: the caller of a free gives up the reference it
                 // holds on an allocated head (checked above); a count already
                 // at zero is refused.
@@ -400,14 +438,13 @@ impl<'a, C: Cpu> Buddy<'a, C> {
                         // CPU's list, flagged PCP as `FreeListAdapter` asks.
                         unsafe { page.replace_flags(PgFlags::HIGHMEM, PgFlags::PCP) };
                         p.list.push_front(page);
-                        run.released += 1;
                         added += 1;
-                        count += 1;
-                        if count >= s.high {
+                        if added >= room {
                             s.add(p, added);
+                            run.released += added;
                             added = 0;
                             self.spill(zone, s, p, s.batch, irq);
-                            count = s.count();
+                            room = s.high.saturating_sub(s.count());
                         }
                     }
                 }
@@ -416,6 +453,7 @@ impl<'a, C: Cpu> Buddy<'a, C> {
             run.next += 1;
         }
         s.add(p, added);
+        run.released += added;
         run
     }
 }
