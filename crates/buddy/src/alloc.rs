@@ -221,7 +221,18 @@ impl<'a, C: Cpu> Buddy<'a, C> {
                     self.drain_pcp(z, s, p, &irq);
                 }
                 if p.list.is_empty() {
-                    self.rmqueue_bulk(z, s, p, s.batch, &irq);
+                    let mut locked = z.lock(&irq);
+                    for _ in 0..s.batch {
+                        let Some(page) = locked.rmqueue(&self.mem, 0) else {
+                            break;
+                        };
+                        // SAFETY: the owner contract: the page left the zone's
+                        // free list under its lock and goes to this CPU's list
+                        // (which `FreeListAdapter` asks to flag PCP).
+                        unsafe { page.insert(PgFlags::PCP) };
+                        p.list.push_back(page);
+                        s.add(p, 1);
+                    }
                 }
                 let page = if gfp.contains(Gfp::COLD) {
                     p.list.pop_back()

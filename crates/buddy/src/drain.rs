@@ -37,19 +37,17 @@ impl<'a, C: Cpu> Buddy<'a, C> {
         // interrupts off (the free fast path reaches here through
         // `CpuLocal::with_unchecked`, whose promise is that nothing re-enters).
         let mut locked = zone.lock(irq);
-        let mut moved = 0;
-        while moved < n {
+        for _ in 0..n {
             let Some(page) = p.list.pop_back() else {
                 break;
             };
-            moved += 1;
+            s.sub(p, 1);
             // SAFETY: the owner contract: the page just left the per-CPU list
             // the caller holds and goes straight to the zone, under its lock.
             unsafe { page.remove(PgFlags::PCP) };
             let pfn = self.mem.page_to_pfn(page).expect("pcp page is in mem_map");
             locked.free_one(&self.mem, pfn.as_usize(), 0);
         }
-        s.sub(p, moved);
     }
 
     /// Empties one per-CPU list into its zone and clears its drain request. The
