@@ -227,6 +227,8 @@ impl Op {
 pub fn op(cpus: usize, nodes: usize) -> impl proptest::strategy::Strategy<Value = Op> {
     use proptest::prelude::*;
     let order = prop_oneof![6 => Just(0usize), 3 => 1usize..4, 1 => 4usize..MAX_ORDER + 1];
+    // Bulk arrays up to two windows and more (fewer slots under Miri).
+    let bulk_max = if cfg!(miri) { 24 } else { 140 };
     let gfp = prop_oneof![
         Just(Gfp::KERNEL | Gfp::DMA),
         Just(Gfp::KERNEL),
@@ -248,7 +250,7 @@ pub fn op(cpus: usize, nodes: usize) -> impl proptest::strategy::Strategy<Value 
         1 => (any::<usize>(), proptest::sample::select(&BadFree::ALL[..]))
             .prop_map(|(pick, kind)| Op::BadFree { pick, kind }),
         1 => (0..cpus, any::<bool>()).prop_map(|(cpu, all)| Op::Drain { cpu, all }),
-        2 => (0..cpus, gfp, 0usize..140, any::<bool>(), any::<bool>())
+        2 => (0..cpus, gfp, 0usize..bulk_max, any::<bool>(), any::<bool>())
             .prop_map(|(cpu, g, slots, cold, keep)| Op::BulkAlloc {
                 cpu,
                 gfp: Flags(if cold { g | Gfp::COLD } else { g }),
@@ -258,7 +260,7 @@ pub fn op(cpus: usize, nodes: usize) -> impl proptest::strategy::Strategy<Value 
         2 => (
             0..cpus,
             any::<usize>(),
-            0usize..140,
+            0usize..bulk_max,
             prop::option::weighted(
                 0.3,
                 (any::<usize>(), proptest::sample::select(&BulkBad::ALL[..]))
