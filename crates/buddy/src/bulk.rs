@@ -25,6 +25,10 @@ use crate::{BulkFreeError, FreeError, Gfp, Watermark};
 /// bits of the mask that remembers which slots the holding filled, and a
 /// bound on the time spent with interrupts off.
 pub(crate) const WINDOW: usize = 64;
+const _: () = assert!(
+    WINDOW <= u64::BITS as usize,
+    "a window's slots fit its mask"
+);
 
 /// What one holding of the per-CPU list did to a window of the array.
 struct Window {
@@ -455,5 +459,24 @@ impl<'a, C: Cpu> Buddy<'a, C> {
         s.add(p, added);
         run.released += added;
         run
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kmm_page_frame::{Page, ZoneType};
+
+    use super::first_empty;
+
+    #[test]
+    fn first_empty_finds_the_first_hole_from_a_slot() {
+        let p = Page::new(ZoneType::Normal, 0);
+        let slots = [Some(&p), None, Some(&p), None];
+        assert_eq!(first_empty(&slots, 0), 1);
+        assert_eq!(first_empty(&slots, 1), 1);
+        assert_eq!(first_empty(&slots, 2), 3);
+        assert_eq!(first_empty(&slots[..3], 2), 3, "none: the length");
+        assert_eq!(first_empty(&slots, 4), 4);
+        assert_eq!(first_empty(&[], 0), 0);
     }
 }
