@@ -214,52 +214,77 @@ impl<'a, C: Cpu> Buddy<'a, C> {
             if s.drain.load(Ordering::Relaxed) {
                 self.drain_pcp(zone, s, p, &irq);
             }
-            let mut w = Window {
-                next: start,
-                filled: 0,
-                any: false,
-                exhausted: false,
+            let window = &mut pages[start..end];
+            // One loop per case, so the page loop tests neither.
+            let mut w = match (prep_now, cold) {
+                (true, false) => self.take::<true, false>(zone, s, p, &irq, gfp, window),
+                (true, true) => self.take::<true, true>(zone, s, p, &irq, gfp, window),
+                (false, false) => self.take::<false, false>(zone, s, p, &irq, gfp, window),
+                (false, true) => self.take::<false, true>(zone, s, p, &irq, gfp, window),
             };
-            let mut taken = 0;
-            for (bit, slot) in pages[start..end].iter_mut().enumerate() {
-                if slot.is_none() {
-                    let page = match if cold {
-                        p.list.pop_back()
-                    } else {
-                        p.list.pop_front()
-                    } {
-                        Some(page) => page,
-                        None => {
-                            // (The count lags by `taken` until the end: it
-                            // only grows here.)
-                            if self.rmqueue_bulk(zone, s, p, s.batch, &irq) == 0 {
-                                w.exhausted = true;
-                                break;
-                            }
-                            let page = if cold {
-                                p.list.pop_back()
-                            } else {
-                                p.list.pop_front()
-                            };
-                            page.expect("a refilled list has a page")
-                        }
-                    };
-                    // The page keeps PCP (so a free of it is refused) until
-                    // `prep_new_page`.
-                    if prep_now {
-                        self.prep_new_page(page, 0, gfp, false);
-                    } else {
-                        w.filled |= 1 << bit;
-                    }
-                    *slot = Some(page);
-                    taken += 1;
-                }
-                w.next += 1;
-            }
-            s.sub(p, taken);
-            w.any = taken > 0;
+            w.next += start;
             w
         })
+    }
+
+    /// Pops pages from this CPU's list `p` (held, interrupts off) into the
+    /// empty slots of `window`, refilling the list from `zone` when it runs
+    /// dry; `PREP`: prepare each page now (no `Gfp::ZERO`), else mark its
+    /// slot in `filled`; `COLD`: from the back of the list. The window's
+    /// `next` is relative to its first slot.
+    #[inline(always)]
+    fn take<const PREP: bool, const COLD: bool>(
+        &self,
+        zone: &'a Zone<'a>,
+        s: &PerCpuPages,
+        p: &mut Pcp<'a>,
+        irq: &IrqGuard<'_, C>,
+        gfp: Gfp,
+        window: &mut [Option<&'a Page>],
+    ) -> Window {
+        let pop = |p: &mut Pcp<'a>| {
+            if COLD {
+                p.list.pop_back()
+            } else {
+                p.list.pop_front()
+            }
+        };
+        let mut w = Window {
+            next: 0,
+            filled: 0,
+            any: false,
+            exhausted: false,
+        };
+        let mut taken = 0;
+        for (bit, slot) in window.iter_mut().enumerate() {
+            if slot.is_none() {
+                let page = match pop(p) {
+                    Some(page) => page,
+                    None => {
+                        // (The count lags by `taken` until the end: it only
+                        // grows here.)
+                        if self.rmqueue_bulk(zone, s, p, s.batch, irq) == 0 {
+                            w.exhausted = true;
+                            break;
+                        }
+                        pop(p).expect("a refilled list has a page")
+                    }
+                };
+                // The page keeps PCP (so a free of it is refused) until
+                // `prep_new_page`.
+                if PREP {
+                    self.prep_new_page(page, 0, gfp, false);
+                } else {
+                    w.filled |= 1 << bit;
+                }
+                *slot = Some(page);
+                taken += 1;
+            }
+            w.next += 1;
+        }
+        s.sub(p, taken);
+        w.any = taken > 0;
+        w
     }
 
     /// Moves up to `n` order-0 pages from `zone`'s free lists to the back of
