@@ -336,10 +336,11 @@ impl<'a, C: Cpu> Buddy<'a, C> {
     /// it are untouched, and the allocator is intact: fix or drop the bad
     /// slot and call again to free the rest.
     ///
-    /// The name is Linux's: `release_pages(pages, nr)` is its public free of
-    /// an array of pages, dropping a reference on each. Linux 2.6's
-    /// `free_pages_bulk` is something else, the per-CPU list's spill to the
-    /// zone (here `free_pcppages_bulk`'s counterpart inside the allocator).
+    /// Why this name: `release_pages(pages, nr)` is Linux's public free of an
+    /// array of pages, dropping a reference on each, as this does. Linux
+    /// 2.6's `free_pages_bulk` is something else — the per-CPU list's spill
+    /// to the zone, later `free_pcppages_bulk`, here the allocator's internal
+    /// `spill` — so that name would mislead.
     pub fn release_pages(&self, pages: &mut [Option<&Page>]) -> Result<usize, BulkFreeError> {
         let mut i = 0;
         let mut released = 0;
@@ -408,8 +409,8 @@ impl<'a, C: Cpu> Buddy<'a, C> {
     /// Each page passes the test of `check_free` (a descriptor of
     /// `mem_map`, in the zone's span, the same flag mask [`STATE`], order
     /// 0), with the zone's span kept at hand for the run; a page that fails
-    /// it ends the run, and the caller's `check_free` classifies it (or
-    /// starts a run in its zone).
+    /// it ends the run, and the caller starts a run in its zone or, if it
+    /// fails there too, has the single free (`release_one`) say why.
     #[allow(clippy::too_many_arguments)]
     fn release_run(
         &self,
