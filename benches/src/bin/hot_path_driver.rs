@@ -13,6 +13,10 @@
 //!
 //! - `order0`: order-0 `alloc_pages` + `free_pages_page` of the buddy
 //!   allocator (4 GiB, through the per-CPU lists);
+//! - `bulk16`, `bulk32`, `bulk64` (`bulkN` for any N from 1 up): one
+//!   `alloc_pages_bulk` of N order-0 pages + one `release_pages` of them, on
+//!   the same machine as `order0`; here PAIRS counts pages (PAIRS ÷ N bulk
+//!   calls), so instructions per pair read as instructions per page;
 //! - `cache` (`kmem_cache_alloc` + `kmem_cache_free`), `kmalloc`
 //!   (`kmalloc` + `kfree`) and `global` (the `KmallocHeap` `GlobalAlloc`
 //!   adapter) of 64-byte objects on a 64 MiB machine;
@@ -46,7 +50,9 @@ use kmm_benches::slab::{
     with_kmm,
 };
 use kmm_benches::vmalloc::{FirstFit, VmHost, vmalloc_free_pair};
-use kmm_benches::{Host, Kmm, KmmPath, RAM_4G, SEED, alloc_free_pair, exhaust_refill};
+use kmm_benches::{
+    Host, Kmm, KmmPath, RAM_4G, SEED, alloc_free_pair, bulk_alloc_free, exhaust_refill,
+};
 use kmm_mock::MockCpu;
 use kmm_percpu::{BuddyAreas, Template, define_per_cpu, setup_per_cpu_areas};
 use kmm_slab::{KmallocHeap, SlabAllocator};
@@ -156,6 +162,18 @@ fn order0() {
     }
 }
 
+/// Bulk alloc+free of `n` order-0 pages through the per-CPU lists, PAIRS
+/// pages in all.
+#[inline(never)]
+fn bulk(n: usize) {
+    let mut host = Host::new(RAM_4G);
+    let mut kmm = Kmm::new(&mut host, KmmPath::PerCpu);
+    let mut pages = vec![None; n];
+    for _ in 0..pairs() / n {
+        bulk_alloc_free(&mut kmm, &mut pages);
+    }
+}
+
 /// Exhaust-then-refill cycles of a 64 MiB machine through the per-CPU lists
 /// (the second argument counts cycles here, 1000 if absent).
 #[inline(never)]
@@ -240,6 +258,11 @@ fn main() {
     }
     if mode == "order0" {
         return order0();
+    }
+    if let Some(n) = mode.strip_prefix("bulk").and_then(|n| n.parse().ok())
+        && n > 0
+    {
+        return bulk(n);
     }
     if mode == "exhaust" {
         let cycles = std::env::args().nth(2).and_then(|n| n.parse().ok());

@@ -156,7 +156,7 @@ impl<'a, C: Cpu> Buddy<'a, C> {
     }
 
     /// The node of the calling CPU.
-    fn cpu_node(&self) -> usize {
+    pub(crate) fn cpu_node(&self) -> usize {
         if !self.numa {
             return 0;
         }
@@ -253,7 +253,7 @@ impl<'a, C: Cpu> Buddy<'a, C> {
     /// Makes a block ready for its user: head flag and order, count 1, zeroed
     /// if asked.
     #[inline]
-    fn prep_new_page(&self, page: &'a Page, order: usize, gfp: Gfp, reserve: bool) {
+    pub(crate) fn prep_new_page(&self, page: &'a Page, order: usize, gfp: Gfp, reserve: bool) {
         let f = if reserve {
             PgFlags::HEAD | PgFlags::RESERVE
         } else {

@@ -6,7 +6,7 @@
 
 use core::ptr::NonNull;
 
-use kmm_buddy::{FreeError, Freed, Gfp};
+use kmm_buddy::{BulkFreeError, FreeError, Freed, Gfp};
 use kmm_hal::VirtAddr;
 use kmm_page_frame::Page;
 use kmm_percpu::{PercpuError, PercpuPtr, Zeroable};
@@ -31,6 +31,26 @@ impl<'a, P: Platform> MemoryManager<'a, P> {
     /// it did not, the wrong order, or a double free is refused.
     pub fn free_pages(&self, page: &Page, order: usize) -> Result<Freed, FreeError> {
         self.buddy.free_pages_page(page, order)
+    }
+
+    /// `alloc_pages_bulk`: fills the empty slots of `pages` with order-0
+    /// pages and returns how many slots from the front hold one (fewer than
+    /// asked when memory is short: call again for the rest). The calling
+    /// CPU's page list is taken once for many pages, so a page costs less
+    /// than through [`MemoryManager::alloc_page`]; see
+    /// [`Buddy::alloc_pages_bulk`](kmm_buddy::Buddy::alloc_pages_bulk).
+    pub fn alloc_pages_bulk(&self, gfp: Gfp, pages: &mut [Option<&'a Page>]) -> usize {
+        self.buddy.alloc_pages_bulk(gfp, pages)
+    }
+
+    /// `release_pages`: drops a reference on every order-0 page in `pages`,
+    /// frees those whose last reference went and empties their slots;
+    /// returns how many went back. A page the single free would refuse
+    /// stops the call with its index: the pages before it are freed, it and
+    /// the rest are untouched. See
+    /// [`Buddy::release_pages`](kmm_buddy::Buddy::release_pages).
+    pub fn release_pages(&self, pages: &mut [Option<&Page>]) -> Result<usize, BulkFreeError> {
+        self.buddy.release_pages(pages)
     }
 
     /// `__get_free_pages`: a low-memory block's direct-map address.

@@ -1,7 +1,7 @@
 //! `MemoryManager::init` on the mock: every subsystem up from one memory
 //! map, used once each, its diagnostics, and everything given back.
 
-use kmm::buddy::Gfp;
+use kmm::buddy::{FreeError, Gfp};
 use kmm::page_frame::ZoneType;
 use kmm_testkit::{MmMachine, TestMachine};
 
@@ -51,6 +51,17 @@ fn every_subsystem_works_after_init() {
 
     let pc = mm.alloc_percpu::<u64>().unwrap();
     mm.free_percpu(pc).unwrap();
+
+    // Bulk order-0 pages, and a bulk free that stops at a bad page.
+    let mut pages = [None; 24];
+    assert_eq!(mm.alloc_pages_bulk(Gfp::KERNEL, &mut pages), 24);
+    pages[5] = Some(page); // an order-3 head
+    let refused = mm.release_pages(&mut pages).unwrap_err();
+    assert_eq!(refused.index, 5);
+    assert_eq!(refused.error, FreeError::WrongOrder { allocated: 3 });
+    assert!(pages[..5].iter().all(Option::is_none), "freed before it");
+    pages[5] = None;
+    assert_eq!(mm.release_pages(&mut pages), Ok(18));
 
     // Bad input reaches the right allocator's refusal.
     assert!(mm.kfree(v.as_ptr()).is_err(), "kfree of a vmalloc address");

@@ -234,6 +234,43 @@ fn order0_alloc_free(l: &Lookup<'_>) -> Generated {
     versus_peers("median per alloc+free pair", None, rows).build(l)
 }
 
+/// The bulk sizes of `bulk_pages` (`benches/benches/page_alloc.rs`).
+const BULK_SIZES: [u64; 3] = [16, 32, 64];
+
+/// `bulk_pages`: kmm's bulk order-0 alloc+free against its single pair, per
+/// page (the goal of issue 12: at most half).
+fn bulk_pages(l: &Lookup<'_>) -> Generated {
+    let g = "bulk_pages";
+    let single = l.get(&format!("{g}/single"));
+    let mut table = Table::new([
+        "path",
+        "median per call pair (95 % CI)",
+        "per page",
+        "per page ÷ single pair",
+    ]);
+    table.row([
+        "`alloc_pages` + `free_pages_page` (single pair)".to_string(),
+        time_ci(&single.estimate),
+        time(single.per_element()),
+        ratio(1.0),
+    ]);
+    for n in BULK_SIZES {
+        let b = l.get(&format!("{g}/bulk_{n}"));
+        table.row([
+            format!("`alloc_pages_bulk` + `release_pages` of {n}"),
+            time_ci(&b.estimate),
+            time(b.per_element()),
+            format!("**{}**", ratio(b.per_element() / single.per_element())),
+        ]);
+    }
+    Generated {
+        note: "Time per page of one bulk allocation of N order-0 pages and one bulk free of the \
+               same N, against one single order-0 pair, both through the per-CPU lists."
+            .into(),
+        table,
+    }
+}
+
 fn random_orders(l: &Lookup<'_>) -> Generated {
     let rows = page_rows("random_orders");
     versus_peers("median per sequence", Some("per operation"), rows).build(l)
@@ -553,6 +590,7 @@ pub fn tables() -> Vec<TableSpec> {
         t("random_orders", random_orders),
         t("exhaust_refill_64MiB", exhaust_refill),
         t("init_4GiB", init_4gib),
+        t("bulk_pages", bulk_pages),
         t("slab_hot_64B", slab_hot),
         t("kmalloc_random_8-4096B", kmalloc_random),
         t("random_actions_200B", random_actions_200),
