@@ -16,6 +16,10 @@
 //! - `cache` (`kmem_cache_alloc` + `kmem_cache_free`), `kmalloc`
 //!   (`kmalloc` + `kfree`) and `global` (the `KmallocHeap` `GlobalAlloc`
 //!   adapter) of 64-byte objects on a 64 MiB machine;
+//! - `cache_bulk PAIRS N`: `kmem_cache_alloc_bulk` of N objects (32 if
+//!   absent) + `kmem_cache_free_bulk` of the same N, PAIRS ÷ N times, on
+//!   the same machine and objects as `cache`: PAIRS counts objects, so
+//!   instructions per pair are per object, beside `cache`'s;
 //! - `global_heap`: the umbrella's `GlobalHeap` (`GlobalAlloc` over a whole
 //!   memory manager brought up with `GlobalHeap::init`), 64 bytes;
 //! - `kmap_mapped`: `kmap` + `kunmap` of a HIGHMEM page that stays mapped
@@ -42,8 +46,8 @@ use std::sync::atomic::AtomicU32;
 use kmm::GlobalHeap;
 use kmm_benches::pkmap::{KmapHost, kmap_local_pair, kmap_pair};
 use kmm_benches::slab::{
-    Global, HOT_SIZE, KMM_RAM, KmmSlab, MAX_LIVE, cache_pair, pair, random_actions, run_actions,
-    with_kmm,
+    Global, HOT_SIZE, KMM_RAM, KmmSlab, MAX_LIVE, cache_bulk, cache_pair, pair, random_actions,
+    run_actions, with_kmm,
 };
 use kmm_benches::vmalloc::{FirstFit, VmHost, vmalloc_free_pair};
 use kmm_benches::{Host, Kmm, KmmPath, RAM_4G, SEED, alloc_free_pair, exhaust_refill};
@@ -67,6 +71,15 @@ fn cache(slab: &SlabAllocator<'_, MockCpu>) {
     let hot = cache_pair(slab);
     for _ in 0..pairs() {
         hot();
+    }
+}
+
+/// Bulk allocations and frees of `n` objects, [`pairs`] objects in all.
+#[inline(never)]
+fn bulk(slab: &SlabAllocator<'_, MockCpu>, n: usize) {
+    let mut round = cache_bulk(slab, n);
+    for _ in 0..pairs() / n {
+        round();
     }
 }
 
@@ -247,6 +260,7 @@ fn main() {
     }
     with_kmm(KMM_RAM, 1, |slab, _, _cpu0| match mode.as_str() {
         "cache" => cache(slab),
+        "cache_bulk" => bulk(slab, arg(3, 32).max(1)),
         "kmalloc" => kmalloc(slab),
         "global" => global(slab),
         "actions200" => actions200(slab),

@@ -153,6 +153,7 @@
 
 mod allocator;
 mod array;
+mod bulk;
 mod cache;
 mod debug;
 mod error;
@@ -173,7 +174,7 @@ pub use cache::{Cache, Ctor, KmemCache};
 pub use debug::{
     DebugReport, Offence, POISON_END, POISON_FREE, RED_ACTIVE, RED_INACTIVE, RED_SLACK,
 };
-pub use error::SlabError;
+pub use error::{BulkFreeError, SlabError};
 pub use flags::{CACHE_LINE, SlabFlags};
 pub use global::KmallocHeap;
 pub use kmalloc::KMALLOC_MAX_CACHE_SIZE;

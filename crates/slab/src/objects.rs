@@ -174,7 +174,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     /// straight from the slab lists instead. A drain another CPU asked for
     /// is done first; the drained objects go back to their slabs once the
     /// array is released.
-    fn take_object(&self, c: &KmemCache, gfp: Gfp) -> Result<Entry, SlabError> {
+    pub(crate) fn take_object(&self, c: &KmemCache, gfp: Gfp) -> Result<Entry, SlabError> {
         let cpu = self.buddy().cpu();
         loop {
             let (got, drained) = {
