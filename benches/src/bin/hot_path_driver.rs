@@ -16,10 +16,11 @@
 //! - `cache` (`kmem_cache_alloc` + `kmem_cache_free`), `kmalloc`
 //!   (`kmalloc` + `kfree`) and `global` (the `KmallocHeap` `GlobalAlloc`
 //!   adapter) of 64-byte objects on a 64 MiB machine;
-//! - `cache_bulk PAIRS N`: `kmem_cache_alloc_bulk` of N objects (32 if
-//!   absent) + `kmem_cache_free_bulk` of the same N, PAIRS ÷ N times, on
-//!   the same machine and objects as `cache`: PAIRS counts objects, so
-//!   instructions per pair are per object, beside `cache`'s;
+//! - `cache_bulkN` (`cache_bulk16`, `cache_bulk32`, `cache_bulk64`, …):
+//!   `kmem_cache_alloc_bulk` of N objects + `kmem_cache_free_bulk` of the
+//!   same N, PAIRS ÷ N times, on the same machine and objects as `cache`:
+//!   PAIRS counts objects, so instructions per pair are per object, beside
+//!   `cache`'s;
 //! - `global_heap`: the umbrella's `GlobalHeap` (`GlobalAlloc` over a whole
 //!   memory manager brought up with `GlobalHeap::init`), 64 bytes;
 //! - `kmap_mapped`: `kmap` + `kunmap` of a HIGHMEM page that stays mapped
@@ -260,7 +261,10 @@ fn main() {
     }
     with_kmm(KMM_RAM, 1, |slab, _, _cpu0| match mode.as_str() {
         "cache" => cache(slab),
-        "cache_bulk" => bulk(slab, arg(3, 32).max(1)),
+        m if m.starts_with("cache_bulk") => {
+            let n = m["cache_bulk".len()..].parse().unwrap_or(32);
+            bulk(slab, usize::max(n, 1))
+        }
         "kmalloc" => kmalloc(slab),
         "global" => global(slab),
         "actions200" => actions200(slab),

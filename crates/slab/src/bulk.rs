@@ -233,9 +233,27 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             // slow path flushes a batch, making room for the rest) or says
             // why it refuses, with every side effect of a refusal (the
             // cache's error count, a double-free report).
-            self.kmem_cache_free(cache, p)
+            self.free_bulk_one(cache, c, p)
                 .map_err(|error| BulkFreeError { index: i, error })?;
             i += 1;
+        }
+    }
+
+    /// One element of a bulk free, as [`Self::kmem_cache_free`] frees it
+    /// (the handle was checked at the start of the call: `c` is its
+    /// cache). Not `kmem_cache_free` itself: a second caller would keep the
+    /// compiler from inlining it into the single pair's callers.
+    #[cold]
+    #[inline(never)]
+    fn free_bulk_one(
+        &self,
+        cache: Cache<'a>,
+        c: &KmemCache,
+        p: NonNull<u8>,
+    ) -> Result<(), SlabError> {
+        match self.locate(p.as_ptr()).ok() {
+            Some(loc) if core::ptr::eq(loc.cache, c) => self.free_located(loc, p.as_ptr().addr()),
+            _ => Err(self.refuse_free(cache, p.as_ptr())),
         }
     }
 

@@ -253,7 +253,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     /// object, counted on the handle's cache; else `locate`'s verdict).
     #[cold]
     #[inline(never)]
-    fn refuse_free(&self, cache: Cache<'a>, ptr: *mut u8) -> SlabError {
+    pub(crate) fn refuse_free(&self, cache: Cache<'a>, ptr: *mut u8) -> SlabError {
         let c = match self.cache(cache) {
             Ok(c) => c,
             Err(e) => return e,

@@ -28,7 +28,7 @@ const CHEAP: (u64, u64) = (1_000_000, 2_000_000);
 const PTE: (u64, u64) = (200_000, 400_000);
 
 /// The paths in the table, in order.
-pub const PATHS: [FastPath; 8] = [
+pub const PATHS: [FastPath; 11] = [
     FastPath {
         mode: "order0",
         label: "order-0 `alloc_pages` + `free_pages_page` (per-CPU lists)",
@@ -37,6 +37,21 @@ pub const PATHS: [FastPath; 8] = [
     FastPath {
         mode: "cache",
         label: "`kmem_cache_alloc` + `kmem_cache_free`, 64 B",
+        pairs: CHEAP,
+    },
+    FastPath {
+        mode: "cache_bulk16",
+        label: "`kmem_cache_alloc_bulk` + `kmem_cache_free_bulk` of 16, 64 B (per object)",
+        pairs: CHEAP,
+    },
+    FastPath {
+        mode: "cache_bulk32",
+        label: "`kmem_cache_alloc_bulk` + `kmem_cache_free_bulk` of 32, 64 B (per object)",
+        pairs: CHEAP,
+    },
+    FastPath {
+        mode: "cache_bulk64",
+        label: "`kmem_cache_alloc_bulk` + `kmem_cache_free_bulk` of 64, 64 B (per object)",
         pairs: CHEAP,
     },
     FastPath {
