@@ -35,8 +35,8 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use kmm_benches::SEED;
 use kmm_benches::slab::{
     Action, BULK_SIZES, BuddyHeap, Global, HOT_SIZE, KMM_RAM, KmmSlab, LinkedListHeap, Locked,
-    MAX_LIVE, SlabMallocHeap, TalcHeap, cache_pair, pair, random_actions, run_actions, two_threads,
-    with_kmm,
+    MAX_LIVE, SlabMallocHeap, TalcHeap, cache_bulk, cache_pair, pair, random_actions, run_actions,
+    two_threads, with_kmm,
 };
 use kmm_slab::KmallocHeap;
 

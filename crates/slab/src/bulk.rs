@@ -301,10 +301,10 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
 /// together come from the same slabs (SLUB's bulk free groups by slab page
 /// too). Any other is looked up as `kmem_cache_free` would ([`slab_of`]).
 #[inline(always)]
-fn claim<'s>(
+fn claim(
     mem: &MemMap<'_>,
     c: &KmemCache,
-    last: &mut Option<&'s SlabDesc>,
+    last: &mut Option<&SlabDesc>,
     obj: usize,
 ) -> Option<usize> {
     let found = last.and_then(|s| {

@@ -223,7 +223,10 @@ fn bulk_paths_keep_the_debug_checks() {
         .unwrap();
     let mut objs = [NonNull::dangling(); 20];
     s.kmem_cache_alloc_bulk(c, Gfp::KERNEL, &mut objs).unwrap();
-    assert!(s.validate_cache(c).is_ok(), "red zones active on every object");
+    assert!(
+        s.validate_cache(c).is_ok(),
+        "red zones active on every object"
+    );
     // SAFETY: deliberately one word past the 40-byte object 7: its red zone.
     unsafe { objs[7].as_ptr().add(40).cast::<u64>().write_unaligned(0) };
     assert_eq!(
@@ -238,7 +241,11 @@ fn bulk_paths_keep_the_debug_checks() {
         (rep.cache, rep.object, rep.offence),
         ("bulk-victim", objs[7].as_ptr() as usize, Offence::RedZone)
     );
-    assert_eq!(s.cache_stats(c).unwrap().active_objs, 13, "the seven before it freed");
+    assert_eq!(
+        s.cache_stats(c).unwrap().active_objs,
+        13,
+        "the seven before it freed"
+    );
     // Written after free: caught when a bulk allocation hands it out again.
     // SAFETY: deliberately writing object 0, freed above (still a slab's).
     unsafe { objs[0].as_ptr().add(3).write(1) };
