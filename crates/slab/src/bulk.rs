@@ -7,8 +7,8 @@
 //! and writes its entry into the array's free slots. What the array cannot
 //! give is refilled in one batch of the rest ([`SlabAllocator::refill`]:
 //! the shared array, else the slabs under one list-lock acquisition); what
-//! it cannot take goes through the single free's slow path, which flushes
-//! a batch and makes room for the rest.
+//! it cannot take goes straight back to the slabs, a block at a time under
+//! one list-lock acquisition (`free_block`).
 //!
 //! - **All or nothing** for an allocation: every slot of the slice gets an
 //!   object, or the call fails and the objects it had taken go back.
@@ -34,6 +34,12 @@ use crate::array::{Entry, Lifo, ObjBatch};
 use crate::cache::{Cache, KmemCache};
 use crate::error::BulkFreeError;
 use crate::slab_desc::{OBJ_ALLOCATED, OBJ_FREE, SlabDesc};
+
+/// Elements a bulk free gives back to their slabs in one list-lock
+/// acquisition once this CPU's array is full (at most `ObjBatch::CAP`, what
+/// `free_block` takes).
+const FREE_BLOCK: usize = 64;
+const _: () = assert!(FREE_BLOCK <= ObjBatch::CAP);
 
 impl<'a, C: Cpu> SlabAllocator<'a, C> {
     /// Fills `objs` with objects of `cache` (Linux's
@@ -228,15 +234,52 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             let Some(&p) = objs.get(i) else {
                 return Ok(());
             };
-            // This CPU's array is full, held (a re-entry) or to be drained,
-            // or the element is refused: the single call sorts it out (its
-            // slow path flushes a batch, making room for the rest) or says
-            // why it refuses, with every side effect of a refusal (the
-            // cache's error count, a double-free report).
+            if !cfg!(feature = "debug") {
+                // This CPU's array is full (or held): the next elements go
+                // straight back to their slabs.
+                let n = self.free_bulk_slabs(c, &objs[i..]);
+                if n > 0 {
+                    i += n;
+                    continue;
+                }
+            }
+            // The element is refused (or, under `debug`, every element):
+            // the single call says why, with every side effect of a refusal
+            // (the cache's error count, a double-free report).
             self.free_bulk_one(cache, c, p)
                 .map_err(|error| BulkFreeError { index: i, error })?;
             i += 1;
         }
+    }
+
+    /// The part of a bulk free past a full array (Linux's `free_block`, as
+    /// SLUB's bulk free gives objects straight to their slab pages): up to
+    /// [`FREE_BLOCK`] leading elements of `objs` that are live objects of
+    /// `c` claimed, then given back to their slabs under one list-lock
+    /// acquisition. The array keeps the objects already in it, the most
+    /// recently freed. Returns how many were freed; it stops at the first
+    /// element it cannot free and leaves it and the rest untouched.
+    #[cold]
+    #[inline(never)]
+    fn free_bulk_slabs(&self, c: &KmemCache, objs: &[NonNull<u8>]) -> usize {
+        let mem = self.buddy().mem();
+        let mut located = [(core::ptr::null::<SlabDesc>(), 0); FREE_BLOCK];
+        let mut last = None;
+        let mut n = 0;
+        for (slot, p) in located.iter_mut().zip(objs) {
+            let Some((slab, idx, _)) = claim(mem, c, &mut last, p.as_ptr().addr()) else {
+                break;
+            };
+            *slot = (slab as *const SlabDesc, idx);
+            n += 1;
+        }
+        if n > 0 {
+            // SAFETY: each slab was found live above and stays so: the
+            // objects claimed from it are still counted in use, until
+            // `free_block` gives them back.
+            self.free_block(c, located[..n].iter().map(|&(s, i)| (unsafe { &*s }, i)));
+        }
+        n
     }
 
     /// One element of a bulk free, as [`Self::kmem_cache_free`] frees it
@@ -273,7 +316,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
                     let mut n = 0;
                     for (slot, p) in a.spare().iter_mut().zip(objs) {
                         let obj = p.as_ptr().addr();
-                        let Some(state) = claim(mem, c, &mut last, obj) else {
+                        let Some((_, _, state)) = claim(mem, c, &mut last, obj) else {
                             break;
                         };
                         *slot = [obj, state];
@@ -288,25 +331,25 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
 }
 
 /// Marks `obj` free if it is the start of a live object of `c`, and gives
-/// the address of its state byte; `None`, with nothing changed, for anything
-/// `kmem_cache_free` would refuse. The claim is `kmem_cache_free`'s: plain
+/// its slab, its index and the address of its state byte; `None`, with
+/// nothing changed, for anything `kmem_cache_free` would refuse. The claim is `kmem_cache_free`'s: plain
 /// loads and stores, or one atomic exchange under `hardened`.
 ///
-/// `last` is the slab of the object claimed before in the same bulk free
-/// (with this CPU's array held throughout). That slab cannot go away
-/// meanwhile: the object claimed from it sits in the array, so the slab
-/// counts it in use. An object inside its buffers (the offset from its
+/// `last` is the slab of the object claimed before in the same bulk free.
+/// That slab cannot go away meanwhile: the object claimed from it sits in
+/// this CPU's array (held throughout) or in the caller's hands until
+/// `free_block` gives it back, so the slab counts it in use. An object inside its buffers (the offset from its
 /// first object below the span of `c`'s geometry) is one of its objects,
 /// found with no page lookup: the common case, since objects allocated
 /// together come from the same slabs (SLUB's bulk free groups by slab page
 /// too). Any other is looked up as `kmem_cache_free` would ([`slab_of`]).
 #[inline(always)]
-fn claim(
+fn claim<'s>(
     mem: &MemMap<'_>,
     c: &KmemCache,
-    last: &mut Option<&SlabDesc>,
+    last: &mut Option<&'s SlabDesc>,
     obj: usize,
-) -> Option<usize> {
+) -> Option<(&'s SlabDesc, usize, usize)> {
     let found = last.and_then(|s| {
         let (idx, rem) = c.index().split(obj.wrapping_sub(s.s_mem))?;
         Some((s, idx, rem))
@@ -340,7 +383,7 @@ fn claim(
         return None;
     }
     *last = Some(slab);
-    Some((state as *const AtomicU8).addr())
+    Some((slab, idx, (state as *const AtomicU8).addr()))
 }
 
 /// The slab descriptor of the page `obj` is on, if that page is a slab page
