@@ -262,6 +262,8 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     #[cold]
     #[inline(never)]
     fn free_bulk_slabs(&self, c: &KmemCache, objs: &[NonNull<u8>]) -> usize {
+        // As in the flush: a point where an interrupt may land.
+        self.buddy().cpu().interrupt_point();
         let mem = self.buddy().mem();
         let mut located = [(core::ptr::null::<SlabDesc>(), 0); FREE_BLOCK];
         let mut last = None;
