@@ -21,10 +21,10 @@ enum ListEnd {
 
 /// A free that passed `check_free`: the block's head with the allocator's
 /// lifetime, its frame and its zone.
-struct Checked<'a> {
+pub(crate) struct Checked<'a> {
     zone: &'a Zone<'a>,
-    page: &'a Page,
-    pfn: usize,
+    pub(crate) page: &'a Page,
+    pub(crate) pfn: usize,
 }
 
 impl<'a, C: Cpu> Buddy<'a, C> {
@@ -87,7 +87,7 @@ impl<'a, C: Cpu> Buddy<'a, C> {
     /// owner's list is one more bit of the mask, [`PgFlags::LINKED`]); a
     /// refusal is classified out of line.
     #[inline]
-    fn check_free(&self, page: &Page, order: usize) -> Result<Checked<'a>, FreeError> {
+    pub(crate) fn check_free(&self, page: &Page, order: usize) -> Result<Checked<'a>, FreeError> {
         if order >= MAX_ORDER {
             return Err(FreeError::OrderTooLarge);
         }
@@ -134,14 +134,15 @@ impl<'a, C: Cpu> Buddy<'a, C> {
             FreeError::Reserved
         } else if flags.intersects(PgFlags::BUDDY | PgFlags::PCP) {
             FreeError::DoubleFree
-        } else if !flags.contains(PgFlags::HEAD) {
-            FreeError::NotAllocated
         } else if flags.contains(PgFlags::SLAB) {
             FreeError::Slab
+        } else if flags.contains(PgFlags::KMALLOC) {
+            // Any frame of a kmalloc run (only its head has HEAD).
+            FreeError::Kmalloc
+        } else if !flags.contains(PgFlags::HEAD) {
+            FreeError::NotAllocated
         } else if flags.contains(PgFlags::LINKED) {
             FreeError::Linked
-        } else if flags.contains(PgFlags::KMALLOC) {
-            FreeError::Kmalloc
         } else if flags.contains(PgFlags::VMALLOC) {
             FreeError::Vmalloc
         } else {

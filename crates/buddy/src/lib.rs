@@ -105,6 +105,7 @@ mod blocks;
 mod buddy;
 mod drain;
 mod error;
+mod exact;
 mod free;
 mod gfp;
 mod pcp;

@@ -9,7 +9,7 @@
 //! | 4 | [`MemMap::new`]: `mem_map`, the nodes and the zone spans | `zone_sizes_init` → `free_area_init` |
 //! | 5 | [`Buddy::new`]: zonelists, watermarks, every free bootmem page released to the buddy lists | `build_all_zonelists`, `mem_init` → `free_all_bootmem` |
 //! | 6 | [`setup_per_cpu_areas`]: one unit per possible CPU | `setup_per_cpu_areas` |
-//! | 7 | [`SlabAllocator::new`]: the cache of caches and the kmalloc caches | `kmem_cache_init` |
+//! | 7 | [`SlabAllocator::with_sizes`]: the cache of caches and the kmalloc caches of `BootParams::kmalloc_sizes` | `kmem_cache_init` |
 //! | 8 | [`Vmalloc::new`] | `vmalloc_init` |
 //! | 9 | [`Pkmap::new`]: the pkmap and `kmap_atomic` page tables | `permanent_kmaps_init` (in `paging_init`) |
 //! | 10 | [`Percpu::new`]: `alloc_percpu`, further chunks in the vmalloc area | `percpu_init_late` |
@@ -26,7 +26,7 @@
 //! [`MemMap::new`]: kmm_page_frame::MemMap::new
 //! [`Buddy::new`]: kmm_buddy::Buddy::new
 //! [`setup_per_cpu_areas`]: kmm_percpu::setup_per_cpu_areas
-//! [`SlabAllocator::new`]: kmm_slab::SlabAllocator::new
+//! [`SlabAllocator::with_sizes`]: kmm_slab::SlabAllocator::with_sizes
 //! [`Vmalloc::new`]: kmm_vmalloc::Vmalloc::new
 //! [`Pkmap::new`]: kmm_pkmap::Pkmap::new
 //! [`Percpu::new`]: kmm_percpu::Percpu::new
@@ -145,6 +145,7 @@ impl<'a, P: Platform> MemoryManager<'a, P> {
             tables,
             buddy: config,
             percpu,
+            kmalloc_sizes,
         } = params;
         let dm = layout.direct_map();
         // 1. bootmem, with everything in use reserved.
@@ -194,7 +195,10 @@ impl<'a, P: Platform> MemoryManager<'a, P> {
                     .map_err(InitError::Percpu)?
             );
             // 7. the slab allocator and kmalloc.
-            let slab = place!(m.slab = SlabAllocator::new(buddy).map_err(InitError::Slab)?);
+            let slab = place!(
+                m.slab =
+                    SlabAllocator::with_sizes(buddy, kmalloc_sizes).map_err(InitError::Slab)?
+            );
             let _ = place!(m.heap = KmallocHeap::new(slab));
             // 8. vmalloc.
             let vm = place!(

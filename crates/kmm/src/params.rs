@@ -9,7 +9,7 @@ use kmm_hal::MapError;
 use kmm_page_frame::{BootmemError, MemMapError, Region};
 use kmm_percpu::{PercpuError, Template};
 use kmm_pkmap::InitError as PkmapInitError;
-use kmm_slab::SlabError;
+use kmm_slab::{KmallocSizes, SlabError};
 use kmm_vmalloc::VmallocError;
 
 use crate::Platform;
@@ -47,6 +47,9 @@ pub struct BootParams<'p, P: Platform> {
     pub buddy: BuddyConfig<'static>,
     /// The static per-CPU variables' template (Linux's `.data..percpu`).
     pub percpu: Template<'p>,
+    /// kmalloc's size classes: [`KmallocSizes::Dense`] (the default, over
+    /// 90 % heap efficiency) or Linux 2.6's table, [`KmallocSizes::Linux26`].
+    pub kmalloc_sizes: KmallocSizes,
 }
 
 impl<'p, P: Platform> BootParams<'p, P> {
@@ -73,6 +76,7 @@ impl<'p, P: Platform> BootParams<'p, P> {
             tables: None,
             buddy: BuddyConfig::default(),
             percpu: Template::from_vars(&[]),
+            kmalloc_sizes: KmallocSizes::Dense,
         }
     }
 
@@ -103,6 +107,13 @@ impl<'p, P: Platform> BootParams<'p, P> {
     /// The static per-CPU variables' template.
     pub fn percpu_template(mut self, template: Template<'p>) -> Self {
         self.percpu = template;
+        self
+    }
+
+    /// kmalloc's size classes ([`KmallocSizes::Linux26`] to study Linux
+    /// 2.6's `/proc/slabinfo`).
+    pub fn kmalloc_sizes(mut self, sizes: KmallocSizes) -> Self {
+        self.kmalloc_sizes = sizes;
         self
     }
 }

@@ -12,7 +12,8 @@ use crate::array::MetaLayout;
 use crate::cache::{Cache, CacheAdapter, CacheParts, Ctor, KmemCache};
 use crate::debug::{DebugReport, Offence, Reports};
 use crate::geometry::{self, Geometry, Request};
-use crate::kmalloc::{KMALLOC_SIZES, Kmalloc};
+use crate::kmalloc::Kmalloc;
+use crate::kmalloc_sizes::{KmallocSizes, LINUX26, class_align};
 use crate::{SlabError, SlabFlags};
 
 /// Pages of metadata (per-CPU arrays of the first caches) taken before kmalloc
@@ -26,9 +27,11 @@ pub(crate) struct Arena {
 /// Linux's SLAB allocator over a [`Buddy`] page allocator.
 ///
 /// Caches live on a chain; the first, the cache of caches, holds every
-/// [`KmemCache`]. `kmalloc` is served by general caches from 32 bytes to 128 KiB
-/// (with 96 and 192), in normal and DMA variants; larger requests go to the page
-/// allocator. Every method may be called from several CPUs at once.
+/// [`KmemCache`]. `kmalloc` is served by general caches — by default 88
+/// dense size classes from 8 bytes to 32 KiB ([`KmallocSizes`]), or Linux
+/// 2.6's fifteen up to 128 KiB — and DMA ones with Linux 2.6's classes;
+/// larger requests take a run of exactly the frames they need from the
+/// page allocator. Every method may be called from several CPUs at once.
 pub struct SlabAllocator<'a, C: Cpu> {
     // Touched on every call: the page allocator (and through it the CPU),
     // the handle check's owner, the kmalloc size classes.
@@ -63,8 +66,18 @@ impl<'a, C: Cpu> core::fmt::Debug for SlabAllocator<'a, C> {
 
 impl<'a, C: Cpu> SlabAllocator<'a, C> {
     /// Bootstraps the allocator on `buddy`: the cache of caches (its descriptor
-    /// in a page of its own), then the general caches for `kmalloc`.
+    /// in a page of its own), then the general caches for `kmalloc`, with the
+    /// default size classes ([`KmallocSizes::Dense`]).
     pub fn new(buddy: &'a Buddy<'a, C>) -> Result<SlabAllocator<'a, C>, SlabError> {
+        Self::with_sizes(buddy, KmallocSizes::default())
+    }
+
+    /// [`SlabAllocator::new`] with the kmalloc size classes `sizes`
+    /// ([`KmallocSizes::Linux26`] for Linux 2.6's table).
+    pub fn with_sizes(
+        buddy: &'a Buddy<'a, C>,
+        sizes: KmallocSizes,
+    ) -> Result<SlabAllocator<'a, C>, SlabError> {
         let cache_cache = bootstrap_cache_of_caches(buddy)?;
         let mut chain = LinkedList::new(CacheAdapter::NEW);
         // SAFETY: the cache of caches lives as long as the allocator.
@@ -73,7 +86,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             buddy,
             cache_cache,
             chain: IrqSpinLock::new("slab cache chain", ChainList(chain)),
-            kmalloc: Kmalloc::empty(),
+            kmalloc: Kmalloc::new(sizes),
             arena: IrqSpinLock::new("slab arena", Arena { next: 0, end: 0 }),
             kmalloc_ready: AtomicBool::new(false),
             next_gen: AtomicU32::new(2),
@@ -163,11 +176,26 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         flags: SlabFlags,
         ctor: Option<Ctor>,
     ) -> Result<Cache<'a>, SlabError> {
+        self.create_cache(name, size, align, flags, ctor, false)
+    }
+
+    /// [`Self::kmem_cache_create`], with the tight slab fit or Linux's.
+    fn create_cache(
+        &self,
+        name: &'static str,
+        size: usize,
+        align: usize,
+        flags: SlabFlags,
+        ctor: Option<Ctor>,
+        tight: bool,
+    ) -> Result<Cache<'a>, SlabError> {
         if align != 0 && (!align.is_power_of_two() || align > PAGE_SIZE) {
             return Err(SlabError::BadAlign);
         }
         let flags = creation_flags(flags, ctor);
-        let req = Request::new(size, align, flags).red_zones(cfg!(feature = "debug"));
+        let req = Request::new(size, align, flags)
+            .red_zones(cfg!(feature = "debug"))
+            .tight(tight);
         let geo = geometry::compute(req).ok_or(SlabError::BadSize)?;
         let slabp_cache = if geo.off_slab {
             Some(
@@ -380,18 +408,50 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         }
     }
 
-    /// The general caches (`size-32` … `size-131072`, and `-DMA` variants).
+    /// The general caches (`size-8` … `size-131072`, or Linux 2.6's
+    /// `size-32` … `size-131072`), then the DMA ones (Linux 2.6's classes,
+    /// `-DMA`), smallest first: an off-slab cache takes its slab descriptors
+    /// from a smaller general cache.
     fn create_general_caches(&mut self) -> Result<(), SlabError> {
-        for (i, &(size, name, dma_name)) in KMALLOC_SIZES.iter().enumerate() {
+        let sizes = self.kmalloc.sizes();
+        for (i, class) in sizes.classes().iter().enumerate() {
             // kmalloc objects are naturally aligned (to the largest power of two
             // dividing their size, up to a page), so a GlobalAlloc layout can be
             // matched to a size class.
-            let align = crate::kmalloc::class_align(size);
-            let normal = self.kmem_cache_create(name, size, align, SlabFlags::empty(), None)?;
-            let dma = self.kmem_cache_create(dma_name, size, align, SlabFlags::CACHE_DMA, None)?;
-            self.kmalloc.set(i, normal, dma);
+            let align = class_align(class.size);
+            let c = self.create_cache(
+                class.name(),
+                class.size,
+                align,
+                SlabFlags::empty(),
+                None,
+                sizes.tight_fit(),
+            )?;
+            self.kmalloc.set_normal(i, c);
+        }
+        for (i, class) in LINUX26.iter().enumerate() {
+            let align = class_align(class.size);
+            let c = self.kmem_cache_create(
+                class.dma_name(),
+                class.size,
+                align,
+                SlabFlags::CACHE_DMA,
+                None,
+            )?;
+            self.kmalloc.set_dma(i, c);
         }
         Ok(())
+    }
+
+    /// The kmalloc size classes this allocator was built with.
+    pub fn kmalloc_sizes(&self) -> KmallocSizes {
+        self.kmalloc.sizes()
+    }
+
+    /// The largest request a normal general cache serves; larger ones take
+    /// a run of frames from the page allocator.
+    pub fn kmalloc_max_cache_size(&self) -> usize {
+        self.kmalloc.max()
     }
 }
 

@@ -156,7 +156,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
                 }
                 // This CPU's array is already held (a re-entry): one object
                 // at a time from the slabs, as a single allocation takes it.
-                None => self.take_object(c, gfp).map(|e| {
+                None => self.take_object(c, gfp, true).map(|e| {
                     objs[filled] = mark_allocated(e);
                     filled += 1;
                 }),

@@ -8,8 +8,18 @@ use crate::SlabFlags;
 use crate::flags::CACHE_LINE;
 use crate::slab_desc::{MGMT_PER_OBJ, SlabDesc};
 
-/// Largest slab: 2^5 pages (128 KiB), which is also the largest object.
+/// Largest slab with Linux's fit: 2^5 pages (128 KiB), which is also the
+/// largest object.
 pub const MAX_SLAB_ORDER: u32 = 5;
+/// Largest slab with the tight fit ([`Request::tight`]): 2^6 pages (256 KiB).
+pub const MAX_TIGHT_ORDER: u32 = 6;
+/// Waste the tight fit accepts for objects whose management is off the slab
+/// (the large ones): at most `1 / TIGHT_WASTE` of the slab.
+pub const TIGHT_WASTE: usize = 16;
+/// Waste the tight fit accepts for small objects (management on the slab):
+/// at most `1 / TIGHT_WASTE_ON_SLAB` of the slab. Their slabs are a few
+/// pages, so a higher order costs little idle memory.
+pub const TIGHT_WASTE_ON_SLAB: usize = 64;
 /// Largest object a cache can hold.
 pub const MAX_OBJ_SIZE: usize = PAGE_SIZE << MAX_SLAB_ORDER;
 /// Objects from this size on keep their slab management off the slab (Linux:
@@ -60,11 +70,11 @@ pub(crate) struct ObjIndex {
 }
 
 // Every geometry `compute` accepts is exact and cannot overflow: a slab spans
-// at most MAX_OBJ_SIZE bytes of buffers at most MAX_OBJ_SIZE long, so
-// span * size <= MAX_OBJ_SIZE^2 <= 2^SHIFT; and off * mul < span * (2^SHIFT /
-// size + 1) <= (num + 1) * 2^SHIFT < 2^64 with num <= MAX_OBJS < 2^23.
+// at most PAGE_SIZE << MAX_TIGHT_ORDER bytes of buffers at most MAX_OBJ_SIZE
+// long, so span * size <= 2^SHIFT; and off * mul < span * (2^SHIFT / size + 1)
+// <= (num + 1) * 2^SHIFT < 2^64 with num <= MAX_OBJS < 2^23.
 const _: () = assert!(
-    (MAX_OBJ_SIZE as u64) * (MAX_OBJ_SIZE as u64) <= 1 << ObjIndex::SHIFT
+    ((PAGE_SIZE << MAX_TIGHT_ORDER) as u64) * (MAX_OBJ_SIZE as u64) <= 1 << ObjIndex::SHIFT
         && (MAX_OBJS as u64) < 1 << 23
 );
 
@@ -145,6 +155,12 @@ pub struct Request {
     /// The slab management may go off the slab (false while the allocator
     /// boots: there is no kmalloc yet to take descriptors from).
     pub off_slab: bool,
+    /// The slab order wastes at most `1 / TIGHT_WASTE` of the slab
+    /// (`1 / TIGHT_WASTE_ON_SLAB` for small objects) where an order up to
+    /// [`MAX_TIGHT_ORDER`] can (else the least share), instead of Linux's rule
+    /// (at most 1/8, and no higher than order 1 once it fits): the dense
+    /// kmalloc classes ([`crate::KmallocSizes::Dense`]).
+    pub tight: bool,
 }
 
 impl Request {
@@ -157,7 +173,13 @@ impl Request {
             flags,
             red_zones: false,
             off_slab: true,
+            tight: false,
         }
+    }
+
+    /// The same with the tight slab fit, or Linux's.
+    pub const fn tight(self, on: bool) -> Request {
+        Request { tight: on, ..self }
     }
 
     /// The same with red zones where the flags ask for them, or not.
@@ -259,24 +281,48 @@ struct SlabSize {
 
 /// Phase 3: the smallest order whose waste is at most an eighth of the slab
 /// (or order 1, or order 0 for `RECLAIM_ACCOUNT` caches), as Linux's
-/// `calculate_slab_order`.
+/// `calculate_slab_order`; with [`Request::tight`], the smallest up to
+/// [`MAX_TIGHT_ORDER`] whose waste is at most `1 / TIGHT_WASTE` of the slab
+/// (`1 / TIGHT_WASTE_ON_SLAB` with the management on it), else the one
+/// wasting the least share.
 fn slab_order(req: &Request, size: usize, align: usize, off_slab: bool) -> Option<SlabSize> {
-    let mut best = None;
-    for order in 0..=MAX_SLAB_ORDER {
+    let mut best: Option<SlabSize> = None;
+    let max = if req.tight {
+        MAX_TIGHT_ORDER
+    } else {
+        MAX_SLAB_ORDER
+    };
+    for order in 0..=max {
         let (num, left_over) = estimate(order, size, align, off_slab);
         if num == 0 {
             continue;
         }
-        best = Some(SlabSize {
+        let this = SlabSize {
             gfporder: order,
             num,
             left_over,
             off_slab,
-        });
-        if req.flags.contains(SlabFlags::RECLAIM_ACCOUNT)
-            || order >= 1
-            || left_over * 8 <= PAGE_SIZE << order
-        {
+        };
+        let bytes = PAGE_SIZE << order;
+        if req.tight {
+            let divisor = if off_slab {
+                TIGHT_WASTE
+            } else {
+                TIGHT_WASTE_ON_SLAB
+            };
+            if left_over * divisor <= bytes {
+                return Some(this);
+            }
+            // left_over / bytes below the best share so far.
+            let better =
+                best.is_none_or(|b| left_over * (PAGE_SIZE << b.gfporder) < b.left_over * bytes);
+            if better {
+                best = Some(this);
+            }
+            continue;
+        }
+        best = Some(this);
+        if req.flags.contains(SlabFlags::RECLAIM_ACCOUNT) || order >= 1 || left_over * 8 <= bytes {
             break;
         }
     }

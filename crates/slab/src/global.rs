@@ -6,10 +6,10 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use kmm_buddy::Gfp;
-use kmm_hal::{Cpu, PAGE_SIZE};
+use kmm_hal::Cpu;
 
 use crate::allocator::SlabAllocator;
-use crate::kmalloc::Kmalloc;
+use crate::kmalloc_sizes::class_align;
 
 /// `kmalloc` behind the standard allocator interfaces.
 ///
@@ -57,35 +57,34 @@ impl<'s, 'a, C: Cpu> KmallocHeap<'s, 'a, C> {
 
     /// The size to ask kmalloc for so the block satisfies `layout`.
     #[inline]
-    fn request(layout: Layout) -> Option<usize> {
+    fn request(&self, layout: Layout) -> Option<usize> {
         let size = layout.size().max(1);
         if layout.align() <= 8 {
             return Some(size);
         }
-        Self::request_aligned(size, layout.align())
+        self.request_aligned(size, layout.align())
     }
 
-    /// [`Self::request`] for alignments above 8.
-    fn request_aligned(size: usize, align: usize) -> Option<usize> {
-        // Natural alignment: the smallest class of at least `size` bytes that is
-        // a multiple of `align` (classes 96 and 192 are aligned to 32 and 64).
-        let mut i = Kmalloc::index(size.max(align))?;
-        loop {
-            let class = crate::kmalloc::KMALLOC_SIZES.get(i)?.0;
-            let class_align = (1usize << class.trailing_zeros()).min(crate::flags::CACHE_LINE);
-            if class_align >= align
-                || (align <= PAGE_SIZE && class.is_power_of_two() && class >= align)
-            {
+    /// [`Self::request`] for alignments above 8. Natural alignment: the
+    /// smallest class of at least `size` bytes whose objects are aligned to
+    /// `align` (a class's objects are aligned to the largest power of two
+    /// dividing its size, up to a page: `size-96` to 32, `size-200` to 8).
+    fn request_aligned(&self, size: usize, align: usize) -> Option<usize> {
+        let k = self.slab.kmalloc_table();
+        let mut i = k.index(size.max(align))?;
+        while let Some(class) = k.class_size(i) {
+            if class_align(class) >= align {
                 return Some(class);
             }
             i += 1;
         }
+        None
     }
 
     #[inline]
     fn alloc_layout(&self, layout: Layout, zero: bool) -> *mut u8 {
         let gfp = if zero { self.gfp | Gfp::ZERO } else { self.gfp };
-        match Self::request(layout) {
+        match self.request(layout) {
             Some(n) => self
                 .slab
                 .kmalloc(n, gfp)
@@ -135,8 +134,7 @@ unsafe impl<C: Cpu> GlobalAlloc for KmallocHeap<'_, '_, C> {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if layout.align() <= 8 && new_size > 0 && new_size <= crate::kmalloc::KMALLOC_MAX_CACHE_SIZE
-        {
+        if layout.align() <= 8 && new_size > 0 {
             // SAFETY: GlobalAlloc's contract: `ptr` is a live block of ours that
             // the caller owns.
             let r = unsafe { self.slab.krealloc(ptr, new_size, self.gfp) };

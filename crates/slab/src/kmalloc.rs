@@ -13,35 +13,14 @@ use kmm_page_frame::{MemMap, Page, PgFlags};
 use crate::SlabError;
 use crate::cache::{Cache, KmemCache};
 use crate::geometry::MAX_OBJ_SIZE;
+use crate::kmalloc_sizes::{
+    KmallocSizes, LARGE_SLOTS, LINUX26, MAX_CLASSES, SMALL_MAX, SMALL_SLOTS, index26, lookup,
+};
 
-/// The general caches: size, name, DMA name (Linux's `malloc_sizes`).
-pub(crate) const KMALLOC_SIZES: [(usize, &str, &str); 15] = [
-    (32, "size-32", "size-32(DMA)"),
-    (64, "size-64", "size-64(DMA)"),
-    (96, "size-96", "size-96(DMA)"),
-    (128, "size-128", "size-128(DMA)"),
-    (192, "size-192", "size-192(DMA)"),
-    (256, "size-256", "size-256(DMA)"),
-    (512, "size-512", "size-512(DMA)"),
-    (1024, "size-1024", "size-1024(DMA)"),
-    (2048, "size-2048", "size-2048(DMA)"),
-    (4096, "size-4096", "size-4096(DMA)"),
-    (8192, "size-8192", "size-8192(DMA)"),
-    (16384, "size-16384", "size-16384(DMA)"),
-    (32768, "size-32768", "size-32768(DMA)"),
-    (65536, "size-65536", "size-65536(DMA)"),
-    (131_072, "size-131072", "size-131072(DMA)"),
-];
-
-/// The alignment of a general cache's objects: the largest power of two that
-/// divides the size, at most a page (so `size-96` objects are 32-aligned and
-/// `size-4096` ones page-aligned).
-pub(crate) const fn class_align(size: usize) -> usize {
-    let a = 1usize << size.trailing_zeros();
-    if a > PAGE_SIZE { PAGE_SIZE } else { a }
-}
-
-/// The largest request served by a general cache.
+/// The largest request a general cache can serve: Linux 2.6's table's
+/// largest class (the default dense table stops at
+/// [`crate::KmallocSizes::max_size`], 32 KiB; see
+/// [`crate::SlabAllocator::kmalloc_max_cache_size`]).
 pub const KMALLOC_MAX_CACHE_SIZE: usize = MAX_OBJ_SIZE;
 
 /// Marks the head page of a large kmalloc block that was freed (in its `owner`
@@ -50,70 +29,101 @@ const LARGE_FREED: usize = 0x6b66_7265; // "kfre"
 
 /// The general caches by size class, and the large blocks.
 pub(crate) struct Kmalloc {
-    normal: [Option<Cache<'static>>; KMALLOC_SIZES.len()],
-    dma: [Option<Cache<'static>>; KMALLOC_SIZES.len()],
+    /// Which classes the normal caches have, and their sizes.
+    sizes: KmallocSizes,
+    /// The largest normal class.
+    max: usize,
+    /// Class of a request of up to 1 KiB, by `(size - 1) >> 3`.
+    small: [u8; SMALL_SLOTS],
+    /// Class of a larger request, by `(size - 1) >> 7`.
+    large: [u8; LARGE_SLOTS],
+    normal: [Option<Cache<'static>>; MAX_CLASSES],
+    /// The DMA caches: Linux 2.6's classes whichever table the normal ones
+    /// use (DMA-zone requests are rare; a cache each per dense class would
+    /// cost more metadata than they save).
+    dma: [Option<Cache<'static>>; LINUX26.len()],
     /// Pages held by large blocks.
     large_pages: AtomicUsize,
 }
 
 impl Kmalloc {
-    /// No general caches yet (the allocator creates them at boot).
-    pub(crate) const fn empty() -> Kmalloc {
+    /// The lookup for `sizes`; no general caches yet (the allocator creates
+    /// them at boot: [`Kmalloc::set_normal`], [`Kmalloc::set_dma`]).
+    pub(crate) const fn new(sizes: KmallocSizes) -> Kmalloc {
+        let (small, large) = lookup(sizes.classes());
         Kmalloc {
-            normal: [None; KMALLOC_SIZES.len()],
-            dma: [None; KMALLOC_SIZES.len()],
+            sizes,
+            max: sizes.max_size(),
+            small,
+            large,
+            normal: [None; MAX_CLASSES],
+            dma: [None; LINUX26.len()],
             large_pages: AtomicUsize::new(0),
         }
     }
 
-    /// Records size class `i`'s caches.
-    pub(crate) fn set(&mut self, i: usize, normal: Cache<'_>, dma: Cache<'_>) {
+    /// The class table in use.
+    pub(crate) fn sizes(&self) -> KmallocSizes {
+        self.sizes
+    }
+
+    /// The largest normal class.
+    pub(crate) fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Records normal size class `i`'s cache.
+    pub(crate) fn set_normal(&mut self, i: usize, normal: Cache<'_>) {
         self.normal[i] = Some(normal.erase());
+    }
+
+    /// Records DMA size class `i`'s cache (Linux 2.6's classes).
+    pub(crate) fn set_dma(&mut self, i: usize, dma: Cache<'_>) {
         self.dma[i] = Some(dma.erase());
     }
 
-    /// The size class for `size` bytes.
-    #[inline]
-    pub(crate) fn index(size: usize) -> Option<usize> {
-        /// Classes of 1..=256 bytes by `(size - 1) / 8` (Linux's `size_index`).
-        const SMALL: [u8; 32] = {
-            let mut t = [0u8; 32];
-            let mut i = 0;
-            while i < 32 {
-                let size = (i + 1) * 8;
-                t[i] = if size <= 32 {
-                    0
-                } else if size <= 64 {
-                    1
-                } else if size <= 96 {
-                    2
-                } else if size <= 128 {
-                    3
-                } else if size <= 192 {
-                    4
-                } else {
-                    5
-                };
-                i += 1;
-            }
-            t
-        };
+    /// The normal size class for `size` bytes: two table reads, no
+    /// arithmetic beyond a shift.
+    #[inline(always)]
+    pub(crate) fn index(&self, size: usize) -> Option<usize> {
         match size {
             0 => None,
-            1..=256 => Some(usize::from(SMALL[(size - 1) >> 3])),
-            _ if size <= MAX_OBJ_SIZE => {
-                Some((usize::BITS - (size - 1).leading_zeros()) as usize - 3)
-            }
+            1..=SMALL_MAX => Some(usize::from(self.small[(size - 1) >> 3])),
+            _ if size <= self.max => Some(usize::from(self.large[(size - 1) >> 7])),
             _ => None,
+        }
+    }
+
+    /// The size of normal class `i`.
+    #[inline]
+    pub(crate) fn class_size(&self, i: usize) -> Option<usize> {
+        self.sizes.classes().get(i).map(|c| c.size)
+    }
+
+    /// The cache of `size` bytes, if one exists yet.
+    #[inline]
+    fn handle(&self, size: usize, dma: bool) -> Option<Cache<'static>> {
+        if dma {
+            self.dma[index26(size)?]
+        } else {
+            self.normal[self.index(size)?]
         }
     }
 
     /// The cache for `size` bytes, if one exists yet.
     #[inline]
     pub(crate) fn cache_for<'b>(&self, size: usize, dma: bool) -> Option<Cache<'b>> {
-        let i = Self::index(size)?;
-        let c = if dma { self.dma[i] } else { self.normal[i] };
-        c.map(Cache::erase)
+        self.handle(size, dma).map(Cache::erase)
+    }
+
+    /// The descriptor of normal class `i`'s cache, without a handle check
+    /// (see [`Kmalloc::desc_for`]).
+    #[inline(always)]
+    pub(crate) fn desc_of(&self, i: usize) -> Option<&KmemCache> {
+        let c = (*self.normal.get(i)?)?;
+        // SAFETY: general caches are never destroyed (`kmem_cache_destroy`
+        // refuses them), so the descriptor lives as long as the allocator.
+        Some(unsafe { c.ptr.as_ref() })
     }
 
     /// The descriptor of the cache for `size` bytes, without a handle check:
@@ -121,8 +131,7 @@ impl Kmalloc {
     /// so the descriptor lives as long as the allocator.
     #[inline(always)]
     pub(crate) fn desc_for(&self, size: usize, dma: bool) -> Option<&KmemCache> {
-        let i = Self::index(size)?;
-        let c = if dma { self.dma[i] } else { self.normal[i] }?;
+        let c = self.handle(size, dma)?;
         // SAFETY: see above; the handle was made for a live general cache.
         Some(unsafe { c.ptr.as_ref() })
     }
@@ -138,29 +147,45 @@ impl Kmalloc {
         self.large_pages.load(Ordering::Relaxed)
     }
 
-    /// The order of the smallest block that holds `size` bytes; `BadSize`
-    /// if there is none.
-    pub(crate) fn large_order(size: usize) -> Result<usize, SlabError> {
-        let pages = size.checked_add(PAGE_SIZE - 1).ok_or(SlabError::BadSize)? / PAGE_SIZE;
-        let order = pages.next_power_of_two().trailing_zeros() as usize;
-        if order >= MAX_ORDER {
+    /// The frames of a large block of `size` bytes; `BadSize` if the page
+    /// allocator has no block that large.
+    pub(crate) fn large_frames(size: usize) -> Result<usize, SlabError> {
+        let frames = size.checked_add(PAGE_SIZE - 1).ok_or(SlabError::BadSize)? / PAGE_SIZE;
+        if frames > 1 << (MAX_ORDER - 1) {
             return Err(SlabError::BadSize);
         }
-        Ok(order)
+        Ok(frames)
     }
 
-    /// Takes a block of `2^order` pages just allocated for a large request:
-    /// marks it as kmalloc's (so the page allocator refuses to free it,
-    /// `FreeError::Kmalloc`, until [`Kmalloc::free_large`] takes the mark
-    /// off), counts it, and returns its address.
-    pub(crate) fn adopt_large(&self, mem: &MemMap<'_>, page: &Page, order: usize) -> NonNull<u8> {
-        // SAFETY: the owner contract of `Page`: the block was just allocated
-        // to kmalloc, which owns it until `free_large`.
+    /// Takes a run of `frames` frames just allocated for a large request
+    /// (`Buddy::alloc_pages_exact`): marks every frame as kmalloc's (so the
+    /// page allocator refuses to free any of them, `FreeError::Kmalloc`, until
+    /// [`Kmalloc::free_large`] takes the marks off) — the head with its frame
+    /// count, the others without `HEAD` and with their index — counts it, and
+    /// returns its address.
+    pub(crate) fn adopt_large(&self, mem: &MemMap<'_>, page: &Page, frames: usize) -> NonNull<u8> {
+        let pfn = mem
+            .page_to_pfn(page)
+            .expect("an allocated page is in mem_map");
+        for i in 1..frames {
+            let tail = mem
+                .pfn_to_page(Pfn::new(pfn.as_usize() + i))
+                .expect("a frame of an allocated run is in mem_map");
+            // SAFETY: the owner contract of `Page`: the run was just allocated
+            // to kmalloc, which owns every frame until `free_large`.
+            unsafe {
+                tail.remove(PgFlags::HEAD);
+                tail.insert(PgFlags::KMALLOC);
+                tail.set_private(i);
+            }
+        }
+        // SAFETY: as above, for the head.
         unsafe {
             page.set_owner(0);
+            page.set_private(frames);
             page.insert(PgFlags::KMALLOC);
         }
-        self.large_pages.fetch_add(1 << order, Ordering::Relaxed);
+        self.large_pages.fetch_add(frames, Ordering::Relaxed);
         let va = mem
             .page_address(page)
             .expect("blocks without HIGHMEM are direct-mapped");
@@ -173,18 +198,32 @@ impl Kmalloc {
         buddy: &Buddy<'_, C>,
         ptr: *mut u8,
     ) -> Result<(), SlabError> {
-        let page = self.large_block(buddy.mem(), ptr)?;
-        let order = page.private();
-        // SAFETY: the owner contract of `Page`: a live large block (its mark
-        // and head checked by `large_block`) is kmalloc's; LARGE_FREED is its
-        // own mark.
+        let mem = buddy.mem();
+        let page = self.large_block(mem, ptr)?;
+        let frames = page.private();
+        let pfn = mem.page_to_pfn(page).map_err(|_| SlabError::Foreign)?;
+        for i in 1..frames {
+            let tail = mem
+                .pfn_to_page(Pfn::new(pfn.as_usize() + i))
+                .map_err(|_| SlabError::Foreign)?;
+            // SAFETY: the owner contract of `Page`: a live large run (its head
+            // checked by `large_block`) is kmalloc's; back to allocated
+            // order-0 frames for the page allocator.
+            unsafe {
+                tail.remove(PgFlags::KMALLOC);
+                tail.insert(PgFlags::HEAD);
+                tail.set_private(0);
+            }
+        }
+        // SAFETY: as above, for the head; LARGE_FREED is kmalloc's own mark.
         unsafe {
             page.remove(PgFlags::KMALLOC);
+            page.set_private(0);
             page.set_owner(LARGE_FREED);
         }
-        match buddy.free_pages_page(page, order) {
-            Ok(_) => {
-                self.large_pages.fetch_sub(1 << order, Ordering::Relaxed);
+        match buddy.free_pages_exact(page, frames * PAGE_SIZE) {
+            Ok(()) => {
+                self.large_pages.fetch_sub(frames, Ordering::Relaxed);
                 Ok(())
             }
             // Only a racing `kfree` of the same block gets here (it was a live
@@ -193,16 +232,68 @@ impl Kmalloc {
         }
     }
 
+    /// True if `krealloc` of a `ksize`-byte slab object to `new` bytes
+    /// should move it: `new` has a class at most half of `ksize`.
+    #[inline]
+    pub(crate) fn shrinks_class(&self, ksize: usize, new: usize) -> bool {
+        new <= ksize / 2
+            && self
+                .index(new)
+                .and_then(|i| self.class_size(i))
+                .is_some_and(|c| c <= ksize / 2)
+    }
+
+    /// Gives back the frames of the live large run `ptr` starts past those
+    /// `new` bytes need (`krealloc` shrinking in place; `new` is above the
+    /// largest class and at most the run).
+    pub(crate) fn shrink_large<C: Cpu>(
+        &self,
+        buddy: &Buddy<'_, C>,
+        ptr: *mut u8,
+        new: usize,
+    ) -> Result<(), SlabError> {
+        let mem = buddy.mem();
+        let page = self.large_block(mem, ptr)?;
+        let frames = page.private();
+        let keep = new.div_ceil(PAGE_SIZE);
+        if keep == 0 || keep >= frames {
+            return Ok(());
+        }
+        let pfn = mem.page_to_pfn(page).map_err(|_| SlabError::Foreign)?;
+        for i in keep..frames {
+            let tail = mem
+                .pfn_to_page(Pfn::new(pfn.as_usize() + i))
+                .map_err(|_| SlabError::Foreign)?;
+            // SAFETY: the owner contract of `Page`: these frames of a live run
+            // (its head checked by `large_block`) are kmalloc's; back to
+            // allocated order-0 frames for the page allocator.
+            unsafe {
+                tail.remove(PgFlags::KMALLOC);
+                tail.insert(PgFlags::HEAD);
+                tail.set_private(0);
+            }
+        }
+        // SAFETY: as above; the head now counts the frames it keeps.
+        unsafe { page.set_private(keep) };
+        let first = mem
+            .pfn_to_page(Pfn::new(pfn.as_usize() + keep))
+            .map_err(|_| SlabError::Foreign)?;
+        let r = buddy.free_pages_exact(first, (frames - keep) * PAGE_SIZE);
+        debug_assert!(r.is_ok(), "the tail frames were just made allocated frames");
+        self.large_pages.fetch_sub(frames - keep, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// The usable size of the large block `ptr` starts.
     pub(crate) fn large_size(&self, mem: &MemMap<'_>, ptr: *mut u8) -> Result<usize, SlabError> {
-        Ok(PAGE_SIZE << self.large_block(mem, ptr)?.private())
+        Ok(PAGE_SIZE * self.large_block(mem, ptr)?.private())
     }
 
     /// The head page of the live large block `ptr` starts, for a pointer
     /// no slab holds; otherwise why not: `Interior` anywhere inside a live
     /// large block, `DoubleFree` at the start of one freed before,
     /// `Internal` for the allocator's own objects (cache descriptors), else
-    /// `Foreign`. Cold: at most `MAX_ORDER` descriptor reads.
+    /// `Foreign`.
     #[cold]
     #[inline(never)]
     pub(crate) fn large_block<'m>(
@@ -217,28 +308,13 @@ impl Kmalloc {
         if flags.contains(PgFlags::SLAB | PgFlags::SLAB_INTERNAL) {
             return Err(SlabError::Internal);
         }
-        if flags.contains(PgFlags::KMALLOC | PgFlags::HEAD) {
-            return if ptr.addr().is_multiple_of(PAGE_SIZE) {
+        if flags.contains(PgFlags::KMALLOC) {
+            // Every frame of a live run is marked; only its head has HEAD.
+            return if flags.contains(PgFlags::HEAD) && ptr.addr().is_multiple_of(PAGE_SIZE) {
                 Ok(page)
             } else {
                 Err(SlabError::Interior)
             };
-        }
-        // A later page of a live block: its head is the frame number rounded
-        // down to the block's order (blocks are aligned to their size).
-        let pfn = mem.page_to_pfn(page).map_err(|_| SlabError::Foreign)?;
-        let pfn = pfn.as_usize();
-        for o in 1..MAX_ORDER {
-            let head = pfn & !((1 << o) - 1);
-            if head == pfn {
-                continue;
-            }
-            let Ok(h) = mem.pfn_to_page(Pfn::new(head)) else {
-                continue;
-            };
-            if h.test(PgFlags::KMALLOC | PgFlags::HEAD) && pfn - head < 1 << h.private() {
-                return Err(SlabError::Interior);
-            }
         }
         if page.owner() == LARGE_FREED && ptr.addr().is_multiple_of(PAGE_SIZE) {
             Err(SlabError::DoubleFree)
@@ -254,21 +330,30 @@ mod tests {
 
     #[test]
     fn size_classes() {
-        assert_eq!(Kmalloc::index(0), None);
-        assert_eq!(Kmalloc::index(1), Some(0));
-        assert_eq!(Kmalloc::index(32), Some(0));
-        assert_eq!(Kmalloc::index(33), Some(1));
-        assert_eq!(Kmalloc::index(96), Some(2));
-        assert_eq!(Kmalloc::index(97), Some(3));
-        assert_eq!(Kmalloc::index(192), Some(4));
-        assert_eq!(Kmalloc::index(256), Some(5));
-        assert_eq!(Kmalloc::index(257), Some(6));
-        assert_eq!(Kmalloc::index(512), Some(6));
-        assert_eq!(Kmalloc::index(4096), Some(9));
-        assert_eq!(Kmalloc::index(131_072), Some(14));
-        assert_eq!(Kmalloc::index(131_073), None);
-        for (i, &(size, _, _)) in KMALLOC_SIZES.iter().enumerate() {
-            assert_eq!(Kmalloc::index(size), Some(i), "{size}");
+        let k = Kmalloc::new(KmallocSizes::Linux26);
+        assert_eq!(k.index(0), None);
+        assert_eq!(k.index(1), Some(0));
+        assert_eq!(k.index(32), Some(0));
+        assert_eq!(k.index(33), Some(1));
+        assert_eq!(k.index(96), Some(2));
+        assert_eq!(k.index(97), Some(3));
+        assert_eq!(k.index(192), Some(4));
+        assert_eq!(k.index(256), Some(5));
+        assert_eq!(k.index(257), Some(6));
+        assert_eq!(k.index(512), Some(6));
+        assert_eq!(k.index(4096), Some(9));
+        assert_eq!(k.index(131_072), Some(14));
+        assert_eq!(k.index(131_073), None);
+        for (i, c) in LINUX26.iter().enumerate() {
+            assert_eq!(k.index(c.size), Some(i), "{}", c.size);
+            assert_eq!(k.index(c.size), index26(c.size));
         }
+        let d = Kmalloc::new(KmallocSizes::Dense);
+        assert_eq!(d.class_size(d.index(1).unwrap()), Some(8));
+        assert_eq!(d.class_size(d.index(33).unwrap()), Some(40));
+        assert_eq!(d.class_size(d.index(200).unwrap()), Some(200));
+        assert_eq!(d.class_size(d.index(257).unwrap()), Some(288));
+        assert_eq!(d.index(KmallocSizes::Dense.max_size() + 1), None);
+        assert_eq!(d.index(MAX_OBJ_SIZE), None);
     }
 }

@@ -20,8 +20,12 @@
 //!   nothing, a free stops at its first bad element with that element's
 //!   index ([`BulkFreeError`]), the ones before it freed.
 //! - [`SlabAllocator::kmalloc`], `kzalloc`, `kcalloc`, `krealloc`, `ksize`,
-//!   `kfree` over general caches of 32 B … 128 KiB (with 96 and 192) and their
-//!   DMA variants; larger requests straight from the page allocator.
+//!   `kfree` over general caches — 88 dense size classes of 8 B … 32 KiB by
+//!   default, or Linux 2.6's fifteen of 32 B … 128 KiB ([`KmallocSizes`]) —
+//!   and DMA variants; larger requests take a run of exactly the frames they
+//!   need from the page allocator. When a class cannot
+//!   grow, `kmalloc` takes a free object of a larger class (up to twice the
+//!   size) before it fails.
 //! - [`Mempool`]: a reserved minimum used when the underlying allocation fails.
 //! - [`KmallocHeap`]: a `GlobalAlloc` (for `#[global_allocator]`) and an
 //!   allocator-api2 `Allocator`.
@@ -151,7 +155,7 @@
 //! assert_eq!(slab.kmem_cache_free(cache, obj), Err(SlabError::DoubleFree));
 //!
 //! let p = slab.kmalloc(100, Gfp::KERNEL).unwrap();
-//! assert_eq!(slab.ksize(p.as_ptr()), Ok(128));
+//! assert_eq!(slab.ksize(p.as_ptr()), Ok(104), "the dense classes step by 8 bytes");
 //! slab.kfree(p.as_ptr()).unwrap();
 //! ```
 #![no_std]
@@ -167,6 +171,7 @@ pub mod geometry;
 mod global;
 mod grow;
 mod kmalloc;
+mod kmalloc_sizes;
 mod mempool;
 mod objects;
 mod reap;
@@ -183,5 +188,6 @@ pub use error::{BulkFreeError, SlabError};
 pub use flags::{CACHE_LINE, SlabFlags};
 pub use global::KmallocHeap;
 pub use kmalloc::KMALLOC_MAX_CACHE_SIZE;
+pub use kmalloc_sizes::{KmallocSizes, SizeClass};
 pub use mempool::{Mempool, PoolSource};
 pub use stats::CacheStats;

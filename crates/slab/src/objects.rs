@@ -149,12 +149,12 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         drop(irq);
         // Linux's cache_alloc_refill: a point where an interrupt may land.
         self.buddy().cpu().interrupt_point();
-        let entry = match self.take_object(c, gfp) {
+        let entry = match self.take_object(c, gfp, true) {
             Ok(e) => e,
             Err(SlabError::OutOfMemory)
                 if reclaim && gfp.contains(Gfp::WAIT) && self.reclaim() > 0 =>
             {
-                self.take_object(c, gfp)?
+                self.take_object(c, gfp, true)?
             }
             Err(e) => return Err(e),
         };
@@ -174,7 +174,15 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     /// straight from the slab lists instead. A drain another CPU asked for
     /// is done first; the drained objects go back to their slabs once the
     /// array is released.
-    pub(crate) fn take_object(&self, c: &KmemCache, gfp: Gfp) -> Result<Entry, SlabError> {
+    ///
+    /// Without `grow`, a cache with no free object anywhere is
+    /// [`SlabError::OutOfMemory`] at once (Linux 2.6's `__GFP_NO_GROW`).
+    pub(crate) fn take_object(
+        &self,
+        c: &KmemCache,
+        gfp: Gfp,
+        grow: bool,
+    ) -> Result<Entry, SlabError> {
         let cpu = self.buddy().cpu();
         loop {
             let (got, drained) = {
@@ -207,6 +215,9 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             // Another CPU may take a freshly grown slab's objects before we
             // do: grow again until we get some; only the page allocator's
             // failure ends the loop with an error.
+            if !grow {
+                return Err(SlabError::OutOfMemory);
+            }
             self.grow(c, gfp)?;
         }
     }
@@ -477,7 +488,11 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         let dma = gfp.contains(Gfp::DMA);
         match self.kmalloc_table().desc_for(size, dma) {
             Some(c) => {
-                let p = self.alloc_object(c, gfp.difference(Gfp::ZERO), true, size)?;
+                let p = match self.alloc_object(c, gfp.difference(Gfp::ZERO), true, size) {
+                    Ok(p) => p,
+                    Err(SlabError::OutOfMemory) if !dma => self.kmalloc_larger(size, gfp)?,
+                    Err(e) => return Err(e),
+                };
                 if gfp.contains(Gfp::ZERO) {
                     // SAFETY: the object is ours and at least `size` bytes.
                     unsafe { core::ptr::write_bytes(p.as_ptr(), 0, size) };
@@ -486,6 +501,30 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             }
             None => self.kmalloc_large(size, gfp),
         }
+    }
+
+    /// The last resort of a `kmalloc` whose class cannot grow (the page
+    /// allocator failed even after reclaim): a free object of a larger class,
+    /// up to twice the size, taken without growing that class either. `ksize`
+    /// tells the block's real size. Not in Linux, which fails here; it keeps
+    /// the memory idle in other classes' slabs usable once the page allocator
+    /// is dry.
+    #[cold]
+    #[inline(never)]
+    fn kmalloc_larger(&self, size: usize, gfp: Gfp) -> Result<NonNull<u8>, SlabError> {
+        let k = self.kmalloc_table();
+        let mut i = k.index(size).ok_or(SlabError::BadSize)? + 1;
+        while let (Some(class), Some(c)) = (k.class_size(i), k.desc_of(i)) {
+            if class > size.saturating_mul(2) {
+                break;
+            }
+            let g = gfp.difference(Gfp::ZERO);
+            if let Ok(entry) = self.take_object(c, g, false) {
+                return Ok(self.hand_out(c, g, entry, size));
+            }
+            i += 1;
+        }
+        Err(SlabError::OutOfMemory)
     }
 
     /// Allocates `size` zeroed bytes (Linux's `kzalloc`).
@@ -500,13 +539,15 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         self.kzalloc(bytes, gfp)
     }
 
-    /// `size` bytes straight from the page allocator (marked for `kfree`), in
-    /// the smallest block that holds them.
+    /// `size` bytes straight from the page allocator (marked for `kfree`): a
+    /// run of exactly the frames they need (`Buddy::alloc_pages_exact`; the
+    /// rest of the power-of-two block goes back at once), so `ksize` is the
+    /// size rounded up to a page.
     #[cold]
     pub(crate) fn kmalloc_large(&self, size: usize, gfp: Gfp) -> Result<NonNull<u8>, SlabError> {
-        let order = Kmalloc::large_order(size)?;
+        let frames = Kmalloc::large_frames(size)?;
         let g = gfp.difference(Gfp::HIGHMEM);
-        let page = match self.buddy().alloc_pages(g, order) {
+        let page = match self.buddy().alloc_pages_exact(g, size) {
             Some(p) => p,
             // Dry: give back what the caches hold idle and try once more — only
             // if the caller may wait (Linux reclaims for no atomic allocation;
@@ -514,14 +555,14 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             None if gfp.contains(Gfp::WAIT) => {
                 self.reclaim();
                 self.buddy()
-                    .alloc_pages(g, order)
+                    .alloc_pages_exact(g, size)
                     .ok_or(SlabError::OutOfMemory)?
             }
             None => return Err(SlabError::OutOfMemory),
         };
         Ok(self
             .kmalloc_table()
-            .adopt_large(self.buddy().mem(), page, order))
+            .adopt_large(self.buddy().mem(), page, frames))
     }
 
     /// Frees what `kmalloc` returned (Linux's `kfree`). A null pointer is fine.
@@ -564,7 +605,13 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
 
     /// Resizes a kmalloc'd block (Linux's `krealloc`): the same block if it is
     /// big enough, else a new one with the contents copied and the old one
-    /// freed. A null pointer allocates. A zero size is [`SlabError::BadSize`],
+    /// freed. A null pointer allocates.
+    ///
+    /// Shrinking goes further than Linux, which keeps the block: a slab
+    /// object moves to the new size's class when that class is at most half
+    /// its own, and a run of frames from the page allocator gives its tail
+    /// frames back in place (or moves into a class once the size fits one).
+    /// `ksize` stays exact. A zero size is [`SlabError::BadSize`],
     /// and on any error the old block is untouched. A pointer kmalloc did not
     /// hand out (or already freed) is refused before it is read.
     ///
@@ -589,7 +636,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         match self.locate(ptr) {
             Ok(loc) => {
                 let old = live_size(&loc)?;
-                if old >= new_size {
+                if old >= new_size && !self.kmalloc_table().shrinks_class(old, new_size) {
                     // In place: the `debug` checks now guard the new size
                     // (written in transit, as in `hand_out`).
                     if cfg!(feature = "debug") {
@@ -612,7 +659,10 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
             }
             Err(SlabError::Foreign) => {
                 let old = self.ksize(ptr)?;
-                if old >= new_size {
+                if old >= new_size && new_size > self.kmalloc_table().max() {
+                    // A run: its tail frames go back, the head stays.
+                    self.kmalloc_table()
+                        .shrink_large(self.buddy(), ptr, new_size)?;
                     return NonNull::new(ptr).ok_or(SlabError::Foreign);
                 }
                 // SAFETY: forwarded from the caller; `ptr` is a live large block.
@@ -622,12 +672,12 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         }
     }
 
-    /// The moving end of `krealloc`: a new block, the `old` live bytes copied,
-    /// the old block freed (through `loc` when it is a slab object).
+    /// The moving end of `krealloc`: a new block, the live bytes that fit
+    /// copied, the old block freed (through `loc` when it is a slab object).
     ///
     /// # Safety
-    /// As for `krealloc`; `ptr` is a live block of `old` usable bytes
-    /// (`old < new_size`), located at `loc` if it is a slab object.
+    /// As for `krealloc`; `ptr` is a live block of `old` usable bytes,
+    /// located at `loc` if it is a slab object.
     #[inline(never)]
     unsafe fn krealloc_move(
         &self,
@@ -638,8 +688,9 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         gfp: Gfp,
     ) -> Result<NonNull<u8>, SlabError> {
         let new = self.kmalloc(new_size, gfp)?;
-        // SAFETY: both blocks are live and at least `old` bytes (new_size > old).
-        unsafe { core::ptr::copy_nonoverlapping(ptr, new.as_ptr(), old) };
+        // SAFETY: both blocks are live, the old one `old` bytes and the new
+        // one at least `new_size`.
+        unsafe { core::ptr::copy_nonoverlapping(ptr, new.as_ptr(), old.min(new_size)) };
         let freed = match loc {
             Some(l) => self.free_located(l, ptr.addr()),
             None => self.kfree(ptr),

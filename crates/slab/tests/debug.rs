@@ -39,7 +39,7 @@ fn underrun_is_caught_on_free() {
     unsafe { p.as_ptr().sub(1).write(0xFF) };
     assert_eq!(s.kfree(p.as_ptr()), Err(SlabError::Corrupted));
     let rep = s.last_report().unwrap();
-    assert_eq!((rep.cache, rep.offence), ("size-128", Offence::RedZone));
+    assert_eq!((rep.cache, rep.offence), ("size-104", Offence::RedZone));
 }
 
 #[test]

@@ -12,17 +12,28 @@
 //! failure to `tests/model.proptest-regressions` (beside this file) and
 //! replays it first on every later run. Commit that file with the fix.
 
-mod common;
-
-use common::rig;
+use kmm_slab::KmallocSizes;
+use kmm_testkit::TestMachine;
 use kmm_testkit::model::slab::{self, Config, Op, strategy};
 use proptest::prelude::*;
 
 const CPUS: usize = 2;
 const CACHES: usize = 4;
 
-fn run(specs: Vec<Op>, ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let host = rig(48, CPUS);
+fn run(specs: Vec<Op>, ops: Vec<Op>, linux26: bool) -> Result<(), TestCaseError> {
+    let sizes = if linux26 {
+        KmallocSizes::Linux26
+    } else {
+        KmallocSizes::Dense
+    };
+    // As `common::rig`, with the class table under test.
+    let host = TestMachine::builder()
+        .ram_mib(48)
+        .cpus(CPUS)
+        .no_reserve()
+        .kmalloc_sizes(sizes)
+        .build();
+    host.slab();
     let config = Config {
         must_succeed: true,
         max_caches: CACHES,
@@ -42,7 +53,8 @@ proptest! {
             strategy::op(CPUS, CACHES),
             if cfg!(miri) { 5..20 } else { 1..250 },
         ),
+        linux26 in prop::bool::weighted(0.25),
     ) {
-        run(specs, ops)?;
+        run(specs, ops, linux26)?;
     }
 }

@@ -46,14 +46,20 @@ fn buddy_refuses_a_live_large_kmalloc_block() {
         .virt_to_page(VirtAddr::new(p.as_ptr().addr()))
         .unwrap();
     let (free, large) = (b.free_pages_total(), s.large_pages());
-    assert_eq!(large, 64);
+    assert_eq!(large, 49, "200 000 bytes take exactly 49 frames");
     assert_eq!(b.free_pages_page(page, 6), Err(FreeError::Kmalloc));
+    assert_eq!(b.free_pages_page(page, 0), Err(FreeError::Kmalloc));
     assert_eq!(
         b.free_pages(VirtAddr::new(p.as_ptr().addr()), 6),
         Err(FreeError::Kmalloc)
     );
+    // Every frame of the run is refused, not only the head.
+    for i in [1, 17, 48] {
+        let addr = VirtAddr::new(p.as_ptr().addr() + i * PAGE_SIZE);
+        assert_eq!(b.free_pages(addr, 0), Err(FreeError::Kmalloc), "frame {i}");
+    }
     assert_eq!((b.free_pages_total(), s.large_pages()), (free, large));
-    assert_eq!(s.ksize(p.as_ptr()), Ok(64 * PAGE_SIZE), "still kmalloc's");
+    assert_eq!(s.ksize(p.as_ptr()), Ok(49 * PAGE_SIZE), "still kmalloc's");
     // The next large kmalloc gets another block.
     let q = s.kmalloc(200_000, Gfp::KERNEL).unwrap();
     assert_ne!(p, q);
@@ -61,7 +67,7 @@ fn buddy_refuses_a_live_large_kmalloc_block() {
     s.kfree(p.as_ptr()).unwrap();
     assert_eq!(s.large_pages(), 0);
     b.drain_local();
-    assert_eq!(b.free_pages_total(), free + 64, "every page back");
+    assert_eq!(b.free_pages_total(), free + 49, "every page back");
 }
 
 #[test]
@@ -261,12 +267,12 @@ fn krealloc_in_place_moves_the_checked_end() {
     let host = rig(32, 1, no_reserve());
     let _cpu0 = host.bind(0);
     let s = host.slab();
-    let p = s.kmalloc(10, Gfp::KERNEL).unwrap();
+    let p = s.kmalloc(17, Gfp::KERNEL).unwrap();
     // SAFETY: the block is ours.
-    let q = unsafe { s.krealloc(p.as_ptr(), 20, Gfp::KERNEL) }.unwrap();
-    assert_eq!(p, q, "size-32 holds 20 bytes");
-    // SAFETY: 20 bytes are ours now.
-    unsafe { core::ptr::write_bytes(q.as_ptr(), 1, 20) };
+    let q = unsafe { s.krealloc(p.as_ptr(), 24, Gfp::KERNEL) }.unwrap();
+    assert_eq!(p, q, "size-24 holds 24 bytes");
+    // SAFETY: 24 bytes are ours now.
+    unsafe { core::ptr::write_bytes(q.as_ptr(), 1, 24) };
     assert_eq!(s.kfree(q.as_ptr()), Ok(()));
     // A cache's own objects: the padding after an odd size is checked.
     let c = s
@@ -502,12 +508,12 @@ fn inside_a_large_block_is_interior_everywhere() {
     let s = host.slab();
     let p = s.kmalloc(200_000, Gfp::KERNEL).unwrap();
     let free = s.buddy().free_pages_total();
-    for off in [8, PAGE_SIZE, 2 * PAGE_SIZE, 8192 + 8, 63 * PAGE_SIZE] {
+    for off in [8, PAGE_SIZE, 2 * PAGE_SIZE, 8192 + 8, 48 * PAGE_SIZE] {
         let q = p.as_ptr().wrapping_add(off);
         assert_eq!(s.kfree(q), Err(SlabError::Interior), "offset {off}");
         assert_eq!(s.ksize(q), Err(SlabError::Interior), "offset {off}");
     }
-    assert_eq!((s.buddy().free_pages_total(), s.large_pages()), (free, 64));
+    assert_eq!((s.buddy().free_pages_total(), s.large_pages()), (free, 49));
     s.kfree(p.as_ptr()).unwrap();
     assert_eq!(s.kfree(p.as_ptr()), Err(SlabError::DoubleFree));
     assert_eq!(

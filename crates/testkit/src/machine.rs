@@ -30,7 +30,7 @@ use kmm_buddy::{Buddy, BuddyConfig, MAX_ORDER};
 use kmm_hal::{Cpu, KernelTables, Pfn, PhysAddr};
 use kmm_mock::{Backing, CpuBinding, Machine, MockCpu, MockFrames, MockPageTable, PagingMode};
 use kmm_page_frame::{PgFlags, Region, RegionKind, ZoneType};
-use kmm_slab::{Cache, SlabAllocator};
+use kmm_slab::{Cache, KmallocSizes, SlabAllocator};
 
 const MIB: u64 = 1 << 20;
 /// Node boundaries are rounded down to this (a 2-level large page).
@@ -50,6 +50,7 @@ pub struct TestMachineBuilder {
     pub(crate) reserved: Vec<(u64, u64)>,
     pub(crate) config: BuddyConfig<'static>,
     page_tables: Option<(u64, u64)>,
+    kmalloc_sizes: KmallocSizes,
 }
 
 impl Default for TestMachineBuilder {
@@ -66,6 +67,7 @@ impl Default for TestMachineBuilder {
             reserved: vec![(MIB, MIB)],
             config: BuddyConfig::default(),
             page_tables: None,
+            kmalloc_sizes: KmallocSizes::default(),
         }
     }
 }
@@ -168,6 +170,13 @@ impl TestMachineBuilder {
     /// succeeds exactly when a block exists.
     pub fn no_reserve(self) -> Self {
         self.min_free_kbytes(Some(0))
+    }
+
+    /// The kmalloc size classes of the slab allocator ([`TestMachine::slab`];
+    /// default [`KmallocSizes::Dense`]).
+    pub fn kmalloc_sizes(mut self, sizes: KmallocSizes) -> Self {
+        self.kmalloc_sizes = sizes;
+        self
     }
 
     /// The buddy allocator's `min_free_kbytes` (`None`: Linux's default).
@@ -500,7 +509,10 @@ impl<C: Cpu + Clone + Send + Sync + 'static> TestMachine<C> {
             // moves), is only replaced after the slab allocator is dropped
             // (`rebuild`), and drops after it (field order; module docs).
             let buddy: &'static Buddy<'static, C> = unsafe { &*buddy };
-            self.on_some_cpu(|| SlabAllocator::new(buddy).expect("kmm-testkit: slab allocator"))
+            let sizes = self.inner.desc.kmalloc_sizes;
+            self.on_some_cpu(|| {
+                SlabAllocator::with_sizes(buddy, sizes).expect("kmm-testkit: slab allocator")
+            })
         });
         reborrow!(slab, SlabAllocator)
     }

@@ -13,7 +13,7 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use kmm_buddy::Gfp;
-use kmm_slab::{CACHE_LINE, Cache, KMALLOC_MAX_CACHE_SIZE, SlabError, SlabFlags};
+use kmm_slab::{CACHE_LINE, Cache, KmallocSizes, SlabError, SlabFlags};
 
 use crate::alloc_check;
 use crate::buddy_check::KernelBuddy;
@@ -215,22 +215,15 @@ fn own_caches(slab: &KernelSlab) {
     );
 }
 
-/// Validates every general cache; returns the objects checked.
+/// Validates every general cache (the normal ones of the allocator's class
+/// table, the DMA ones of Linux 2.6's); returns the objects checked.
 pub fn validate_general(slab: &KernelSlab) -> usize {
+    let normal = slab.kmalloc_sizes().classes().iter().map(|c| (c.size, false));
+    let dma = KmallocSizes::Linux26.classes().iter().map(|c| (c.size, true));
     let mut n = 0;
-    let mut size = 32;
-    while size <= KMALLOC_MAX_CACHE_SIZE {
-        for dma in [false, true] {
-            let c = slab.kmalloc_cache(size, dma).expect("a general cache");
-            n += validate(slab, c, "a general cache");
-        }
-        size = match size {
-            64 => 96,
-            96 => 128,
-            128 => 192,
-            192 => 256,
-            s => s * 2,
-        };
+    for (size, dma) in normal.chain(dma) {
+        let c = slab.kmalloc_cache(size, dma).expect("a general cache");
+        n += validate(slab, c, "a general cache");
     }
     n
 }

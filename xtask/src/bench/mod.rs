@@ -10,7 +10,8 @@
 //! generated regions of docs/benchmarks.md ([`regions`], the tables
 //! [`published`] describes), draws docs/plots/*.svg ([`plot`]) and counts
 //! the instructions of the fast paths under callgrind ([`callgrind`]).
-//! A table whose benches did not all run in this run (a filter in ARGS)
+//! A full run (no criterion ARGS) also puts the `heap_efficiency` binary's
+//! table in its region. A table whose benches did not all run in this run (a filter in ARGS)
 //! keeps what it had. OPTIONS:
 //!
 //! - `--doc PATH`: write PATH (and the plots beside it, in `plots/`)
@@ -47,6 +48,21 @@ const DOC: &str = "docs/benchmarks.md";
 
 /// The region of the instruction counts.
 const INSTRUCTIONS: &str = "instructions";
+
+/// The region of the heap-efficiency table (the `heap_efficiency` binary's
+/// output, in a full run).
+const EFFICIENCY: &str = "heap_efficiency";
+
+/// The command that prints the heap-efficiency table.
+const EFFICIENCY_CMD: [&str; 7] = [
+    "run",
+    "--release",
+    "-p",
+    PACKAGE,
+    "--bin",
+    "heap_efficiency",
+    "--quiet",
+];
 
 /// The `cargo` arguments for a run with criterion arguments `args` (a leading
 /// `--` is accepted and dropped, so `bench -- ARGS` works too). The
@@ -287,6 +303,9 @@ fn report(root: &Path, r: &Report) -> Result {
     if r.source != Source::Skip {
         wanted.extend(published::tables().iter().map(|t| t.region));
     }
+    if r.source == Source::Run && r.args.is_empty() {
+        wanted.push(EFFICIENCY);
+    }
     if r.instructions {
         wanted.push(INSTRUCTIONS);
     }
@@ -323,6 +342,17 @@ fn report(root: &Path, r: &Report) -> Result {
             );
             let plots = doc.parent().unwrap_or(Path::new(".")).join("plots");
             tabulate(&results, &provenance, &plots, &mut out)?;
+            if r.args.is_empty() {
+                // The efficiency table is not a timing: it belongs to the same
+                // run only in a full one.
+                let table = cmd::run_capture(&mut command(root, "cargo", EFFICIENCY_CMD))?;
+                let text = format!(
+                    "At {commit}: `cargo {}` (run by `cargo xtask bench --report`).\n\n{}",
+                    EFFICIENCY_CMD[..6].join(" "),
+                    table.trim_end()
+                );
+                out.regions.insert(EFFICIENCY.to_string(), text);
+            }
         }
         Source::FromResults => {
             let results = Results::load(&home, None)?;

@@ -7,7 +7,7 @@
 //! ([`Model::check`]), as the buddy model checks its allocator: no two live
 //! blocks overlap; the statistics agree with the model (each cache's
 //! `active_objs` is its live objects, `large_pages` the pages of live
-//! kmalloc blocks above `KMALLOC_MAX_CACHE_SIZE`); `validate_cache` passes for
+//! kmalloc blocks from the page allocator); `validate_cache` passes for
 //! the model's caches, the general caches in use and the cache of caches.
 //! Checked by the steps: alignment, `ksize`, contents kept by `krealloc`, a
 //! bulk allocation all or nothing, a bulk free stopped at its bad element
@@ -23,7 +23,7 @@ use std::ptr::NonNull;
 
 use kmm_buddy::Gfp;
 use kmm_hal::PAGE_SIZE;
-use kmm_slab::{BulkFreeError, Cache, KMALLOC_MAX_CACHE_SIZE, SlabError, SlabFlags};
+use kmm_slab::{BulkFreeError, Cache, SlabError, SlabFlags};
 
 use super::{Checked, Flags, ensure, ensure_eq, fill, intact};
 use crate::TestMachine;
@@ -310,6 +310,9 @@ struct Live {
     cache: Option<usize>,
     /// `ksize` of a kmalloc block (0 for a cache object).
     ksize: usize,
+    /// A kmalloc block from the page allocator (its frames marked
+    /// `KMALLOC`), not a slab object.
+    large: bool,
     tag: u8,
 }
 
@@ -581,9 +584,7 @@ impl<'h> Model<'h> {
                     let others: Vec<&Live> =
                         self.live.values().filter(|l| l.cache != Some(i)).collect();
                     match others.get(pick % others.len().max(1)) {
-                        Some(l) if l.ksize > KMALLOC_MAX_CACHE_SIZE => {
-                            (l.ptr, SlabError::Foreign, false)
-                        }
+                        Some(l) if l.large => (l.ptr, SlabError::Foreign, false),
                         Some(l) => (l.ptr, SlabError::WrongCache, false),
                         None => (stack_ptr, SlabError::Foreign, false),
                     }
@@ -646,6 +647,13 @@ impl<'h> Model<'h> {
             Some(_) => 0,
             None => self.host.slab().ksize(p).expect("ksize of a kmalloc block"),
         };
+        let large = cache.is_none()
+            && self
+                .host
+                .buddy()
+                .mem()
+                .virt_to_page(kmm_hal::VirtAddr::new(p.addr()))
+                .is_ok_and(|page| page.test(kmm_page_frame::PgFlags::KMALLOC));
         let with_ctor = cache.is_some_and(|i| self.caches[i].ctor);
         // SAFETY: `p` is a live block of at least `size` bytes the model owns.
         unsafe {
@@ -660,6 +668,7 @@ impl<'h> Model<'h> {
             size,
             cache,
             ksize,
+            large,
             tag,
         };
         ensure!(
@@ -725,7 +734,7 @@ impl<'h> Model<'h> {
             }
             _ => s.kfree((&raw mut x).cast()),
         };
-        let in_slab = s.ksize(ptr).expect("ksize of a live block") <= KMALLOC_MAX_CACHE_SIZE;
+        let in_slab = !l.large;
         if other.is_some() && l.cache.is_none() && in_slab {
             ensure_eq!(res, Err(SlabError::WrongCache), "{kind:?}");
         } else {
@@ -753,7 +762,7 @@ impl<'h> Model<'h> {
         let large: usize = self
             .live
             .values()
-            .filter(|l| l.ksize > KMALLOC_MAX_CACHE_SIZE)
+            .filter(|l| l.large)
             .map(|l| l.ksize / PAGE_SIZE)
             .sum();
         ensure_eq!(s.large_pages(), large, "pages of large kmalloc blocks");
