@@ -15,7 +15,7 @@
 //! - **In order** for a free: the elements are freed one after the other;
 //!   the first one `kmem_cache_free` would refuse stops the call with its
 //!   index ([`BulkFreeError`]), every element before it freed, it and the
-//!   rest untouched, the allocator as before.
+//!   rest untouched, nothing else changed.
 //! - Under `debug`, every object goes through the single calls (red zones,
 //!   poisoning and the checks in transit are theirs); under `hardened` the
 //!   free claims each object with one atomic exchange, as the single free
