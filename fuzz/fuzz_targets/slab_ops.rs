@@ -2,12 +2,16 @@
 //! of its reference model (`kmm_testkit::model::slab`, shared with
 //! `crates/slab/tests/model.rs`): caches of fuzzed sizes and alignments,
 //! object allocations and frees, kmalloc / krealloc / kfree of fuzzed sizes,
-//! bad frees (interior, wrong cache, foreign), reaping. Every live block
+//! bad frees (interior, wrong cache, foreign), reaping, and the bulk paths
+//! (`kmem_cache_alloc_bulk` of up to 200 objects; `kmem_cache_free_bulk` of
+//! up to 160, with a bad element — repeated, interior, foreign, another
+//! cache's or kmalloc's block — refused with its index). Every live block
 //! carries a pattern; after each step the model checks the statistics and
 //! `validate_cache`; bad frees must be refused and change nothing. Each input
 //! ends by freeing everything and destroying its caches, and every page must be
-//! back in the buddy allocator with no debug report — so the next input starts
-//! afresh on the same allocators.
+//! back in the buddy allocator with no debug report but the double frees the
+//! input made on purpose — so the next input starts afresh on the same
+//! allocators.
 #![no_main]
 
 use std::sync::OnceLock;

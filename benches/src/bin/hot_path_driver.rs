@@ -20,6 +20,11 @@
 //! - `cache` (`kmem_cache_alloc` + `kmem_cache_free`), `kmalloc`
 //!   (`kmalloc` + `kfree`) and `global` (the `KmallocHeap` `GlobalAlloc`
 //!   adapter) of 64-byte objects on a 64 MiB machine;
+//! - `cache_bulkN` (`cache_bulk16`, `cache_bulk32`, `cache_bulk64`, …):
+//!   `kmem_cache_alloc_bulk` of N objects + `kmem_cache_free_bulk` of the
+//!   same N, PAIRS ÷ N times, on the same machine and objects as `cache`:
+//!   PAIRS counts objects, so instructions per pair are per object, beside
+//!   `cache`'s;
 //! - `global_heap`: the umbrella's `GlobalHeap` (`GlobalAlloc` over a whole
 //!   memory manager brought up with `GlobalHeap::init`), 64 bytes;
 //! - `kmap_mapped`: `kmap` + `kunmap` of a HIGHMEM page that stays mapped
@@ -46,8 +51,8 @@ use std::sync::atomic::AtomicU32;
 use kmm::GlobalHeap;
 use kmm_benches::pkmap::{KmapHost, kmap_local_pair, kmap_pair};
 use kmm_benches::slab::{
-    Global, HOT_SIZE, KMM_RAM, KmmSlab, MAX_LIVE, cache_pair, pair, random_actions, run_actions,
-    with_kmm,
+    Global, HOT_SIZE, KMM_RAM, KmmSlab, MAX_LIVE, cache_bulk, cache_pair, pair, random_actions,
+    run_actions, with_kmm,
 };
 use kmm_benches::vmalloc::{FirstFit, VmHost, vmalloc_free_pair};
 use kmm_benches::{
@@ -73,6 +78,15 @@ fn cache(slab: &SlabAllocator<'_, MockCpu>) {
     let hot = cache_pair(slab);
     for _ in 0..pairs() {
         hot();
+    }
+}
+
+/// Bulk allocations and frees of `n` objects, [`pairs`] objects in all.
+#[inline(never)]
+fn bulk(slab: &SlabAllocator<'_, MockCpu>, n: usize) {
+    let mut round = cache_bulk(slab, n);
+    for _ in 0..pairs() / n {
+        round();
     }
 }
 
@@ -270,6 +284,10 @@ fn main() {
     }
     with_kmm(KMM_RAM, 1, |slab, _, _cpu0| match mode.as_str() {
         "cache" => cache(slab),
+        m if m.starts_with("cache_bulk") => {
+            let n = m["cache_bulk".len()..].parse().unwrap_or(32);
+            bulk(slab, usize::max(n, 1))
+        }
         "kmalloc" => kmalloc(slab),
         "global" => global(slab),
         "actions200" => actions200(slab),

@@ -11,7 +11,7 @@ use kmm_hal::VirtAddr;
 use kmm_page_frame::Page;
 use kmm_percpu::{PercpuError, PercpuPtr, Zeroable};
 use kmm_pkmap::{KmapError, KmapLocalError, KunmapError, KunmapLocalError};
-use kmm_slab::SlabError;
+use kmm_slab::{BulkFreeError, Cache, SlabError};
 use kmm_vmalloc::VmallocError;
 
 use crate::{MemoryManager, Platform};
@@ -78,6 +78,28 @@ impl<'a, P: Platform> MemoryManager<'a, P> {
     /// `ksize`: the usable size of a live `kmalloc` block.
     pub fn ksize(&self, ptr: *mut u8) -> Result<usize, SlabError> {
         self.slab.ksize(ptr)
+    }
+
+    /// `kmem_cache_alloc_bulk`: fills `objs` with objects of `cache`, all
+    /// of them or none (see [`kmm_slab::SlabAllocator::kmem_cache_alloc_bulk`]).
+    pub fn kmem_cache_alloc_bulk(
+        &self,
+        cache: Cache<'a>,
+        gfp: Gfp,
+        objs: &mut [NonNull<u8>],
+    ) -> Result<(), SlabError> {
+        self.slab.kmem_cache_alloc_bulk(cache, gfp, objs)
+    }
+
+    /// `kmem_cache_free_bulk`: frees `objs` to `cache` in order; the first
+    /// element `kmem_cache_free` would refuse stops the call with its index,
+    /// the ones before it freed, it and the rest untouched.
+    pub fn kmem_cache_free_bulk(
+        &self,
+        cache: Cache<'a>,
+        objs: &[NonNull<u8>],
+    ) -> Result<(), BulkFreeError> {
+        self.slab.kmem_cache_free_bulk(cache, objs)
     }
 
     /// `vmalloc`: `size` bytes, virtually contiguous, page by page.

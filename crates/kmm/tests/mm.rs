@@ -83,6 +83,52 @@ fn every_subsystem_works_after_init() {
 }
 
 #[test]
+fn bulk_object_paths_refuse_other_allocators_blocks_with_their_index() {
+    use core::ptr::NonNull;
+    use kmm::slab::{BulkFreeError, SlabError, SlabFlags};
+
+    let host = machine(1);
+    let _cpu = host.bind(0);
+    let mm = host.mm();
+    let cache = mm
+        .slab()
+        .kmem_cache_create("bulk", 96, 0, SlabFlags::empty(), None)
+        .unwrap();
+    let mut objs = vec![NonNull::dangling(); 48];
+    mm.kmem_cache_alloc_bulk(cache, Gfp::KERNEL, &mut objs)
+        .unwrap();
+    let v = mm.vmalloc(8192).unwrap();
+    let k = mm.kmalloc(96, Gfp::KERNEL).unwrap();
+    let page = mm.get_free_pages(Gfp::KERNEL, 0).unwrap();
+    let page = NonNull::new(page.as_mut_ptr::<u8>()).unwrap();
+    for (bad, error) in [
+        (v, SlabError::Foreign),
+        (k, SlabError::WrongCache),
+        (page, SlabError::Foreign),
+    ] {
+        let mut with_bad = objs.clone();
+        with_bad.insert(10, bad);
+        assert_eq!(
+            mm.kmem_cache_free_bulk(cache, &with_bad),
+            Err(BulkFreeError { index: 10, error })
+        );
+        // The ten before it were freed; take ten back for the next round.
+        let mut ten = vec![NonNull::dangling(); 10];
+        mm.kmem_cache_alloc_bulk(cache, Gfp::KERNEL, &mut ten)
+            .unwrap();
+        objs[..10].copy_from_slice(&ten);
+    }
+    mm.kmem_cache_free_bulk(cache, &objs).unwrap();
+    assert_eq!(mm.slab().cache_stats(cache).unwrap().active_objs, 0);
+    // The other allocators' blocks are still theirs.
+    mm.vfree(v.as_ptr()).unwrap();
+    mm.kfree(k.as_ptr()).unwrap();
+    mm.buddy()
+        .free_pages(kmm::hal::VirtAddr::new(page.as_ptr().addr()), 0)
+        .unwrap();
+}
+
+#[test]
 fn diagnostics_are_linux_formats() {
     let host = machine(1);
     let _cpu = host.bind(0);

@@ -55,6 +55,21 @@ pub const PATHS: [FastPath; 11] = [
         pairs: CHEAP,
     },
     FastPath {
+        mode: "cache_bulk16",
+        label: "`kmem_cache_alloc_bulk` + `kmem_cache_free_bulk` of 16, 64 B (per object)",
+        pairs: CHEAP,
+    },
+    FastPath {
+        mode: "cache_bulk32",
+        label: "`kmem_cache_alloc_bulk` + `kmem_cache_free_bulk` of 32, 64 B (per object)",
+        pairs: CHEAP,
+    },
+    FastPath {
+        mode: "cache_bulk64",
+        label: "`kmem_cache_alloc_bulk` + `kmem_cache_free_bulk` of 64, 64 B (per object)",
+        pairs: CHEAP,
+    },
+    FastPath {
         mode: "kmalloc",
         label: "`kmalloc` + `kfree`, 64 B",
         pairs: CHEAP,

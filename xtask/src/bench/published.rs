@@ -343,6 +343,45 @@ fn two_threads(l: &Lookup<'_>) -> Generated {
     made
 }
 
+/// The object counts of the `slab_bulk` group.
+const BULK_SIZES: [u32; 3] = [16, 32, 64];
+
+/// `slab_bulk`: each bulk alloc+free, its time per object, and that
+/// against the single pair of the same group (issue 12's goal: at most
+/// half).
+fn slab_bulk(l: &Lookup<'_>) -> Generated {
+    let g = "slab_bulk";
+    let single = l.get(&format!("{g}/kmm_cache")).estimate;
+    let mut table = Table::new([
+        "calls, 64 B objects",
+        "median per call (95 % CI)",
+        "per object",
+        "per object ÷ single pair",
+    ]);
+    table.row([
+        "`kmm_cache`: `kmem_cache_alloc` + `kmem_cache_free`".to_string(),
+        time_ci(&single),
+        time(single.median),
+        ratio(1.0),
+    ]);
+    for n in BULK_SIZES {
+        let b = l.get(&format!("{g}/kmm_cache_bulk/{n}"));
+        let per = b.estimate.median / f64::from(n);
+        table.row([
+            format!(
+                "`kmm_cache_bulk/{n}`: `kmem_cache_alloc_bulk` + `kmem_cache_free_bulk` of {n}"
+            ),
+            time_ci(&b.estimate),
+            time(per),
+            format!("**{}**", ratio(per / single.median)),
+        ]);
+    }
+    Generated {
+        note: "The goal is at most 0.50× per object.".into(),
+        table,
+    }
+}
+
 /// The object sizes of the `kmalloc_size` group.
 const SIZES: [u32; 10] = [8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096];
 
@@ -596,6 +635,7 @@ pub fn tables() -> Vec<TableSpec> {
         t("random_actions_200B", random_actions_200),
         t("random_actions_30000B", random_actions_30000),
         t("two_threads_64B", two_threads),
+        t("slab_bulk", slab_bulk),
         t("kmalloc_size", kmalloc_size),
         t("vmalloc_vfree", vmalloc_vfree),
         t("vmalloc_growth", vmalloc_growth),
@@ -766,6 +806,26 @@ mod tests {
         let made = init_4gib(&l);
         assert_eq!(l.finish(made).unwrap_err(), ["init_4GiB/bitmap-allocator"]);
         assert_eq!(l.used().len(), 3);
+    }
+
+    #[test]
+    fn slab_bulk_divides_per_object_by_the_single_pair() {
+        let mut list = vec![("slab_bulk/kmm_cache".to_string(), bench(6.0, Some(1)))];
+        for n in BULK_SIZES {
+            // 2 ns per object at every size.
+            list.push((
+                format!("slab_bulk/kmm_cache_bulk/{n}"),
+                bench(2.0 * f64::from(n), Some(u64::from(n))),
+            ));
+        }
+        let r = Results::from_list(list);
+        let l = Lookup::new(&r);
+        let text = l.finish(slab_bulk(&l)).unwrap().table.render();
+        assert!(
+            text.contains("| `kmm_cache_bulk/32`: `kmem_cache_alloc_bulk` + `kmem_cache_free_bulk` of 32 | 64.0 ns (63.4 – 64.6) | 2.00 ns | **0.33×** |"),
+            "{text}"
+        );
+        assert!(text.contains("| 6.00 ns | 1.00× |"), "{text}");
     }
 
     #[test]
