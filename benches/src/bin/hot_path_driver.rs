@@ -83,7 +83,7 @@ fn cache(slab: &SlabAllocator<'_, MockCpu>) {
 
 /// Bulk allocations and frees of `n` objects, [`pairs`] objects in all.
 #[inline(never)]
-fn bulk(slab: &SlabAllocator<'_, MockCpu>, n: usize) {
+fn slab_bulk(slab: &SlabAllocator<'_, MockCpu>, n: usize) {
     let mut round = cache_bulk(slab, n);
     for _ in 0..pairs() / n {
         round();
@@ -179,7 +179,7 @@ fn order0() {
 /// Bulk alloc+free of `n` order-0 pages through the per-CPU lists, PAIRS
 /// pages in all.
 #[inline(never)]
-fn bulk(n: usize) {
+fn page_bulk(n: usize) {
     let mut host = Host::new(RAM_4G);
     let mut kmm = Kmm::new(&mut host, KmmPath::PerCpu);
     let mut pages = vec![None; n];
@@ -276,7 +276,7 @@ fn main() {
     if let Some(n) = mode.strip_prefix("bulk").and_then(|n| n.parse().ok())
         && n > 0
     {
-        return bulk(n);
+        return page_bulk(n);
     }
     if mode == "exhaust" {
         let cycles = std::env::args().nth(2).and_then(|n| n.parse().ok());
@@ -286,7 +286,7 @@ fn main() {
         "cache" => cache(slab),
         m if m.starts_with("cache_bulk") => {
             let n = m["cache_bulk".len()..].parse().unwrap_or(32);
-            bulk(slab, usize::max(n, 1))
+            slab_bulk(slab, usize::max(n, 1))
         }
         "kmalloc" => kmalloc(slab),
         "global" => global(slab),

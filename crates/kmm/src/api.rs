@@ -11,7 +11,7 @@ use kmm_hal::VirtAddr;
 use kmm_page_frame::Page;
 use kmm_percpu::{PercpuError, PercpuPtr, Zeroable};
 use kmm_pkmap::{KmapError, KmapLocalError, KunmapError, KunmapLocalError};
-use kmm_slab::{BulkFreeError, Cache, SlabError};
+use kmm_slab::{Cache, SlabError};
 use kmm_vmalloc::VmallocError;
 
 use crate::{MemoryManager, Platform};
@@ -98,7 +98,7 @@ impl<'a, P: Platform> MemoryManager<'a, P> {
         &self,
         cache: Cache<'a>,
         objs: &[NonNull<u8>],
-    ) -> Result<(), BulkFreeError> {
+    ) -> Result<(), kmm_slab::BulkFreeError> {
         self.slab.kmem_cache_free_bulk(cache, objs)
     }
 

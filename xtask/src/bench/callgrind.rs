@@ -28,7 +28,7 @@ const CHEAP: (u64, u64) = (1_000_000, 2_000_000);
 const PTE: (u64, u64) = (200_000, 400_000);
 
 /// The paths in the table, in order.
-pub const PATHS: [FastPath; 11] = [
+pub const PATHS: [FastPath; 14] = [
     FastPath {
         mode: "order0",
         label: "order-0 `alloc_pages` + `free_pages_page` (per-CPU lists)",

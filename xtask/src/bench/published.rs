@@ -344,7 +344,7 @@ fn two_threads(l: &Lookup<'_>) -> Generated {
 }
 
 /// The object counts of the `slab_bulk` group.
-const BULK_SIZES: [u32; 3] = [16, 32, 64];
+const SLAB_BULK_SIZES: [u32; 3] = [16, 32, 64];
 
 /// `slab_bulk`: each bulk alloc+free, its time per object, and that
 /// against the single pair of the same group (issue 12's goal: at most
@@ -364,7 +364,7 @@ fn slab_bulk(l: &Lookup<'_>) -> Generated {
         time(single.median),
         ratio(1.0),
     ]);
-    for n in BULK_SIZES {
+    for n in SLAB_BULK_SIZES {
         let b = l.get(&format!("{g}/kmm_cache_bulk/{n}"));
         let per = b.estimate.median / f64::from(n);
         table.row([
@@ -811,7 +811,7 @@ mod tests {
     #[test]
     fn slab_bulk_divides_per_object_by_the_single_pair() {
         let mut list = vec![("slab_bulk/kmm_cache".to_string(), bench(6.0, Some(1)))];
-        for n in BULK_SIZES {
+        for n in SLAB_BULK_SIZES {
             // 2 ns per object at every size.
             list.push((
                 format!("slab_bulk/kmm_cache_bulk/{n}"),
