@@ -15,7 +15,7 @@ fn free_now(r: &kmm_testkit::TestMachine) -> usize {
     r.buddy().free_pages_total()
 }
 
-fn frame<'a>(r: &'a kmm_testkit::TestMachine, pfn: usize) -> &'a Page {
+fn frame(r: &kmm_testkit::TestMachine, pfn: usize) -> &Page {
     r.buddy().mem().pfn_to_page(Pfn::new(pfn)).unwrap()
 }
 
