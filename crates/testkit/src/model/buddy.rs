@@ -99,6 +99,22 @@ pub enum Op {
         /// Where a bad element goes, and what it is.
         bad: Option<(usize, BulkBad)>,
     },
+    /// `alloc_pages_exact(gfp, bytes)` on `cpu`: every frame of the run
+    /// becomes a live order-0 block.
+    AllocExact {
+        /// The CPU that allocates.
+        cpu: usize,
+        /// The flags.
+        gfp: Flags,
+        /// The size asked for.
+        bytes: usize,
+    },
+    /// `split_page` of the `pick`-th live block: its frames become live
+    /// order-0 blocks (the head keeps its references).
+    Split {
+        /// Which live block.
+        pick: usize,
+    },
 }
 
 /// A bad element of an [`Op::BulkFree`]. Where a kind does not apply (no
@@ -197,6 +213,12 @@ impl Op {
                 pick: usize::from(x),
                 kind: BadFree::ALL[usize::from(y) % BadFree::ALL.len()],
             },
+            4 if k & 0x40 != 0 => Op::AllocExact {
+                cpu,
+                gfp: Flags(GFPS[usize::from(x >> 1) % GFPS.len()]),
+                bytes: usize::from(u16::from_le_bytes([y, x])) * 64,
+            },
+            5 if k & 0x40 != 0 => Op::Split { pick },
             4 | 5 => Op::Drain {
                 cpu,
                 all: k % 8 == 5,
@@ -267,6 +289,22 @@ pub fn op(cpus: usize, nodes: usize) -> impl proptest::strategy::Strategy<Value 
             ),
         )
             .prop_map(|(cpu, pick, n, bad)| Op::BulkFree { cpu, pick, n, bad }),
+        1 => (0..cpus, gfp_exact(), 0usize..(PAGE_SIZE << 6))
+            .prop_map(|(cpu, gfp, bytes)| Op::AllocExact { cpu, gfp: Flags(gfp), bytes }),
+        1 => any::<usize>().prop_map(|pick| Op::Split { pick }),
+    ]
+}
+
+/// The flags of [`Op::AllocExact`] (no high memory: runs are for the
+/// direct map, as Linux's `alloc_pages_exact`).
+#[cfg(feature = "proptest")]
+fn gfp_exact() -> impl proptest::strategy::Strategy<Value = Gfp> {
+    use proptest::prelude::*;
+    prop_oneof![
+        Just(Gfp::KERNEL | Gfp::DMA),
+        Just(Gfp::KERNEL),
+        Just(Gfp::KERNEL | Gfp::ZERO),
+        Just(Gfp::ATOMIC),
     ]
 }
 
@@ -340,8 +378,57 @@ impl Model {
                 keep,
             } => self.bulk_alloc(host, cpu, gfp.0, slots, keep)?,
             Op::BulkFree { cpu, pick, n, bad } => self.bulk_free(host, cpu, pick, n, bad)?,
+            Op::AllocExact { cpu, gfp, bytes } => self.alloc_exact(host, cpu, gfp.0, bytes)?,
+            Op::Split { pick } => self.split(host, pick)?,
         }
         self.check(host)
+    }
+
+    /// A run of exactly the frames `bytes` need: each frame a live order-0
+    /// block, the rest of the power-of-two block back on the free lists (the
+    /// check after the step counts them).
+    fn alloc_exact(&mut self, host: &TestMachine, cpu: usize, g: Gfp, bytes: usize) -> Checked {
+        let b = host.buddy();
+        let frames = bytes.div_ceil(PAGE_SIZE);
+        let got = {
+            let _on = host.bind(cpu);
+            b.alloc_pages_exact(g, bytes)
+        };
+        let Some(head) = got else {
+            ensure!(
+                frames == 0 || frames > 1 << (MAX_ORDER - 1) || !self.exact_failures || {
+                    let order = frames.next_power_of_two().trailing_zeros() as usize;
+                    self.nothing_to_give(host, cpu, g, order).is_ok()
+                },
+                "alloc_pages_exact({bytes}) failed with a block free"
+            );
+            return Ok(());
+        };
+        ensure!(frames > 0, "a run of 0 bytes");
+        let pfn = b.mem().page_to_pfn(head).expect("in mem_map").as_usize();
+        ensure_eq!(pfn % frames.next_power_of_two(), 0, "run not aligned");
+        for i in 0..frames {
+            let f = page(host, pfn + i);
+            ensure_eq!((f.private(), f.count()), (0, 1), "frame {i} of the run");
+            self.handed_out(host, f, g, 0)?;
+        }
+        Ok(())
+    }
+
+    /// `split_page` of a live block: refused for a free block (the model
+    /// picks live ones only), otherwise its frames become live.
+    fn split(&mut self, host: &TestMachine, pick: usize) -> Checked {
+        let Some((&pfn, &l)) = self.nth(pick) else {
+            return Ok(());
+        };
+        host.buddy()
+            .split_page(page(host, pfn), l.order)
+            .map_err(|e| super::Failure(format!("split_page of a live block: {e:?}")))?;
+        self.live.get_mut(&pfn).expect("live").order = 0;
+        for i in 1..1usize << l.order {
+            self.live.insert(pfn + i, Live { order: 0, refs: 1 });
+        }
+        Ok(())
     }
 
     fn nth(&self, pick: usize) -> Option<(&usize, &Live)> {
