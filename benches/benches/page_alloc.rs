@@ -12,7 +12,12 @@
 //! 4. `exhaust_refill_random_1GiB`: on 1 GiB whose free memory a fixed-seed
 //!    phase of random orders fragmented first, order-0 allocations until
 //!    failure, then every free in a fixed-seed random order;
-//! 5. `init_4GiB`: building the allocator over 4 GiB.
+//! 5. `init_4GiB`: building the allocator over 4 GiB;
+//! 6. `bulk_pages`: kmm alone — one `alloc_pages_bulk` of N order-0 pages
+//!    and one `release_pages` of them (N = 16, 32, 64), beside the single
+//!    order-0 `alloc_pages` + `free_pages_page` pair, all through the
+//!    per-CPU lists on a fresh 4 GiB range; the throughput counts pages, so
+//!    each row reads as time per page (the peers have no bulk path).
 //!
 //! Run with `cargo xtask bench` (or `cargo bench -p kmm-benches`); criterion's
 //! arguments follow, e.g. `cargo xtask bench order0` for one group.
@@ -24,8 +29,8 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use kmm_benches::{
     BitAlloc1M, BitAlloc64K, Bitmap, BuddySystem, FRAGMENT_BLOCKS, FRAGMENT_MAX_ORDER, FRAMES_4G,
     FREE_ORDER_SEED, FrameAlloc, Host, Kmm, KmmPath, MAX_LIVE, RAM_4G, SEED, alloc_free_pair,
-    exhaust_refill, exhaust_refill_shuffled, fragment_ops, live_frames, random_ops, run_ops,
-    run_steps, shuffled,
+    bulk_alloc_free, exhaust_refill, exhaust_refill_shuffled, fragment_ops, live_frames,
+    random_ops, run_ops, run_steps, shuffled,
 };
 
 /// Bench names of the two kmm paths and the peers, as they appear in reports.
@@ -60,6 +65,32 @@ fn order0_alloc_free(c: &mut Criterion) {
     g.bench_function(BITMAP, |b| b.iter(|| alloc_free_pair(&mut bitmap)));
     let mut buddy = BuddySystem::new(FRAMES_4G);
     g.bench_function(BUDDY_SYSTEM, |b| b.iter(|| alloc_free_pair(&mut buddy)));
+    g.finish();
+}
+
+/// Bulk sizes of workload 5.
+const BULK_SIZES: [usize; 3] = [16, 32, 64];
+
+/// Workload 5: kmm's bulk order-0 paths against its single pair, per page,
+/// through the per-CPU lists on a fresh 4 GiB range. `single` is one
+/// `alloc_pages` + `free_pages_page`; `bulk_N` one `alloc_pages_bulk` of N
+/// pages + one `release_pages` of the same N (throughput N, so criterion's
+/// time per element is the time per page).
+fn bulk_pages(c: &mut Criterion) {
+    let mut g = c.benchmark_group("bulk_pages");
+    g.warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    let mut host = Host::new(RAM_4G);
+    let mut kmm = Kmm::new(&mut host, KmmPath::PerCpu);
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("single", |b| b.iter(|| alloc_free_pair(&mut kmm)));
+    for n in BULK_SIZES {
+        let mut pages = vec![None; n];
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_function(format!("bulk_{n}"), |b| {
+            b.iter(|| bulk_alloc_free(&mut kmm, &mut pages));
+        });
+    }
     g.finish();
 }
 
@@ -240,6 +271,7 @@ criterion_group!(
     random_orders,
     exhaust_refill_64m,
     exhaust_refill_random_1g,
-    init_4g
+    init_4g,
+    bulk_pages
 );
 criterion_main!(benches);

@@ -18,7 +18,10 @@
 //!    (a private talc heap per thread) shows how well the machine scales;
 //! 5. `kmalloc_size`: one allocation and its free of 8, 16, … 4096 bytes
 //!    (`kmalloc_size/<allocator>/<bytes>`), kmm's `kmalloc` and the peers
-//!    unlocked (the cost-against-size plot of the docs).
+//!    unlocked (the cost-against-size plot of the docs);
+//! 6. `slab_bulk`: `kmem_cache_alloc_bulk` + `kmem_cache_free_bulk` of 16,
+//!    32 and 64 objects of 64 bytes (`slab_bulk/kmm_cache_bulk/<n>`, per
+//!    object in the throughput), beside the single pair (`kmm_cache`).
 //!
 //! Heap efficiency is not a timing: `cargo run --release -p kmm-benches --bin
 //! heap_efficiency` prints it.
@@ -31,13 +34,15 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use kmm_benches::SEED;
 use kmm_benches::slab::{
-    Action, BuddyHeap, Global, HOT_SIZE, KMM_RAM, KmmSlab, LinkedListHeap, Locked, MAX_LIVE,
-    SlabMallocHeap, TalcHeap, cache_pair, pair, random_actions, run_actions, two_threads, with_kmm,
+    Action, BULK_SIZES, BuddyHeap, Global, HOT_SIZE, KMM_RAM, KmmSlab, LinkedListHeap, Locked,
+    MAX_LIVE, SlabMallocHeap, TalcHeap, cache_bulk, cache_pair, pair, random_actions, run_actions,
+    two_threads, with_kmm,
 };
 use kmm_slab::KmallocHeap;
 
 /// Bench names, as they appear in reports.
 const KMM_CACHE: &str = "kmm_cache";
+const KMM_CACHE_BULK: &str = "kmm_cache_bulk";
 const KMM_KMALLOC: &str = "kmm_kmalloc";
 const KMM_HEAP: &str = "kmm_globalalloc";
 const SLABMALLOC: &str = "slabmalloc";
@@ -243,9 +248,34 @@ fn two_threads_hot(c: &mut Criterion) {
     g.finish();
 }
 
+/// The bulk paths (item 6 above). `kmm_cache_bulk/N` is one
+/// `kmem_cache_alloc_bulk` of N 64-byte objects and one
+/// `kmem_cache_free_bulk` of the same N (throughput N objects, so the time
+/// per element is per object); `kmm_cache` the single pair on a cache of
+/// its own in the same group, the reference (no peer has a bulk call).
+fn bulk(c: &mut Criterion) {
+    let mut g = c.benchmark_group("slab_bulk");
+    g.warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    with_kmm(KMM_RAM, 1, |slab, _, _cpu0| {
+        let hot = cache_pair(slab);
+        g.throughput(Throughput::Elements(1));
+        g.bench_function(KMM_CACHE, |b| b.iter(&hot));
+        for n in BULK_SIZES {
+            let mut round = cache_bulk(slab, n);
+            g.throughput(Throughput::Elements(n as u64));
+            g.bench_with_input(BenchmarkId::new(KMM_CACHE_BULK, n), &n, |b, _| {
+                b.iter(&mut round)
+            });
+        }
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
     hot_path,
+    bulk,
     kmalloc_random,
     random_mix,
     two_threads_hot,

@@ -9,9 +9,10 @@
 //!   kmm's `MAX_ORDER` (11 free lists, blocks of up to 1024 frames).
 //!
 //! Every allocator is driven through the same functions ([`alloc_free_pair`],
-//! [`run_ops`], [`exhaust_refill`], [`exhaust_refill_shuffled`]) with the same
-//! operation sequences ([`random_ops`], [`fragment_ops`], [`shuffled`]), so the
-//! benchmarks compare the allocators and nothing else.
+//! [`run_ops`], [`exhaust_refill`], [`exhaust_refill_shuffled`]; kmm's bulk
+//! paths alone through [`bulk_alloc_free`]) with the same operation sequences
+//! ([`random_ops`], [`fragment_ops`], [`shuffled`]), so the benchmarks compare
+//! the allocators and nothing else.
 //! `benches/page_alloc.rs` holds the criterion groups; `docs/benchmarks.md` the
 //! results.
 //!
@@ -260,6 +261,19 @@ impl FrameAlloc for BuddySystem {
 pub fn alloc_free_pair<A: FrameAlloc>(a: &mut A) {
     let b = a.alloc(0).expect("a fresh range has frames");
     a.free(black_box(b), 0);
+}
+
+/// The bulk workload: one `alloc_pages_bulk` filling every slot of `pages`
+/// (all empty) with order-0 pages, then one `release_pages` of them all,
+/// which empties the slots again. Panics if a slot stays empty or a page is
+/// refused (a fresh range has frames; a driver bug).
+#[inline]
+pub fn bulk_alloc_free<'h>(kmm: &mut Kmm<'h>, pages: &mut [Option<&'h Page>]) {
+    let b = kmm.buddy();
+    let n = b.alloc_pages_bulk(Gfp::KERNEL, pages);
+    assert_eq!(n, pages.len(), "a fresh range fills every slot");
+    let r = b.release_pages(black_box(pages));
+    assert_eq!(r, Ok(n), "kmm refused a bulk free");
 }
 
 /// A small xorshift64 generator (Marsaglia), so the sequences need no extra

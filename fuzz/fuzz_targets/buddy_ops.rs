@@ -1,7 +1,11 @@
 //! Fuzzes the buddy allocator with the operations of its reference model
 //! (`kmm_testkit::model::buddy`, shared with `crates/buddy/tests/model.rs`):
 //! allocations of every order and GFP zone on two CPUs and two nodes, frees
-//! (hot and cold, on either CPU), extra references, bad frees, drains. After
+//! (hot and cold, on either CPU), extra references, bad frees, drains, bulk
+//! allocations (`alloc_pages_bulk`, up to 79 slots, a live page kept in the
+//! first) and bulk frees (`release_pages` of up to 71 live pages, with a bad
+//! element — freed, reserved, interior, of a higher order, a duplicate — at a
+//! chosen index, which must be the one refused). After
 //! each step the model checks the allocator (no overlap, exact accounting);
 //! each input ends by freeing everything, draining both CPUs and checking that
 //! every zone is fully coalesced — so the allocator is back where it started

@@ -13,9 +13,18 @@
 //!
 //! - `order0`: order-0 `alloc_pages` + `free_pages_page` of the buddy
 //!   allocator (4 GiB, through the per-CPU lists);
+//! - `bulk16`, `bulk32`, `bulk64` (`bulkN` for any N from 1 up): one
+//!   `alloc_pages_bulk` of N order-0 pages + one `release_pages` of them, on
+//!   the same machine as `order0`; here PAIRS counts pages (PAIRS ÷ N bulk
+//!   calls), so instructions per pair read as instructions per page;
 //! - `cache` (`kmem_cache_alloc` + `kmem_cache_free`), `kmalloc`
 //!   (`kmalloc` + `kfree`) and `global` (the `KmallocHeap` `GlobalAlloc`
 //!   adapter) of 64-byte objects on a 64 MiB machine;
+//! - `cache_bulkN` (`cache_bulk16`, `cache_bulk32`, `cache_bulk64`, …):
+//!   `kmem_cache_alloc_bulk` of N objects + `kmem_cache_free_bulk` of the
+//!   same N, PAIRS ÷ N times, on the same machine and objects as `cache`:
+//!   PAIRS counts objects, so instructions per pair are per object, beside
+//!   `cache`'s;
 //! - `global_heap`: the umbrella's `GlobalHeap` (`GlobalAlloc` over a whole
 //!   memory manager brought up with `GlobalHeap::init`), 64 bytes;
 //! - `kmap_mapped`: `kmap` + `kunmap` of a HIGHMEM page that stays mapped
@@ -48,14 +57,14 @@ use std::sync::atomic::AtomicU32;
 use kmm::GlobalHeap;
 use kmm_benches::pkmap::{KmapHost, kmap_local_pair, kmap_pair};
 use kmm_benches::slab::{
-    Global, HOT_SIZE, KMM_RAM, KmmSlab, MAX_LIVE, cache_pair, pair, random_actions, run_actions,
-    with_kmm,
+    Global, HOT_SIZE, KMM_RAM, KmmSlab, MAX_LIVE, cache_bulk, cache_pair, pair, random_actions,
+    run_actions, with_kmm,
 };
 use kmm_benches::vmalloc::{FirstFit, VmHost, vmalloc_free_pair};
 use kmm_benches::{
     BitAlloc1M, BitAlloc64K, Bitmap, BuddySystem, FRAGMENT_BLOCKS, FRAGMENT_MAX_ORDER,
-    FREE_ORDER_SEED, FrameAlloc, Host, Kmm, KmmPath, RAM_4G, SEED, alloc_free_pair, exhaust_refill,
-    exhaust_refill_shuffled, fragment_ops, run_steps, shuffled,
+    FREE_ORDER_SEED, FrameAlloc, Host, Kmm, KmmPath, RAM_4G, SEED, alloc_free_pair,
+    bulk_alloc_free, exhaust_refill, exhaust_refill_shuffled, fragment_ops, run_steps, shuffled,
 };
 use kmm_mock::MockCpu;
 use kmm_percpu::{BuddyAreas, Template, define_per_cpu, setup_per_cpu_areas};
@@ -77,6 +86,15 @@ fn cache(slab: &SlabAllocator<'_, MockCpu>) {
     let hot = cache_pair(slab);
     for _ in 0..pairs() {
         hot();
+    }
+}
+
+/// Bulk allocations and frees of `n` objects, [`pairs`] objects in all.
+#[inline(never)]
+fn slab_bulk(slab: &SlabAllocator<'_, MockCpu>, n: usize) {
+    let mut round = cache_bulk(slab, n);
+    for _ in 0..pairs() / n {
+        round();
     }
 }
 
@@ -163,6 +181,18 @@ fn order0() {
     let mut kmm = Kmm::new(&mut host, KmmPath::PerCpu);
     for _ in 0..pairs() {
         alloc_free_pair(&mut kmm);
+    }
+}
+
+/// Bulk alloc+free of `n` order-0 pages through the per-CPU lists, PAIRS
+/// pages in all.
+#[inline(never)]
+fn page_bulk(n: usize) {
+    let mut host = Host::new(RAM_4G);
+    let mut kmm = Kmm::new(&mut host, KmmPath::PerCpu);
+    let mut pages = vec![None; n];
+    for _ in 0..pairs() / n {
+        bulk_alloc_free(&mut kmm, &mut pages);
     }
 }
 
@@ -311,11 +341,20 @@ fn main() {
     if mode == "exhaust_random" {
         return exhaust_random(arg(2, 10), Who::from_arg());
     }
+    if let Some(n) = mode.strip_prefix("bulk").and_then(|n| n.parse().ok())
+        && n > 0
+    {
+        return page_bulk(n);
+    }
     if mode == "exhaust" {
         return exhaust(arg(2, 1000), Who::from_arg());
     }
     with_kmm(KMM_RAM, 1, |slab, _, _cpu0| match mode.as_str() {
         "cache" => cache(slab),
+        m if m.starts_with("cache_bulk") => {
+            let n = m["cache_bulk".len()..].parse().unwrap_or(32);
+            slab_bulk(slab, usize::max(n, 1))
+        }
         "kmalloc" => kmalloc(slab),
         "global" => global(slab),
         "actions200" => actions200(slab),

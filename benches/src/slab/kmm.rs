@@ -55,6 +55,27 @@ pub fn cache_pair<'s>(slab: &'s SlabAllocator<'_, MockCpu>) -> impl Fn() + Sync 
     }
 }
 
+/// Objects per call of the bulk benches (`slab_bulk` and the driver's
+/// `cache_bulk` mode).
+pub const BULK_SIZES: [usize; 3] = [16, 32, 64];
+
+/// Bulk paths, kmm: creates a cache of [`HOT_SIZE`]-byte objects, as
+/// [`cache_pair`] does, and returns one `kmem_cache_alloc_bulk` of `n`
+/// objects followed by one `kmem_cache_free_bulk` of the same `n`, to call
+/// as often as wanted from a thread bound to a simulated CPU.
+pub fn cache_bulk<'s>(slab: &'s SlabAllocator<'_, MockCpu>, n: usize) -> impl FnMut() + 's {
+    let cache = slab
+        .kmem_cache_create("bench-bulk-64", HOT_SIZE, 0, SlabFlags::empty(), None)
+        .expect("create the bench cache");
+    let mut objs = vec![NonNull::dangling(); n];
+    move || {
+        slab.kmem_cache_alloc_bulk(cache, Gfp::KERNEL, black_box(&mut objs))
+            .expect("the cache grows");
+        let r = slab.kmem_cache_free_bulk(cache, black_box(&objs));
+        assert!(r.is_ok(), "kmm refused a bulk free: {r:?}");
+    }
+}
+
 /// `kmalloc`, `kfree` and `krealloc` (`Gfp::KERNEL`) of a [`SlabAllocator`].
 #[derive(Debug, Clone, Copy)]
 pub struct KmmSlab<'s, 'a> {

@@ -2,7 +2,7 @@
 
 use core::sync::atomic::Ordering;
 
-use kmm_hal::{Cpu, IrqGuard, PAGE_SIZE, Pfn, VirtAddr};
+use kmm_hal::{Cpu, IrqGuard, PAGE_SIZE, VirtAddr};
 use kmm_page_frame::{Page, PgFlags, ZoneType};
 
 use crate::buddy::Buddy;
@@ -148,38 +148,13 @@ impl<'a, C: Cpu> Buddy<'a, C> {
         None
     }
 
-    /// Moves a batch of order-0 pages from zone `z` to this CPU's list (Linux's
-    /// `rmqueue_bulk`), under one hold of the zone lock; the batch grows over
-    /// a run of refills ([`Pcp::refill_count`]). The pages and their order
-    /// are Linux's (one `__rmqueue` per page), but a free block that fits in
-    /// what is left of the batch moves whole
-    /// ([`LockedZone::rmqueue_run`](crate::zone::LockedZone::rmqueue_run)).
-    /// The caller holds the list (`p`, with its shared part `s`) with
-    /// interrupts off (`irq`).
+    /// Refills this CPU's list from zone `z` (Linux's `rmqueue_bulk` from
+    /// `buffered_rmqueue`): [`Buddy::rmqueue_bulk`] of a batch that grows
+    /// over a run of refills ([`Pcp::refill_count`]). The caller holds the
+    /// list (`p`, with its shared part `s`) with interrupts off (`irq`).
     fn refill_pcp(&self, z: &'a Zone<'a>, s: &PerCpuPages, p: &mut Pcp<'a>, irq: &IrqGuard<'_, C>) {
         let n = p.refill_count(s.count(), s.high, s.batch);
-        let mut locked = z.lock(irq);
-        let mut got = 0;
-        while got < n {
-            // The largest order whose block still fits in the batch.
-            let fits = (usize::BITS - 1 - (n - got).leading_zeros()) as usize;
-            let Some((pfn, order)) = locked.rmqueue_run(&self.mem, fits) else {
-                break;
-            };
-            for f in pfn..pfn + (1 << order) {
-                let page = self
-                    .mem
-                    .pfn_to_page(Pfn::new(f))
-                    .expect("a free block lies in mem_map");
-                // SAFETY: the owner contract: the page left the zone's free
-                // lists under its lock and goes to this CPU's list (which
-                // `FreeListAdapter` asks to flag PCP).
-                unsafe { page.insert(PgFlags::PCP) };
-                p.list.push_back(page);
-            }
-            got += 1 << order;
-        }
-        s.add(p, got);
+        self.rmqueue_bulk(z, s, p, n, irq);
     }
 
     /// Takes a page from this CPU's list: the hot end, or the cold end for
@@ -272,7 +247,7 @@ impl<'a, C: Cpu> Buddy<'a, C> {
     }
 
     /// The node of the calling CPU.
-    fn cpu_node(&self) -> usize {
+    pub(crate) fn cpu_node(&self) -> usize {
         if !self.numa {
             return 0;
         }
@@ -350,7 +325,7 @@ impl<'a, C: Cpu> Buddy<'a, C> {
     /// Makes a block ready for its user: head flag and order, count 1, zeroed
     /// if asked.
     #[inline]
-    fn prep_new_page(&self, page: &'a Page, order: usize, gfp: Gfp, reserve: bool) {
+    pub(crate) fn prep_new_page(&self, page: &'a Page, order: usize, gfp: Gfp, reserve: bool) {
         let f = if reserve {
             PgFlags::HEAD | PgFlags::RESERVE
         } else {

@@ -111,3 +111,23 @@ impl From<MemMapError> for BuddyError {
         BuddyError::MemMap(e)
     }
 }
+
+/// Why a bulk free ([`crate::Buddy::release_pages`]) stopped: the page at
+/// `index` was refused with `error`. The pages before it were freed (their
+/// slots emptied); it and every slot after it are untouched, and the
+/// allocator is intact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BulkFreeError {
+    /// The slot of the refused page.
+    pub index: usize,
+    /// Why it was refused, as the single free would say.
+    pub error: FreeError,
+}
+
+impl fmt::Display for BulkFreeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "page {} refused: {}", self.index, self.error)
+    }
+}
+
+impl core::error::Error for BulkFreeError {}

@@ -10,6 +10,19 @@ use crate::pcp::{Pcp, PerCpuPages};
 use crate::zone::Zone;
 use crate::{FreeError, MAX_ORDER};
 
+/// The flags that decide a free: an allocated head that is on no list has
+/// HEAD alone. LINKED is set by `PageAdapter` lists, whose owner contract
+/// keeps every other list's pages flagged BUDDY or PCP. (The bulk free tests
+/// the same mask.)
+pub(crate) const STATE: PgFlags = PgFlags::RESERVED
+    .union(PgFlags::BUDDY)
+    .union(PgFlags::PCP)
+    .union(PgFlags::HEAD)
+    .union(PgFlags::SLAB)
+    .union(PgFlags::LINKED)
+    .union(PgFlags::KMALLOC)
+    .union(PgFlags::VMALLOC);
+
 /// Which end of the per-CPU list a freed order-0 page goes to.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum ListEnd {
@@ -22,7 +35,7 @@ enum ListEnd {
 /// A free that passed `check_free`: the block's head with the allocator's
 /// lifetime, its frame and its zone.
 pub(crate) struct Checked<'a> {
-    zone: &'a Zone<'a>,
+    pub(crate) zone: &'a Zone<'a>,
     pub(crate) page: &'a Page,
     pub(crate) pfn: usize,
 }
@@ -105,17 +118,6 @@ impl<'a, C: Cpu> Buddy<'a, C> {
         if (pfn as u64).wrapping_sub(span.start_pfn) + (1 << order) > span.spanned {
             return Err(FreeError::NotInZone);
         }
-        /// The flags that decide a free: an allocated head that is on no list
-        /// has HEAD alone. LINKED is set by `PageAdapter` lists, whose owner
-        /// contract keeps every other list's pages flagged BUDDY or PCP.
-        const STATE: PgFlags = PgFlags::RESERVED
-            .union(PgFlags::BUDDY)
-            .union(PgFlags::PCP)
-            .union(PgFlags::HEAD)
-            .union(PgFlags::SLAB)
-            .union(PgFlags::LINKED)
-            .union(PgFlags::KMALLOC)
-            .union(PgFlags::VMALLOC);
         let aligned = pfn & ((1 << order) - 1) == 0;
         if !aligned || page.flags() & STATE != PgFlags::HEAD || page.private() != order {
             return Err(Self::refuse_free(page, aligned, order));

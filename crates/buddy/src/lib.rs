@@ -15,8 +15,13 @@
 //! - Per-zone IRQ-safe spin locks ([`IrqSpinLock`]): an atomic allocation
 //!   may come from an interrupt handler.
 //! - `/proc/buddyinfo` and `/proc/zoneinfo` text.
+//! - Bulk order-0 paths ([`Buddy::alloc_pages_bulk`], [`Buddy::release_pages`]):
+//!   many pages per holding of the per-CPU list, the list refilled and
+//!   spilled in batches under one zone-lock acquisition each.
 //! - Every free checks its argument in O(1) and refuses bad input with a
-//!   [`FreeError`], changing nothing.
+//!   [`FreeError`], changing nothing; a bulk free refuses its first bad page
+//!   with a [`BulkFreeError`] naming its index, the pages before it freed (see
+//!   docs/physical-memory.md, "Bad input", for the whole table).
 //!
 //! [`Cpu`]: kmm_hal::Cpu
 //! [`IrqSpinLock`]: kmm_hal::sync::IrqSpinLock
@@ -94,6 +99,12 @@
 //! assert_eq!(buddy.free_pages_page(page, 3), Err(FreeError::DoubleFree));
 //! buddy.free_pages(dma, 0).unwrap();
 //!
+//! // Many order-0 pages in one call, and back in one call.
+//! let mut pages = [None; 16];
+//! assert_eq!(buddy.alloc_pages_bulk(Gfp::KERNEL, &mut pages), 16);
+//! assert_eq!(buddy.release_pages(&mut pages), Ok(16));
+//! assert!(pages.iter().all(Option::is_none));
+//!
 //! let mut info = String::new();
 //! buddy.buddyinfo(&mut info).unwrap();
 //! assert!(info.starts_with("Node 0, zone      DMA"));
@@ -103,6 +114,7 @@
 mod alloc;
 mod blocks;
 mod buddy;
+mod bulk;
 mod drain;
 mod error;
 mod exact;
@@ -119,7 +131,7 @@ pub const MAX_ORDER: usize = 11;
 pub use blocks::aligned_blocks;
 pub use buddy::{Buddy, BuddyConfig, Freed, MAX_CPUS};
 pub use drain::DrainAll;
-pub use error::{BuddyError, FreeError};
+pub use error::{BuddyError, BulkFreeError, FreeError};
 pub use gfp::Gfp;
 pub use pcp::{PerCpuLists, PerCpuPages};
 pub use watermark::{Watermark, WatermarkCheck, default_min_free_kbytes};

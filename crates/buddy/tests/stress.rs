@@ -87,3 +87,66 @@ fn cpus_allocate_and_free_across_each_other() {
     assert_eq!(b.free_pages_total(), managed);
     r.assert_fully_coalesced();
 }
+
+/// The bulk paths on 4 CPUs at once: each CPU fills arrays with
+/// `alloc_pages_bulk`, tags every page, and frees them with `release_pages`
+/// — half of the arrays on another CPU — while the others allocate and free
+/// single pages too. No page is handed out twice (the tags), none is lost.
+#[test]
+fn cpus_bulk_allocate_and_free_across_each_other() {
+    let r = rig(64, 48, 4, true, BuddyConfig::default());
+    let b = r.buddy();
+    let managed = b.managed_total();
+    let rounds = ROUNDS / 8;
+    // Arrays handed between CPUs, with their tags.
+    type Batch<'b> = (Vec<Option<&'b Page>>, u64);
+    let exchange: Mutex<Vec<Batch<'_>>> = Mutex::new(Vec::new());
+    let check_all = |pages: &[Option<&Page>], tag: u64| {
+        for p in pages.iter().flatten() {
+            check(b, p, 0, tag);
+        }
+    };
+    r.on_each_cpu(|cpu| {
+        let mut seed = 0xD1B5_4A32_D192_ED03 ^ (cpu as u64 + 1);
+        for round in 0..rounds {
+            let x = next(&mut seed);
+            let n = 2 + (x >> 8) as usize % 90;
+            let gfp = [Gfp::KERNEL, Gfp::HIGHUSER, Gfp::ATOMIC | Gfp::COLD][(x >> 16) as usize % 3];
+            let mut pages = vec![None; n];
+            let filled = b.alloc_pages_bulk(gfp, &mut pages);
+            assert!(pages[..filled].iter().all(Option::is_some));
+            let tag = (cpu as u64) << 32 | round as u64;
+            for p in pages.iter().flatten() {
+                fill(b, p, 0, tag);
+            }
+            // A single page alongside, freed at once.
+            if let Some(p) = b.alloc_pages(Gfp::KERNEL, 0) {
+                b.free_pages_page(p, 0).unwrap();
+            }
+            if x & 1 == 0 {
+                check_all(&pages, tag);
+                let count = pages.iter().flatten().count();
+                assert_eq!(b.release_pages(&mut pages), Ok(count));
+            } else {
+                exchange.lock().unwrap().push((pages, tag));
+            }
+            let got = exchange.lock().unwrap().pop();
+            if let Some((mut pages, tag)) = got {
+                check_all(&pages, tag);
+                let count = pages.iter().flatten().count();
+                assert_eq!(b.release_pages(&mut pages), Ok(count));
+            }
+        }
+    });
+    {
+        let _c = r.bind(0);
+        for (mut pages, tag) in exchange.into_inner().unwrap() {
+            check_all(&pages, tag);
+            let count = pages.iter().flatten().count();
+            assert_eq!(b.release_pages(&mut pages), Ok(count));
+        }
+    }
+    r.drain_every_cpu();
+    assert_eq!(b.free_pages_total(), managed);
+    r.assert_fully_coalesced();
+}

@@ -6,12 +6,12 @@
 
 use core::ptr::NonNull;
 
-use kmm_buddy::{FreeError, Freed, Gfp};
+use kmm_buddy::{BulkFreeError, FreeError, Freed, Gfp};
 use kmm_hal::VirtAddr;
 use kmm_page_frame::Page;
 use kmm_percpu::{PercpuError, PercpuPtr, Zeroable};
 use kmm_pkmap::{KmapError, KmapLocalError, KunmapError, KunmapLocalError};
-use kmm_slab::SlabError;
+use kmm_slab::{Cache, SlabError};
 use kmm_vmalloc::VmallocError;
 
 use crate::{MemoryManager, Platform};
@@ -31,6 +31,26 @@ impl<'a, P: Platform> MemoryManager<'a, P> {
     /// it did not, the wrong order, or a double free is refused.
     pub fn free_pages(&self, page: &Page, order: usize) -> Result<Freed, FreeError> {
         self.buddy.free_pages_page(page, order)
+    }
+
+    /// `alloc_pages_bulk`: fills the empty slots of `pages` with order-0
+    /// pages and returns how many slots from the front hold one (fewer than
+    /// asked when memory is short: call again for the rest). The calling
+    /// CPU's page list is taken once for many pages, so a page costs less
+    /// than through [`MemoryManager::alloc_page`]; see
+    /// [`Buddy::alloc_pages_bulk`](kmm_buddy::Buddy::alloc_pages_bulk).
+    pub fn alloc_pages_bulk(&self, gfp: Gfp, pages: &mut [Option<&'a Page>]) -> usize {
+        self.buddy.alloc_pages_bulk(gfp, pages)
+    }
+
+    /// `release_pages`: drops a reference on every order-0 page in `pages`,
+    /// frees those whose last reference went and empties their slots;
+    /// returns how many went back. A page the single free would refuse
+    /// stops the call with its index: the pages before it are freed, it and
+    /// the rest are untouched. See
+    /// [`Buddy::release_pages`](kmm_buddy::Buddy::release_pages).
+    pub fn release_pages(&self, pages: &mut [Option<&Page>]) -> Result<usize, BulkFreeError> {
+        self.buddy.release_pages(pages)
     }
 
     /// `__get_free_pages`: a low-memory block's direct-map address.
@@ -58,6 +78,28 @@ impl<'a, P: Platform> MemoryManager<'a, P> {
     /// `ksize`: the usable size of a live `kmalloc` block.
     pub fn ksize(&self, ptr: *mut u8) -> Result<usize, SlabError> {
         self.slab.ksize(ptr)
+    }
+
+    /// `kmem_cache_alloc_bulk`: fills `objs` with objects of `cache`, all
+    /// of them or none (see [`kmm_slab::SlabAllocator::kmem_cache_alloc_bulk`]).
+    pub fn kmem_cache_alloc_bulk(
+        &self,
+        cache: Cache<'a>,
+        gfp: Gfp,
+        objs: &mut [NonNull<u8>],
+    ) -> Result<(), SlabError> {
+        self.slab.kmem_cache_alloc_bulk(cache, gfp, objs)
+    }
+
+    /// `kmem_cache_free_bulk`: frees `objs` to `cache` in order; the first
+    /// element `kmem_cache_free` would refuse stops the call with its index,
+    /// the ones before it freed, it and the rest untouched.
+    pub fn kmem_cache_free_bulk(
+        &self,
+        cache: Cache<'a>,
+        objs: &[NonNull<u8>],
+    ) -> Result<(), kmm_slab::BulkFreeError> {
+        self.slab.kmem_cache_free_bulk(cache, objs)
     }
 
     /// `vmalloc`: `size` bytes, virtually contiguous, page by page.

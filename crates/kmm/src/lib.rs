@@ -133,7 +133,7 @@ pub use allocator_api2;
 /// The errors of every part, in one place.
 pub mod error {
     pub use crate::InitError;
-    pub use crate::buddy::{BuddyError, FreeError};
+    pub use crate::buddy::{BuddyError, BulkFreeError, FreeError};
     pub use crate::hal::MapError;
     #[cfg(feature = "global-allocator")]
     pub use crate::heap::Refused;

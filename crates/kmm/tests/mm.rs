@@ -1,7 +1,7 @@
 //! `MemoryManager::init` on the mock: every subsystem up from one memory
 //! map, used once each, its diagnostics, and everything given back.
 
-use kmm::buddy::Gfp;
+use kmm::buddy::{FreeError, Gfp};
 use kmm::page_frame::ZoneType;
 use kmm_testkit::{MmMachine, TestMachine};
 
@@ -52,6 +52,17 @@ fn every_subsystem_works_after_init() {
     let pc = mm.alloc_percpu::<u64>().unwrap();
     mm.free_percpu(pc).unwrap();
 
+    // Bulk order-0 pages, and a bulk free that stops at a bad page.
+    let mut pages = [None; 24];
+    assert_eq!(mm.alloc_pages_bulk(Gfp::KERNEL, &mut pages), 24);
+    pages[5] = Some(page); // an order-3 head
+    let refused = mm.release_pages(&mut pages).unwrap_err();
+    assert_eq!(refused.index, 5);
+    assert_eq!(refused.error, FreeError::WrongOrder { allocated: 3 });
+    assert!(pages[..5].iter().all(Option::is_none), "freed before it");
+    pages[5] = None;
+    assert_eq!(mm.release_pages(&mut pages), Ok(18));
+
     // Bad input reaches the right allocator's refusal.
     assert!(mm.kfree(v.as_ptr()).is_err(), "kfree of a vmalloc address");
     assert!(mm.vfree(k.as_ptr()).is_err(), "vfree of a kmalloc block");
@@ -69,6 +80,52 @@ fn every_subsystem_works_after_init() {
         mm.buddy().free_pages_total() >= free0 - 64,
         "pages were lost"
     );
+}
+
+#[test]
+fn bulk_object_paths_refuse_other_allocators_blocks_with_their_index() {
+    use core::ptr::NonNull;
+    use kmm::slab::{BulkFreeError, SlabError, SlabFlags};
+
+    let host = machine(1);
+    let _cpu = host.bind(0);
+    let mm = host.mm();
+    let cache = mm
+        .slab()
+        .kmem_cache_create("bulk", 96, 0, SlabFlags::empty(), None)
+        .unwrap();
+    let mut objs = vec![NonNull::dangling(); 48];
+    mm.kmem_cache_alloc_bulk(cache, Gfp::KERNEL, &mut objs)
+        .unwrap();
+    let v = mm.vmalloc(8192).unwrap();
+    let k = mm.kmalloc(96, Gfp::KERNEL).unwrap();
+    let page = mm.get_free_pages(Gfp::KERNEL, 0).unwrap();
+    let page = NonNull::new(page.as_mut_ptr::<u8>()).unwrap();
+    for (bad, error) in [
+        (v, SlabError::Foreign),
+        (k, SlabError::WrongCache),
+        (page, SlabError::Foreign),
+    ] {
+        let mut with_bad = objs.clone();
+        with_bad.insert(10, bad);
+        assert_eq!(
+            mm.kmem_cache_free_bulk(cache, &with_bad),
+            Err(BulkFreeError { index: 10, error })
+        );
+        // The ten before it were freed; take ten back for the next round.
+        let mut ten = vec![NonNull::dangling(); 10];
+        mm.kmem_cache_alloc_bulk(cache, Gfp::KERNEL, &mut ten)
+            .unwrap();
+        objs[..10].copy_from_slice(&ten);
+    }
+    mm.kmem_cache_free_bulk(cache, &objs).unwrap();
+    assert_eq!(mm.slab().cache_stats(cache).unwrap().active_objs, 0);
+    // The other allocators' blocks are still theirs.
+    mm.vfree(v.as_ptr()).unwrap();
+    mm.kfree(k.as_ptr()).unwrap();
+    mm.buddy()
+        .free_pages(kmm::hal::VirtAddr::new(page.as_ptr().addr()), 0)
+        .unwrap();
 }
 
 #[test]

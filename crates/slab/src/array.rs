@@ -355,6 +355,15 @@ impl Lifo<'_> {
         *self.avail += n;
     }
 
+    /// Takes the `n` most recent entries off (at most [`Lifo::len`]) and
+    /// returns them, oldest first (a bulk allocation copies them out).
+    #[inline]
+    pub(crate) fn take_top(&mut self, n: usize) -> &[Entry] {
+        let from = *self.avail - n;
+        *self.avail = from;
+        &self.entries[from..from + n]
+    }
+
     /// Moves the `n` most recent entries on top of `to`, in order (a refill
     /// from the shared array). `n` is at most this array's entries and
     /// `to`'s room.

@@ -53,3 +53,33 @@ impl fmt::Display for SlabError {
 }
 
 impl core::error::Error for SlabError {}
+
+/// Why [`crate::SlabAllocator::kmem_cache_free_bulk`] stopped: the element
+/// at `index` was refused with `error`, as `kmem_cache_free` would refuse
+/// it. Every element before `index` was freed; it and every element after
+/// it are untouched. A refused cache handle (`NoSuchCache`, `Internal`) is
+/// refused before any element is read, with `index` 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BulkFreeError {
+    /// The first element not freed: the refused one (0 for a refused
+    /// handle).
+    pub index: usize,
+    /// Why it was refused.
+    pub error: SlabError,
+}
+
+impl fmt::Display for BulkFreeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "bulk free refused at element {}: {}",
+            self.index, self.error
+        )
+    }
+}
+
+impl core::error::Error for BulkFreeError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}

@@ -14,6 +14,11 @@
 //!   idle memory back; [`SlabAllocator::kmem_cache_shrink`] all free slabs.
 //! - Page descriptors point back at their cache and slab, so `kfree` finds the
 //!   cache in O(1).
+//! - [`SlabAllocator::kmem_cache_alloc_bulk`] and
+//!   [`SlabAllocator::kmem_cache_free_bulk`] (Linux 4.2's): many objects of one
+//!   cache in one call, this CPU's array taken once; an allocation is all or
+//!   nothing, a free stops at its first bad element with that element's
+//!   index ([`BulkFreeError`]), the ones before it freed.
 //! - [`SlabAllocator::kmalloc`], `kzalloc`, `kcalloc`, `krealloc`, `ksize`,
 //!   `kfree` over general caches — 88 dense size classes of 8 B … 32 KiB by
 //!   default, or Linux 2.6's fifteen of 32 B … 128 KiB ([`KmallocSizes`]) —
@@ -49,8 +54,8 @@
 //! - **A CPU's array** of a cache (one [`kmm_hal::CpuLocal`] slot per CPU and
 //!   cache: the entries, limit, batch count and `touched` mark): no lock. Only
 //!   its CPU touches it, through `CpuLocal::with` — the allocation and free
-//!   fast paths and the refill and flush slow paths with interrupts off (an
-//!   IRQ guard), the drains of reap and shrink pinned by preemption only, with
+//!   fast paths (single and bulk) and the refill and flush slow paths with
+//!   interrupts off (an IRQ guard), the drains of reap and shrink pinned by preemption only, with
 //!   interrupts as the caller had them. A re-entry on the same CPU — an
 //!   interrupt handler that lands during such a drain, or a hook — finds the
 //!   array held and takes its object from (or gives it back to) the slab
@@ -157,6 +162,7 @@
 
 mod allocator;
 mod array;
+mod bulk;
 mod cache;
 mod debug;
 mod error;
@@ -178,7 +184,7 @@ pub use cache::{Cache, Ctor, KmemCache};
 pub use debug::{
     DebugReport, Offence, POISON_END, POISON_FREE, RED_ACTIVE, RED_INACTIVE, RED_SLACK,
 };
-pub use error::SlabError;
+pub use error::{BulkFreeError, SlabError};
 pub use flags::{CACHE_LINE, SlabFlags};
 pub use global::KmallocHeap;
 pub use kmalloc::KMALLOC_MAX_CACHE_SIZE;

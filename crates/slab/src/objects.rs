@@ -177,7 +177,12 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     ///
     /// Without `grow`, a cache with no free object anywhere is
     /// [`SlabError::OutOfMemory`] at once (Linux 2.6's `__GFP_NO_GROW`).
-    fn take_object(&self, c: &KmemCache, gfp: Gfp, grow: bool) -> Result<Entry, SlabError> {
+    pub(crate) fn take_object(
+        &self,
+        c: &KmemCache,
+        gfp: Gfp,
+        grow: bool,
+    ) -> Result<Entry, SlabError> {
         let cpu = self.buddy().cpu();
         loop {
             let (got, drained) = {
@@ -259,7 +264,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     /// object, counted on the handle's cache; else `locate`'s verdict).
     #[cold]
     #[inline(never)]
-    fn refuse_free(&self, cache: Cache<'a>, ptr: *mut u8) -> SlabError {
+    pub(crate) fn refuse_free(&self, cache: Cache<'a>, ptr: *mut u8) -> SlabError {
         let c = match self.cache(cache) {
             Ok(c) => c,
             Err(e) => return e,

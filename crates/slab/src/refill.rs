@@ -148,53 +148,72 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     pub(crate) fn free_objects(&self, c: &KmemCache, objs: &[usize]) -> usize {
         let mut pages = 0;
         for chunk in objs.chunks(ObjBatch::CAP) {
-            let mut doomed = ObjBatch::new();
-            let mut l = c.lists().lock_irqsave(self.buddy().cpu());
-            for &obj in chunk {
-                let loc = self.locate_trusted(c, obj);
-                let slab = loc.slab;
-                let before = slab.list(&l);
-                slab.put_obj(loc.idx, &mut l);
-                l.free_objects += 1;
-                let now = if slab.inuse(&l) == 0 {
-                    SlabList::Free
-                } else {
-                    SlabList::Partial
-                };
-                if now == before {
-                    continue;
-                }
-                // SAFETY: the slab is on the list `before` (lock held).
-                let r = unsafe {
-                    match before {
-                        SlabList::Full => l.full.cursor_mut_from_ptr(slab).remove(),
-                        SlabList::Partial => l.partial.cursor_mut_from_ptr(slab).remove(),
-                        SlabList::Free => l.free.cursor_mut_from_ptr(slab).remove(),
-                    }
-                }
-                .expect("the slab is on its list");
-                if now == SlabList::Free && l.free_objects > c.free_limit() && !c.keeps_slabs() {
-                    l.free_objects -= slab.num();
-                    l.slabs -= 1;
-                    l.reaped += 1;
-                    doomed.push(slab as *const SlabDesc as usize);
-                    let _ = UnsafeRef::into_raw(r);
-                } else {
-                    slab.set_list(now, &mut l);
-                    match now {
-                        SlabList::Free => l.free.push_front(r),
-                        _ => l.partial.push_front(r),
-                    }
-                }
-            }
-            drop(l);
-            for &s in doomed.as_slice() {
-                // SAFETY: the slab was taken off every list above: it is ours
-                // alone.
-                self.destroy_slab(c, unsafe { &*(s as *const SlabDesc) });
-            }
-            pages += doomed.len() << c.geo().gfporder;
+            pages += self.free_block(
+                c,
+                chunk.iter().map(|&obj| {
+                    let loc = self.locate_trusted(c, obj);
+                    (loc.slab, loc.idx)
+                }),
+            );
         }
         pages
+    }
+
+    /// Returns at most [`ObjBatch::CAP`] objects of `c`, each given as its
+    /// slab and index, to their slabs under one list-lock acquisition
+    /// (Linux's `free_block`); slabs that become free beyond the cache's
+    /// free limit go back to the page allocator once the lock is dropped.
+    /// The objects are the caller's (handed out of their slabs, not in any
+    /// array); their state bytes already say free. Returns the pages given
+    /// back.
+    pub(crate) fn free_block<'s>(
+        &self,
+        c: &KmemCache,
+        objs: impl Iterator<Item = (&'s SlabDesc, usize)>,
+    ) -> usize {
+        let mut doomed = ObjBatch::new();
+        let mut l = c.lists().lock_irqsave(self.buddy().cpu());
+        for (slab, idx) in objs {
+            let before = slab.list(&l);
+            slab.put_obj(idx, &mut l);
+            l.free_objects += 1;
+            let now = if slab.inuse(&l) == 0 {
+                SlabList::Free
+            } else {
+                SlabList::Partial
+            };
+            if now == before {
+                continue;
+            }
+            // SAFETY: the slab is on the list `before` (lock held).
+            let r = unsafe {
+                match before {
+                    SlabList::Full => l.full.cursor_mut_from_ptr(slab).remove(),
+                    SlabList::Partial => l.partial.cursor_mut_from_ptr(slab).remove(),
+                    SlabList::Free => l.free.cursor_mut_from_ptr(slab).remove(),
+                }
+            }
+            .expect("the slab is on its list");
+            if now == SlabList::Free && l.free_objects > c.free_limit() && !c.keeps_slabs() {
+                l.free_objects -= slab.num();
+                l.slabs -= 1;
+                l.reaped += 1;
+                doomed.push(slab as *const SlabDesc as usize);
+                let _ = UnsafeRef::into_raw(r);
+            } else {
+                slab.set_list(now, &mut l);
+                match now {
+                    SlabList::Free => l.free.push_front(r),
+                    _ => l.partial.push_front(r),
+                }
+            }
+        }
+        drop(l);
+        for &s in doomed.as_slice() {
+            // SAFETY: the slab was taken off every list above: it is ours
+            // alone.
+            self.destroy_slab(c, unsafe { &*(s as *const SlabDesc) });
+        }
+        doomed.len() << c.geo().gfporder
     }
 }

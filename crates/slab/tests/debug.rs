@@ -209,3 +209,52 @@ fn validation_races_with_allocation_without_false_reports() {
     });
     assert!(s.last_report().is_none(), "{:?}", s.last_report());
 }
+
+#[test]
+fn bulk_paths_keep_the_debug_checks() {
+    use core::ptr::NonNull;
+    use kmm_slab::BulkFreeError;
+
+    let r = rig(16, 1);
+    let _c = r.bind(0);
+    let s = r.slab();
+    let c = s
+        .kmem_cache_create("bulk-victim", 40, 0, SlabFlags::empty(), None)
+        .unwrap();
+    let mut objs = [NonNull::dangling(); 20];
+    s.kmem_cache_alloc_bulk(c, Gfp::KERNEL, &mut objs).unwrap();
+    assert!(
+        s.validate_cache(c).is_ok(),
+        "red zones active on every object"
+    );
+    // SAFETY: deliberately one word past the 40-byte object 7: its red zone.
+    unsafe { objs[7].as_ptr().add(40).cast::<u64>().write_unaligned(0) };
+    assert_eq!(
+        s.kmem_cache_free_bulk(c, &objs),
+        Err(BulkFreeError {
+            index: 7,
+            error: SlabError::Corrupted
+        })
+    );
+    let rep = s.last_report().unwrap();
+    assert_eq!(
+        (rep.cache, rep.object, rep.offence),
+        ("bulk-victim", objs[7].as_ptr() as usize, Offence::RedZone)
+    );
+    assert_eq!(
+        s.cache_stats(c).unwrap().active_objs,
+        13,
+        "the seven before it freed"
+    );
+    // Written after free: caught when a bulk allocation hands it out again.
+    // SAFETY: deliberately writing object 0, freed above (still a slab's).
+    unsafe { objs[0].as_ptr().add(3).write(1) };
+    let mut again = [NonNull::dangling(); 7];
+    s.kmem_cache_alloc_bulk(c, Gfp::KERNEL, &mut again).unwrap();
+    assert!(again.contains(&objs[0]), "the freed objects come back");
+    let rep = s.last_report().unwrap();
+    assert_eq!(
+        (rep.object, rep.offence),
+        (objs[0].as_ptr() as usize, Offence::UseAfterFree)
+    );
+}

@@ -1,7 +1,8 @@
 //! Interrupts that allocate (issue 8, section 2): on a 2-CPU mock, an
 //! interrupt handler that allocates with `Gfp::ATOMIC` from kmalloc, from a
-//! cache and from a mempool is raised again and again on CPU 0 while CPU 0
-//! reaps, shrinks, refills, grows, flushes, uses the mempool and reads the
+//! cache (one object at a time and in bulk) and from a mempool is raised
+//! again and again on CPU 0 while CPU 0 reaps, shrinks, refills, grows,
+//! flushes, allocates and frees in bulk, uses the mempool and reads the
 //! statistics. Every slab lock an interrupt can reach is IRQ-safe, so the
 //! handler never spins on a lock the code it interrupted holds, and the lock
 //! checker (which panics on a report) has nothing to say. Each test runs under
@@ -76,7 +77,8 @@ fn other_cpu(host: &TestMachine, c: Cache<'_>, done: &AtomicBool) {
 
 /// What the handler does: `kmalloc(64)` and `kfree`; more objects of `c` than
 /// its array holds and back (so every run refills from and flushes to the
-/// shared array and the slab lists); a mempool element and back. Failures are
+/// shared array and the slab lists), one at a time and then in bulk; a
+/// mempool element and back. Failures are
 /// counted (there is memory to spare: there should be none).
 struct Handler<'s, 'h> {
     slab: &'s SlabAllocator<'h, MockCpu>,
@@ -106,6 +108,15 @@ impl Handler<'_, '_> {
         for o in held {
             self.slab.kmem_cache_free(self.c, o).unwrap();
         }
+        // The same burst through the bulk calls.
+        let mut objs = vec![NonNull::dangling(); self.burst];
+        match self
+            .slab
+            .kmem_cache_alloc_bulk(self.c, Gfp::ATOMIC, &mut objs)
+        {
+            Ok(()) => self.slab.kmem_cache_free_bulk(self.c, &objs).unwrap(),
+            Err(_) => self.failed.set(self.failed.get() + 1),
+        }
         match self.pool.alloc(Gfp::ATOMIC) {
             Ok(e) => self.pool.free(e).unwrap(),
             Err(_) => self.failed.set(self.failed.get() + 1),
@@ -131,6 +142,7 @@ fn interrupts_land_in_every_slab_path() {
         refill: Cell<usize>,
         flush: Cell<usize>,
         mempool: Cell<usize>,
+        bulk: Cell<usize>,
         inspect: Cell<usize>,
         reap: Cell<usize>,
         shrink: Cell<usize>,
@@ -186,6 +198,14 @@ fn interrupts_land_in_every_slab_path() {
                             pool.free(e).unwrap();
                         }
                     });
+                    // Bulk calls past the array: refills, the slabs' part
+                    // of the free.
+                    landed(&cpu, &seen.bulk, || {
+                        let mut objs = vec![NonNull::dangling(); OBJS];
+                        slab.kmem_cache_alloc_bulk(c, Gfp::KERNEL, &mut objs)
+                            .unwrap();
+                        slab.kmem_cache_free_bulk(c, &objs).unwrap();
+                    });
                     landed(&cpu, &seen.inspect, || {
                         let mut text = String::new();
                         slab.slabinfo(&mut text).unwrap();
@@ -218,6 +238,7 @@ fn interrupts_land_in_every_slab_path() {
         ("allocations that refill and grow", &seen.refill),
         ("frees that flush", &seen.flush),
         ("mempool calls", &seen.mempool),
+        ("bulk allocations and frees", &seen.bulk),
         ("slabinfo, validate_cache, cache_stats", &seen.inspect),
         ("reap", &seen.reap),
         ("kmem_cache_shrink, shrink_all", &seen.shrink),

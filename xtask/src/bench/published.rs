@@ -234,6 +234,43 @@ fn order0_alloc_free(l: &Lookup<'_>) -> Generated {
     versus_peers("median per alloc+free pair", None, rows).build(l)
 }
 
+/// The bulk sizes of `bulk_pages` (`benches/benches/page_alloc.rs`).
+const BULK_SIZES: [u64; 3] = [16, 32, 64];
+
+/// `bulk_pages`: kmm's bulk order-0 alloc+free against its single pair, per
+/// page (the goal of issue 12: at most half).
+fn bulk_pages(l: &Lookup<'_>) -> Generated {
+    let g = "bulk_pages";
+    let single = l.get(&format!("{g}/single"));
+    let mut table = Table::new([
+        "path",
+        "median per call pair (95 % CI)",
+        "per page",
+        "per page ÷ single pair",
+    ]);
+    table.row([
+        "`alloc_pages` + `free_pages_page` (single pair)".to_string(),
+        time_ci(&single.estimate),
+        time(single.per_element()),
+        ratio(1.0),
+    ]);
+    for n in BULK_SIZES {
+        let b = l.get(&format!("{g}/bulk_{n}"));
+        table.row([
+            format!("`alloc_pages_bulk` + `release_pages` of {n}"),
+            time_ci(&b.estimate),
+            time(b.per_element()),
+            format!("**{}**", ratio(b.per_element() / single.per_element())),
+        ]);
+    }
+    Generated {
+        note: "Time per page of one bulk allocation of N order-0 pages and one bulk free of the \
+               same N, against one single order-0 pair, both through the per-CPU lists."
+            .into(),
+        table,
+    }
+}
+
 fn random_orders(l: &Lookup<'_>) -> Generated {
     let rows = page_rows("random_orders");
     versus_peers("median per sequence", Some("per operation"), rows).build(l)
@@ -309,6 +346,45 @@ fn two_threads(l: &Lookup<'_>) -> Generated {
         versus_peers("median per iteration: one pair on each thread", None, rows).build(l);
     made.note = format!("The peers behind their locks. {}", made.note);
     made
+}
+
+/// The object counts of the `slab_bulk` group.
+const SLAB_BULK_SIZES: [u32; 3] = [16, 32, 64];
+
+/// `slab_bulk`: each bulk alloc+free, its time per object, and that
+/// against the single pair of the same group (issue 12's goal: at most
+/// half).
+fn slab_bulk(l: &Lookup<'_>) -> Generated {
+    let g = "slab_bulk";
+    let single = l.get(&format!("{g}/kmm_cache")).estimate;
+    let mut table = Table::new([
+        "calls, 64 B objects",
+        "median per call (95 % CI)",
+        "per object",
+        "per object ÷ single pair",
+    ]);
+    table.row([
+        "`kmm_cache`: `kmem_cache_alloc` + `kmem_cache_free`".to_string(),
+        time_ci(&single),
+        time(single.median),
+        ratio(1.0),
+    ]);
+    for n in SLAB_BULK_SIZES {
+        let b = l.get(&format!("{g}/kmm_cache_bulk/{n}"));
+        let per = b.estimate.median / f64::from(n);
+        table.row([
+            format!(
+                "`kmm_cache_bulk/{n}`: `kmem_cache_alloc_bulk` + `kmem_cache_free_bulk` of {n}"
+            ),
+            time_ci(&b.estimate),
+            time(per),
+            format!("**{}**", ratio(per / single.median)),
+        ]);
+    }
+    Generated {
+        note: "The goal is at most 0.50× per object.".into(),
+        table,
+    }
 }
 
 /// The object sizes of the `kmalloc_size` group.
@@ -559,11 +635,13 @@ pub fn tables() -> Vec<TableSpec> {
         t("exhaust_refill_64MiB", exhaust_refill),
         t("exhaust_refill_random_1GiB", exhaust_refill_random),
         t("init_4GiB", init_4gib),
+        t("bulk_pages", bulk_pages),
         t("slab_hot_64B", slab_hot),
         t("kmalloc_random_8-4096B", kmalloc_random),
         t("random_actions_200B", random_actions_200),
         t("random_actions_30000B", random_actions_30000),
         t("two_threads_64B", two_threads),
+        t("slab_bulk", slab_bulk),
         t("kmalloc_size", kmalloc_size),
         t("vmalloc_vfree", vmalloc_vfree),
         t("vmalloc_growth", vmalloc_growth),
@@ -734,6 +812,26 @@ mod tests {
         let made = init_4gib(&l);
         assert_eq!(l.finish(made).unwrap_err(), ["init_4GiB/bitmap-allocator"]);
         assert_eq!(l.used().len(), 3);
+    }
+
+    #[test]
+    fn slab_bulk_divides_per_object_by_the_single_pair() {
+        let mut list = vec![("slab_bulk/kmm_cache".to_string(), bench(6.0, Some(1)))];
+        for n in SLAB_BULK_SIZES {
+            // 2 ns per object at every size.
+            list.push((
+                format!("slab_bulk/kmm_cache_bulk/{n}"),
+                bench(2.0 * f64::from(n), Some(u64::from(n))),
+            ));
+        }
+        let r = Results::from_list(list);
+        let l = Lookup::new(&r);
+        let text = l.finish(slab_bulk(&l)).unwrap().table.render();
+        assert!(
+            text.contains("| `kmm_cache_bulk/32`: `kmem_cache_alloc_bulk` + `kmem_cache_free_bulk` of 32 | 64.0 ns (63.4 – 64.6) | 2.00 ns | **0.33×** |"),
+            "{text}"
+        );
+        assert!(text.contains("| 6.00 ns | 1.00× |"), "{text}");
     }
 
     #[test]

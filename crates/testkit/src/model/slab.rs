@@ -10,17 +10,20 @@
 //! kmalloc blocks from the page allocator); `validate_cache` passes for
 //! the model's caches, the general caches in use and the cache of caches.
 //! Checked by the steps: alignment, `ksize`, contents kept by `krealloc`, a
+//! bulk allocation all or nothing, a bulk free stopped at its bad element
+//! with its index and error (the elements before it freed, the rest intact), a
 //! block handed out once, a bad free refused with nothing changed (`WrongCache`
 //! for a kmalloc block freed to a cache). At the end ([`Model::finish`]): after
 //! freeing everything, destroying the caches and shrinking everywhere, every
-//! page is back in the buddy allocator and no debug report was made.
+//! page is back in the buddy allocator and no debug report was made but the
+//! double frees of repeated bulk-free elements.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ptr::NonNull;
 
 use kmm_buddy::Gfp;
 use kmm_hal::PAGE_SIZE;
-use kmm_slab::{Cache, SlabError, SlabFlags};
+use kmm_slab::{BulkFreeError, Cache, SlabError, SlabFlags};
 
 use super::{Checked, Flags, ensure, ensure_eq, fill, intact};
 use crate::TestMachine;
@@ -93,6 +96,53 @@ pub enum Op {
         /// The CPU that reaps.
         cpu: usize,
     },
+    /// `kmem_cache_alloc_bulk` of `n` objects from the `cache`-th cache:
+    /// all of them (each checked as `Alloc` checks one) or, where failure is
+    /// accepted, none.
+    AllocBulk {
+        /// The CPU that allocates.
+        cpu: usize,
+        /// Which cache.
+        cache: usize,
+        /// How many objects.
+        n: usize,
+    },
+    /// `kmem_cache_free_bulk` of up to `n` live objects of the `cache`-th
+    /// cache (from the `pick`-th on), with, if `bad` is given, a bad element
+    /// put at position `at` (modulo the count): the call must stop there
+    /// with that index and the single free's error, every element before it
+    /// freed, it and the rest untouched.
+    FreeBulk {
+        /// The CPU that frees.
+        cpu: usize,
+        /// Which cache.
+        cache: usize,
+        /// The first live object of the cache taken.
+        pick: usize,
+        /// How many objects.
+        n: usize,
+        /// A bad element and its position.
+        bad: Option<(BadElement, usize)>,
+    },
+}
+
+/// A bad element of an [`Op::FreeBulk`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadElement {
+    /// An element repeated from earlier in the slice (freed by then:
+    /// `DoubleFree`); a stack address if it would be first.
+    Repeated,
+    /// An element's second byte (`Interior`).
+    Interior,
+    /// An address on the stack (`Foreign`).
+    Foreign,
+    /// The `pick`-th live block that is not an object of the cache: another
+    /// cache's object or a kmalloc block (`WrongCache`; `Foreign` for a
+    /// large kmalloc block); a stack address if there is none.
+    Other {
+        /// Which block.
+        pick: usize,
+    },
 }
 
 /// What is wrong with a [`Op::BadFree`].
@@ -116,7 +166,7 @@ impl Op {
     /// target's grammar).
     pub fn decode([k, a, b, c]: [u8; 4]) -> Op {
         let wide = usize::from(u16::from_le_bytes([b, c]));
-        match k % 7 {
+        match k % 9 {
             0 => Op::CreateCache {
                 size: 1 + wide % 5000,
                 align: [0usize, 8, 16, 64, 512, 4096][usize::from(a) % 6],
@@ -152,7 +202,30 @@ impl Op {
                     _ => BadFree::Foreign,
                 },
             },
-            _ => Op::Reap { cpu: 0 },
+            6 => Op::Reap { cpu: 0 },
+            7 => Op::AllocBulk {
+                cpu: 0,
+                cache: usize::from(a),
+                n: 1 + wide % 200,
+            },
+            _ => Op::FreeBulk {
+                cpu: 0,
+                cache: usize::from(a & 0x0f),
+                pick: usize::from(c),
+                n: 1 + usize::from(b) % 160,
+                bad: match a >> 4 {
+                    0 => Some((BadElement::Repeated, usize::from(c))),
+                    1 => Some((BadElement::Interior, usize::from(c))),
+                    2 => Some((BadElement::Foreign, usize::from(c))),
+                    3 => Some((
+                        BadElement::Other {
+                            pick: usize::from(b),
+                        },
+                        usize::from(c),
+                    )),
+                    _ => None,
+                },
+            },
         }
     }
 }
@@ -162,7 +235,7 @@ impl Op {
 pub mod strategy {
     use proptest::prelude::*;
 
-    use super::{BadFree, Op};
+    use super::{BadElement, BadFree, Op};
     use crate::model::Flags;
     use kmm_buddy::Gfp;
 
@@ -193,6 +266,12 @@ pub mod strategy {
     pub fn op(cpus: usize, caches: usize) -> impl Strategy<Value = Op> {
         let size = prop_oneof![8 => 1usize..300, 3 => 300usize..5000, 1 => 5000usize..40_000, 1 => 130_000usize..300_000];
         let gfp = prop_oneof![Just(Gfp::KERNEL), Just(Gfp::KERNEL | Gfp::DMA)].prop_map(Flags);
+        let bad = prop_oneof![
+            Just(BadElement::Repeated),
+            Just(BadElement::Interior),
+            Just(BadElement::Foreign),
+            any::<usize>().prop_map(|pick| BadElement::Other { pick }),
+        ];
         let kind = prop_oneof![
             Just(BadFree::Interior),
             any::<usize>().prop_map(|other| BadFree::WrongCache { other }),
@@ -205,6 +284,10 @@ pub mod strategy {
             2 => (0..cpus, any::<usize>(), size).prop_map(|(cpu, pick, size)| Op::Realloc { cpu, pick, size }),
             1 => (any::<usize>(), kind).prop_map(|(pick, kind)| Op::BadFree { pick, kind }),
             1 => (0..cpus).prop_map(|cpu| Op::Reap { cpu }),
+            2 => (0..cpus, 0..caches, prop_oneof![3 => 1usize..40, 1 => 40usize..300])
+                .prop_map(|(cpu, cache, n)| Op::AllocBulk { cpu, cache, n }),
+            3 => (0..cpus, 0..caches, any::<usize>(), 1usize..300, prop::option::weighted(0.3, (bad, any::<usize>())))
+                .prop_map(|(cpu, cache, pick, n, bad)| Op::FreeBulk { cpu, cache, pick, n, bad }),
         ]
     }
 }
@@ -253,13 +336,20 @@ pub struct Model<'h> {
     live: BTreeMap<usize, Live>,
     tag: u8,
     baseline: usize,
+    /// Reports the allocator has made: those made before the model, and the
+    /// double frees of repeated bulk-free elements; [`Model::check`] and
+    /// [`Model::finish`] expect exactly these.
+    reports: usize,
 }
 
 impl<'h> Model<'h> {
     /// An empty model on `host`'s slab allocator; remembers the pages out
     /// now, which [`Model::finish`] expects back.
     pub fn new(host: &'h TestMachine, config: Config) -> Model<'h> {
-        host.slab();
+        let mut ring = [None; 16];
+        // Reports made before (a fuzz target's earlier inputs on the same
+        // machine) are not this model's.
+        let reports = host.slab().reports(&mut ring);
         Model {
             host,
             config,
@@ -267,6 +357,7 @@ impl<'h> Model<'h> {
             live: BTreeMap::new(),
             tag: 0,
             baseline: host.pages_out(),
+            reports,
         }
     }
 
@@ -395,8 +486,155 @@ impl<'h> Model<'h> {
                 let _c = host.bind(cpu);
                 s.reap();
             }
+            Op::AllocBulk { cpu, cache, n } => {
+                if self.caches.is_empty() {
+                    return self.check();
+                }
+                let i = cache % self.caches.len();
+                let c = self.caches[i];
+                let mut objs = vec![NonNull::<u8>::dangling(); n];
+                let made = {
+                    let _c = host.bind(cpu);
+                    s.kmem_cache_alloc_bulk(c.cache, Gfp::KERNEL, &mut objs)
+                };
+                match made {
+                    Ok(()) => {
+                        for p in objs {
+                            self.allocated(p.as_ptr(), i)?;
+                        }
+                    }
+                    Err(e) => ensure!(!self.config.must_succeed, "{op:?}: {e:?}"),
+                }
+            }
+            Op::FreeBulk {
+                cpu,
+                cache,
+                pick,
+                n,
+                bad,
+            } => {
+                if !self.caches.is_empty() {
+                    self.free_bulk(cpu, cache % self.caches.len(), pick, n, bad)?;
+                }
+            }
         }
         self.check()
+    }
+
+    /// Checks a fresh object of the `i`-th cache (alignment, constructor)
+    /// and records it.
+    fn allocated(&mut self, p: *mut u8, i: usize) -> Checked {
+        let c = self.caches[i];
+        if c.align > 0 {
+            ensure_eq!(p.addr() % c.align, 0, "misaligned object");
+        }
+        if c.ctor {
+            // SAFETY: a live object of at least one byte.
+            let first = unsafe { p.read() };
+            ensure_eq!(first, CTOR_BYTE, "object not constructed");
+        }
+        self.insert(p, c.size, Some(i))
+    }
+
+    /// [`Op::FreeBulk`] on the `i`-th cache.
+    fn free_bulk(
+        &mut self,
+        cpu: usize,
+        i: usize,
+        pick: usize,
+        n: usize,
+        bad: Option<(BadElement, usize)>,
+    ) -> Checked {
+        let host = self.host;
+        let s = host.slab();
+        let mine: Vec<usize> = self
+            .live
+            .iter()
+            .filter(|(_, l)| l.cache == Some(i))
+            .map(|(&p, _)| p)
+            .collect();
+        let start = pick % mine.len().max(1);
+        let chosen: Vec<usize> = mine
+            .iter()
+            .cycle()
+            .skip(start)
+            .take(n.min(mine.len()))
+            .copied()
+            .collect();
+        for p in &chosen {
+            ensure!(self.intact(&self.live[p]), "block {p:#x} overwritten");
+        }
+        let mut objs: Vec<*mut u8> = chosen.iter().map(|p| self.live[p].ptr).collect();
+        let mut stack = 0u64;
+        let stack_ptr: *mut u8 = (&raw mut stack).cast();
+        // The bad element, where it goes, and the error it must get.
+        // The bad element's position and the error it must get; `Foreign`
+        // is accepted too where the element points into an object freed
+        // earlier in the call, whose slab may have gone back to the page
+        // allocator since (as a single free would say then).
+        let mut expect = None;
+        if let Some((kind, at)) = bad {
+            let at = at % (objs.len() + 1);
+            let (ptr, err, or_gone) = match kind {
+                BadElement::Repeated if at > 0 => (objs[at / 2], SlabError::DoubleFree, true),
+                BadElement::Interior if !objs.is_empty() && self.caches[i].size > 1 => {
+                    (objs[0].wrapping_add(1), SlabError::Interior, at > 0)
+                }
+                BadElement::Other { pick } => {
+                    let others: Vec<&Live> =
+                        self.live.values().filter(|l| l.cache != Some(i)).collect();
+                    match others.get(pick % others.len().max(1)) {
+                        Some(l) if l.large => (l.ptr, SlabError::Foreign, false),
+                        Some(l) => (l.ptr, SlabError::WrongCache, false),
+                        None => (stack_ptr, SlabError::Foreign, false),
+                    }
+                }
+                _ => (stack_ptr, SlabError::Foreign, false),
+            };
+            objs.insert(at, ptr);
+            expect = Some((at, err, or_gone));
+        }
+        let ptrs: Vec<NonNull<u8>> = objs
+            .iter()
+            .map(|&p| NonNull::new(p).expect("non-null"))
+            .collect();
+        let res = {
+            let _c = host.bind(cpu);
+            s.kmem_cache_free_bulk(self.caches[i].cache, &ptrs)
+        };
+        match (expect, res) {
+            (None, Ok(())) => {}
+            (Some((at, err, or_gone)), Err(BulkFreeError { index, error }))
+                if index == at && (error == err || (or_gone && error == SlabError::Foreign)) =>
+            {
+                // A refused double free is reported.
+                if error == SlabError::DoubleFree {
+                    self.reports += 1;
+                }
+            }
+            (expect, res) => {
+                return Err(super::Failure(format!(
+                    "kmem_cache_free_bulk of {} elements: {res:?}, expected {expect:?}",
+                    ptrs.len()
+                )));
+            }
+        }
+        let freed = match res {
+            Ok(()) => objs.len(),
+            Err(e) => e.index,
+        };
+        for p in &objs[..freed] {
+            ensure!(
+                self.live.remove(&p.addr()).is_some(),
+                "freed {p:?}, not live"
+            );
+        }
+        for p in &objs[freed..] {
+            if let Some(l) = self.live.get(&p.addr()) {
+                ensure!(self.intact(l), "a refused bulk free damaged block {p:?}");
+            }
+        }
+        Ok(())
     }
 
     fn nth(&self, pick: usize) -> Option<(&usize, &Live)> {
@@ -544,6 +782,14 @@ impl<'h> Model<'h> {
                 return Err(super::Failure(format!("validate_cache: {r:?}")));
             }
         }
+        let mut reports = [None; 16];
+        let n = s.reports(&mut reports);
+        ensure_eq!(
+            n,
+            self.reports,
+            "reports: {:?}",
+            reports[n.saturating_sub(1).min(15)]
+        );
         Ok(())
     }
 
@@ -575,7 +821,7 @@ impl<'h> Model<'h> {
         ensure_eq!(s.large_pages(), 0, "large pages");
         let mut reports = [None; 16];
         let n = s.reports(&mut reports);
-        ensure_eq!(n, 0, "debug reports: {:?}", reports[0]);
+        ensure_eq!(n, self.reports, "reports: {:?}", reports[0]);
         Ok(())
     }
 }
