@@ -232,15 +232,17 @@ impl Kmalloc {
         }
     }
 
-    /// True if `krealloc` of a `ksize`-byte slab object to `new` bytes
-    /// should move it: `new` has a class at most half of `ksize`.
+    /// What `krealloc` asks for when it moves a block to grow it to `new`
+    /// bytes: the Linux 2.6 class of `new` (32, 64, 96, 128, 192, 256, then
+    /// powers of two) while that is a class of this table's range, so a
+    /// block that grew once can grow again in place as often as with
+    /// Linux's table; `new` itself above (a run of frames, exact).
     #[inline]
-    pub(crate) fn shrinks_class(&self, ksize: usize, new: usize) -> bool {
-        new <= ksize / 2
-            && self
-                .index(new)
-                .and_then(|i| self.class_size(i))
-                .is_some_and(|c| c <= ksize / 2)
+    pub(crate) fn grow_size(&self, new: usize) -> usize {
+        match index26(new).and_then(|i| LINUX26.get(i)) {
+            Some(c) if c.size <= self.max => c.size,
+            _ => new,
+        }
     }
 
     /// Gives back the frames of the live large run `ptr` starts past those

@@ -607,11 +607,12 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
     /// big enough, else a new one with the contents copied and the old one
     /// freed. A null pointer allocates.
     ///
-    /// Shrinking goes further than Linux, which keeps the block: a slab
-    /// object moves to the new size's class when that class is at most half
-    /// its own, and a run of frames from the page allocator gives its tail
-    /// frames back in place (or moves into a class once the size fits one).
-    /// `ksize` stays exact. A zero size is [`SlabError::BadSize`],
+    /// Two differences from Linux: a run of frames from the page allocator
+    /// (above the largest class) gives its tail frames back in place when it
+    /// shrinks (or moves into a class once the size fits one), and a block
+    /// that moves to grow is given the Linux 2.6 class of its new size
+    /// (32, 64, 96, 128, 192, 256, then powers of two), so it can grow again
+    /// in place as often as with Linux's table. `ksize` stays exact. A zero size is [`SlabError::BadSize`],
     /// and on any error the old block is untouched. A pointer kmalloc did not
     /// hand out (or already freed) is refused before it is read.
     ///
@@ -636,7 +637,7 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         match self.locate(ptr) {
             Ok(loc) => {
                 let old = live_size(&loc)?;
-                if old >= new_size && !self.kmalloc_table().shrinks_class(old, new_size) {
+                if old >= new_size {
                     // In place: the `debug` checks now guard the new size
                     // (written in transit, as in `hand_out`).
                     if cfg!(feature = "debug") {
@@ -687,7 +688,17 @@ impl<'a, C: Cpu> SlabAllocator<'a, C> {
         new_size: usize,
         gfp: Gfp,
     ) -> Result<NonNull<u8>, SlabError> {
-        let new = self.kmalloc(new_size, gfp)?;
+        // Growing: room to grow again in place, as Linux 2.6's classes give.
+        let want = if new_size > old {
+            self.kmalloc_table().grow_size(new_size)
+        } else {
+            new_size
+        };
+        let new = match self.kmalloc(want, gfp) {
+            Ok(p) => p,
+            Err(_) if want > new_size => self.kmalloc(new_size, gfp)?,
+            Err(e) => return Err(e),
+        };
         // SAFETY: both blocks are live, the old one `old` bytes and the new
         // one at least `new_size`.
         unsafe { core::ptr::copy_nonoverlapping(ptr, new.as_ptr(), old.min(new_size)) };

@@ -1,5 +1,5 @@
 //! The kmalloc size classes: the dense table and Linux 2.6's, runs of frames
-//! above the largest class, `krealloc` shrinking, and the fall-back to a
+//! above the largest class, `krealloc` shrinking and growing, and the fall-back to a
 //! larger class when a class cannot grow.
 
 mod common;
@@ -79,7 +79,7 @@ fn linux_2_6_table_is_kept_for_studying_linux() {
 }
 
 #[test]
-fn krealloc_shrinks_runs_in_place_and_objects_into_their_class() {
+fn krealloc_shrinks_runs_in_place_and_grows_objects_with_room() {
     let r = rig(32, 1);
     let _c = r.bind(0);
     let s = r.slab();
@@ -103,20 +103,26 @@ fn krealloc_shrinks_runs_in_place_and_objects_into_their_class() {
     assert_eq!(s.ksize(q.as_ptr()), Ok(1024));
     assert_eq!(s.large_pages(), 0);
     assert!(kept(q.as_ptr(), 1000));
-    // A slab object moves down when the new class is at most half its own,
-    // and stays otherwise.
+    // A slab object keeps its block when it shrinks, as in Linux.
     // SAFETY: as above.
-    let q2 = unsafe { s.krealloc(q.as_ptr(), 600, Gfp::KERNEL) }.unwrap();
-    assert_eq!(q2, q, "640 is more than half of 1024: kept");
+    let q2 = unsafe { s.krealloc(q.as_ptr(), 100, Gfp::KERNEL) }.unwrap();
+    assert_eq!(q2, q, "kept");
+    assert_eq!(s.ksize(q2.as_ptr()), Ok(1024));
+    // Growing out of its class, it moves to the Linux 2.6 class of the new
+    // size (room to grow again in place): 1500 bytes go to size-2048.
     // SAFETY: as above.
-    let q3 = unsafe { s.krealloc(q2.as_ptr(), 100, Gfp::KERNEL) }.unwrap();
-    assert_eq!(s.ksize(q3.as_ptr()), Ok(104));
+    let q3 = unsafe { s.krealloc(q2.as_ptr(), 1500, Gfp::KERNEL) }.unwrap();
+    assert_eq!(s.ksize(q3.as_ptr()), Ok(2048));
     assert!(kept(q3.as_ptr(), 100));
     assert_eq!(
         s.kfree(q.as_ptr()),
         Err(SlabError::DoubleFree),
         "the old block went"
     );
+    // A first allocation takes the dense class.
+    let d = s.kmalloc(1500, Gfp::KERNEL).unwrap();
+    assert_eq!(s.ksize(d.as_ptr()), Ok(1536));
+    s.kfree(d.as_ptr()).unwrap();
     // Growing within the run is in place.
     let p = s.kmalloc(40_000, Gfp::KERNEL).unwrap();
     // SAFETY: as above.
