@@ -44,7 +44,11 @@ pub fn run(slab: &KernelSlab, task: Cache<'static>, small: Cache<'static>) -> us
     slab.kmem_cache_free(small, s)
         .expect("freeing a small object");
     let p = slab.kmalloc(100, Gfp::KERNEL).expect("kmalloc(100)");
-    assert_eq!(slab.ksize(p.as_ptr()), Ok(104), "the dense class of 100 bytes");
+    assert_eq!(
+        slab.ksize(p.as_ptr()),
+        Ok(104),
+        "the dense class of 100 bytes"
+    );
     expect(
         slab.kfree(p.as_ptr().wrapping_add(8)),
         SlabError::Interior,
@@ -53,7 +57,11 @@ pub fn run(slab: &KernelSlab, task: Cache<'static>, small: Cache<'static>) -> us
     slab.kfree(p.as_ptr()).expect("kfree");
     expect(slab.kfree(p.as_ptr()), SlabError::DoubleFree, "kfree twice");
     let big = slab.kmalloc(200_000, Gfp::KERNEL).expect("kmalloc(200000)");
-    assert_eq!(slab.ksize(big.as_ptr()), Ok(49 * 4096), "a run of 49 frames");
+    assert_eq!(
+        slab.ksize(big.as_ptr()),
+        Ok(49 * 4096),
+        "a run of 49 frames"
+    );
     expect(
         slab.kfree(big.as_ptr().wrapping_add(8)),
         SlabError::Interior,

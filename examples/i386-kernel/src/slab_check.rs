@@ -218,8 +218,15 @@ fn own_caches(slab: &KernelSlab) {
 /// Validates every general cache (the normal ones of the allocator's class
 /// table, the DMA ones of Linux 2.6's); returns the objects checked.
 pub fn validate_general(slab: &KernelSlab) -> usize {
-    let normal = slab.kmalloc_sizes().classes().iter().map(|c| (c.size, false));
-    let dma = KmallocSizes::Linux26.classes().iter().map(|c| (c.size, true));
+    let normal = slab
+        .kmalloc_sizes()
+        .classes()
+        .iter()
+        .map(|c| (c.size, false));
+    let dma = KmallocSizes::Linux26
+        .classes()
+        .iter()
+        .map(|c| (c.size, true));
     let mut n = 0;
     for (size, dma) in normal.chain(dma) {
         let c = slab.kmalloc_cache(size, dma).expect("a general cache");
