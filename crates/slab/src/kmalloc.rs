@@ -202,20 +202,10 @@ impl Kmalloc {
         let page = self.large_block(mem, ptr)?;
         let frames = page.private();
         let pfn = mem.page_to_pfn(page).map_err(|_| SlabError::Foreign)?;
-        for i in 1..frames {
-            let tail = mem
-                .pfn_to_page(Pfn::new(pfn.as_usize() + i))
-                .map_err(|_| SlabError::Foreign)?;
-            // SAFETY: the owner contract of `Page`: a live large run (its head
-            // checked by `large_block`) is kmalloc's; back to allocated
-            // order-0 frames for the page allocator.
-            unsafe {
-                tail.remove(PgFlags::KMALLOC);
-                tail.insert(PgFlags::HEAD);
-                tail.set_private(0);
-            }
-        }
-        // SAFETY: as above, for the head; LARGE_FREED is kmalloc's own mark.
+        Self::unmark_tail(mem, pfn, 1..frames)?;
+        // SAFETY: the owner contract of `Page`: a live large run (its head
+        // checked by `large_block`) is kmalloc's; LARGE_FREED is kmalloc's
+        // own mark.
         unsafe {
             page.remove(PgFlags::KMALLOC);
             page.set_private(0);
@@ -230,6 +220,30 @@ impl Kmalloc {
             // head a moment ago): that one freed it.
             Err(_) => Err(SlabError::DoubleFree),
         }
+    }
+
+    /// Gives frames `range` of the live run headed at `pfn` back their
+    /// page-allocator state (allocated order-0 frames, no `KMALLOC` mark),
+    /// before they are freed.
+    fn unmark_tail(
+        mem: &MemMap<'_>,
+        pfn: Pfn,
+        range: core::ops::Range<usize>,
+    ) -> Result<(), SlabError> {
+        for i in range {
+            let tail = mem
+                .pfn_to_page(Pfn::new(pfn.as_usize() + i))
+                .map_err(|_| SlabError::Foreign)?;
+            // SAFETY: the owner contract of `Page`: the frames of a live run
+            // (its head checked by the caller's `large_block`) are
+            // kmalloc's until it frees them.
+            unsafe {
+                tail.remove(PgFlags::KMALLOC);
+                tail.insert(PgFlags::HEAD);
+                tail.set_private(0);
+            }
+        }
+        Ok(())
     }
 
     /// What `krealloc` asks for when it moves a block to grow it to `new`
@@ -262,20 +276,10 @@ impl Kmalloc {
             return Ok(());
         }
         let pfn = mem.page_to_pfn(page).map_err(|_| SlabError::Foreign)?;
-        for i in keep..frames {
-            let tail = mem
-                .pfn_to_page(Pfn::new(pfn.as_usize() + i))
-                .map_err(|_| SlabError::Foreign)?;
-            // SAFETY: the owner contract of `Page`: these frames of a live run
-            // (its head checked by `large_block`) are kmalloc's; back to
-            // allocated order-0 frames for the page allocator.
-            unsafe {
-                tail.remove(PgFlags::KMALLOC);
-                tail.insert(PgFlags::HEAD);
-                tail.set_private(0);
-            }
-        }
-        // SAFETY: as above; the head now counts the frames it keeps.
+        Self::unmark_tail(mem, pfn, keep..frames)?;
+        // SAFETY: the owner contract of `Page`: a live large run (its head
+        // checked by `large_block`) is kmalloc's; the head now counts the
+        // frames it keeps.
         unsafe { page.set_private(keep) };
         let first = mem
             .pfn_to_page(Pfn::new(pfn.as_usize() + keep))
