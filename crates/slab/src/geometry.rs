@@ -313,9 +313,12 @@ fn slab_order(req: &Request, size: usize, align: usize, off_slab: bool) -> Optio
             if left_over * divisor <= bytes {
                 return Some(this);
             }
-            // left_over / bytes below the best share so far.
-            let better =
-                best.is_none_or(|b| left_over * (PAGE_SIZE << b.gfporder) < b.left_over * bytes);
+            // left_over / bytes below the best share so far (in 64 bits:
+            // the products pass 2^32 on a 32-bit target).
+            let better = best.is_none_or(|b| {
+                (left_over as u64) * ((PAGE_SIZE << b.gfporder) as u64)
+                    < (b.left_over as u64) * (bytes as u64)
+            });
             if better {
                 best = Some(this);
             }

@@ -198,8 +198,11 @@ pub(crate) const fn tight_order_off_slab(size: usize) -> u32 {
             if waste * TIGHT_WASTE <= bytes {
                 return order;
             }
-            // waste / bytes < best_waste / best_bytes
-            if best_waste == usize::MAX || waste * best_bytes < best_waste * bytes {
+            // waste / bytes < best_waste / best_bytes (in 64 bits: the
+            // products pass 2^32 on a 32-bit target).
+            if best_waste == usize::MAX
+                || (waste as u64) * (best_bytes as u64) < (best_waste as u64) * (bytes as u64)
+            {
                 best = order;
                 best_waste = waste;
                 best_bytes = bytes;
