@@ -101,6 +101,27 @@ fn bad_frees_of_a_run_are_refused_with_the_index_and_free_nothing() {
         Err(FreeError::DoubleFree)
     );
     assert_eq!(free_now(&r), before, "nothing freed");
+    // A size past every run (an overflowing frame count): refused at the
+    // first frame that is not an allocated order-0 frame, nothing freed.
+    assert_eq!(
+        b.free_pages_exact(head, usize::MAX),
+        Err((2, FreeError::DoubleFree))
+    );
+    assert_eq!(free_now(&r), before, "nothing freed");
+    // The second frame of a live order-1 block is not an allocated frame.
+    let pair = b.alloc_pages(Gfp::KERNEL, 1).unwrap();
+    let ppfn = b.mem().page_to_pfn(pair).unwrap().as_usize();
+    assert_eq!(
+        b.free_pages_exact(frame(&r, ppfn + 1), PAGE_SIZE),
+        Err((0, FreeError::NotAllocated))
+    );
+    assert_eq!(
+        b.free_pages_exact(pair, 2 * PAGE_SIZE).map_err(|e| e.1),
+        Err(FreeError::WrongOrder { allocated: 1 }),
+        "a block of order 1 is not a run of frames"
+    );
+    b.free_pages_page(pair, 1).unwrap();
+    let before = free_now(&r);
     // A descriptor of no allocator.
     let foreign = Page::new(ZoneType::Normal, 0);
     assert_eq!(
@@ -141,6 +162,22 @@ fn split_page_makes_frames_and_refuses_what_a_free_would() {
     assert_eq!(free_now(&r), before);
     // A free block cannot be split.
     assert_eq!(b.split_page(block, 0), Err(FreeError::DoubleFree));
+    // Nor a frame that is not aligned to the order, nor a foreign page.
+    let block = b.alloc_pages(Gfp::KERNEL, 2).unwrap();
+    let pfn = b.mem().page_to_pfn(block).unwrap().as_usize();
+    assert_eq!(
+        b.split_page(frame(&r, pfn + 1), 2),
+        Err(FreeError::Misaligned)
+    );
+    assert_eq!(
+        b.split_page(&Page::new(ZoneType::Normal, 0), 0),
+        Err(FreeError::Foreign)
+    );
+    assert_eq!(
+        b.split_page(block, MAX_ORDER),
+        Err(FreeError::OrderTooLarge)
+    );
+    b.free_pages_page(block, 2).unwrap();
     // Nor a block whose later frame its owner still marks.
     let block = b.alloc_pages(Gfp::KERNEL, 1).unwrap();
     let pfn = b.mem().page_to_pfn(block).unwrap().as_usize();
